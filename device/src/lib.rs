@@ -1,0 +1,1 @@
+//! The phyr endpoint (see issue 3).

@@ -1,0 +1,1 @@
+//! The phyr ABI (see docs/ABI.md).

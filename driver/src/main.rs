@@ -1,0 +1,1 @@
+fn main() { eprintln!("phyr: not implemented yet (issue 5)"); std::process::exit(2); }

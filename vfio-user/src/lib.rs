@@ -1,0 +1,1 @@
+//! vfio-user protocol layer (see issue 2).
