@@ -59,6 +59,8 @@ pub struct DmaRecord {
     pub status: u16,
     /// CRC32C of the bytes moved, when CRC recording is on and the access succeeded.
     pub crc32c: Option<u32>,
+    /// How long the transaction took, in nanoseconds (0 if not measured). `t_ns` is its start.
+    pub dur_ns: u32,
 }
 
 /// A protocol or device event.
@@ -73,6 +75,9 @@ pub enum Event {
     Connected,
     Disconnected,
     Error { message: String },
+    /// The recorder dropped `records` records: the file reached its size cap (this marker is
+    /// then the last record and its count is kept up to date), or the writer fell behind.
+    Dropped { records: u64 },
 }
 
 /// What a record says.

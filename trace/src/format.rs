@@ -1,0 +1,553 @@
+//! The `.phyrtrace` binary file format, version 1 (human copy: `trace/FORMAT.md`).
+//!
+//! All integers are little-endian. A file is a 64-byte header followed by frames.
+//!
+//! ```text
+//! header (64 bytes)
+//!   0  [u8; 8] magic "PHYRTRC\0"
+//!   8  u16     version (1)
+//!  10  u16     header length (64)
+//!  12  u32     flags: bit 0 FRAME_CRC (frames carry a CRC32C of their body),
+//!              bit 1 DATA_CRC (DMA records carry a CRC32C of the bytes moved)
+//!  16  u16     endpoint
+//!  18  u16     reserved (0)
+//!  20  u32     clock: 1 = monotonic nanoseconds since `start_unix_ns`
+//!  24  u64     start_unix_ns: wall-clock time (ns since the Unix epoch) of t_ns = 0
+//!  32  u64     max_bytes: size cap the writer enforced
+//!  40  [u8;20] reserved (0)
+//!  60  u32     CRC32C of header bytes 0..60
+//!
+//! frame
+//!   0  u32     body length (1..=MAX_BODY)
+//!   4  u32     CRC32C of the body if FRAME_CRC, else 0
+//!   8  body    byte 0 is the kind: 1 = DMA record, 2 = event
+//!
+//! DMA body (64 bytes)
+//!   0 u8 kind=1   1 u8 direction (0 read, 1 write)   2 u8 space (0 iova, 1 bus, 2 message)
+//!   3 u8 target kind (0 none, 1 guest memory, 2 peer BAR)   4 u32 dur_ns   8 u64 t_ns
+//!  16 u16 endpoint  18 u16 queue  20 u16 command_id  22 u8 opcode  23 u8 list  24 u32 segment
+//!  28 u32 len  32 u64 addr  40 u16 status  42 u8 has_crc (0/1)  43 u8 target bar
+//!  44 u32 crc32c  48 u16 target endpoint  50 u16 reserved  52 u32 target mapping
+//!  56 u64 target offset
+//!
+//! event body (16-byte prefix + tag-specific tail, exact length per tag)
+//!   0 u8 kind=2   1 u8 tag   2 u16 endpoint   4 u32 reserved   8 u64 t_ns
+//!   tag 1 DmaMap        16 u64 iova  24 u64 size  32 u8 flags (bit0 readable, bit1 writable,
+//!                       bit2 has_fd)  33 [u8;7] reserved                       (40 bytes)
+//!   tag 2 DmaUnmap      16 u64 iova  24 u64 size  32 u8 all (0/1)  33 [u8;7]   (40 bytes)
+//!   tag 3 Reset, 6 Connected, 7 Disconnected: no tail                          (16 bytes)
+//!   tag 4 Interrupt     16 u16 vector  18 [u8;6]                               (24 bytes)
+//!   tag 5 CommandDone   16 u16 queue  18 u16 command_id  20 u8 opcode  21 u8 reserved
+//!                       22 u16 status  24 u64 result                           (32 bytes)
+//!   tag 8 Error         16 u16 n  18 [u8; n] UTF-8 message (n <= MAX_MESSAGE)  (18 + n)
+//!   tag 9 Dropped       16 u64 records                                         (24 bytes)
+//! ```
+//!
+//! Frames are written whole and appended in order, so a writer killed at any instant leaves a
+//! file whose last frame may be cut short; the reader reports such a tail instead of failing.
+
+use crate::record::{Direction, DmaRecord, Event, Payload, Record, Space, Target};
+
+pub const MAGIC: [u8; 8] = *b"PHYRTRC\0";
+pub const VERSION: u16 = 1;
+pub const HEADER_LEN: usize = 64;
+pub const FRAME_HEADER_LEN: usize = 8;
+/// Largest body a valid frame can have; anything longer is corruption.
+pub const MAX_BODY: u32 = 4096;
+/// Longest `Event::Error` message stored; the writer cuts longer ones at a char boundary.
+pub const MAX_MESSAGE: usize = 1024;
+pub const FLAG_FRAME_CRC: u32 = 1 << 0;
+pub const FLAG_DATA_CRC: u32 = 1 << 1;
+pub const CLOCK_MONOTONIC_SINCE_START: u32 = 1;
+
+const KIND_DMA: u8 = 1;
+const KIND_EVENT: u8 = 2;
+const DMA_BODY_LEN: usize = 64;
+const EVENT_PREFIX_LEN: usize = 16;
+
+/// What went wrong decoding a header or a frame. Offsets are file offsets.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FormatError {
+    #[error("file is {len} bytes, shorter than the {HEADER_LEN}-byte trace header")]
+    HeaderTruncated { len: usize },
+    #[error("not a phyr trace file (magic {found:02x?})")]
+    BadMagic { found: [u8; 8] },
+    #[error("trace format version {version} is not supported (this reader knows version {VERSION})")]
+    UnsupportedVersion { version: u16 },
+    #[error("header length {len} is not {HEADER_LEN}")]
+    BadHeaderLen { len: u16 },
+    #[error("header CRC mismatch (stored {stored:#010x}, computed {computed:#010x})")]
+    HeaderCrc { stored: u32, computed: u32 },
+    #[error("header has unknown flag bits {flags:#x}")]
+    UnknownFlags { flags: u32 },
+    #[error("frame at offset {offset}: body length {len} is out of range 1..={MAX_BODY}")]
+    BadFrameLength { offset: u64, len: u32 },
+    #[error("frame at offset {offset}: CRC mismatch (stored {stored:#010x}, computed {computed:#010x})")]
+    FrameCrc { offset: u64, stored: u32, computed: u32 },
+    #[error("frame at offset {offset}: unknown record kind {kind}")]
+    UnknownKind { offset: u64, kind: u8 },
+    #[error("frame at offset {offset}: unknown event tag {tag}")]
+    UnknownEvent { offset: u64, tag: u8 },
+    #[error("frame at offset {offset}: {what} body is {found} bytes, expected {expected}")]
+    BodyLength { offset: u64, what: &'static str, expected: usize, found: usize },
+    #[error("frame at offset {offset}: field `{field}` has invalid value {value}")]
+    BadField { offset: u64, field: &'static str, value: u64 },
+    #[error("frame at offset {offset}: error message is not valid UTF-8")]
+    BadUtf8 { offset: u64 },
+}
+
+/// The decoded file header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub endpoint: u16,
+    /// Frames carry a CRC32C of their body.
+    pub frame_crc: bool,
+    /// DMA records carry a CRC32C of the bytes moved (when the access succeeded).
+    pub data_crc: bool,
+    /// Wall-clock time of t_ns = 0, in ns since the Unix epoch.
+    pub start_unix_ns: u64,
+    /// The size cap the writer enforced.
+    pub max_bytes: u64,
+}
+
+impl Header {
+    pub fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut b = [0u8; HEADER_LEN];
+        b[0..8].copy_from_slice(&MAGIC);
+        put16(&mut b, 8, VERSION);
+        put16(&mut b, 10, HEADER_LEN as u16);
+        let flags = if self.frame_crc { FLAG_FRAME_CRC } else { 0 } | if self.data_crc { FLAG_DATA_CRC } else { 0 };
+        put32(&mut b, 12, flags);
+        put16(&mut b, 16, self.endpoint);
+        put32(&mut b, 20, CLOCK_MONOTONIC_SINCE_START);
+        put64(&mut b, 24, self.start_unix_ns);
+        put64(&mut b, 32, self.max_bytes);
+        let crc = crc32c::crc32c(&b[..60]);
+        put32(&mut b, 60, crc);
+        b
+    }
+
+    /// Decodes and validates a header from the first bytes of a file.
+    pub fn decode(b: &[u8]) -> Result<Self, FormatError> {
+        if b.len() < HEADER_LEN {
+            return Err(FormatError::HeaderTruncated { len: b.len() });
+        }
+        let mut found = [0u8; 8];
+        found.copy_from_slice(&b[0..8]);
+        if found != MAGIC {
+            return Err(FormatError::BadMagic { found });
+        }
+        let version = get16(b, 8);
+        if version != VERSION {
+            return Err(FormatError::UnsupportedVersion { version });
+        }
+        let len = get16(b, 10);
+        if len as usize != HEADER_LEN {
+            return Err(FormatError::BadHeaderLen { len });
+        }
+        let stored = get32(b, 60);
+        let computed = crc32c::crc32c(&b[..60]);
+        if stored != computed {
+            return Err(FormatError::HeaderCrc { stored, computed });
+        }
+        let flags = get32(b, 12);
+        if flags & !(FLAG_FRAME_CRC | FLAG_DATA_CRC) != 0 {
+            return Err(FormatError::UnknownFlags { flags });
+        }
+        Ok(Header {
+            endpoint: get16(b, 16),
+            frame_crc: flags & FLAG_FRAME_CRC != 0,
+            data_crc: flags & FLAG_DATA_CRC != 0,
+            start_unix_ns: get64(b, 24),
+            max_bytes: get64(b, 32),
+        })
+    }
+}
+
+/// Appends one frame (length, CRC, body) holding `rec` to `out`; returns the frame's size.
+pub fn encode_frame(rec: &Record, frame_crc: bool, out: &mut Vec<u8>) -> usize {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; FRAME_HEADER_LEN]);
+    encode_body(rec, out);
+    let body_len = out.len() - start - FRAME_HEADER_LEN;
+    let crc = if frame_crc { crc32c::crc32c(&out[start + FRAME_HEADER_LEN..]) } else { 0 };
+    put32(&mut out[start..], 0, body_len as u32);
+    put32(&mut out[start..], 4, crc);
+    out.len() - start
+}
+
+fn encode_body(rec: &Record, out: &mut Vec<u8>) {
+    match &rec.payload {
+        Payload::Dma(d) => {
+            let mut b = [0u8; DMA_BODY_LEN];
+            b[0] = KIND_DMA;
+            b[1] = match d.direction {
+                Direction::Read => 0,
+                Direction::Write => 1,
+            };
+            b[2] = match d.space {
+                Space::Iova => 0,
+                Space::Bus => 1,
+                Space::Message => 2,
+            };
+            put32(&mut b, 4, d.dur_ns);
+            put64(&mut b, 8, rec.t_ns);
+            put16(&mut b, 16, d.endpoint);
+            put16(&mut b, 18, d.queue);
+            put16(&mut b, 20, d.command_id);
+            b[22] = d.opcode;
+            b[23] = d.list;
+            put32(&mut b, 24, d.segment);
+            put32(&mut b, 28, d.len);
+            put64(&mut b, 32, d.addr);
+            put16(&mut b, 40, d.status);
+            if let Some(crc) = d.crc32c {
+                b[42] = 1;
+                put32(&mut b, 44, crc);
+            }
+            match d.target {
+                Target::None => b[3] = 0,
+                Target::GuestMemory { mapping, offset } => {
+                    b[3] = 1;
+                    put32(&mut b, 52, mapping);
+                    put64(&mut b, 56, offset);
+                }
+                Target::PeerBar { endpoint, bar, offset } => {
+                    b[3] = 2;
+                    b[43] = bar;
+                    put16(&mut b, 48, endpoint);
+                    put64(&mut b, 56, offset);
+                }
+            }
+            out.extend_from_slice(&b);
+        }
+        Payload::Event { endpoint, event } => {
+            let mut p = [0u8; EVENT_PREFIX_LEN];
+            p[0] = KIND_EVENT;
+            put16(&mut p, 2, *endpoint);
+            put64(&mut p, 8, rec.t_ns);
+            let tag_at = out.len() + 1;
+            out.extend_from_slice(&p);
+            let tag = match event {
+                Event::DmaMap { iova, size, readable, writable, has_fd } => {
+                    let flags = u8::from(*readable) | u8::from(*writable) << 1 | u8::from(*has_fd) << 2;
+                    push_u64s(out, &[*iova, *size]);
+                    out.extend_from_slice(&[flags, 0, 0, 0, 0, 0, 0, 0]);
+                    1
+                }
+                Event::DmaUnmap { iova, size, all } => {
+                    push_u64s(out, &[*iova, *size]);
+                    out.extend_from_slice(&[u8::from(*all), 0, 0, 0, 0, 0, 0, 0]);
+                    2
+                }
+                Event::Reset => 3,
+                Event::Interrupt { vector } => {
+                    out.extend_from_slice(&vector.to_le_bytes());
+                    out.extend_from_slice(&[0u8; 6]);
+                    4
+                }
+                Event::CommandDone { queue, command_id, opcode, status, result } => {
+                    out.extend_from_slice(&queue.to_le_bytes());
+                    out.extend_from_slice(&command_id.to_le_bytes());
+                    out.extend_from_slice(&[*opcode, 0]);
+                    out.extend_from_slice(&status.to_le_bytes());
+                    out.extend_from_slice(&result.to_le_bytes());
+                    5
+                }
+                Event::Connected => 6,
+                Event::Disconnected => 7,
+                Event::Error { message } => {
+                    let msg = truncate_at_char(message, MAX_MESSAGE);
+                    out.extend_from_slice(&(msg.len() as u16).to_le_bytes());
+                    out.extend_from_slice(msg.as_bytes());
+                    8
+                }
+                Event::Dropped { records } => {
+                    out.extend_from_slice(&records.to_le_bytes());
+                    9
+                }
+            };
+            out[tag_at] = tag;
+        }
+    }
+}
+
+/// Decodes one frame body; `offset` (the frame's file offset) only labels errors.
+pub fn decode_body(b: &[u8], offset: u64) -> Result<Record, FormatError> {
+    let kind = *b.first().ok_or(FormatError::BadFrameLength { offset, len: 0 })?;
+    match kind {
+        KIND_DMA => decode_dma(b, offset),
+        KIND_EVENT => decode_event(b, offset),
+        kind => Err(FormatError::UnknownKind { offset, kind }),
+    }
+}
+
+fn decode_dma(b: &[u8], offset: u64) -> Result<Record, FormatError> {
+    if b.len() != DMA_BODY_LEN {
+        return Err(FormatError::BodyLength { offset, what: "DMA record", expected: DMA_BODY_LEN, found: b.len() });
+    }
+    let bad = |field, value: u8| FormatError::BadField { offset, field, value: value.into() };
+    let direction = match b[1] {
+        0 => Direction::Read,
+        1 => Direction::Write,
+        v => return Err(bad("direction", v)),
+    };
+    let space = match b[2] {
+        0 => Space::Iova,
+        1 => Space::Bus,
+        2 => Space::Message,
+        v => return Err(bad("space", v)),
+    };
+    let target = match b[3] {
+        0 => Target::None,
+        1 => Target::GuestMemory { mapping: get32(b, 52), offset: get64(b, 56) },
+        2 => Target::PeerBar { endpoint: get16(b, 48), bar: b[43], offset: get64(b, 56) },
+        v => return Err(bad("target kind", v)),
+    };
+    let crc32c = match b[42] {
+        0 => None,
+        1 => Some(get32(b, 44)),
+        v => return Err(bad("has_crc", v)),
+    };
+    Ok(Record {
+        t_ns: get64(b, 8),
+        payload: Payload::Dma(DmaRecord {
+            endpoint: get16(b, 16),
+            queue: get16(b, 18),
+            command_id: get16(b, 20),
+            opcode: b[22],
+            segment: get32(b, 24),
+            list: b[23],
+            direction,
+            space,
+            addr: get64(b, 32),
+            len: get32(b, 28),
+            target,
+            status: get16(b, 40),
+            crc32c,
+            dur_ns: get32(b, 4),
+        }),
+    })
+}
+
+fn decode_event(b: &[u8], offset: u64) -> Result<Record, FormatError> {
+    if b.len() < EVENT_PREFIX_LEN {
+        return Err(FormatError::BodyLength { offset, what: "event", expected: EVENT_PREFIX_LEN, found: b.len() });
+    }
+    let tag = b[1];
+    let endpoint = get16(b, 2);
+    let t_ns = get64(b, 8);
+    let tail = &b[EVENT_PREFIX_LEN..];
+    let need = |what: &'static str, n: usize| {
+        if tail.len() == n {
+            Ok(())
+        } else {
+            Err(FormatError::BodyLength { offset, what, expected: EVENT_PREFIX_LEN + n, found: b.len() })
+        }
+    };
+    let bool_at = |field, v: u8| match v {
+        0 => Ok(false),
+        1 => Ok(true),
+        v => Err(FormatError::BadField { offset, field, value: v.into() }),
+    };
+    let event = match tag {
+        1 => {
+            need("DmaMap event", 24)?;
+            let flags = tail[16];
+            if flags & !0b111 != 0 {
+                return Err(FormatError::BadField { offset, field: "DmaMap flags", value: flags.into() });
+            }
+            Event::DmaMap {
+                iova: get64(tail, 0),
+                size: get64(tail, 8),
+                readable: flags & 1 != 0,
+                writable: flags & 2 != 0,
+                has_fd: flags & 4 != 0,
+            }
+        }
+        2 => {
+            need("DmaUnmap event", 24)?;
+            Event::DmaUnmap { iova: get64(tail, 0), size: get64(tail, 8), all: bool_at("DmaUnmap all", tail[16])? }
+        }
+        3 => {
+            need("Reset event", 0)?;
+            Event::Reset
+        }
+        4 => {
+            need("Interrupt event", 8)?;
+            Event::Interrupt { vector: get16(tail, 0) }
+        }
+        5 => {
+            need("CommandDone event", 16)?;
+            Event::CommandDone {
+                queue: get16(tail, 0),
+                command_id: get16(tail, 2),
+                opcode: tail[4],
+                status: get16(tail, 6),
+                result: get64(tail, 8),
+            }
+        }
+        6 => {
+            need("Connected event", 0)?;
+            Event::Connected
+        }
+        7 => {
+            need("Disconnected event", 0)?;
+            Event::Disconnected
+        }
+        8 => {
+            if tail.len() < 2 {
+                return Err(FormatError::BodyLength { offset, what: "Error event", expected: EVENT_PREFIX_LEN + 2, found: b.len() });
+            }
+            let n = usize::from(get16(tail, 0));
+            if n > MAX_MESSAGE {
+                return Err(FormatError::BadField { offset, field: "Error message length", value: n as u64 });
+            }
+            need("Error event", 2 + n)?;
+            let message = std::str::from_utf8(&tail[2..]).map_err(|_| FormatError::BadUtf8 { offset })?;
+            Event::Error { message: message.to_owned() }
+        }
+        9 => {
+            need("Dropped event", 8)?;
+            Event::Dropped { records: get64(tail, 0) }
+        }
+        tag => return Err(FormatError::UnknownEvent { offset, tag }),
+    };
+    Ok(Record { t_ns, payload: Payload::Event { endpoint, event } })
+}
+
+fn truncate_at_char(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+fn push_u64s(out: &mut Vec<u8>, vals: &[u64]) {
+    for v in vals {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+}
+
+// Fixed-layout helpers: every caller passes an offset inside a buffer whose length it checked.
+fn put16(b: &mut [u8], at: usize, v: u16) {
+    b[at..at + 2].copy_from_slice(&v.to_le_bytes());
+}
+fn put32(b: &mut [u8], at: usize, v: u32) {
+    b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+}
+fn put64(b: &mut [u8], at: usize, v: u64) {
+    b[at..at + 8].copy_from_slice(&v.to_le_bytes());
+}
+pub(crate) fn get16(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+pub(crate) fn get32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+pub(crate) fn get64(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::sample_records;
+
+    fn header() -> Header {
+        Header { endpoint: 3, frame_crc: true, data_crc: true, start_unix_ns: 1_700_000_000_000_000_000, max_bytes: 1 << 20 }
+    }
+
+    #[test]
+    fn header_round_trip() {
+        let h = header();
+        assert_eq!(Header::decode(&h.encode()), Ok(h));
+    }
+
+    #[test]
+    fn every_sample_record_round_trips() {
+        for (i, rec) in sample_records().into_iter().enumerate() {
+            let mut buf = Vec::new();
+            let n = encode_frame(&rec, true, &mut buf);
+            assert_eq!(n, buf.len());
+            assert_eq!(get32(&buf, 0) as usize, n - FRAME_HEADER_LEN);
+            assert_eq!(decode_body(&buf[FRAME_HEADER_LEN..], 0).as_ref(), Ok(&rec), "sample {i}");
+        }
+    }
+
+    #[test]
+    fn rejects_header_with_bad_magic() {
+        let mut b = header().encode();
+        b[0] = b'X';
+        assert!(matches!(Header::decode(&b), Err(FormatError::BadMagic { .. })));
+    }
+
+    #[test]
+    fn rejects_header_with_future_version() {
+        let mut b = header().encode();
+        put16(&mut b, 8, 2);
+        assert_eq!(Header::decode(&b), Err(FormatError::UnsupportedVersion { version: 2 }));
+    }
+
+    #[test]
+    fn rejects_header_with_flipped_bit() {
+        let mut b = header().encode();
+        b[30] ^= 0x40;
+        assert!(matches!(Header::decode(&b), Err(FormatError::HeaderCrc { .. })));
+    }
+
+    #[test]
+    fn rejects_header_shorter_than_64_bytes() {
+        assert_eq!(Header::decode(&header().encode()[..63]), Err(FormatError::HeaderTruncated { len: 63 }));
+    }
+
+    #[test]
+    fn rejects_dma_body_with_bad_direction_space_and_target() {
+        let mut buf = Vec::new();
+        encode_frame(&sample_records()[0], false, &mut buf);
+        for (idx, field) in [(1, "direction"), (2, "space"), (3, "target kind"), (42, "has_crc")] {
+            let mut body = buf[FRAME_HEADER_LEN..].to_vec();
+            body[idx] = 7;
+            assert_eq!(decode_body(&body, 100), Err(FormatError::BadField { offset: 100, field, value: 7 }));
+        }
+    }
+
+    #[test]
+    fn rejects_body_of_wrong_length_and_unknown_kind() {
+        assert!(matches!(decode_body(&[1; 10], 8), Err(FormatError::BodyLength { offset: 8, .. })));
+        assert!(matches!(decode_body(&[2; 10], 8), Err(FormatError::BodyLength { offset: 8, .. })));
+        assert_eq!(decode_body(&[9; 64], 8), Err(FormatError::UnknownKind { offset: 8, kind: 9 }));
+        let mut ev = [0u8; 16];
+        ev[0] = 2;
+        ev[1] = 200;
+        assert_eq!(decode_body(&ev, 8), Err(FormatError::UnknownEvent { offset: 8, tag: 200 }));
+    }
+
+    #[test]
+    fn rejects_error_event_with_invalid_utf8_or_lying_length() {
+        let mut body = vec![2u8, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        body.extend_from_slice(&2u16.to_le_bytes());
+        body.extend_from_slice(&[0xff, 0xfe]);
+        assert_eq!(decode_body(&body, 0), Err(FormatError::BadUtf8 { offset: 0 }));
+        body[16] = 5; // claims 5 bytes, has 2
+        assert!(matches!(decode_body(&body, 0), Err(FormatError::BodyLength { .. })));
+    }
+
+    #[test]
+    fn long_error_messages_are_cut_at_a_char_boundary() {
+        let message = "é".repeat(MAX_MESSAGE); // 2 bytes per char
+        let rec = Record { t_ns: 1, payload: Payload::Event { endpoint: 0, event: Event::Error { message } } };
+        let mut buf = Vec::new();
+        encode_frame(&rec, true, &mut buf);
+        match decode_body(&buf[FRAME_HEADER_LEN..], 0).unwrap().payload {
+            Payload::Event { event: Event::Error { message }, .. } => assert_eq!(message.len(), MAX_MESSAGE),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
