@@ -1,0 +1,598 @@
+//! The recording hook's sink: a [`Recorder`] per endpoint writing `<dir>/ep<N>.phyrtrace`.
+//!
+//! Cost model on the DMA path: [`Recorder::record`] encodes the record into a shared in-memory
+//! buffer under a mutex (a few dozen stores plus a CRC32C over 64 bytes) and returns. A writer
+//! thread per file swaps the buffer out and `write`s it whole, every `flush_interval` (100 ms)
+//! or as soon as `flush_threshold` bytes are pending. Frames are appended whole and in order,
+//! so a process killed at any instant leaves a file readable up to its last written frame;
+//! at most the last `flush_interval` of records is lost to SIGKILL, none to SIGTERM if the
+//! device calls [`Recorder::flush`] (dropping the last clone flushes too).
+//!
+//! Bounded size: the file never exceeds `max_bytes`. When the next record would not fit, the
+//! recorder appends an `Event::Dropped` marker, stops recording, and from then on only counts;
+//! each flush rewrites the marker in place with the current count. If the writer thread falls
+//! behind by more than `max_buffer` bytes, records are dropped too and a `Dropped` record is
+//! appended at the next flush.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::format::{encode_frame, Header, HEADER_LEN};
+use crate::record::{Event, Payload, Record};
+
+/// Size of the `Event::Dropped` marker frame (8-byte frame header + 24-byte body).
+const MARKER_LEN: u64 = 32;
+
+/// How a recorder writes.
+#[derive(Debug, Clone)]
+pub struct TraceConfig {
+    /// File size cap, header included (default 256 MiB).
+    pub max_bytes: u64,
+    /// Ask the device for a CRC32C of every successful transfer (default on).
+    pub data_crc: bool,
+    /// Protect each frame with a CRC32C of its body (default on).
+    pub frame_crc: bool,
+    /// Longest time a record waits in memory (default 100 ms).
+    pub flush_interval: Duration,
+    /// Pending bytes that wake the writer thread early (default 256 KiB).
+    pub flush_threshold: usize,
+    /// Pending bytes beyond which records are dropped instead of buffered (default 16 MiB).
+    pub max_buffer: usize,
+}
+
+impl Default for TraceConfig {
+    fn default() -> Self {
+        TraceConfig {
+            max_bytes: 256 << 20,
+            data_crc: true,
+            frame_crc: true,
+            flush_interval: Duration::from_millis(100),
+            flush_threshold: 256 << 10,
+            max_buffer: 16 << 20,
+        }
+    }
+}
+
+/// The time base shared by all endpoints of one device process, so their traces line up.
+#[derive(Debug, Clone)]
+pub struct TraceClock {
+    epoch: Instant,
+    start_unix_ns: u64,
+}
+
+impl TraceClock {
+    pub fn new() -> Self {
+        let start_unix_ns = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        TraceClock { epoch: Instant::now(), start_unix_ns }
+    }
+
+    /// Monotonic nanoseconds since the clock was created (the records' `t_ns`).
+    pub fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    /// Wall-clock time of `t_ns = 0`.
+    pub fn start_unix_ns(&self) -> u64 {
+        self.start_unix_ns
+    }
+}
+
+impl Default for TraceClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("cannot create trace directory {}", path.display())]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot create trace file {}", path.display())]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("writing trace file {} failed at offset {offset}; recording stopped", path.display())]
+    Write {
+        path: PathBuf,
+        offset: u64,
+        #[source]
+        source: io::Error,
+    },
+    #[error("trace size cap {max_bytes} bytes is below the minimum of {min} bytes")]
+    CapTooSmall { max_bytes: u64, min: u64 },
+    #[error("cannot start the trace writer thread")]
+    Spawn(#[source] io::Error),
+}
+
+/// The file name of endpoint `endpoint`'s trace inside a trace directory.
+pub fn trace_file_name(endpoint: u16) -> String {
+    format!("ep{endpoint}.phyrtrace")
+}
+
+/// Handle to one endpoint's trace file. Cheap to clone; the file is flushed and closed when
+/// the last clone is dropped. [`Recorder::disabled`] records nothing and costs one branch.
+#[derive(Clone, Default)]
+pub struct Recorder {
+    inner: Option<Arc<Handle>>,
+}
+
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.inner {
+            None => write!(f, "Recorder(disabled)"),
+            Some(h) => write!(f, "Recorder({})", h.shared.path.display()),
+        }
+    }
+}
+
+struct Handle {
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+struct Shared {
+    path: PathBuf,
+    endpoint: u16,
+    cfg: TraceConfig,
+    clock: TraceClock,
+    /// Full or failed: `record` only counts.
+    stopped: AtomicBool,
+    /// Records not written because the file is full (the marker's count).
+    dropped: AtomicU64,
+    /// Records not buffered because the writer fell behind, not yet reported in the file.
+    lost: AtomicU64,
+    state: Mutex<State>,
+    wake: Condvar,
+    sink: Mutex<Sink>,
+}
+
+struct State {
+    buf: Vec<u8>,
+    /// Bytes accepted so far (header + frames written or buffered): the next frame's offset.
+    committed: u64,
+    marker: Option<MarkerPos>,
+    flush_wanted: bool,
+    closing: bool,
+}
+
+#[derive(Clone, Copy)]
+struct MarkerPos {
+    offset: u64,
+    t_ns: u64,
+}
+
+struct Sink {
+    file: File,
+    pos: u64,
+    spare: Vec<u8>,
+    marker_count: u64,
+    error: Option<(u64, io::ErrorKind, String)>,
+}
+
+impl Recorder {
+    /// A recorder that records nothing.
+    pub fn disabled() -> Self {
+        Recorder { inner: None }
+    }
+
+    /// Creates (truncating) `<dir>/ep<endpoint>.phyrtrace`, writes its header and starts the
+    /// writer thread.
+    pub fn create(dir: &Path, endpoint: u16, cfg: &TraceConfig, clock: &TraceClock) -> Result<Self, WriteError> {
+        let min = HEADER_LEN as u64 + MARKER_LEN;
+        if cfg.max_bytes < min {
+            return Err(WriteError::CapTooSmall { max_bytes: cfg.max_bytes, min });
+        }
+        fs::create_dir_all(dir).map_err(|source| WriteError::CreateDir { path: dir.to_owned(), source })?;
+        let path = dir.join(trace_file_name(endpoint));
+        let mut file = File::create(&path).map_err(|source| WriteError::Create { path: path.clone(), source })?;
+        let header = Header {
+            endpoint,
+            frame_crc: cfg.frame_crc,
+            data_crc: cfg.data_crc,
+            start_unix_ns: clock.start_unix_ns(),
+            max_bytes: cfg.max_bytes,
+        };
+        file.write_all(&header.encode())
+            .map_err(|source| WriteError::Write { path: path.clone(), offset: 0, source })?;
+        let shared = Arc::new(Shared {
+            path,
+            endpoint,
+            cfg: cfg.clone(),
+            clock: clock.clone(),
+            stopped: AtomicBool::new(false),
+            dropped: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
+            state: Mutex::new(State {
+                buf: Vec::with_capacity(cfg.flush_threshold * 2),
+                committed: HEADER_LEN as u64,
+                marker: None,
+                flush_wanted: false,
+                closing: false,
+            }),
+            wake: Condvar::new(),
+            sink: Mutex::new(Sink {
+                file,
+                pos: HEADER_LEN as u64,
+                spare: Vec::with_capacity(cfg.flush_threshold * 2),
+                marker_count: 0,
+                error: None,
+            }),
+        });
+        let worker = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name(format!("phyr-trace-ep{endpoint}"))
+            .spawn(move || worker.run())
+            .map_err(WriteError::Spawn)?;
+        Ok(Recorder { inner: Some(Arc::new(Handle { shared, thread: Mutex::new(Some(thread)) })) })
+    }
+
+    /// True unless this is [`Recorder::disabled`]: build records only when this holds.
+    #[inline]
+    pub fn is_enabled(&self) -> bool {
+        self.inner.is_some()
+    }
+
+    /// Whether the device should compute a CRC32C of the bytes it moves ([`crate::data_crc`]).
+    #[inline]
+    pub fn wants_crc(&self) -> bool {
+        self.inner.as_ref().is_some_and(|h| h.shared.cfg.data_crc && !h.shared.stopped.load(Relaxed))
+    }
+
+    /// Timestamp for a record (`t_ns`): nanoseconds on the shared [`TraceClock`]; 0 if disabled.
+    #[inline]
+    pub fn now_ns(&self) -> u64 {
+        self.inner.as_ref().map_or(0, |h| h.shared.clock.now_ns())
+    }
+
+    /// Appends a record. Never blocks on I/O and never fails: a full file or a failed write
+    /// turns recording into counting (see [`Recorder::dropped`], [`Recorder::flush`]).
+    #[inline]
+    pub fn record(&self, rec: Record) {
+        if let Some(h) = &self.inner {
+            h.shared.record(&rec);
+        }
+    }
+
+    /// Appends `payload` stamped with the current time.
+    #[inline]
+    pub fn record_now(&self, payload: Payload) {
+        if let Some(h) = &self.inner {
+            h.shared.record(&Record { t_ns: h.shared.clock.now_ns(), payload });
+        }
+    }
+
+    /// Writes everything recorded so far to the file (not to stable storage: a killed process
+    /// keeps what the kernel has). Not async-signal-safe: call it from a thread, e.g. the one
+    /// that noticed SIGTERM. Returns the first write error if recording stopped on one.
+    pub fn flush(&self) -> Result<(), WriteError> {
+        match &self.inner {
+            Some(h) => h.shared.flush(),
+            None => Ok(()),
+        }
+    }
+
+    /// Records not written because the file reached its cap or the writer fell behind.
+    pub fn dropped(&self) -> u64 {
+        self.inner.as_ref().map_or(0, |h| h.shared.dropped.load(Relaxed) + h.shared.lost.load(Relaxed))
+    }
+
+    /// The trace file's path, if enabled.
+    pub fn path(&self) -> Option<&Path> {
+        self.inner.as_ref().map(|h| h.shared.path.as_path())
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        {
+            let mut st = self.shared.lock_state();
+            st.closing = true;
+            self.shared.wake.notify_one();
+        }
+        let thread = self.thread.get_mut().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(t) = thread {
+            // The thread's last act is a final flush; a panic in it has nothing left to tell us.
+            let _ = t.join();
+        }
+    }
+}
+
+impl Shared {
+    fn lock_state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_sink(&self) -> MutexGuard<'_, Sink> {
+        self.sink.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn record(&self, rec: &Record) {
+        if self.stopped.load(Relaxed) {
+            self.dropped.fetch_add(1, Relaxed);
+            return;
+        }
+        let mut st = self.lock_state();
+        if self.stopped.load(Relaxed) {
+            self.dropped.fetch_add(1, Relaxed);
+            return;
+        }
+        if st.buf.len() >= self.cfg.max_buffer {
+            drop(st);
+            self.lost.fetch_add(1, Relaxed);
+            return;
+        }
+        let start = st.buf.len();
+        let n = encode_frame(rec, self.cfg.frame_crc, &mut st.buf) as u64;
+        if st.committed + n + MARKER_LEN > self.cfg.max_bytes {
+            st.buf.truncate(start);
+            self.stopped.store(true, Relaxed);
+            self.dropped.fetch_add(1, Relaxed);
+            let marker = MarkerPos { offset: st.committed, t_ns: self.clock.now_ns() };
+            encode_frame(&self.marker_record(marker, 1), self.cfg.frame_crc, &mut st.buf);
+            st.committed += MARKER_LEN;
+            st.marker = Some(marker);
+            st.flush_wanted = true;
+            self.wake.notify_one();
+            return;
+        }
+        st.committed += n;
+        if st.buf.len() >= self.cfg.flush_threshold && !st.flush_wanted {
+            st.flush_wanted = true;
+            self.wake.notify_one();
+        }
+    }
+
+    fn marker_record(&self, m: MarkerPos, records: u64) -> Record {
+        Record { t_ns: m.t_ns, payload: Payload::Event { endpoint: self.endpoint, event: Event::Dropped { records } } }
+    }
+
+    fn write_error(&self, sink: &Sink) -> Result<(), WriteError> {
+        match &sink.error {
+            None => Ok(()),
+            Some((offset, kind, msg)) => Err(WriteError::Write {
+                path: self.path.clone(),
+                offset: *offset,
+                source: io::Error::new(*kind, msg.clone()),
+            }),
+        }
+    }
+
+    /// Moves the buffer to the file. The sink lock is taken first and held across the write,
+    /// so concurrent flushes write buffers in the order they were taken.
+    fn flush(&self) -> Result<(), WriteError> {
+        let mut sink = self.lock_sink();
+        self.write_error(&sink)?;
+        let spare = std::mem::take(&mut sink.spare);
+        let (mut buf, marker) = {
+            let mut st = self.lock_state();
+            st.flush_wanted = false;
+            let lost = self.lost.swap(0, Relaxed);
+            if lost > 0 {
+                if !self.stopped.load(Relaxed) && st.committed + 2 * MARKER_LEN <= self.cfg.max_bytes {
+                    let m = MarkerPos { offset: st.committed, t_ns: self.clock.now_ns() };
+                    let rec = self.marker_record(m, lost);
+                    encode_frame(&rec, self.cfg.frame_crc, &mut st.buf);
+                    st.committed += MARKER_LEN;
+                } else {
+                    self.dropped.fetch_add(lost, Relaxed);
+                }
+            }
+            (std::mem::replace(&mut st.buf, spare), st.marker)
+        };
+        let result = sink.file.write_all(&buf);
+        let at = sink.pos;
+        let written = buf.len() as u64;
+        buf.clear();
+        sink.spare = buf;
+        if let Err(e) = result {
+            return self.fail(&mut sink, at, e);
+        }
+        sink.pos += written;
+        if let Some(m) = marker {
+            let count = self.dropped.load(Relaxed);
+            if sink.pos >= m.offset + MARKER_LEN && count != sink.marker_count {
+                let mut frame = Vec::with_capacity(MARKER_LEN as usize);
+                encode_frame(&self.marker_record(m, count), self.cfg.frame_crc, &mut frame);
+                // One small positioned write of a whole frame: the count is either the old or
+                // the new one, never a mix, for a reader after a kill.
+                if let Err(e) = sink.file.write_all_at(&frame, m.offset) {
+                    return self.fail(&mut sink, m.offset, e);
+                }
+                sink.marker_count = count;
+            }
+        }
+        Ok(())
+    }
+
+    fn fail(&self, sink: &mut Sink, offset: u64, e: io::Error) -> Result<(), WriteError> {
+        self.stopped.store(true, Relaxed);
+        sink.error = Some((offset, e.kind(), e.to_string()));
+        self.write_error(sink)
+    }
+
+    fn run(self: Arc<Self>) {
+        loop {
+            let closing = {
+                let st = self.lock_state();
+                let (st, _) = self
+                    .wake
+                    .wait_timeout_while(st, self.cfg.flush_interval, |s| !s.flush_wanted && !s.closing)
+                    .unwrap_or_else(|e| e.into_inner());
+                st.closing
+            };
+            // A failure is kept in the sink and reported by the next `Recorder::flush`.
+            let _ = self.flush();
+            if closing {
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reader::{read_bytes, Tail};
+    use crate::testutil::{dma, sample_records, temp_dir};
+
+    fn read(path: &Path) -> crate::reader::TraceContents {
+        read_bytes(&fs::read(path).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn records_round_trip_through_a_file() {
+        let dir = temp_dir("writer-rt");
+        let rec = Recorder::create(&dir, 1, &TraceConfig::default(), &TraceClock::new()).unwrap();
+        assert!(rec.is_enabled() && rec.wants_crc());
+        for r in sample_records() {
+            rec.clone().record(r);
+        }
+        let path = rec.path().unwrap().to_owned();
+        assert_eq!(path, dir.join("ep1.phyrtrace"));
+        drop(rec);
+        let c = read(&path);
+        assert_eq!(c.tail, Tail::Clean);
+        assert_eq!(c.header.endpoint, 1);
+        assert_eq!(c.records.into_iter().map(|(_, r)| r).collect::<Vec<_>>(), sample_records());
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn disabled_recorder_does_nothing() {
+        let rec = Recorder::disabled();
+        assert!(!rec.is_enabled() && !rec.wants_crc());
+        rec.record(dma(1, 0, 0, 0, 1, 0));
+        assert_eq!(rec.now_ns(), 0);
+        assert!(rec.flush().is_ok());
+        assert_eq!(rec.dropped(), 0);
+    }
+
+    #[test]
+    fn writer_thread_flushes_within_the_interval_without_explicit_flush() {
+        let dir = temp_dir("writer-interval");
+        let cfg = TraceConfig { flush_interval: Duration::from_millis(20), ..TraceConfig::default() };
+        let rec = Recorder::create(&dir, 0, &cfg, &TraceClock::new()).unwrap();
+        rec.record_now(dma(0, 0, 1, 0x1000, 8, 0).payload);
+        let path = rec.path().unwrap().to_owned();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while read(&path).records.is_empty() {
+            assert!(Instant::now() < deadline, "record never reached the file");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        drop(rec);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn full_file_stops_at_the_cap_and_counts_drops_in_a_marker() {
+        let dir = temp_dir("writer-cap");
+        let cfg = TraceConfig { max_bytes: 1000, ..TraceConfig::default() };
+        let rec = Recorder::create(&dir, 2, &cfg, &TraceClock::new()).unwrap();
+        for i in 0..100 {
+            rec.record(dma(i, 2, i as u16, 0x1000, 8, 0));
+        }
+        rec.flush().unwrap();
+        let path = rec.path().unwrap().to_owned();
+        // frames are 72 bytes: (1000 - 64 - 32) / 72 = 12 fit.
+        let fits = 12;
+        assert_eq!(rec.dropped(), 100 - fits);
+        assert!(!rec.wants_crc(), "a full recorder no longer asks for CRCs");
+        let check = |expect_dropped: u64| {
+            let c = read(&path);
+            assert_eq!(c.tail, Tail::Clean);
+            assert!(fs::metadata(&path).unwrap().len() <= 1000);
+            assert_eq!(c.records.len() as u64, fits + 1);
+            match &c.records.last().unwrap().1.payload {
+                Payload::Event { event: Event::Dropped { records }, endpoint: 2 } => assert_eq!(*records, expect_dropped),
+                other => panic!("expected a Dropped marker, got {other:?}"),
+            }
+        };
+        check(100 - fits);
+        for i in 0..50 {
+            rec.record(dma(i, 2, 0, 0, 8, 0));
+        }
+        drop(rec);
+        check(150 - fits);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn rejects_cap_smaller_than_header_plus_marker() {
+        let dir = temp_dir("writer-tiny");
+        let cfg = TraceConfig { max_bytes: 10, ..TraceConfig::default() };
+        let err = Recorder::create(&dir, 0, &cfg, &TraceClock::new()).unwrap_err();
+        assert!(matches!(err, WriteError::CapTooSmall { max_bytes: 10, min: 96 }));
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn writer_falling_behind_drops_and_reports_it() {
+        let dir = temp_dir("writer-behind");
+        let cfg = TraceConfig {
+            max_buffer: 720,
+            flush_threshold: 1 << 20,
+            flush_interval: Duration::from_secs(3600),
+            ..TraceConfig::default()
+        };
+        let rec = Recorder::create(&dir, 0, &cfg, &TraceClock::new()).unwrap();
+        for i in 0..30 {
+            rec.record(dma(i, 0, 0, 0, 8, 0));
+        }
+        assert_eq!(rec.dropped(), 20);
+        rec.flush().unwrap();
+        let c = read(rec.path().unwrap());
+        assert_eq!(c.records.len(), 11);
+        assert!(matches!(c.records[10].1.payload, Payload::Event { event: Event::Dropped { records: 20 }, .. }));
+        drop(rec);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn many_threads_recording_concurrently_lose_nothing() {
+        let dir = temp_dir("writer-threads");
+        let cfg = TraceConfig { flush_threshold: 4096, ..TraceConfig::default() };
+        let rec = Recorder::create(&dir, 0, &cfg, &TraceClock::new()).unwrap();
+        let path = rec.path().unwrap().to_owned();
+        std::thread::scope(|s| {
+            for q in 0..4u16 {
+                let rec = rec.clone();
+                s.spawn(move || {
+                    for i in 0..5000u16 {
+                        let mut r = dma(rec.now_ns(), 0, i, 0, 8, 0);
+                        if let Payload::Dma(d) = &mut r.payload {
+                            d.queue = q;
+                        }
+                        rec.record(r);
+                    }
+                });
+            }
+        });
+        drop(rec);
+        let c = read(&path);
+        assert_eq!(c.records.len(), 20_000);
+        for q in 0..4u16 {
+            let ids: Vec<u16> = c
+                .records
+                .iter()
+                .filter_map(|(_, r)| match &r.payload {
+                    Payload::Dma(d) if d.queue == q => Some(d.command_id),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(ids, (0..5000).collect::<Vec<u16>>(), "queue {q} out of order");
+        }
+        fs::remove_dir_all(dir).unwrap();
+    }
+}
