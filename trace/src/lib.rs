@@ -12,12 +12,14 @@
 mod crc;
 pub mod export;
 mod filter;
+mod follow;
 mod listing;
 mod merge;
 mod names;
 mod run_dir;
 mod summary;
 pub mod format;
+mod inspect;
 mod reader;
 mod record;
 #[cfg(test)]
@@ -26,7 +28,9 @@ mod writer;
 
 pub use crc::{data_crc, data_crc_append};
 pub use filter::{parse_space, parse_u64, AddrRange, Filter, FilterError, StatusFilter};
+pub use follow::{FollowError, Follower};
 pub use format::{FormatError, Header};
+pub use inspect::{export, follow, follow_target, inspect, ExportFormat, FollowRunError, Outcome, Views};
 pub use listing::{event_details, fmt_time, write_header, write_line, Style};
 pub use merge::{FileReport, Item, MergedReader};
 pub use names::{opcode_name, status_description, status_is_failure, status_name};

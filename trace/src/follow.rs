@@ -1,0 +1,150 @@
+//! Follow mode: read what the device appended since the last poll, while a guest runs.
+//!
+//! Each poll re-lists the trace files (endpoints may appear late), reads every file from the
+//! end of its last complete frame, and returns the new records in time order. A frame still
+//! being written is left for the next poll. A file that shrank was recreated (a new run reusing
+//! the directory) and is read again from its start.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufReader, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use crate::format::{Header, HEADER_LEN};
+use crate::merge::Item;
+use crate::reader::{FileError, ReadError, TraceReader};
+use crate::run_dir::{trace_files, LocateError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FollowError {
+    #[error(transparent)]
+    Locate(#[from] LocateError),
+    #[error(transparent)]
+    File(#[from] FileError),
+}
+
+struct Followed {
+    index: usize,
+    header: Option<Header>,
+    offset: u64,
+}
+
+/// Tails the trace files under a run directory, trace directory or single file.
+pub struct Follower {
+    path: PathBuf,
+    files: BTreeMap<PathBuf, Followed>,
+    base_start_ns: Option<u64>,
+}
+
+impl Follower {
+    pub fn new(path: &Path) -> Self {
+        Follower { path: path.to_owned(), files: BTreeMap::new(), base_start_ns: None }
+    }
+
+    /// Paths seen so far, indexed by [`Item::file`].
+    pub fn paths(&self) -> Vec<PathBuf> {
+        let mut v: Vec<(usize, PathBuf)> = self.files.iter().map(|(p, f)| (f.index, p.clone())).collect();
+        v.sort();
+        v.into_iter().map(|(_, p)| p).collect()
+    }
+
+    /// New complete records since the last poll, in time order. No trace files yet is not an
+    /// error (the device may not have started, the directory may not exist yet); a damaged file is.
+    pub fn poll(&mut self) -> Result<Vec<Item>, FollowError> {
+        if !self.path.exists() {
+            return Ok(Vec::new());
+        }
+        let files = match trace_files(&self.path) {
+            Ok(f) => f,
+            Err(LocateError::NoTraces { .. }) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut items = Vec::new();
+        for f in files {
+            let next_index = self.files.len();
+            let st = self.files.entry(f.path.clone()).or_insert(Followed { index: next_index, header: None, offset: 0 });
+            read_new(&f.path, st, &mut self.base_start_ns, &mut items)
+                .map_err(|source| FileError { path: f.path.clone(), source })?;
+        }
+        items.sort_by_key(|i| (i.ts_ns, i.file, i.offset));
+        Ok(items)
+    }
+}
+
+fn read_new(path: &Path, st: &mut Followed, base: &mut Option<u64>, out: &mut Vec<Item>) -> Result<(), ReadError> {
+    let at = st.offset;
+    let io = |source| ReadError::Io { offset: at, source };
+    let len = std::fs::metadata(path).map_err(io)?.len();
+    if len < st.offset {
+        st.header = None;
+        st.offset = 0;
+    }
+    if st.header.is_none() {
+        if len < HEADER_LEN as u64 {
+            return Ok(());
+        }
+        let file = File::open(path).map_err(io)?;
+        let r = TraceReader::new(BufReader::new(file))?;
+        st.header = Some(r.header().clone());
+        st.offset = HEADER_LEN as u64;
+    }
+    let Some(header) = st.header.clone() else { return Ok(()) };
+    if len <= st.offset {
+        return Ok(());
+    }
+    let base_ns = *base.get_or_insert(header.start_unix_ns);
+    let shift = header.start_unix_ns.saturating_sub(base_ns);
+    let mut file = File::open(path).map_err(io)?;
+    file.seek(SeekFrom::Start(st.offset)).map_err(io)?;
+    let mut r = TraceReader::resume(BufReader::new(file), header, st.offset);
+    while let Some((offset, record)) = r.next_record()? {
+        out.push(Item { file: st.index, offset, ts_ns: shift.saturating_add(record.t_ns), record });
+    }
+    st.offset = r.offset();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{dma, temp_dir};
+    use crate::{Recorder, TraceClock, TraceConfig};
+
+    #[test]
+    fn picks_up_appended_records_and_late_files() {
+        let dir = temp_dir("follow");
+        let mut f = Follower::new(&dir);
+        assert!(f.poll().unwrap().is_empty(), "no files yet is not an error");
+        let clock = TraceClock::new();
+        let a = Recorder::create(&dir, 0, &TraceConfig::default(), &clock).unwrap();
+        a.record(dma(1, 0, 1, 0, 8, 0));
+        a.flush().unwrap();
+        assert_eq!(f.poll().unwrap().len(), 1);
+        assert!(f.poll().unwrap().is_empty());
+        a.record(dma(3, 0, 2, 0, 8, 0));
+        let b = Recorder::create(&dir, 1, &TraceConfig::default(), &clock).unwrap();
+        b.record(dma(2, 1, 3, 0, 8, 0));
+        a.flush().unwrap();
+        b.flush().unwrap();
+        let got: Vec<u64> = f.poll().unwrap().iter().map(|i| i.record.t_ns).collect();
+        assert_eq!(got, [2, 3]);
+        assert_eq!(f.paths().len(), 2);
+        drop((a, b));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn partial_frame_waits_for_the_next_poll() {
+        let dir = temp_dir("follow-partial");
+        let path = dir.join("ep0.phyrtrace");
+        let h = Header { endpoint: 0, frame_crc: true, data_crc: false, start_unix_ns: 0, max_bytes: 1 << 20 };
+        let mut bytes = h.encode().to_vec();
+        crate::format::encode_frame(&dma(1, 0, 1, 0, 8, 0), true, &mut bytes);
+        std::fs::write(&path, &bytes[..bytes.len() - 10]).unwrap();
+        let mut f = Follower::new(&dir);
+        assert!(f.poll().unwrap().is_empty());
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(f.poll().unwrap().len(), 1);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
