@@ -1,1 +1,30 @@
-//! The phyr endpoint (see issue 3).
+//! The phyr endpoint fabric (issue 3): PCIe endpoints with a DMA engine and a peer-mappable
+//! BAR, served over vfio-user, one process for the whole fabric.
+//!
+//! - `config`: PCI configuration space as data (capabilities, BAR sizing and decode).
+//! - `peer_mem`: BAR2, the memfd-backed peer memory.
+//! - `fabric`: endpoints, switches, bus-address routing (UR / CA semantics).
+//! - `mem`, `raw`: the engine's view of memory (pieces, faults) and the unsafe byte movers.
+//! - `bus`: one endpoint's resolver over IOVA and bus address spaces.
+//! - `engine`: executes one command (list walk, COPY / FILL / CRC32C / COMPARE).
+//! - `hook`: the recording hook every DMA passes through.
+
+mod bus;
+mod config;
+mod engine;
+mod fabric;
+mod hook;
+mod mem;
+mod peer_mem;
+mod raw;
+#[cfg(test)]
+mod testmem;
+
+pub use bus::{AccessError, Bus};
+pub use config::{BarDecode, ConfigEffect, ConfigSpace, CONFIG_SIZE};
+pub use engine::{Exec, Failure, STEP};
+pub use fabric::{Fabric, Port, RouteFault, Routed};
+pub use hook::{CmdTag, Hook};
+pub use mem::{Dir, IovaMemory, IrqSink, MemFault, MemFaultKind, Piece, PieceFn};
+pub use peer_mem::{PeerMem, PeerMemError};
+pub use raw::RawPiece;

@@ -1,0 +1,118 @@
+//! One endpoint's view of every address space its DMA engine can reach: IOVAs through the
+//! client's DMA mappings (`IovaMemory`) and bus addresses through the fabric. Resolves a range
+//! into pieces and reports failures as completion statuses with the first failing address.
+
+use dma_range::{AddrSpace, Status};
+use phyr_trace::{Space, Target};
+
+use crate::fabric::{Fabric, Port};
+use crate::mem::{Dir, IovaMemory, MemFaultKind, Piece};
+
+/// Why an access failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessError {
+    /// A resolution failure: status and the first failing address.
+    Fault { status: Status, addr: u64 },
+    /// The piece callback stopped the walk; the caller knows why.
+    Stopped,
+}
+
+/// The address spaces one endpoint reaches.
+#[derive(Clone, Copy)]
+pub struct Bus<'a> {
+    pub iova: &'a dyn IovaMemory,
+    pub fabric: &'a Fabric,
+    pub me: &'a Port,
+}
+
+/// The trace's address space of a piece.
+pub fn trace_space(space: AddrSpace, piece: &Piece) -> Space {
+    match (space, piece.is_message()) {
+        (AddrSpace::Bus, _) => Space::Bus,
+        (AddrSpace::Iova, true) => Space::Message,
+        (AddrSpace::Iova, false) => Space::Iova,
+    }
+}
+
+impl<'a> Bus<'a> {
+    /// Calls `f` with the pieces of `[addr, addr + len)` in `space`, in order.
+    pub fn pieces(
+        &self,
+        space: AddrSpace,
+        addr: u64,
+        len: u64,
+        dir: Dir,
+        f: &mut dyn FnMut(Piece, Target) -> Result<(), ()>,
+    ) -> Result<(), AccessError> {
+        if len == 0 {
+            return Ok(());
+        }
+        match space {
+            AddrSpace::Iova => self.iova.access(addr, len, dir, f).map_err(|e| match e.kind {
+                MemFaultKind::Stopped => AccessError::Stopped,
+                _ => AccessError::Fault { status: e.status(), addr: e.addr },
+            }),
+            AddrSpace::Bus => {
+                let r = self
+                    .fabric
+                    .route(self.me, addr, len)
+                    .map_err(|e| AccessError::Fault { status: e.status, addr: e.addr })?;
+                let target = Target::PeerBar { endpoint: r.endpoint, bar: 2, offset: r.offset };
+                f(Piece::Raw(r.piece), target).map_err(|()| AccessError::Stopped)
+            }
+        }
+    }
+
+    /// Reads `buf.len()` bytes at `addr` (list blocks, queue entries).
+    pub fn read(&self, space: AddrSpace, addr: u64, buf: &mut [u8]) -> Result<(), AccessError> {
+        let mut off = 0usize;
+        let mut msg_fault = None;
+        let total = buf.len();
+        let r = self.pieces(space, addr, total as u64, Dir::Read, &mut |p, _| {
+            let dst = &mut buf[off..off + p.len().min(total - off)];
+            match p {
+                Piece::Raw(r) => {
+                    r.read_into(dst);
+                }
+                Piece::Message { iova, .. } => {
+                    if let Err(e) = self.iova.message_read(iova, dst) {
+                        msg_fault = Some(AccessError::Fault { status: e.status(), addr: e.addr });
+                        return Err(());
+                    }
+                }
+            }
+            off += dst.len();
+            Ok(())
+        });
+        match (r, msg_fault) {
+            (Err(AccessError::Stopped), Some(f)) => Err(f),
+            (r, _) => r,
+        }
+    }
+
+    /// Writes `data` at `addr` (completions).
+    pub fn write(&self, space: AddrSpace, addr: u64, data: &[u8]) -> Result<(), AccessError> {
+        let mut off = 0usize;
+        let mut msg_fault = None;
+        let r = self.pieces(space, addr, data.len() as u64, Dir::Write, &mut |p, _| {
+            let src = &data[off..off + p.len().min(data.len() - off)];
+            match p {
+                Piece::Raw(r) => {
+                    r.write_from(src);
+                }
+                Piece::Message { iova, .. } => {
+                    if let Err(e) = self.iova.message_write(iova, src) {
+                        msg_fault = Some(AccessError::Fault { status: e.status(), addr: e.addr });
+                        return Err(());
+                    }
+                }
+            }
+            off += src.len();
+            Ok(())
+        });
+        match (r, msg_fault) {
+            (Err(AccessError::Stopped), Some(f)) => Err(f),
+            (r, _) => r,
+        }
+    }
+}

@@ -1,0 +1,498 @@
+//! The DMA engine: executes one command. It validates the command, walks and validates the
+//! whole list(s) first (`dma_range::walk`, limits from the registers), then moves data in
+//! steps that never cross a segment boundary (and are at most `STEP` bytes), checking for an
+//! abort (reset, queue disable) before each step. Every transaction goes through the
+//! recording hook. Faults become completions with status, list, segment index, the first
+//! failing address, and the bytes done before the fault.
+
+use dma_range::{
+    walk, Command, Completion, DmaRange, ListLimits, Opcode, ReadFault, Status, WalkedList,
+    FAULT_LIST_DST, FAULT_LIST_NONE, FAULT_LIST_SRC, NO_SEGMENT,
+};
+use phyr_trace::Target;
+
+use crate::bus::{trace_space, AccessError, Bus};
+use crate::hook::{CmdTag, Data, Hook, ListKind, Txn};
+use crate::mem::{Dir, IovaMemory, MemFault, Piece};
+use crate::raw::RawPiece;
+
+/// Largest amount of data moved between two abort checks.
+pub const STEP: u64 = 4 << 20;
+/// Bounce buffer size for message-backed pieces.
+const BOUNCE: usize = 64 << 10;
+
+/// A command failure: what to put in the completion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Failure {
+    pub status: Status,
+    pub list: u8,
+    pub segment: u32,
+    pub addr: u64,
+}
+
+impl Failure {
+    fn plain(status: Status) -> Self {
+        Self { status, list: FAULT_LIST_NONE, segment: NO_SEGMENT, addr: 0 }
+    }
+}
+
+/// Everything one command execution needs.
+pub struct Exec<'a> {
+    pub bus: Bus<'a>,
+    pub limits: ListLimits,
+    pub hook: &'a Hook,
+    pub tag: CmdTag,
+    /// Polled before every step: `Some(status)` aborts the command with that status.
+    pub abort: &'a dyn Fn() -> Option<Status>,
+}
+
+/// One step of a two-list operation: `len` bytes at `s`/`d`, `off` bytes into the transfer.
+#[derive(Debug, Clone, Copy)]
+struct Step {
+    si: usize,
+    s: u64,
+    di: usize,
+    d: u64,
+    len: u64,
+    off: u64,
+}
+
+fn shift(t: Target, by: u64) -> Target {
+    match t {
+        Target::None => Target::None,
+        Target::GuestMemory { mapping, offset } => {
+            Target::GuestMemory { mapping, offset: offset.wrapping_add(by) }
+        }
+        Target::PeerBar { endpoint, bar, offset } => {
+            Target::PeerBar { endpoint, bar, offset: offset.wrapping_add(by) }
+        }
+    }
+}
+
+fn seg_index(i: usize) -> u32 {
+    u32::try_from(i).unwrap_or(NO_SEGMENT)
+}
+
+/// Where a piece-to-piece move failed.
+enum MoveFault {
+    Src(MemFault),
+    Dst(MemFault),
+}
+
+/// Moves `min(src.len, dst.len)` bytes; message-backed pieces go through a bounce buffer.
+fn move_piece(mem: &dyn IovaMemory, src: Piece, dst: Piece) -> Result<(), MoveFault> {
+    if let (Piece::Raw(s), Piece::Raw(d)) = (src, dst) {
+        RawPiece::copy(s, d);
+        return Ok(());
+    }
+    let n = src.len().min(dst.len());
+    let mut bounce = vec![0u8; n.min(BOUNCE)];
+    let mut off = 0;
+    while off < n {
+        let k = (n - off).min(BOUNCE);
+        let buf = &mut bounce[..k];
+        match src.sub(off, k) {
+            Piece::Raw(r) => {
+                r.read_into(buf);
+            }
+            Piece::Message { iova, .. } => mem.message_read(iova, buf).map_err(MoveFault::Src)?,
+        }
+        match dst.sub(off, k) {
+            Piece::Raw(r) => {
+                r.write_from(buf);
+            }
+            Piece::Message { iova, .. } => mem.message_write(iova, buf).map_err(MoveFault::Dst)?,
+        }
+        off += k;
+    }
+    Ok(())
+}
+
+/// Reads a piece into a new buffer (message-backed pieces in CRC/COMPARE).
+fn fetch(mem: &dyn IovaMemory, p: Piece) -> Result<Vec<u8>, MemFault> {
+    let mut buf = vec![0u8; p.len()];
+    match p {
+        Piece::Raw(r) => {
+            r.read_into(&mut buf);
+        }
+        Piece::Message { iova, .. } => mem.message_read(iova, &mut buf)?,
+    }
+    Ok(buf)
+}
+
+impl Exec<'_> {
+    /// Executes `cmd` and returns its completion (phase and sq_head are the queue's business).
+    pub fn run(&self, cmd: &Command) -> Completion {
+        let mut done = 0u64;
+        let outcome = self.dispatch(cmd, &mut done);
+        match outcome {
+            Ok((status, result)) => Completion::ok(cmd.command_id, status, result),
+            Err(f) => Completion {
+                command_id: cmd.command_id,
+                status: f.status as u16,
+                sq_head: 0,
+                fault_list: f.list,
+                phase: false,
+                segment: f.segment,
+                result: done,
+                fault_addr: f.addr,
+            },
+        }
+    }
+
+    fn dispatch(&self, cmd: &Command, done: &mut u64) -> Result<(Status, u64), Failure> {
+        let Some(op) = Opcode::from_u8(cmd.opcode) else {
+            return Err(Failure::plain(Status::INVALID_OPCODE));
+        };
+        if cmd.flags != 0 || cmd.reserved0 != 0 || cmd.reserved1 != 0 || cmd.reserved2 != 0 {
+            return Err(Failure::plain(Status::INVALID_FIELD));
+        }
+        match op {
+            Opcode::Nop => Ok((Status::SUCCESS, 0)),
+            Opcode::Copy | Opcode::Compare => {
+                let src = self.walk_list(cmd.src, FAULT_LIST_SRC)?;
+                let dst = self.walk_list(cmd.dst, FAULT_LIST_DST)?;
+                if src.total_len != dst.total_len {
+                    return Err(Failure::plain(Status::LIST_LENGTH_MISMATCH));
+                }
+                if op == Opcode::Copy {
+                    self.copy(&src.segments, &dst.segments, done)?;
+                    Ok((Status::SUCCESS, *done))
+                } else {
+                    match self.compare(&src.segments, &dst.segments, done)? {
+                        Some(at) => Ok((Status::COMPARE_MISMATCH, at)),
+                        None => Ok((Status::SUCCESS, *done)),
+                    }
+                }
+            }
+            Opcode::Fill => {
+                let dst = self.walk_list(cmd.dst, FAULT_LIST_DST)?;
+                self.fill(&dst.segments, cmd.pattern, done)?;
+                Ok((Status::SUCCESS, *done))
+            }
+            Opcode::Crc32c => {
+                let src = self.walk_list(cmd.src, FAULT_LIST_SRC)?;
+                let crc = self.crc(&src.segments, done)?;
+                Ok((Status::SUCCESS, u64::from(crc)))
+            }
+        }
+    }
+
+    fn walk_list(&self, head: DmaRange, list: u8) -> Result<WalkedList, Failure> {
+        walk(head, self.limits, |space, addr, buf| {
+            let t0 = self.hook.start();
+            let r = self.bus.read(space, addr, buf);
+            let (status, target) = match r {
+                Ok(()) => (0, Target::None),
+                Err(AccessError::Fault { status, .. }) => (status as u16, Target::None),
+                Err(AccessError::Stopped) => (Status::IOMMU_FAULT as u16, Target::None),
+            };
+            self.hook.dma(&Txn {
+                tag: self.tag,
+                segment: NO_SEGMENT,
+                list: ListKind::Descriptor,
+                dir: Dir::Read,
+                space: match space {
+                    dma_range::AddrSpace::Iova => phyr_trace::Space::Iova,
+                    dma_range::AddrSpace::Bus => phyr_trace::Space::Bus,
+                },
+                addr,
+                len: buf.len() as u64,
+                target,
+                status,
+                data: Data::Bytes(buf),
+                t0,
+            });
+            match r {
+                Ok(()) => Ok(()),
+                Err(AccessError::Fault { status, addr }) => Err(ReadFault { status, addr }),
+                Err(AccessError::Stopped) => Err(ReadFault { status: Status::IOMMU_FAULT, addr }),
+            }
+        })
+        .map_err(|f| Failure { status: f.status, list, segment: f.segment, addr: f.addr })
+    }
+
+    fn check_abort(&self) -> Result<(), Failure> {
+        match (self.abort)() {
+            Some(status) => Err(Failure::plain(status)),
+            None => Ok(()),
+        }
+    }
+
+    /// Records a failed transaction and builds the failure.
+    fn fault(&self, list: u8, seg: usize, r: &DmaRange, dir: Dir, status: Status, addr: u64) -> Failure {
+        self.hook.dma(&Txn {
+            tag: self.tag,
+            segment: seg_index(seg),
+            list: if list == FAULT_LIST_DST { ListKind::Dst } else { ListKind::Src },
+            dir,
+            space: match r.space() {
+                dma_range::AddrSpace::Iova => phyr_trace::Space::Iova,
+                dma_range::AddrSpace::Bus => phyr_trace::Space::Bus,
+            },
+            addr,
+            len: 0,
+            target: Target::None,
+            status: status as u16,
+            data: Data::None,
+            t0: self.hook.start(),
+        });
+        Failure { status, list, segment: seg_index(seg), addr }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record(&self, list: ListKind, seg: usize, r: &DmaRange, dir: Dir, p: Piece, addr: u64, t: Target, t0: u64) {
+        if !self.hook.enabled() {
+            return;
+        }
+        self.hook.dma(&Txn {
+            tag: self.tag,
+            segment: seg_index(seg),
+            list,
+            dir,
+            space: trace_space(r.space(), &p),
+            addr,
+            len: p.len() as u64,
+            target: t,
+            status: 0,
+            data: match p {
+                Piece::Raw(r) => Data::Raw(r),
+                Piece::Message { .. } => Data::None,
+            },
+            t0,
+        });
+    }
+
+    /// Calls `f` for each step of a two-list transfer (lists of equal total length).
+    fn steps(
+        &self,
+        src: &[DmaRange],
+        dst: &[DmaRange],
+        mut f: impl FnMut(Step) -> Result<(), Failure>,
+    ) -> Result<(), Failure> {
+        let (mut si, mut so, mut di, mut dof, mut off) = (0usize, 0u64, 0usize, 0u64, 0u64);
+        while si < src.len() && di < dst.len() {
+            self.check_abort()?;
+            let (s, d) = (&src[si], &dst[di]);
+            let len = (u64::from(s.len) - so).min(u64::from(d.len) - dof).min(STEP);
+            f(Step { si, s: s.addr + so, di, d: d.addr + dof, len, off })?;
+            so += len;
+            dof += len;
+            off += len;
+            if so == u64::from(s.len) {
+                si += 1;
+                so = 0;
+            }
+            if dof == u64::from(d.len) {
+                di += 1;
+                dof = 0;
+            }
+        }
+        Ok(())
+    }
+
+    /// Calls `f(segment index, addr, len, offset)` for each step over one list.
+    fn steps1(
+        &self,
+        list: &[DmaRange],
+        mut f: impl FnMut(usize, u64, u64, u64) -> Result<(), Failure>,
+    ) -> Result<(), Failure> {
+        let mut off = 0u64;
+        for (i, r) in list.iter().enumerate() {
+            let mut so = 0u64;
+            while so < u64::from(r.len) {
+                self.check_abort()?;
+                let len = (u64::from(r.len) - so).min(STEP);
+                f(i, r.addr + so, len, off)?;
+                so += len;
+                off += len;
+            }
+        }
+        Ok(())
+    }
+
+    fn copy(&self, src: &[DmaRange], dst: &[DmaRange], done: &mut u64) -> Result<(), Failure> {
+        self.steps(src, dst, |st| {
+            let (sr, dr) = (&src[st.si], &dst[st.di]);
+            let mut fail: Option<Failure> = None;
+            let mut s_off = 0u64;
+            let r = self.bus.pieces(sr.space(), st.s, st.len, Dir::Read, &mut |sp, stgt| {
+                let mut inner = 0usize;
+                let r2 = self.bus.pieces(dr.space(), st.d + s_off, sp.len() as u64, Dir::Write, &mut |dp, dtgt| {
+                    let part = sp.sub(inner, dp.len());
+                    let t0 = self.hook.start();
+                    if let Err(e) = move_piece(self.bus.iova, part, dp) {
+                        fail = Some(match e {
+                            MoveFault::Src(m) => self.fault(FAULT_LIST_SRC, st.si, sr, Dir::Read, m.status(), m.addr),
+                            MoveFault::Dst(m) => self.fault(FAULT_LIST_DST, st.di, dr, Dir::Write, m.status(), m.addr),
+                        });
+                        return Err(());
+                    }
+                    let a = s_off + inner as u64;
+                    self.record(ListKind::Src, st.si, sr, Dir::Read, part, st.s + a, shift(stgt, inner as u64), t0);
+                    self.record(ListKind::Dst, st.di, dr, Dir::Write, dp, st.d + a, dtgt, t0);
+                    inner += dp.len();
+                    *done += dp.len() as u64;
+                    Ok(())
+                });
+                match r2 {
+                    Ok(()) => {}
+                    Err(AccessError::Stopped) => return Err(()),
+                    Err(AccessError::Fault { status, addr }) => {
+                        fail = Some(self.fault(FAULT_LIST_DST, st.di, dr, Dir::Write, status, addr));
+                        return Err(());
+                    }
+                }
+                s_off += sp.len() as u64;
+                Ok(())
+            });
+            match r {
+                Ok(()) => Ok(()),
+                Err(AccessError::Stopped) => Err(fail.unwrap_or(Failure::plain(Status::IOMMU_FAULT))),
+                Err(AccessError::Fault { status, addr }) => {
+                    Err(self.fault(FAULT_LIST_SRC, st.si, sr, Dir::Read, status, addr))
+                }
+            }
+        })
+    }
+
+    fn compare(&self, src: &[DmaRange], dst: &[DmaRange], done: &mut u64) -> Result<Option<u64>, Failure> {
+        let mut mismatch = None;
+        let r = self.steps(src, dst, |st| {
+            let (sr, dr) = (&src[st.si], &dst[st.di]);
+            let mut fail: Option<Failure> = None;
+            let mut s_off = 0u64;
+            let r = self.bus.pieces(sr.space(), st.s, st.len, Dir::Read, &mut |sp, stgt| {
+                let mut inner = 0usize;
+                let r2 = self.bus.pieces(dr.space(), st.d + s_off, sp.len() as u64, Dir::Read, &mut |dp, dtgt| {
+                    let part = sp.sub(inner, dp.len());
+                    let t0 = self.hook.start();
+                    let diff = match (part, dp) {
+                        (Piece::Raw(a), Piece::Raw(b)) => RawPiece::first_difference(a, b),
+                        _ => {
+                            let a = fetch(self.bus.iova, part).map_err(|m| {
+                                fail = Some(self.fault(FAULT_LIST_SRC, st.si, sr, Dir::Read, m.status(), m.addr));
+                            })?;
+                            let b = fetch(self.bus.iova, dp).map_err(|m| {
+                                fail = Some(self.fault(FAULT_LIST_DST, st.di, dr, Dir::Read, m.status(), m.addr));
+                            })?;
+                            a.iter().zip(&b).position(|(x, y)| x != y)
+                        }
+                    };
+                    let a = s_off + inner as u64;
+                    self.record(ListKind::Src, st.si, sr, Dir::Read, part, st.s + a, shift(stgt, inner as u64), t0);
+                    self.record(ListKind::Dst, st.di, dr, Dir::Read, dp, st.d + a, dtgt, t0);
+                    if let Some(i) = diff {
+                        mismatch = Some(st.off + a + i as u64);
+                        return Err(());
+                    }
+                    inner += dp.len();
+                    *done += dp.len() as u64;
+                    Ok(())
+                });
+                match r2 {
+                    Ok(()) => {}
+                    Err(AccessError::Stopped) => return Err(()),
+                    Err(AccessError::Fault { status, addr }) => {
+                        fail = Some(self.fault(FAULT_LIST_DST, st.di, dr, Dir::Read, status, addr));
+                        return Err(());
+                    }
+                }
+                s_off += sp.len() as u64;
+                Ok(())
+            });
+            match r {
+                Ok(()) => Ok(()),
+                Err(AccessError::Stopped) => match fail {
+                    Some(f) => Err(f),
+                    // A mismatch stopped the walk: end the steps with a marker failure.
+                    None => Err(Failure::plain(Status::COMPARE_MISMATCH)),
+                },
+                Err(AccessError::Fault { status, addr }) => {
+                    Err(self.fault(FAULT_LIST_SRC, st.si, sr, Dir::Read, status, addr))
+                }
+            }
+        });
+        match (r, mismatch) {
+            (Err(f), Some(at)) if f.status == Status::COMPARE_MISMATCH => Ok(Some(at)),
+            (Err(f), _) => Err(f),
+            (Ok(()), _) => Ok(None),
+        }
+    }
+
+    fn fill(&self, dst: &[DmaRange], pattern: u64, done: &mut u64) -> Result<(), Failure> {
+        self.steps1(dst, |i, addr, len, off| {
+            let r = &dst[i];
+            let mut fail = None;
+            let mut p_off = 0u64;
+            let res = self.bus.pieces(r.space(), addr, len, Dir::Write, &mut |p, tgt| {
+                let t0 = self.hook.start();
+                let phase = ((off + p_off) % 8) as usize;
+                match p {
+                    Piece::Raw(raw) => raw.fill(pattern, phase),
+                    Piece::Message { iova, len } => {
+                        let pat = pattern.to_le_bytes();
+                        let mut o = 0;
+                        while o < len {
+                            let k = (len - o).min(BOUNCE);
+                            let buf: Vec<u8> = (0..k).map(|j| pat[(phase + o + j) % 8]).collect();
+                            if let Err(m) = self.bus.iova.message_write(iova + o as u64, &buf) {
+                                *done += o as u64;
+                                fail = Some(self.fault(FAULT_LIST_DST, i, r, Dir::Write, m.status(), m.addr));
+                                return Err(());
+                            }
+                            o += k;
+                        }
+                    }
+                }
+                self.record(ListKind::Dst, i, r, Dir::Write, p, addr + p_off, tgt, t0);
+                p_off += p.len() as u64;
+                *done += p.len() as u64;
+                Ok(())
+            });
+            match res {
+                Ok(()) => Ok(()),
+                Err(AccessError::Stopped) => Err(fail.unwrap_or(Failure::plain(Status::IOMMU_FAULT))),
+                Err(AccessError::Fault { status, addr }) => {
+                    Err(self.fault(FAULT_LIST_DST, i, r, Dir::Write, status, addr))
+                }
+            }
+        })
+    }
+
+    fn crc(&self, src: &[DmaRange], done: &mut u64) -> Result<u32, Failure> {
+        let mut crc = 0u32;
+        self.steps1(src, |i, addr, len, _off| {
+            let r = &src[i];
+            let mut fail = None;
+            let mut p_off = 0u64;
+            let res = self.bus.pieces(r.space(), addr, len, Dir::Read, &mut |p, tgt| {
+                let t0 = self.hook.start();
+                match p {
+                    Piece::Raw(raw) => crc = raw.crc32c(crc),
+                    Piece::Message { .. } => {
+                        let buf = fetch(self.bus.iova, p).map_err(|m| {
+                            fail = Some(self.fault(FAULT_LIST_SRC, i, r, Dir::Read, m.status(), m.addr));
+                        })?;
+                        crc = crc32c::crc32c_append(crc, &buf);
+                    }
+                }
+                self.record(ListKind::Src, i, r, Dir::Read, p, addr + p_off, tgt, t0);
+                p_off += p.len() as u64;
+                *done += p.len() as u64;
+                Ok(())
+            });
+            match res {
+                Ok(()) => Ok(()),
+                Err(AccessError::Stopped) => Err(fail.unwrap_or(Failure::plain(Status::IOMMU_FAULT))),
+                Err(AccessError::Fault { status, addr }) => {
+                    Err(self.fault(FAULT_LIST_SRC, i, r, Dir::Read, status, addr))
+                }
+            }
+        })?;
+        Ok(crc)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,324 @@
+//! Engine unit tests over in-process memory (`testmem`) and a real two-endpoint fabric.
+
+use std::sync::Arc;
+
+use dma_range::{encode_chained, AddrSpace, Command, DmaRange, ListLimits, Opcode, Status};
+use proptest::prelude::*;
+
+use super::*;
+use crate::config::BarDecode;
+use crate::fabric::{Fabric, Port};
+use crate::peer_mem::PeerMem;
+use crate::testmem::TestMem;
+
+const RAM: u64 = 0x10_0000;
+const RO: u64 = 0x80_0000;
+const MSG: u64 = 0x90_0000;
+const BAR2_0: u64 = 0x40_0000_0000;
+const BAR2_1: u64 = 0x40_0100_0000;
+
+struct Rig {
+    mem: TestMem,
+    fabric: Fabric,
+    hook: Hook,
+}
+
+fn rig() -> Rig {
+    let mut mem = TestMem::default();
+    mem.map(RAM, 1 << 20, true, false);
+    mem.map(RAM + (1 << 20), 1 << 20, true, false); // adjacent mapping: ranges span both
+    mem.map(RO, 64 << 10, false, false);
+    mem.map(MSG, 64 << 10, true, true);
+    let ports = (0..3u16)
+        .map(|i| {
+            let p = Port::new(i, u32::from(i / 2), PeerMem::new("bar2", 1 << 20).unwrap());
+            p.set_decode(BarDecode {
+                memory_enabled: true,
+                bar0: 0xFE00_0000 + u64::from(i) * 0x10000,
+                bar2: BAR2_0 + u64::from(i) * 0x100_0000,
+            });
+            Arc::new(p)
+        })
+        .collect();
+    Rig { mem, fabric: Fabric::new(ports), hook: Hook::off(0) }
+}
+
+impl Rig {
+    fn run(&self, cmd: &Command) -> Completion {
+        let none = || None;
+        let exec = Exec {
+            bus: Bus { iova: &self.mem, fabric: &self.fabric, me: &self.fabric.ports()[0] },
+            limits: ListLimits { max_entries: 64, max_chain: 4 },
+            hook: &self.hook,
+            tag: CmdTag::default(),
+            abort: &none,
+        };
+        exec.run(cmd)
+    }
+
+    /// Writes a single-block list at `at` (IOVA) and returns its head.
+    fn list(&self, at: u64, segs: &[DmaRange]) -> DmaRange {
+        let bytes: Vec<u8> = segs.iter().flat_map(|s| s.to_bytes()).collect();
+        self.mem.put(at, &bytes);
+        Command::list_head(AddrSpace::Iova, at, segs.len() as u32)
+    }
+
+    fn peer(&self, ep: usize, off: u64, data: &[u8]) {
+        assert!(self.fabric.ports()[ep].bar2.write(off, data));
+    }
+
+    fn peer_get(&self, ep: usize, off: u64, len: usize) -> Vec<u8> {
+        let mut b = vec![0; len];
+        assert!(self.fabric.ports()[ep].bar2.read(off, &mut b));
+        b
+    }
+}
+
+fn iova(addr: u64, len: u32) -> DmaRange {
+    DmaRange::segment(AddrSpace::Iova, addr, len)
+}
+fn bus(addr: u64, len: u32) -> DmaRange {
+    DmaRange::segment(AddrSpace::Bus, addr, len)
+}
+fn pattern(n: usize, seed: u8) -> Vec<u8> {
+    (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+}
+
+#[test]
+fn copy_mixing_iova_and_bus_segments_spanning_two_mappings() {
+    let r = rig();
+    let data = pattern(12288, 1);
+    r.mem.put(RAM + (1 << 20) - 4096, &data[..8192]); // spans the two adjacent mappings
+    r.peer(1, 0x100, &data[8192..]);
+    let src = r.list(RAM, &[iova(RAM + (1 << 20) - 4096, 8192), bus(BAR2_1 + 0x100, 4096)]);
+    let dst = r.list(RAM + 0x100, &[bus(BAR2_0 + 0x2000, 10000), iova(RAM + 0x8000, 2288)]);
+    let c = r.run(&Command::new(Opcode::Copy, 7, src, dst));
+    assert_eq!((c.status(), c.command_id, c.result), (Some(Status::SUCCESS), 7, 12288));
+    assert_eq!(r.peer_get(0, 0x2000, 10000), data[..10000]);
+    assert_eq!(r.mem.get(RAM + 0x8000, 2288), data[10000..]);
+}
+
+#[test]
+fn chained_list_in_bar2() {
+    let r = rig();
+    let data = pattern(600, 9);
+    r.mem.put(RAM + 0x4000, &data);
+    let segs: Vec<DmaRange> = (0..6).map(|i| iova(RAM + 0x4000 + i * 100, 100)).collect();
+    let (head, blocks) = encode_chained(&segs, 4, |i| (AddrSpace::Bus, BAR2_0 + 0x1000 * i as u64));
+    for (i, b) in blocks.iter().enumerate() {
+        r.peer(0, 0x1000 * i as u64, b);
+    }
+    let dst = r.list(RAM, &[iova(RAM + 0x9000, 600)]);
+    let c = r.run(&Command::new(Opcode::Copy, 1, head, dst));
+    assert_eq!(c.status(), Some(Status::SUCCESS));
+    assert_eq!(r.mem.get(RAM + 0x9000, 600), data);
+}
+
+#[test]
+fn fill_crc_compare() {
+    let r = rig();
+    let dst = r.list(RAM, &[iova(RAM + 0x1003, 13), bus(BAR2_0 + 5, 19)]);
+    let mut fill = Command::new(Opcode::Fill, 2, DmaRange::default(), dst);
+    fill.pattern = 0x0807_0605_0403_0201;
+    assert_eq!(r.run(&fill).result, 32);
+    assert_eq!(r.mem.get(RAM + 0x1003, 13), [1, 2, 3, 4, 5, 6, 7, 8, 1, 2, 3, 4, 5]);
+    assert_eq!(r.peer_get(0, 5, 3), [6, 7, 8]);
+    let mut expect = vec![];
+    for i in 0..32 {
+        expect.push((i % 8 + 1) as u8);
+    }
+    let c = r.run(&Command::new(Opcode::Crc32c, 3, dst, DmaRange::default()));
+    assert_eq!(c.result, u64::from(crc32c::crc32c(&expect)));
+    r.mem.put(RAM + 0x2000, &expect);
+    let other = r.list(RAM + 0x200, &[iova(RAM + 0x2000, 32)]);
+    let c = r.run(&Command::new(Opcode::Compare, 4, dst, other));
+    assert_eq!((c.status(), c.result), (Some(Status::SUCCESS), 32));
+    r.mem.put(RAM + 0x2000 + 20, &[0xEE]);
+    let c = r.run(&Command::new(Opcode::Compare, 4, dst, other));
+    assert_eq!((c.status(), c.result), (Some(Status::COMPARE_MISMATCH), 20));
+}
+
+#[test]
+fn unknown_opcode_is_invalid_opcode() {
+    let r = rig();
+    let mut c = Command::new(Opcode::Nop, 9, DmaRange::default(), DmaRange::default());
+    c.opcode = 0x77;
+    let comp = r.run(&c);
+    assert_eq!((comp.status(), comp.command_id), (Some(Status::INVALID_OPCODE), 9));
+}
+
+#[test]
+fn nonzero_reserved_field_is_invalid_field() {
+    let r = rig();
+    let mut c = Command::new(Opcode::Nop, 9, DmaRange::default(), DmaRange::default());
+    c.reserved2 = 1;
+    assert_eq!(r.run(&c).status(), Some(Status::INVALID_FIELD));
+    c.reserved2 = 0;
+    c.flags = 0x80;
+    assert_eq!(r.run(&c).status(), Some(Status::INVALID_FIELD));
+}
+
+#[test]
+fn unmapped_iova_mid_list_is_iommu_fault_with_segment_and_exact_address() {
+    let r = rig();
+    // Segment 1 runs 16 bytes past the end of the second mapping.
+    let end = RAM + (2 << 20);
+    let src = r.list(RAM, &[iova(RAM + 0x1000, 100), iova(end - 48, 64)]);
+    let dst = r.list(RAM + 0x100, &[iova(RAM + 0x3000, 164)]);
+    let c = r.run(&Command::new(Opcode::Copy, 5, src, dst));
+    assert_eq!(c.status(), Some(Status::IOMMU_FAULT));
+    assert_eq!((c.fault_list, c.segment, c.fault_addr), (FAULT_LIST_SRC, 1, end));
+    assert_eq!(c.result, 148, "bytes moved before the fault");
+}
+
+#[test]
+fn write_through_read_only_mapping_is_write_read_only() {
+    let r = rig();
+    let src = r.list(RAM, &[iova(RAM + 0x1000, 64)]);
+    let dst = r.list(RAM + 0x100, &[iova(RAM + 0x2000, 32), iova(RO + 0x10, 32)]);
+    let c = r.run(&Command::new(Opcode::Copy, 5, src, dst));
+    assert_eq!(c.status(), Some(Status::WRITE_READ_ONLY));
+    assert_eq!((c.fault_list, c.segment, c.fault_addr, c.result), (FAULT_LIST_DST, 1, RO + 0x10, 32));
+}
+
+#[test]
+fn fd_less_mapping_goes_through_messages() {
+    let r = rig();
+    let data = pattern(5000, 3);
+    r.mem.put(MSG + 7, &data);
+    let src = r.list(RAM, &[iova(MSG + 7, 5000)]);
+    let dst = r.list(RAM + 0x100, &[iova(MSG + 0x8000, 5000)]);
+    assert_eq!(r.run(&Command::new(Opcode::Copy, 5, src, dst)).status(), Some(Status::SUCCESS));
+    assert_eq!(r.mem.get(MSG + 0x8000, 5000), data);
+    let c = r.run(&Command::new(Opcode::Crc32c, 5, src, DmaRange::default()));
+    assert_eq!(c.result, u64::from(crc32c::crc32c(&data)));
+}
+
+#[test]
+fn refused_dma_message_is_dma_message_failed() {
+    let r = rig();
+    r.mem.refuse_messages.store(true, std::sync::atomic::Ordering::Relaxed);
+    let src = r.list(RAM, &[iova(RAM, 16)]);
+    let dst = r.list(RAM + 0x100, &[iova(MSG + 0x40, 16)]);
+    let c = r.run(&Command::new(Opcode::Copy, 5, src, dst));
+    assert_eq!((c.status(), c.fault_list, c.fault_addr), (Some(Status::DMA_MESSAGE_FAILED), FAULT_LIST_DST, MSG + 0x40));
+}
+
+#[test]
+fn bus_faults_carry_segment_and_address() {
+    let r = rig();
+    let src = r.list(RAM, &[iova(RAM + 0x1000, 4096)]);
+    let cases = [
+        (bus(0x1234_0000, 4096), Status::BUS_NO_TARGET, 0x1234_0000),
+        (bus(0x40_0200_0000, 4096), Status::BUS_CROSS_SWITCH, 0x40_0200_0000), // ep2: switch 1
+        (bus(0xFE01_0000, 4096), Status::BUS_TARGET_ABORT, 0xFE01_0000),
+        (bus(BAR2_1 + (1 << 20) - 4000, 4096), Status::BUS_PAST_BAR_END, BAR2_1 + (1 << 20)),
+    ];
+    for (seg, status, addr) in cases {
+        let dst = r.list(RAM + 0x100, &[iova(RAM + 0x9000, 0), seg]);
+        // The zero-length entry would be a list error: rebuild without it.
+        let _ = dst;
+        let dst = r.list(RAM + 0x100, &[seg]);
+        let c = r.run(&Command::new(Opcode::Copy, 5, src, dst));
+        assert_eq!((c.status(), c.fault_list, c.segment, c.fault_addr), (Some(status), FAULT_LIST_DST, 0, addr));
+    }
+}
+
+#[test]
+fn list_errors_report_list_segment_and_address() {
+    let r = rig();
+    let good = r.list(RAM + 0x300, &[iova(RAM, 16)]);
+    let zero = r.list(RAM, &[iova(RAM, 16), iova(RAM + 0x40, 0)]);
+    let c = r.run(&Command::new(Opcode::Copy, 5, good, zero));
+    assert_eq!((c.status(), c.fault_list, c.segment, c.fault_addr), (Some(Status::LIST_ZERO_LENGTH), FAULT_LIST_DST, 1, RAM + 0x40));
+    let ovf = r.list(RAM, &[iova(u64::MAX - 4, 16)]);
+    assert_eq!(r.run(&Command::new(Opcode::Copy, 5, ovf, good)).status(), Some(Status::LIST_ADDR_OVERFLOW));
+    let cyc = r.list(RAM, &[iova(RAM, 16), DmaRange::chain(AddrSpace::Iova, RAM, 32)]);
+    assert_eq!(r.run(&Command::new(Opcode::Copy, 5, cyc, good)).status(), Some(Status::LIST_CHAIN_CYCLE));
+    let big: Vec<DmaRange> = (0..65).map(|i| iova(RAM + i, 1)).collect();
+    let many = r.list(RAM + 0x1000, &big);
+    let c = r.run(&Command::new(Opcode::Crc32c, 5, many, good));
+    assert_eq!((c.status(), c.segment), (Some(Status::LIST_TOO_MANY_ENTRIES), 64));
+    let mismatch = r.list(RAM + 0x400, &[iova(RAM, 17)]);
+    let c = r.run(&Command::new(Opcode::Copy, 5, good, mismatch));
+    assert_eq!((c.status(), c.segment), (Some(Status::LIST_LENGTH_MISMATCH), NO_SEGMENT));
+    let unmapped_head = Command::list_head(AddrSpace::Iova, 0x7000_0000, 1);
+    let c = r.run(&Command::new(Opcode::Crc32c, 5, unmapped_head, good));
+    assert_eq!((c.status(), c.fault_list, c.fault_addr), (Some(Status::IOMMU_FAULT), FAULT_LIST_SRC, 0x7000_0000));
+}
+
+#[test]
+fn abort_before_a_step_stops_the_command() {
+    let r = rig();
+    let src = r.list(RAM, &[iova(RAM + 0x1000, 64)]);
+    let dst = r.list(RAM + 0x100, &[iova(RAM + 0x2000, 64)]);
+    let abort = || Some(Status::ABORTED_RESET);
+    let exec = Exec {
+        bus: Bus { iova: &r.mem, fabric: &r.fabric, me: &r.fabric.ports()[0] },
+        limits: ListLimits::default(),
+        hook: &r.hook,
+        tag: CmdTag::default(),
+        abort: &abort,
+    };
+    let c = exec.run(&Command::new(Opcode::Copy, 5, src, dst));
+    assert_eq!((c.status(), c.result), (Some(Status::ABORTED_RESET), 0));
+}
+
+proptest! {
+    /// Any split of a transfer into IOVA and BUS segments, on both sides, copies the same bytes.
+    #[test]
+    fn resolution_of_arbitrary_splits_copies_exactly(
+        cuts_s in proptest::collection::vec(1u32..700, 1..8),
+        cuts_d in proptest::collection::vec(1u32..700, 1..8),
+        bus_mask in any::<u16>(),
+    ) {
+        let r = rig();
+        let total: u32 = cuts_s.iter().sum();
+        let data = pattern(total as usize, 77);
+        let mut src = vec![];
+        let mut at = 0u64;
+        for (i, c) in cuts_s.iter().enumerate() {
+            if bus_mask & (1 << i) != 0 {
+                r.peer(1, at, &data[at as usize..at as usize + *c as usize]);
+                src.push(bus(BAR2_1 + at, *c));
+            } else {
+                r.mem.put(RAM + 0x10000 + at, &data[at as usize..at as usize + *c as usize]);
+                src.push(iova(RAM + 0x10000 + at, *c));
+            }
+            at += u64::from(*c);
+        }
+        // Destination: the cuts of cuts_d, the rest in one last segment.
+        let mut dst = vec![];
+        let mut placed = 0u64;
+        for (i, c) in cuts_d.iter().enumerate() {
+            let c = u64::from(*c).min(u64::from(total) - placed);
+            if c == 0 { break; }
+            if bus_mask & (1 << (8 + i)) != 0 {
+                dst.push(bus(BAR2_0 + 0x8_0000 + placed, c as u32));
+            } else {
+                dst.push(iova(RAM + 0x8_0000 + placed, c as u32));
+            }
+            placed += c;
+        }
+        if placed < u64::from(total) {
+            dst.push(iova(RAM + 0x8_0000 + placed, (u64::from(total) - placed) as u32));
+        }
+        let sh = r.list(RAM, &src);
+        let dh = r.list(RAM + 0x1000, &dst);
+        let c = r.run(&Command::new(Opcode::Copy, 1, sh, dh));
+        prop_assert_eq!(c.status(), Some(Status::SUCCESS));
+        prop_assert_eq!(c.result, u64::from(total));
+        let mut got = vec![];
+        let mut off = 0u64;
+        for d in &dst {
+            let n = d.len as usize;
+            if d.space() == AddrSpace::Bus {
+                got.extend(r.peer_get(0, 0x8_0000 + off, n));
+            } else {
+                got.extend(r.mem.get(d.addr, n));
+            }
+            off += n as u64;
+        }
+        prop_assert_eq!(got, data);
+    }
+}

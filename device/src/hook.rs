@@ -1,0 +1,144 @@
+//! The recording hook: the one function every DMA the engine performs passes through
+//! ([`Hook::dma`]). With tracing off it is a single branch on an `Option`; with tracing on it
+//! builds a `phyr_trace::DmaRecord` (with a CRC32C of the moved bytes when asked) and hands
+//! it to the endpoint's `phyr_trace::Recorder`.
+
+use phyr_trace::{Direction, DmaRecord, Event, Payload, Record, Recorder, Space, Target};
+
+use crate::mem::Dir;
+use crate::raw::RawPiece;
+
+/// Which list (or structure) a transaction belongs to, as `DmaRecord::list` encodes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListKind {
+    Src = 0,
+    Dst = 1,
+    /// A list block (descriptor fetch).
+    Descriptor = 2,
+    /// A queue entry, completion or shadow doorbell.
+    Queue = 3,
+}
+
+/// The command a transaction belongs to.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CmdTag {
+    pub queue: u16,
+    pub command_id: u16,
+    pub opcode: u8,
+}
+
+/// The bytes a transaction moved, for the optional CRC.
+#[derive(Debug, Clone, Copy)]
+pub enum Data<'a> {
+    None,
+    Raw(RawPiece),
+    Bytes(&'a [u8]),
+}
+
+/// One transaction as the engine describes it to the hook.
+#[derive(Debug, Clone, Copy)]
+pub struct Txn<'a> {
+    pub tag: CmdTag,
+    pub segment: u32,
+    pub list: ListKind,
+    pub dir: Dir,
+    pub space: Space,
+    pub addr: u64,
+    pub len: u64,
+    pub target: Target,
+    pub status: u16,
+    pub data: Data<'a>,
+    /// `Hook::start()` taken before the transaction.
+    pub t0: u64,
+}
+
+/// An endpoint's recording hook.
+#[derive(Debug, Clone, Default)]
+pub struct Hook {
+    rec: Recorder,
+    endpoint: u16,
+}
+
+impl Hook {
+    pub fn new(rec: Recorder, endpoint: u16) -> Self {
+        Self { rec, endpoint }
+    }
+
+    /// A hook that records nothing.
+    pub fn off(endpoint: u16) -> Self {
+        Self { rec: Recorder::disabled(), endpoint }
+    }
+
+    #[inline]
+    pub fn enabled(&self) -> bool {
+        self.rec.is_enabled()
+    }
+
+    /// A timestamp to pass back in `Txn::t0` (0 when tracing is off).
+    #[inline]
+    pub fn start(&self) -> u64 {
+        if self.rec.is_enabled() {
+            self.rec.now_ns()
+        } else {
+            0
+        }
+    }
+
+    /// Every DMA transaction of the engine passes through here.
+    #[inline]
+    pub fn dma(&self, t: &Txn<'_>) {
+        if !self.rec.is_enabled() {
+            return;
+        }
+        self.record_dma(t);
+    }
+
+    #[cold]
+    fn record_dma(&self, t: &Txn<'_>) {
+        let crc32c = if t.status == 0 && self.rec.wants_crc() {
+            match t.data {
+                Data::None => None,
+                Data::Raw(p) => Some(p.crc32c(0)),
+                Data::Bytes(b) => Some(phyr_trace::data_crc(b)),
+            }
+        } else {
+            None
+        };
+        let now = self.rec.now_ns();
+        let rec = DmaRecord {
+            endpoint: self.endpoint,
+            queue: t.tag.queue,
+            command_id: t.tag.command_id,
+            opcode: t.tag.opcode,
+            segment: t.segment,
+            list: t.list as u8,
+            direction: match t.dir {
+                Dir::Read => Direction::Read,
+                Dir::Write => Direction::Write,
+            },
+            space: t.space,
+            addr: t.addr,
+            len: u32::try_from(t.len).unwrap_or(u32::MAX),
+            target: t.target,
+            status: t.status,
+            crc32c,
+            dur_ns: u32::try_from(now.saturating_sub(t.t0)).unwrap_or(u32::MAX),
+        };
+        self.rec.record(Record { t_ns: t.t0, payload: Payload::Dma(rec) });
+    }
+
+    /// A protocol or device event (map, unmap, reset, interrupt, completion...).
+    #[inline]
+    pub fn event(&self, event: impl FnOnce() -> Event) {
+        if self.rec.is_enabled() {
+            self.rec.record_now(Payload::Event { endpoint: self.endpoint, event: event() });
+        }
+    }
+
+    /// Flushes the trace file (on shutdown).
+    pub fn flush(&self) {
+        if let Err(e) = self.rec.flush() {
+            tracing::warn!(endpoint = self.endpoint, "trace flush failed: {e}");
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! Directly addressable memory spans and the data operations on them (copy, fill, checksum,
+//! compare). All the engine's unsafe memory access lives here: a `RawPiece` can only be made
+//! by `unsafe fn new`, whose caller promises the span is valid for the piece's lifetime of use
+//! (the duration of the callback that hands it out), and every operation stays inside it.
+//!
+//! The memory is shared with the guest (MAP_SHARED memfds), so it can change under us; we only
+//! move bytes, never rely on their values for memory safety, and use `ptr::copy` (memmove) so
+//! overlapping source and destination (a copy inside one mapping) are fine.
+
+/// A span of directly addressable memory.
+#[derive(Debug, Clone, Copy)]
+pub struct RawPiece {
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: a RawPiece is a plain address range into shared (MAP_SHARED) memory; whoever made
+// it vouched for its validity for the duration of use (see `new`), on any thread.
+unsafe impl Send for RawPiece {}
+// SAFETY: as for Send; all accesses through it are raw copies that tolerate concurrent change.
+unsafe impl Sync for RawPiece {}
+
+impl RawPiece {
+    /// # Safety
+    /// `[ptr, ptr + len)` must stay valid for reads (and for writes, if the piece is used as a
+    /// destination) for as long as the piece and its sub-pieces are used.
+    pub unsafe fn new(ptr: *mut u8, len: usize) -> Self {
+        Self { ptr, len }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The sub-span `[off, off + len)`, clamped to this piece.
+    pub fn sub(&self, off: usize, len: usize) -> RawPiece {
+        let off = off.min(self.len);
+        let len = len.min(self.len - off);
+        // `off <= self.len`, so the pointer stays inside (or one past) the span.
+        RawPiece { ptr: self.ptr.wrapping_add(off), len }
+    }
+
+    /// Copies `min(src.len, dst.len)` bytes from `src` to `dst` (overlap allowed).
+    pub fn copy(src: RawPiece, dst: RawPiece) -> usize {
+        let n = src.len.min(dst.len);
+        // SAFETY: both spans are valid for n bytes (constructor contract, n <= both lengths);
+        // ptr::copy tolerates overlap.
+        unsafe { std::ptr::copy(src.ptr, dst.ptr, n) };
+        n
+    }
+
+    /// Copies from the piece into `buf` (`min` of both lengths).
+    pub fn read_into(&self, buf: &mut [u8]) -> usize {
+        let n = self.len.min(buf.len());
+        // SAFETY: the piece is valid for n reads; buf is a distinct Rust buffer of >= n bytes.
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr, buf.as_mut_ptr(), n) };
+        n
+    }
+
+    /// Copies `data` into the piece (`min` of both lengths).
+    pub fn write_from(&self, data: &[u8]) -> usize {
+        let n = self.len.min(data.len());
+        // SAFETY: the piece is valid for n writes; data is a distinct Rust buffer of >= n bytes.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr, n) };
+        n
+    }
+
+    /// Fills the piece with the 8-byte `pattern`, starting at byte `phase` of the pattern.
+    pub fn fill(&self, pattern: u64, phase: usize) {
+        let pat = pattern.to_le_bytes();
+        let mut block = [0u8; 4096];
+        for (i, b) in block.iter_mut().enumerate() {
+            *b = pat[(phase + i) % 8];
+        }
+        // 4096 is a multiple of 8, so every block starts at the same phase.
+        let mut done = 0;
+        while done < self.len {
+            done += self.sub(done, block.len()).write_from(&block);
+        }
+    }
+
+    /// CRC32C of the piece appended to `crc`.
+    pub fn crc32c(&self, crc: u32) -> u32 {
+        // SAFETY: the piece is valid for reads of len bytes; the slice lives only for this call
+        // and is only read (its bytes may change concurrently, which only changes the checksum).
+        let s = unsafe { std::slice::from_raw_parts(self.ptr, self.len) };
+        crc32c::crc32c_append(crc, s)
+    }
+
+    /// Offset of the first byte that differs between `a` and `b` (over the shorter length).
+    pub fn first_difference(a: RawPiece, b: RawPiece) -> Option<usize> {
+        let n = a.len.min(b.len);
+        // SAFETY: both pieces are valid for reads of n bytes for the duration of this call.
+        let (x, y) = unsafe {
+            (std::slice::from_raw_parts(a.ptr, n), std::slice::from_raw_parts(b.ptr, n))
+        };
+        const STEP: usize = 4096;
+        let mut off = 0;
+        while off < n {
+            let end = (off + STEP).min(n);
+            if x[off..end] != y[off..end] {
+                return x[off..end].iter().zip(&y[off..end]).position(|(p, q)| p != q).map(|i| off + i);
+            }
+            off = end;
+        }
+        None
+    }
+
+    /// A piece over a Rust buffer (tests and bounce buffers).
+    pub fn of_slice(buf: &mut [u8]) -> RawPiece {
+        RawPiece { ptr: buf.as_mut_ptr(), len: buf.len() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sub_past_end_is_clamped_to_empty() {
+        let mut b = [0u8; 16];
+        let p = RawPiece::of_slice(&mut b);
+        assert_eq!(p.sub(20, 5).len(), 0);
+        assert_eq!(p.sub(10, 100).len(), 6);
+        assert_eq!(p.sub(usize::MAX, usize::MAX).len(), 0);
+    }
+
+    #[test]
+    fn fill_keeps_pattern_phase() {
+        let mut b = [0u8; 20];
+        RawPiece::of_slice(&mut b).fill(0x0807_0605_0403_0201, 3);
+        assert_eq!(&b[..6], &[4, 5, 6, 7, 8, 1]);
+    }
+
+    #[test]
+    fn overlapping_copy_is_a_memmove() {
+        let mut b: Vec<u8> = (0..32).collect();
+        let p = RawPiece::of_slice(&mut b);
+        RawPiece::copy(p.sub(0, 16), p.sub(4, 16));
+        assert_eq!(&b[4..20], &(0..16).collect::<Vec<u8>>()[..]);
+    }
+
+    #[test]
+    fn first_difference_finds_offset_past_first_block() {
+        let mut a = vec![7u8; 10000];
+        let mut c = a.clone();
+        c[9000] = 1;
+        let (pa, pc) = (RawPiece::of_slice(&mut a), RawPiece::of_slice(&mut c));
+        assert_eq!(RawPiece::first_difference(pa, pc), Some(9000));
+        assert_eq!(RawPiece::first_difference(pa, pa), None);
+    }
+}
