@@ -6,7 +6,9 @@
 
 use std::path::PathBuf;
 
-use phyr_trace::{data_crc, Direction, DmaRecord, Event, Payload, Record, Recorder, Space, Target, TraceClock, TraceConfig};
+use phyr_trace::{
+    data_crc, Direction, DmaRecord, Event, Payload, Record, Recorder, Space, Target, TraceClock, TraceConfig,
+};
 
 struct Cmd<'a> {
     rec: &'a Recorder,
@@ -15,7 +17,9 @@ struct Cmd<'a> {
 }
 
 impl Cmd<'_> {
-    fn dma(&mut self, cmd: u16, list: u8, seg: u32, dir: Direction, space: Space, addr: u64, len: u32, target: Target, status: u16) {
+    /// `access` = (direction, space, address, length).
+    fn dma(&mut self, cmd: u16, list: u8, seg: u32, access: (Direction, Space, u64, u32), target: Target, status: u16) {
+        let (dir, space, addr, len) = access;
         let dur = 200 + len / 8;
         let crc = (status == 0).then(|| data_crc(&addr.to_le_bytes()));
         self.rec.record(Record {
@@ -60,21 +64,35 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mem = |off| Target::GuestMemory { mapping: 0, offset: off };
         for cmd in 0..8u16 {
             let base = 0x10_0000 + u64::from(cmd) * 0x2_0000;
-            c.dma(cmd, 3, 0, Direction::Read, Space::Iova, 0x8000 + u64::from(cmd) * 64, 64, mem(0x8000), 0);
-            c.dma(cmd, 2, 0, Direction::Read, Space::Iova, 0x9000, 32, mem(0x9000), 0);
+            c.dma(cmd, 3, 0, (Direction::Read, Space::Iova, 0x8000 + u64::from(cmd) * 64, 64), mem(0x8000), 0);
+            c.dma(cmd, 2, 0, (Direction::Read, Space::Iova, 0x9000, 32), mem(0x9000), 0);
             for seg in 0..2u32 {
                 let off = base + u64::from(seg) * 0x8000;
-                c.dma(cmd, 0, seg, Direction::Read, Space::Iova, off, 0x8000, mem(off - 0x10_0000), 0);
-                c.dma(cmd, 1, seg, Direction::Write, Space::Iova, off + 0x1_0000, 0x8000, mem(off - 0x10_0000 + 0x1_0000), 0);
+                c.dma(cmd, 0, seg, (Direction::Read, Space::Iova, off, 0x8000), mem(off - 0x10_0000), 0);
+                c.dma(
+                    cmd,
+                    1,
+                    seg,
+                    (Direction::Write, Space::Iova, off + 0x1_0000, 0x8000),
+                    mem(off - 0x10_0000 + 0x1_0000),
+                    0,
+                );
             }
-            c.dma(cmd, 3, 0, Direction::Write, Space::Iova, 0xa000 + u64::from(cmd) * 32, 32, mem(0xa000), 0);
+            c.dma(cmd, 3, 0, (Direction::Write, Space::Iova, 0xa000 + u64::from(cmd) * 32, 32), mem(0xa000), 0);
             c.event(Event::CommandDone { queue: 0, command_id: cmd, opcode: 1, status: 0, result: 0x1_0000 });
             c.event(Event::Interrupt { vector: 0 });
         }
         if ep == 0 {
-            c.dma(8, 1, 0, Direction::Write, Space::Bus, 0xfe00_0000, 0x1000, Target::PeerBar { endpoint: 1, bar: 2, offset: 0 }, 0);
+            c.dma(
+                8,
+                1,
+                0,
+                (Direction::Write, Space::Bus, 0xfe00_0000, 0x1000),
+                Target::PeerBar { endpoint: 1, bar: 2, offset: 0 },
+                0,
+            );
             c.event(Event::CommandDone { queue: 0, command_id: 8, opcode: 1, status: 0, result: 0x1000 });
-            c.dma(9, 0, 0, Direction::Read, Space::Iova, 0xdead_0000, 0x1000, Target::None, 0x10);
+            c.dma(9, 0, 0, (Direction::Read, Space::Iova, 0xdead_0000, 0x1000), Target::None, 0x10);
             c.event(Event::CommandDone { queue: 0, command_id: 9, opcode: 1, status: 0x10, result: 0 });
             c.event(Event::Interrupt { vector: 0 });
         }

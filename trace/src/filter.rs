@@ -86,7 +86,8 @@ impl FromStr for StatusFilter {
             return Ok(StatusFilter::Code(code));
         }
         let n = parse_u64(s).map_err(|_| FilterError::BadStatus { text: s.to_owned() })?;
-        let code = u16::try_from(n).map_err(|_| FilterError::OutOfRange { text: s.to_owned(), what: "a u16 status" })?;
+        let code =
+            u16::try_from(n).map_err(|_| FilterError::OutOfRange { text: s.to_owned(), what: "a u16 status" })?;
         Ok(StatusFilter::Code(code))
     }
 }

@@ -62,7 +62,8 @@ impl Follower {
         let mut items = Vec::new();
         for f in files {
             let next_index = self.files.len();
-            let st = self.files.entry(f.path.clone()).or_insert(Followed { index: next_index, header: None, offset: 0 });
+            let st =
+                self.files.entry(f.path.clone()).or_insert(Followed { index: next_index, header: None, offset: 0 });
             read_new(&f.path, st, &mut self.base_start_ns, &mut items)
                 .map_err(|source| FileError { path: f.path.clone(), source })?;
         }

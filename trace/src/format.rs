@@ -397,7 +397,12 @@ fn decode_event(b: &[u8], offset: u64) -> Result<Record, FormatError> {
         }
         8 => {
             if tail.len() < 2 {
-                return Err(FormatError::BodyLength { offset, what: "Error event", expected: EVENT_PREFIX_LEN + 2, found: b.len() });
+                return Err(FormatError::BodyLength {
+                    offset,
+                    what: "Error event",
+                    expected: EVENT_PREFIX_LEN + 2,
+                    found: b.len(),
+                });
             }
             let n = usize::from(get16(tail, 0));
             if n > MAX_MESSAGE {
@@ -461,7 +466,13 @@ mod tests {
     use crate::testutil::sample_records;
 
     fn header() -> Header {
-        Header { endpoint: 3, frame_crc: true, data_crc: true, start_unix_ns: 1_700_000_000_000_000_000, max_bytes: 1 << 20 }
+        Header {
+            endpoint: 3,
+            frame_crc: true,
+            data_crc: true,
+            start_unix_ns: 1_700_000_000_000_000_000,
+            max_bytes: 1 << 20,
+        }
     }
 
     #[test]

@@ -58,11 +58,7 @@ impl Outcome {
 }
 
 /// Reads `files` in time order, calling `each` on every record that passes `filter`.
-fn scan(
-    files: &[TraceFile],
-    filter: &Filter,
-    mut each: impl FnMut(&Item) -> io::Result<()>,
-) -> io::Result<Outcome> {
+fn scan(files: &[TraceFile], filter: &Filter, mut each: impl FnMut(&Item) -> io::Result<()>) -> io::Result<Outcome> {
     let mut out = Outcome::default();
     let mut merged = MergedReader::open(files);
     for item in merged.by_ref() {
@@ -82,7 +78,13 @@ fn scan(
 }
 
 /// The listing and/or summary of `files`.
-pub fn inspect(files: &[TraceFile], filter: &Filter, views: Views, style: Style, w: &mut impl Write) -> io::Result<Outcome> {
+pub fn inspect(
+    files: &[TraceFile],
+    filter: &Filter,
+    views: Views,
+    style: Style,
+    w: &mut impl Write,
+) -> io::Result<Outcome> {
     let mut summary = Summary::default();
     if views.list {
         write_header(w, style)?;
@@ -203,7 +205,8 @@ mod tests {
         let run = run_with_trace("inspect");
         let files = trace_files(&run).unwrap();
         let mut out = Vec::new();
-        let o = inspect(&files, &Filter::default(), Views { list: true, summary: true }, Style::plain(), &mut out).unwrap();
+        let o =
+            inspect(&files, &Filter::default(), Views { list: true, summary: true }, Style::plain(), &mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert_eq!(o.records as usize, sample_records().len());
         assert!(o.warnings.is_empty() && o.errors.is_empty());
@@ -218,8 +221,14 @@ mod tests {
         let len = std::fs::metadata(&path).unwrap().len();
         std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(len - 3).unwrap();
         let mut out = Vec::new();
-        let o = inspect(&trace_files(&run).unwrap(), &Filter::default(), Views { list: true, summary: false }, Style::plain(), &mut out)
-            .unwrap();
+        let o = inspect(
+            &trace_files(&run).unwrap(),
+            &Filter::default(),
+            Views { list: true, summary: false },
+            Style::plain(),
+            &mut out,
+        )
+        .unwrap();
         assert_eq!(o.records as usize, sample_records().len() - 1);
         assert_eq!(o.warnings.len(), 1);
         assert!(o.warnings[0].contains("truncated"), "{:?}", o.warnings);
@@ -260,14 +269,21 @@ mod tests {
         let rec = Recorder::create(&run.join("trace"), 0, &TraceConfig::default(), &TraceClock::new()).unwrap();
         let mut polls = 0;
         let mut out = Vec::new();
-        let n = follow(&follow_target(&run), &Filter::default(), Style::plain(), Duration::from_millis(1), &mut out, || {
-            polls += 1;
-            if polls <= 3 {
-                rec.record(sample_records()[0].clone());
-                rec.flush().unwrap();
-            }
-            polls < 5
-        })
+        let n = follow(
+            &follow_target(&run),
+            &Filter::default(),
+            Style::plain(),
+            Duration::from_millis(1),
+            &mut out,
+            || {
+                polls += 1;
+                if polls <= 3 {
+                    rec.record(sample_records()[0].clone());
+                    rec.flush().unwrap();
+                }
+                polls < 5
+            },
+        )
         .unwrap();
         assert_eq!(n, 3);
         std::fs::remove_dir_all(run).unwrap();

@@ -2,9 +2,7 @@
 
 use std::io::{self, Write};
 
-use crate::names::{
-    direction_name, list_name, opcode_name, space_name, status_is_failure, status_name, target_text,
-};
+use crate::names::{direction_name, list_name, opcode_name, space_name, status_is_failure, status_name, target_text};
 use crate::record::{Event, Payload, Record};
 use crate::summary::event_kind;
 

@@ -117,13 +117,7 @@ impl Iterator for MergedReader {
         if let Some(e) = self.pending_errors.pop() {
             return Some(Err(e));
         }
-        let i = self
-            .sources
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| s.head.as_ref().map(|h| (h.ts_ns, i)))
-            .min()?
-            .1;
+        let i = self.sources.iter().enumerate().filter_map(|(i, s)| s.head.as_ref().map(|h| (h.ts_ns, i))).min()?.1;
         let item = self.sources[i].head.take()?;
         self.refill(i);
         Some(Ok(item))
@@ -146,7 +140,11 @@ mod tests {
             if t % 2 == 0 { &a } else { &b }.record(dma(t * 10, (t % 2) as u16, t as u16, 0, 8, 0));
         }
         drop((a, b));
-        std::fs::write(dir.join("ep7.phyrtrace"), b"garbage that is not a trace header at all, no no no, definitely not 64").unwrap();
+        std::fs::write(
+            dir.join("ep7.phyrtrace"),
+            b"garbage that is not a trace header at all, no no no, definitely not 64",
+        )
+        .unwrap();
         let files = crate::run_dir::trace_files(&dir).unwrap();
         let mut m = MergedReader::open(&files);
         let mut ts = Vec::new();

@@ -337,7 +337,9 @@ mod tests {
         let victim = ends[1] as usize;
         b[victim..victim + 4].copy_from_slice(&u32::MAX.to_le_bytes());
         let err = read_bytes(&b).unwrap_err();
-        assert!(matches!(err, ReadError::Format(FormatError::BadFrameLength { offset, len: u32::MAX }) if offset == victim as u64));
+        assert!(
+            matches!(err, ReadError::Format(FormatError::BadFrameLength { offset, len: u32::MAX }) if offset == victim as u64)
+        );
     }
 
     #[test]

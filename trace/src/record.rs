@@ -67,17 +67,39 @@ pub struct DmaRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Event {
-    DmaMap { iova: u64, size: u64, readable: bool, writable: bool, has_fd: bool },
-    DmaUnmap { iova: u64, size: u64, all: bool },
+    DmaMap {
+        iova: u64,
+        size: u64,
+        readable: bool,
+        writable: bool,
+        has_fd: bool,
+    },
+    DmaUnmap {
+        iova: u64,
+        size: u64,
+        all: bool,
+    },
     Reset,
-    Interrupt { vector: u16 },
-    CommandDone { queue: u16, command_id: u16, opcode: u8, status: u16, result: u64 },
+    Interrupt {
+        vector: u16,
+    },
+    CommandDone {
+        queue: u16,
+        command_id: u16,
+        opcode: u8,
+        status: u16,
+        result: u64,
+    },
     Connected,
     Disconnected,
-    Error { message: String },
+    Error {
+        message: String,
+    },
     /// The recorder dropped `records` records: the file reached its size cap (this marker is
     /// then the last record and its count is kept up to date), or the writer fell behind.
-    Dropped { records: u64 },
+    Dropped {
+        records: u64,
+    },
 }
 
 /// What a record says.

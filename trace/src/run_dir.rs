@@ -47,12 +47,7 @@ pub fn resolve_run_dir(arg: Option<&Path>, runs_root: &Path) -> Result<PathBuf, 
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(no_runs()),
         Err(source) => return Err(LocateError::Io { path: runs_root.to_owned(), source }),
     };
-    entries
-        .filter_map(Result::ok)
-        .filter(|e| e.path().is_dir())
-        .map(|e| e.path())
-        .max()
-        .ok_or_else(no_runs)
+    entries.filter_map(Result::ok).filter(|e| e.path().is_dir()).map(|e| e.path()).max().ok_or_else(no_runs)
 }
 
 /// The trace files under `path`: a run directory (its `trace/`), a trace directory, or a

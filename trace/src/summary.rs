@@ -6,7 +6,9 @@ use std::io::{self, Write};
 
 use crate::listing::{fmt_time, Style};
 use crate::merge::FileReport;
-use crate::names::{direction_name, list_name, opcode_name, space_name, status_description, status_is_failure, status_name};
+use crate::names::{
+    direction_name, list_name, opcode_name, space_name, status_description, status_is_failure, status_name,
+};
 use crate::record::{DmaRecord, Event, Payload, Record};
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -121,12 +123,24 @@ impl Summary {
                 writeln!(w, "  {:<8} {:<6} {:>10} {:>12} {:>8}", "space", "dir", "transfers", "bytes", "failed")?;
                 let mut total = Flow::default();
                 for ((space, dir), f) in &s.flows {
-                    writeln!(w, "  {space:<8} {dir:<6} {:>10} {:>12} {:>8}", f.transfers, human_bytes(f.bytes), f.failed)?;
+                    writeln!(
+                        w,
+                        "  {space:<8} {dir:<6} {:>10} {:>12} {:>8}",
+                        f.transfers,
+                        human_bytes(f.bytes),
+                        f.failed
+                    )?;
                     total.transfers += f.transfers;
                     total.bytes += f.bytes;
                     total.failed += f.failed;
                 }
-                let t = format!("  {:<15} {:>10} {:>12} {:>8}", "total", total.transfers, human_bytes(total.bytes), total.failed);
+                let t = format!(
+                    "  {:<15} {:>10} {:>12} {:>8}",
+                    "total",
+                    total.transfers,
+                    human_bytes(total.bytes),
+                    total.failed
+                );
                 writeln!(w, "{}", style.bold(&t))?;
             }
             writeln!(w, "  commands: {} completed, {} failed", s.commands, s.commands_failed)?;
@@ -135,7 +149,11 @@ impl Summary {
                 writeln!(w, "  events: {}", ev.join(", "))?;
             }
             if s.dropped > 0 {
-                writeln!(w, "  {}", style.yellow(&format!("{} records dropped (trace file full or writer behind)", s.dropped)))?;
+                writeln!(
+                    w,
+                    "  {}",
+                    style.yellow(&format!("{} records dropped (trace file full or writer behind)", s.dropped))
+                )?;
             }
             let has_errors = !s.dma_errors.is_empty() || !s.command_errors.is_empty() || !s.messages.is_empty();
             if has_errors {

@@ -204,8 +204,11 @@ impl Recorder {
             start_unix_ns: clock.start_unix_ns(),
             max_bytes: cfg.max_bytes,
         };
-        file.write_all(&header.encode())
-            .map_err(|source| WriteError::Write { path: path.clone(), offset: 0, source })?;
+        file.write_all(&header.encode()).map_err(|source| WriteError::Write {
+            path: path.clone(),
+            offset: 0,
+            source,
+        })?;
         let shared = Arc::new(Shared {
             path,
             endpoint,
@@ -515,7 +518,9 @@ mod tests {
             assert!(fs::metadata(&path).unwrap().len() <= 1000);
             assert_eq!(c.records.len() as u64, fits + 1);
             match &c.records.last().unwrap().1.payload {
-                Payload::Event { event: Event::Dropped { records }, endpoint: 2 } => assert_eq!(*records, expect_dropped),
+                Payload::Event { event: Event::Dropped { records }, endpoint: 2 } => {
+                    assert_eq!(*records, expect_dropped)
+                }
                 other => panic!("expected a Dropped marker, got {other:?}"),
             }
         };

@@ -2,7 +2,7 @@
 //! sequence makes the reader panic.
 
 use phyr_trace::format::{encode_frame, HEADER_LEN};
-use phyr_trace::{read_bytes, Direction, DmaRecord, Event, Header, Payload, Record, Space, Target, Tail};
+use phyr_trace::{read_bytes, Direction, DmaRecord, Event, Header, Payload, Record, Space, Tail, Target};
 use proptest::prelude::*;
 
 fn direction() -> impl Strategy<Value = Direction> {
@@ -17,7 +17,11 @@ fn target() -> impl Strategy<Value = Target> {
     prop_oneof![
         Just(Target::None),
         (any::<u32>(), any::<u64>()).prop_map(|(mapping, offset)| Target::GuestMemory { mapping, offset }),
-        (any::<u16>(), any::<u8>(), any::<u64>()).prop_map(|(endpoint, bar, offset)| Target::PeerBar { endpoint, bar, offset }),
+        (any::<u16>(), any::<u8>(), any::<u64>()).prop_map(|(endpoint, bar, offset)| Target::PeerBar {
+            endpoint,
+            bar,
+            offset
+        }),
     ]
 }
 
@@ -27,20 +31,49 @@ fn dma() -> impl Strategy<Value = DmaRecord> {
         (direction(), space(), any::<u64>(), any::<u32>(), target()),
         (any::<u16>(), any::<Option<u32>>(), any::<u32>()),
     )
-        .prop_map(|((endpoint, queue, command_id, opcode, segment, list), (direction, space, addr, len, target), (status, crc32c, dur_ns))| {
-            DmaRecord { endpoint, queue, command_id, opcode, segment, list, direction, space, addr, len, target, status, crc32c, dur_ns }
-        })
+        .prop_map(
+            |(
+                (endpoint, queue, command_id, opcode, segment, list),
+                (direction, space, addr, len, target),
+                (status, crc32c, dur_ns),
+            )| {
+                DmaRecord {
+                    endpoint,
+                    queue,
+                    command_id,
+                    opcode,
+                    segment,
+                    list,
+                    direction,
+                    space,
+                    addr,
+                    len,
+                    target,
+                    status,
+                    crc32c,
+                    dur_ns,
+                }
+            },
+        )
 }
 
 fn event() -> impl Strategy<Value = Event> {
     prop_oneof![
-        (any::<u64>(), any::<u64>(), any::<bool>(), any::<bool>(), any::<bool>())
-            .prop_map(|(iova, size, readable, writable, has_fd)| Event::DmaMap { iova, size, readable, writable, has_fd }),
+        (any::<u64>(), any::<u64>(), any::<bool>(), any::<bool>(), any::<bool>()).prop_map(
+            |(iova, size, readable, writable, has_fd)| Event::DmaMap { iova, size, readable, writable, has_fd }
+        ),
         (any::<u64>(), any::<u64>(), any::<bool>()).prop_map(|(iova, size, all)| Event::DmaUnmap { iova, size, all }),
         Just(Event::Reset),
         any::<u16>().prop_map(|vector| Event::Interrupt { vector }),
-        (any::<u16>(), any::<u16>(), any::<u8>(), any::<u16>(), any::<u64>())
-            .prop_map(|(queue, command_id, opcode, status, result)| Event::CommandDone { queue, command_id, opcode, status, result }),
+        (any::<u16>(), any::<u16>(), any::<u8>(), any::<u16>(), any::<u64>()).prop_map(
+            |(queue, command_id, opcode, status, result)| Event::CommandDone {
+                queue,
+                command_id,
+                opcode,
+                status,
+                result
+            }
+        ),
         Just(Event::Connected),
         Just(Event::Disconnected),
         "\\PC{0,200}".prop_map(|message| Event::Error { message }),

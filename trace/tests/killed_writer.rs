@@ -5,7 +5,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use phyr_trace::{Direction, DmaRecord, Payload, Record, Recorder, Space, Target, TraceClock, TraceConfig, TraceReader};
+use phyr_trace::{
+    Direction, DmaRecord, Payload, Record, Recorder, Space, Target, TraceClock, TraceConfig, TraceReader,
+};
 
 const CHILD_ENV: &str = "PHYR_TRACE_CHILD_DIR";
 
