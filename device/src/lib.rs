@@ -11,12 +11,15 @@
 
 mod bus;
 mod config;
+mod endpoint;
 mod engine;
 mod fabric;
 mod hook;
 mod mem;
 mod peer_mem;
+mod queue;
 mod raw;
+mod regs;
 #[cfg(test)]
 mod testmem;
 
@@ -28,3 +31,6 @@ pub use hook::{CmdTag, Hook};
 pub use mem::{Dir, IovaMemory, IrqSink, MemFault, MemFaultKind, Piece, PieceFn};
 pub use peer_mem::{PeerMem, PeerMemError};
 pub use raw::RawPiece;
+pub use regs::{Limits, Live, QueueConfig, RegEffect, RegFile};
+pub use queue::{process, Counters, Progress, QueueCtx, QueueRun, QueueShared, BATCH};
+pub use endpoint::{Endpoint, Ports};

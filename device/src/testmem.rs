@@ -3,6 +3,7 @@
 //! read-write, optionally reachable only "by message".
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex};
 
 use phyr_trace::Target;
 
@@ -20,9 +21,26 @@ pub struct TestMap {
 pub struct TestMem {
     pub maps: Vec<TestMap>,
     pub refuse_messages: AtomicBool,
+    /// While true, DMA messages block (a stand-in for a slow VMM); `entered` tells a message waits.
+    pub hold: Mutex<bool>,
+    pub released: Condvar,
+    pub entered: AtomicBool,
 }
 
 impl TestMem {
+    fn wait_hold(&self) {
+        let mut h = self.hold.lock().unwrap();
+        while *h {
+            self.entered.store(true, Ordering::SeqCst);
+            h = self.released.wait(h).unwrap();
+        }
+    }
+
+    pub fn set_hold(&self, on: bool) {
+        *self.hold.lock().unwrap() = on;
+        self.released.notify_all();
+    }
+
     pub fn map(&mut self, iova: u64, size: u64, writable: bool, message: bool) {
         self.maps.push(TestMap { iova, mem: PeerMem::new("testmem", size).unwrap(), writable, message });
     }
@@ -82,6 +100,7 @@ impl IovaMemory for TestMem {
     }
 
     fn message_read(&self, iova: u64, buf: &mut [u8]) -> Result<(), MemFault> {
+        self.wait_hold();
         if self.refuse_messages.load(Ordering::Relaxed) {
             return Err(MemFault::new(MemFaultKind::Message, iova));
         }

@@ -1,0 +1,291 @@
+//! One submission/completion queue pair at run time: the doorbells and live values shared
+//! with the register file, and [`process`], which consumes a batch of commands from the SQ ring
+//! (in guest memory), executes them, and posts their completions to the CQ ring.
+//!
+//! Ownership: the queue's worker thread holds `QueueShared::run` while it processes; a
+//! disable or reset sets `abort`, then takes the same lock, so once it holds the lock no
+//! command of this queue is touching memory, and the aborted command's completion is posted.
+
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering::*};
+use std::sync::Mutex;
+
+use dma_range::{regs::QSTATUS_ENABLED, regs::QSTATUS_ERROR, AddrSpace, Command, Completion, ListLimits, Status};
+use dma_range::{COMMAND_SIZE, COMPLETION_SIZE};
+
+use crate::bus::{AccessError, Bus};
+use crate::engine::Exec;
+use crate::hook::{CmdTag, Hook};
+use crate::mem::IrqSink;
+use crate::regs::QueueConfig;
+
+/// Longest a queue stop waits for the worker before leaving the stop pending.
+pub const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Most commands taken from the SQ in one batch.
+pub const BATCH: u32 = 64;
+
+/// State of a running queue (owned by whoever holds `QueueShared::run`).
+#[derive(Debug, Clone, Copy)]
+pub struct QueueRun {
+    pub cfg: QueueConfig,
+    pub sq_head: u32,
+    pub cq_tail: u32,
+    pub phase: bool,
+    pub irq: bool,
+}
+
+impl QueueRun {
+    pub fn new(cfg: QueueConfig) -> Self {
+        Self { cfg, sq_head: 0, cq_tail: 0, phase: true, irq: cfg.irq }
+    }
+}
+
+/// What the register file and the worker share for one queue.
+#[derive(Debug, Default)]
+pub struct QueueShared {
+    pub sq_tail: AtomicU32,
+    pub cq_head: AtomicU32,
+    /// The SQ_TAIL / CQ_HEAD doorbell was rung since the worker last looked: in POLL mode the
+    /// doorbell value then wins over the shadow for that one look.
+    pub sq_rung: AtomicBool,
+    pub cq_rung: AtomicBool,
+    /// A stop could not wait for the worker (it was blocked in a DMA message): the worker
+    /// clears the run itself when it gets back.
+    pub stop_pending: AtomicBool,
+    pub sq_head: AtomicU32,
+    pub cq_tail: AtomicU32,
+    /// Q_STATUS.
+    pub status: AtomicU32,
+    /// Non-zero: the `Status` code that aborts the running command.
+    pub abort: AtomicU16,
+    pub run: Mutex<Option<QueueRun>>,
+}
+
+impl QueueShared {
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, Option<QueueRun>> {
+        self.run.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts the queue with a validated configuration.
+    pub fn start(&self, cfg: QueueConfig) {
+        let mut run = self.lock();
+        self.sq_tail.store(0, Relaxed);
+        self.cq_head.store(0, Relaxed);
+        self.sq_head.store(0, Relaxed);
+        self.cq_tail.store(0, Relaxed);
+        self.sq_rung.store(false, Relaxed);
+        self.cq_rung.store(false, Relaxed);
+        self.stop_pending.store(false, Relaxed);
+        self.abort.store(0, SeqCst);
+        self.status.store(QSTATUS_ENABLED, Relaxed);
+        *run = Some(QueueRun::new(cfg));
+    }
+
+    /// Stops the queue; a command in flight completes with `why`. Returns once nothing of this
+    /// queue touches memory any more.
+    ///
+    /// If the worker does not get back within `STOP_WAIT` (it can only be stuck in a
+    /// DMA_READ/DMA_WRITE message whose reply is queued behind the caller's own request), the
+    /// stop is left pending: the worker, which checks `abort` before touching memory again,
+    /// clears the run when it returns.
+    pub fn stop(&self, why: Status, status_after: u32) {
+        self.abort.store(why as u16, SeqCst);
+        self.status.store(status_after, Relaxed);
+        let deadline = std::time::Instant::now() + STOP_WAIT;
+        loop {
+            match self.run.try_lock() {
+                Ok(mut run) => {
+                    *run = None;
+                    self.abort.store(0, SeqCst);
+                    return;
+                }
+                Err(std::sync::TryLockError::Poisoned(p)) => {
+                    *p.into_inner() = None;
+                    self.abort.store(0, SeqCst);
+                    return;
+                }
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    if std::time::Instant::now() > deadline {
+                        self.stop_pending.store(true, SeqCst);
+                        tracing::warn!("queue stop did not wait for the worker (blocked in a DMA message)");
+                        return;
+                    }
+                    std::thread::sleep(std::time::Duration::from_micros(20));
+                }
+            }
+        }
+    }
+
+    /// Called by the worker with the run lock held: completes a pending stop.
+    pub fn finish_pending_stop(&self, run: &mut Option<QueueRun>) {
+        if self.stop_pending.swap(false, SeqCst) {
+            *run = None;
+            self.abort.store(0, SeqCst);
+        }
+    }
+
+    /// Q_STATUS for a failed enable.
+    pub fn enable_failed(&self, status: Status) {
+        self.status.store(QSTATUS_ERROR | (u32::from(status as u16) << 16), Relaxed);
+    }
+}
+
+/// Device-wide counters.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub completed: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+/// What one call to [`process`] achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// Commands were completed.
+    Worked(u32),
+    /// Nothing to do (no new entries, or the CQ is full).
+    Idle,
+    /// The queue hit a fault on its own rings and stopped (Q_STATUS.ERROR set).
+    Stopped(Status),
+}
+
+/// Everything `process` needs besides the queue.
+pub struct QueueCtx<'a> {
+    pub bus: Bus<'a>,
+    pub hook: &'a Hook,
+    pub irq: &'a dyn IrqSink,
+    pub counters: &'a Counters,
+    pub limits: ListLimits,
+    pub queue: u16,
+}
+
+fn ring_fault(e: AccessError) -> Status {
+    match e {
+        AccessError::Fault { status, .. } => status,
+        AccessError::Stopped => Status::IOMMU_FAULT,
+    }
+}
+
+/// Reads the shadow doorbells (SQ tail, CQ head) in POLL mode.
+fn shadow(ctx: &QueueCtx<'_>, addr: u64) -> Result<(u32, u32), Status> {
+    let mut b = [0u8; 8];
+    ctx.bus.read(AddrSpace::Iova, addr, &mut b).map_err(ring_fault)?;
+    Ok((u32::from_le_bytes([b[0], b[1], b[2], b[3]]), u32::from_le_bytes([b[4], b[5], b[6], b[7]])))
+}
+
+/// Processes up to one batch of commands.
+pub fn process(run: &mut QueueRun, q: &QueueShared, ctx: &QueueCtx<'_>) -> Progress {
+    if q.abort.load(Relaxed) != 0 {
+        return Progress::Idle;
+    }
+    let cfg = run.cfg;
+    let (mut tail, mut cq_head) = (q.sq_tail.load(Acquire), q.cq_head.load(Acquire));
+    if cfg.poll {
+        let (sq_rung, cq_rung) = (q.sq_rung.swap(false, AcqRel), q.cq_rung.swap(false, AcqRel));
+        if !(sq_rung && cq_rung) {
+            match shadow(ctx, cfg.shadow) {
+                Ok((t, h)) => {
+                    // Out-of-range shadow values are ignored (the driver's bug, not ours).
+                    if t < cfg.sq_size && !sq_rung {
+                        tail = t;
+                    }
+                    if h < cfg.cq_size && !cq_rung {
+                        cq_head = h;
+                    }
+                }
+                Err(s) => return stop(q, s),
+            }
+        }
+    }
+    let avail = tail.wrapping_sub(run.sq_head) & (cfg.sq_size - 1);
+    let cq_free = cq_head.wrapping_sub(run.cq_tail).wrapping_sub(1) & (cfg.cq_size - 1);
+    let n = avail.min(cq_free).min(BATCH).min(cfg.sq_size - run.sq_head);
+    if n == 0 {
+        return Progress::Idle;
+    }
+    let mut raw = [0u8; BATCH as usize * COMMAND_SIZE];
+    let sq_bytes = &mut raw[..n as usize * COMMAND_SIZE];
+    let sq_addr = cfg.sq_base + u64::from(run.sq_head) * COMMAND_SIZE as u64;
+    if let Err(e) = ctx.bus.read(AddrSpace::Iova, sq_addr, sq_bytes) {
+        return stop(q, ring_fault(e));
+    }
+    let abort = || match q.abort.load(Relaxed) {
+        0 => None,
+        code => Some(Status::from_u16(code).unwrap_or(Status::ABORTED_RESET)),
+    };
+    let mut done = [Completion::ok(0, Status::SUCCESS, 0); BATCH as usize];
+    let mut k = 0usize;
+    for chunk in sq_bytes.chunks_exact(COMMAND_SIZE) {
+        if k > 0 && q.abort.load(Relaxed) != 0 {
+            break;
+        }
+        let mut b = [0u8; COMMAND_SIZE];
+        b.copy_from_slice(chunk);
+        let cmd = Command::from_bytes(&b);
+        let exec = Exec {
+            bus: ctx.bus,
+            limits: ctx.limits,
+            hook: ctx.hook,
+            tag: CmdTag { queue: ctx.queue, command_id: cmd.command_id, opcode: cmd.opcode },
+            abort: &abort,
+        };
+        let mut c = exec.run(&cmd);
+        run.sq_head = (run.sq_head + 1) & (cfg.sq_size - 1);
+        c.sq_head = run.sq_head as u16;
+        done[k] = c;
+        k += 1;
+    }
+    let k = k as u32;
+    if let Err(s) = post(run, &mut done[..k as usize], ctx) {
+        return stop(q, s);
+    }
+    q.sq_head.store(run.sq_head, Release);
+    q.cq_tail.store(run.cq_tail, Release);
+    let failed = done[..k as usize].iter().filter(|c| c.status().is_none_or(|s| s.is_failure())).count();
+    ctx.counters.completed.fetch_add(u64::from(k), Relaxed);
+    ctx.counters.failed.fetch_add(failed as u64, Relaxed);
+    if ctx.hook.enabled() {
+        for c in &done[..k as usize] {
+            ctx.hook.event(|| phyr_trace::Event::CommandDone {
+                queue: ctx.queue,
+                command_id: c.command_id,
+                opcode: 0,
+                status: c.status,
+                result: c.result,
+            });
+        }
+    }
+    if run.irq {
+        ctx.irq.msix(cfg.vector);
+        ctx.hook.event(|| phyr_trace::Event::Interrupt { vector: cfg.vector });
+    }
+    Progress::Worked(k)
+}
+
+/// Writes completions at the CQ tail (phase stamped), in at most two contiguous runs.
+fn post(run: &mut QueueRun, comps: &mut [Completion], ctx: &QueueCtx<'_>) -> Result<(), Status> {
+    let cfg = run.cfg;
+    let mut i = 0;
+    while i < comps.len() {
+        let room = (cfg.cq_size - run.cq_tail) as usize;
+        let take = (comps.len() - i).min(room);
+        let mut bytes = [0u8; BATCH as usize * COMPLETION_SIZE];
+        for (j, c) in comps[i..i + take].iter_mut().enumerate() {
+            c.phase = run.phase;
+            bytes[j * COMPLETION_SIZE..(j + 1) * COMPLETION_SIZE].copy_from_slice(&c.to_bytes());
+        }
+        let addr = cfg.cq_base + u64::from(run.cq_tail) * COMPLETION_SIZE as u64;
+        ctx.bus.write(AddrSpace::Iova, addr, &bytes[..take * COMPLETION_SIZE]).map_err(ring_fault)?;
+        run.cq_tail += take as u32;
+        if run.cq_tail == cfg.cq_size {
+            run.cq_tail = 0;
+            run.phase = !run.phase;
+        }
+        i += take;
+    }
+    Ok(())
+}
+
+fn stop(q: &QueueShared, s: Status) -> Progress {
+    q.status.store(QSTATUS_ERROR | (u32::from(s as u16) << 16), Relaxed);
+    Progress::Stopped(s)
+}
