@@ -1,1 +1,75 @@
-fn main() { eprintln!("phyr: not implemented yet (issue 5)"); std::process::exit(2); }
+//! `phyr`: the guest-side userspace VFIO driver for the phyr endpoint and its integration
+//! suite. See driver/README.md for the CLI and the suite's output format.
+
+mod cli;
+mod data;
+mod endpoint;
+mod error;
+mod exec;
+mod hostmem;
+mod iova;
+mod mapping;
+mod p2p;
+mod queue;
+mod report;
+mod session;
+mod spec;
+mod sysfs;
+mod vfio;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use dma_range::Opcode;
+
+use cli::{Cli, Cmd};
+use session::Session;
+
+fn open(cli: &Cli) -> Result<Session> {
+    let mut s = Session::open(&cli.sysfs, &cli.endpoints).context("opening the phyr endpoints")?;
+    s.policy = cli.p2p;
+    s.timeout = Duration::from_millis(cli.timeout_ms);
+    s.trace_lines = cli.trace_lines;
+    Ok(s)
+}
+
+fn run(cli: Cli) -> Result<bool> {
+    match &cli.cmd {
+        Cmd::List { sysfs_only } => {
+            let s = if *sysfs_only {
+                None
+            } else {
+                match open(&cli) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        eprintln!("phyr: cannot open endpoints through VFIO ({e:#}); showing sysfs only");
+                        None
+                    }
+                }
+            };
+            cli::list::run(&cli.sysfs, &cli.endpoints, s.as_ref())?;
+            Ok(true)
+        }
+        Cmd::Copy { src, dst, op } => cli::ops::run(&mut open(&cli)?, op, Opcode::Copy, Some(src), Some(dst), 0),
+        Cmd::Fill { dst, pattern, op } => cli::ops::run(&mut open(&cli)?, op, Opcode::Fill, None, Some(dst), *pattern),
+        Cmd::Crc { src, op } => cli::ops::run(&mut open(&cli)?, op, Opcode::Crc32c, Some(src), None, 0),
+        Cmd::Compare { src, dst, op } => cli::ops::run(&mut open(&cli)?, op, Opcode::Compare, Some(src), Some(dst), 0),
+        Cmd::Submit { .. } => anyhow::bail!("submit: not implemented yet"),
+        Cmd::Suite { .. } => anyhow::bail!("suite: not implemented yet"),
+        Cmd::EduCheck { .. } => anyhow::bail!("edu-check: not implemented yet"),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("phyr: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

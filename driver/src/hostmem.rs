@@ -1,0 +1,36 @@
+//! Host memory handed to the device: an anonymous buffer mapped at an IOVA, unmapped from
+//! the IOMMU when dropped (before the memory itself is released).
+
+use std::rc::Rc;
+
+use crate::vfio::{Container, DmaBuffer, DmaPerm};
+
+pub struct HostMem {
+    pub buf: DmaBuffer,
+    pub iova: u64,
+    pub perm: DmaPerm,
+    container: Rc<Container>,
+}
+
+impl HostMem {
+    pub(crate) fn new(buf: DmaBuffer, iova: u64, perm: DmaPerm, container: Rc<Container>) -> Self {
+        Self { buf, iova, perm, container }
+    }
+
+    pub fn len(&self) -> u64 {
+        self.buf.len()
+    }
+
+    /// IOVA of byte `offset`.
+    pub fn at(&self, offset: u64) -> u64 {
+        self.iova + offset
+    }
+}
+
+impl Drop for HostMem {
+    fn drop(&mut self) {
+        if let Err(e) = self.container.unmap_dma(self.iova, self.buf.len()) {
+            eprintln!("phyr: warning: {e}");
+        }
+    }
+}
