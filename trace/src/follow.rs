@@ -2,12 +2,13 @@
 //!
 //! Each poll re-lists the trace files (endpoints may appear late), reads every file from the
 //! end of its last complete frame, and returns the new records in time order. A frame still
-//! being written is left for the next poll. A file that shrank was recreated (a new run reusing
-//! the directory) and is read again from its start.
+//! being written is left for the next poll. A file that shrank or is a different inode was
+//! recreated (a new run behind `runs/latest`) and is read again from its start.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufReader, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::format::{Header, HEADER_LEN};
@@ -25,6 +26,8 @@ pub enum FollowError {
 
 struct Followed {
     index: usize,
+    /// (device, inode): a different file at the same path is a new run.
+    id: (u64, u64),
     header: Option<Header>,
     offset: u64,
 }
@@ -63,7 +66,7 @@ impl Follower {
         for f in files {
             let next_index = self.files.len();
             let st =
-                self.files.entry(f.path.clone()).or_insert(Followed { index: next_index, header: None, offset: 0 });
+                self.files.entry(f.path.clone()).or_insert(Followed { index: next_index, id: (0, 0), header: None, offset: 0 });
             read_new(&f.path, st, &mut self.base_start_ns, &mut items)
                 .map_err(|source| FileError { path: f.path.clone(), source })?;
         }
@@ -75,27 +78,25 @@ impl Follower {
 fn read_new(path: &Path, st: &mut Followed, base: &mut Option<u64>, out: &mut Vec<Item>) -> Result<(), ReadError> {
     let at = st.offset;
     let io = |source| ReadError::Io { offset: at, source };
-    let len = std::fs::metadata(path).map_err(io)?.len();
-    if len < st.offset {
-        st.header = None;
-        st.offset = 0;
+    let meta = std::fs::metadata(path).map_err(io)?;
+    let len = meta.len();
+    let id = (meta.dev(), meta.ino());
+    if len < HEADER_LEN as u64 || (st.header.is_some() && len <= st.offset && id == st.id) {
+        return Ok(()); // nothing new (or no header yet)
     }
-    if st.header.is_none() {
-        if len < HEADER_LEN as u64 {
-            return Ok(());
-        }
-        let file = File::open(path).map_err(io)?;
-        let r = TraceReader::new(BufReader::new(file))?;
-        st.header = Some(r.header().clone());
+    let mut file = File::open(path).map_err(io)?;
+    let header = TraceReader::new(BufReader::new(&mut file))?.header().clone();
+    // A different file, a shorter one, or another header at the same path: a new run.
+    if id != st.id || len < st.offset || st.header.as_ref() != Some(&header) {
+        st.id = id;
+        st.header = Some(header.clone());
         st.offset = HEADER_LEN as u64;
     }
-    let Some(header) = st.header.clone() else { return Ok(()) };
     if len <= st.offset {
         return Ok(());
     }
     let base_ns = *base.get_or_insert(header.start_unix_ns);
     let shift = header.start_unix_ns.saturating_sub(base_ns);
-    let mut file = File::open(path).map_err(io)?;
     file.seek(SeekFrom::Start(st.offset)).map_err(io)?;
     let mut r = TraceReader::resume(BufReader::new(file), header, st.offset);
     while let Some((offset, record)) = r.next_record()? {
@@ -146,6 +147,27 @@ mod tests {
         assert!(f.poll().unwrap().is_empty());
         std::fs::write(&path, &bytes).unwrap();
         assert_eq!(f.poll().unwrap().len(), 1);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn recreated_file_is_read_from_its_start() {
+        let dir = temp_dir("follow-recreated");
+        let clock = TraceClock::new();
+        let a = Recorder::create(&dir, 0, &TraceConfig::default(), &clock).unwrap();
+        a.record(dma(1, 0, 1, 0, 8, 0));
+        drop(a);
+        let mut f = Follower::new(&dir);
+        assert_eq!(f.poll().unwrap().len(), 1);
+        // A new run: a different file, longer than the old one.
+        std::fs::remove_file(dir.join("ep0.phyrtrace")).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let b = Recorder::create(&dir, 0, &TraceConfig::default(), &TraceClock::new()).unwrap();
+        for t in 0..3 {
+            b.record(dma(t, 0, 2, 0, 8, 0));
+        }
+        drop(b);
+        assert_eq!(f.poll().unwrap().len(), 3);
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
