@@ -343,12 +343,12 @@ impl RegFile {
         let poll = ctrl & QCTRL_POLL != 0;
         let ok = size_ok(regs.sq_size)
             && size_ok(regs.cq_size)
-            && regs.sq_base % 64 == 0
-            && regs.cq_base % 32 == 0
+            && regs.sq_base & 63 == 0
+            && regs.cq_base & 31 == 0
             && regs.sq_base.checked_add(u64::from(regs.sq_size) * 64).is_some()
             && regs.cq_base.checked_add(u64::from(regs.cq_size) * 32).is_some()
             && regs.vector < u32::from(MSIX_VECTORS)
-            && (!poll || (regs.shadow != 0 && regs.shadow % 8 == 0));
+            && (!poll || (regs.shadow != 0 && regs.shadow & 7 == 0));
         if !ok {
             return Err(Status::INVALID_FIELD);
         }
