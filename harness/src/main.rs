@@ -1,1 +1,315 @@
-fn main() { eprintln!("phyr-harness: not implemented yet (issue 4)"); std::process::exit(2); }
+//! phyr-harness: provisions QEMU and the guest, boots guests with phyr endpoints attached,
+//! runs the guest suite and collects results, and inspects DMA traces.
+
+mod accel;
+mod apt;
+mod boot;
+mod cache;
+mod cpio;
+mod initramfs;
+mod kernel;
+mod kmod;
+mod provision;
+mod qemu;
+mod recipe;
+mod rundir;
+mod session;
+mod sys;
+mod tap;
+mod test_cmd;
+mod trace_cmd;
+mod junit;
+mod version;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use crate::accel::AccelChoice;
+use crate::boot::{BootOptions, Parts};
+use crate::cache::Cache;
+use crate::initramfs::GuestMode;
+use crate::provision::{say, Provisioner};
+use crate::recipe::Recipe;
+use crate::rundir::RunDir;
+use crate::session::{Console, Ending};
+
+#[derive(Parser)]
+#[command(name = "phyr-harness", version, about = "phyr test bench: provision QEMU and a guest, boot it with phyr endpoints, run the suite")]
+struct Cli {
+    /// Cache for QEMU, the guest kernel and busybox [default: $PHYR_CACHE_DIR or ~/.cache/phyr]
+    #[arg(long, global = true, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Provision (download and verify) QEMU, the guest kernel and busybox without booting.
+    Provision(ProvisionArgs),
+    /// Boot a guest with the phyr endpoints and open a shell on its console (or run one command).
+    Run(RunArgs),
+    /// Run the guest suite under several recipes; print `N passed, N failed`.
+    Test(test_cmd::TestArgs),
+    /// Inspect device-side DMA traces of the last run (or a given run directory).
+    Trace(trace_cmd::TraceArgs),
+}
+
+#[derive(Args)]
+struct ProvisionArgs {
+    #[command(flatten)]
+    sources: SourceOpts,
+}
+
+/// Where QEMU and the guest kernel come from.
+#[derive(Args, Clone)]
+pub struct SourceOpts {
+    /// Use this qemu-system-x86_64 (must be >= 10.1 with vfio-user-pci) instead of detecting one.
+    #[arg(long, value_name = "PATH")]
+    qemu: Option<PathBuf>,
+    /// Boot your own bzImage instead of Debian's kernel.
+    #[arg(long, value_name = "PATH")]
+    kernel: Option<PathBuf>,
+    /// The .config of --kernel (default: found in its build tree or /boot).
+    #[arg(long, value_name = "FILE", requires = "kernel")]
+    kernel_config: Option<PathBuf>,
+    /// Modules of --kernel when VFIO is built as modules (default: its build tree or /lib/modules/VERSION).
+    #[arg(long, value_name = "DIR", requires = "kernel")]
+    modules_dir: Option<PathBuf>,
+}
+
+/// Options of every guest boot.
+#[derive(Args, Clone)]
+pub struct GuestOpts {
+    #[command(flatten)]
+    sources: SourceOpts,
+    /// tcg, kvm, or auto (probe once whether KVM can boot a guest, cache the verdict).
+    #[arg(long, value_enum, default_value = "auto")]
+    accel: AccelChoice,
+    /// The statically linked guest driver `phyr` [default: target/guest/x86_64-unknown-linux-gnu/release/phyr]
+    #[arg(long, value_name = "PATH", env = "PHYR_GUEST_BIN")]
+    phyr: Option<PathBuf>,
+    /// The phyr-device binary [default: phyr-device next to phyr-harness]
+    #[arg(long, value_name = "PATH", env = "PHYR_DEVICE_BIN")]
+    device_bin: Option<PathBuf>,
+    /// Where run directories go.
+    #[arg(long, value_name = "DIR", default_value = "runs")]
+    runs_dir: PathBuf,
+    /// Where recipes live [default: ./qemu-configs, else next to the harness's source tree]
+    #[arg(long, value_name = "DIR")]
+    recipes_dir: Option<PathBuf>,
+    /// Extra guest kernel command line.
+    #[arg(long, value_name = "ARGS")]
+    append: Option<String>,
+    /// No phyr-device: QEMU's built-in `edu` device stands in for each endpoint (guest VFIO plumbing tests).
+    #[arg(long)]
+    no_device: bool,
+    /// BAR2 size of each endpoint in bytes (passed to phyr-device).
+    #[arg(long, value_name = "BYTES")]
+    bar2_size: Option<u64>,
+    /// Stop the guest after this many seconds.
+    #[arg(long, value_name = "SECS")]
+    timeout: Option<u64>,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Recipe name in qemu-configs/ (or a path to an .args file).
+    #[arg(long, short, default_value = "default")]
+    recipe: String,
+    /// Run this command in the guest (after binding the endpoints), print its output, power off.
+    #[arg(long, value_name = "CMD")]
+    guest_cmd: Option<String>,
+    #[command(flatten)]
+    guest: GuestOpts,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match real_main(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("phyr-harness: error: {e:#}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+fn real_main(cli: Cli) -> Result<i32> {
+    if let Cmd::Trace(args) = cli.command {
+        trace_cmd::run(args, Path::new("runs"))?;
+        return Ok(0);
+    }
+    sys::catch_termination_signals().context("installing signal handlers")?;
+    let cache = Cache::resolve(cli.cache_dir.as_deref())?;
+    match cli.command {
+        Cmd::Provision(a) => provision_all(&cache, &a.sources),
+        Cmd::Run(a) => run_cmd(&cache, a),
+        Cmd::Test(a) => test_cmd::run(&cache, a),
+        Cmd::Trace(_) => unreachable!("handled above"),
+    }
+}
+
+fn provision_all(cache: &Cache, src: &SourceOpts) -> Result<i32> {
+    let t = Instant::now();
+    say(format!("cache: {}", cache.root.display()));
+    let mut p = Provisioner::new(cache);
+    let q = p.qemu(src.qemu.as_deref())?;
+    let k = guest_kernel(&mut p, src)?;
+    let bb = p.busybox()?;
+    say(format!("QEMU {} ({})", q.version, q.origin));
+    say(format!("guest kernel: {} ({}), modules: {}", k.description, k.image.display(), k.modules.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(" ")));
+    say(format!("busybox: {}", bb.display()));
+    say(format!("provisioned in {:.1} s", t.elapsed().as_secs_f64()));
+    Ok(0)
+}
+
+fn guest_kernel(p: &mut Provisioner<'_>, src: &SourceOpts) -> Result<kernel::GuestKernel> {
+    match &src.kernel {
+        Some(path) => kernel::from_user(path, src.kernel_config.as_deref(), src.modules_dir.as_deref()),
+        None => kernel::from_debian(&p.debian_kernel()?),
+    }
+}
+
+/// Provisions everything a boot needs and picks the accelerator.
+pub fn prepare(cache: &Cache, g: &GuestOpts, need_phyr: bool) -> Result<Parts> {
+    let mut p = Provisioner::new(cache);
+    let qemu = p.qemu(g.sources.qemu.as_deref())?;
+    let kernel = guest_kernel(&mut p, &g.sources)?;
+    let busybox = p.busybox()?;
+    let accel = accel::choose(g.accel, cache, &qemu, &kernel.image, &busybox)?;
+    let phyr_path = g.phyr.clone().unwrap_or_else(initramfs::default_phyr_binary);
+    let phyr = if phyr_path.is_file() {
+        Some(phyr_path)
+    } else if need_phyr {
+        anyhow::bail!(
+            "the guest driver binary is missing at {}; build it with \
+             `RUSTFLAGS='-C target-feature=+crt-static' cargo build --release -p phyr-driver --target x86_64-unknown-linux-gnu --target-dir target/guest` \
+             or pass --phyr PATH",
+            phyr_path.display()
+        );
+    } else {
+        say(format!("note: no guest driver at {} (pass --phyr PATH); the guest will have no `phyr` command", phyr_path.display()));
+        None
+    };
+    let device_bin = match &g.device_bin {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?.with_file_name("phyr-device"),
+    };
+    if !g.no_device && !device_bin.is_file() {
+        anyhow::bail!(
+            "phyr-device not found at {}; run `cargo build --release -p phyr-device` (or pass --device-bin PATH, or --no-device to boot with QEMU's edu device instead)",
+            device_bin.display()
+        );
+    }
+    Ok(Parts { qemu, kernel, busybox, accel, phyr, device_bin })
+}
+
+/// The recipes directory: --recipes-dir, ./qemu-configs, or the source tree's.
+pub fn recipes_dir(g: &GuestOpts) -> PathBuf {
+    if let Some(d) = &g.recipes_dir {
+        return d.clone();
+    }
+    let here = PathBuf::from("qemu-configs");
+    if here.is_dir() {
+        return here;
+    }
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../qemu-configs"))
+}
+
+fn run_cmd(cache: &Cache, a: RunArgs) -> Result<i32> {
+    let recipe = Recipe::load(&a.recipe, &recipes_dir(&a.guest))?;
+    let top = RunDir::create(&a.guest.runs_dir)?;
+    let run = top.session(None)?;
+    rundir::check_socket_paths(&run.socket_dir(), recipe.endpoints)?;
+    let parts = prepare(cache, &a.guest, false)?;
+    let (mode, console) = match &a.guest_cmd {
+        Some(c) => (GuestMode::Command(c.clone()), Console::Captured),
+        None => (GuestMode::Shell, Console::Interactive),
+    };
+    say(format!("run directory: {}", run.path.display()));
+    say(format!(
+        "booting {} under {} with recipe {} ({}){}",
+        parts.kernel.description,
+        parts.accel.name().to_uppercase(),
+        recipe.name,
+        recipe.description,
+        if a.guest.no_device { "; --no-device: QEMU's edu device instead of phyr endpoints" } else { "" }
+    ));
+    let _term = sys::TerminalGuard::save();
+    let opts = BootOptions {
+        recipe: &recipe,
+        mode,
+        console,
+        no_device: a.guest.no_device,
+        append: a.guest.append.as_deref(),
+        bar2_size: a.guest.bar2_size,
+        timeout: a.guest.timeout.map(Duration::from_secs),
+    };
+    let outcome = boot::boot(&parts, &run, &opts)?;
+    drop(_term);
+    let code = report_ending(&run, &outcome);
+    if let (Some(t), true) = (outcome.ready_after, a.guest_cmd.is_some()) {
+        say(format!("guest ready (devices bound) {:.1} s after start", t.as_secs_f64()));
+    }
+    if code != 0 || a.guest_cmd.is_none() {
+        return Ok(code);
+    }
+    // The guest command's own exit status.
+    let serial = std::fs::read_to_string(run.file("serial.log")).unwrap_or_default();
+    match serial.lines().find_map(|l| l.trim_end().strip_prefix("=== phyr guest-cmd end: exit ")) {
+        Some(rest) => {
+            let st: i32 = rest.trim_end_matches(" ===").trim().parse().unwrap_or(1);
+            say(format!("guest command exited with status {st}"));
+            Ok(st)
+        }
+        None => {
+            say(format!("the guest command did not finish; see {}", run.file("serial.log").display()));
+            Ok(1)
+        }
+    }
+}
+
+/// Prints how a session ended (which side failed and where its log is); returns an exit code.
+pub fn report_ending(run: &RunDir, o: &session::Outcome) -> i32 {
+    let secs = o.elapsed.as_secs_f64();
+    match &o.ending {
+        Ending::PoweredOff => {
+            let serial = std::fs::read_to_string(run.file("serial.log")).unwrap_or_default();
+            if serial.contains("Kernel panic") {
+                say(format!("the guest kernel panicked after {secs:.1} s; see {}", run.file("serial.log").display()));
+                return 1;
+            }
+            say(format!("guest powered off after {secs:.1} s; logs in {}", run.path.display()));
+            0
+        }
+        Ending::QemuFailed(st) => {
+            say(format!(
+                "QEMU failed ({st}) after {secs:.1} s; see {}{}",
+                run.file("qemu.log").display(),
+                session::log_tail(&run.file("qemu.log"), 5)
+            ));
+            1
+        }
+        Ending::DeviceCrashed(st) => {
+            say(format!(
+                "phyr-device died ({st}) after {secs:.1} s; QEMU was stopped. See {}{}",
+                run.file("device.log").display(),
+                session::log_tail(&run.file("device.log"), 5)
+            ));
+            1
+        }
+        Ending::Interrupted(sig) => {
+            say(format!("interrupted by {sig}; QEMU and phyr-device stopped, logs in {}", run.path.display()));
+            130
+        }
+        Ending::TimedOut(t) => {
+            say(format!("timed out after {} s; QEMU and phyr-device stopped; see {}", t.as_secs(), run.file("serial.log").display()));
+            1
+        }
+    }
+}

@@ -1,0 +1,69 @@
+#!/bin/sh
+# /init of the phyr guest initramfs, written by phyr-harness (source: harness/guest/init.sh).
+# It mounts the kernel filesystems, loads the VFIO modules, hands every device listed in
+# PHYR_BIND to vfio-pci, then opens a shell (run), runs `phyr suite` (test) or runs one
+# command (run --guest-cmd), and powers the machine off. Settings come from /etc/phyr.conf.
+export PATH=/bin:/sbin:/usr/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /dev/pts /tmp /run
+mount -t devpts devpts /dev/pts
+mount -t tmpfs tmpfs /tmp
+. /etc/phyr.conf
+
+say() { echo "phyr-init: $*"; }
+fail_off() { say "ERROR: $*"; say "powering off"; poweroff -f; }
+
+say "kernel $(uname -r), cmdline: $(cat /proc/cmdline)"
+for m in $PHYR_MODULES; do
+    insmod "/lib/modules/$m" || say "ERROR: insmod $m failed (see the kernel messages above)"
+done
+
+[ -e /dev/vfio/vfio ] || say "ERROR: /dev/vfio/vfio is missing: the kernel has no VFIO (CONFIG_VFIO, CONFIG_VFIO_PCI)"
+if [ -z "$(ls /sys/kernel/iommu_groups 2>/dev/null)" ]; then
+    say "ERROR: no IOMMU groups: the kernel has no working IOMMU driver (CONFIG_INTEL_IOMMU, cmdline intel_iommu=on,"
+    say "       QEMU -device intel-iommu); vfio-pci cannot give devices to userspace without it"
+fi
+
+bound=0
+for dev in /sys/bus/pci/devices/*; do
+    [ -e "$dev/vendor" ] || continue
+    id="$(cat "$dev/vendor"):$(cat "$dev/device")"
+    for want in $PHYR_BIND; do
+        [ "$id" = "$want" ] || continue
+        bdf="${dev##*/}"
+        echo vfio-pci > "$dev/driver_override"
+        [ -e "$dev/driver" ] && echo "$bdf" > "$dev/driver/unbind"
+        echo "$bdf" > /sys/bus/pci/drivers_probe
+        if [ "$(basename "$(readlink "$dev/driver")")" = vfio-pci ]; then
+            group="$(basename "$(readlink "$dev/iommu_group")")"
+            say "$bdf ($id) bound to vfio-pci, IOMMU group $group"
+            bound=$((bound + 1))
+        else
+            say "ERROR: $bdf ($id) did not bind to vfio-pci"
+        fi
+    done
+done
+say "READY: $bound device(s) bound to vfio-pci"
+
+case "$PHYR_MODE" in
+test)
+    echo "=== phyr suite begin ==="
+    phyr suite
+    rc=$?
+    echo "=== phyr suite end: exit $rc ==="
+    ;;
+cmd)
+    echo "=== phyr guest-cmd begin ==="
+    sh -c "$PHYR_GUEST_CMD"
+    rc=$?
+    echo "=== phyr guest-cmd end: exit $rc ==="
+    ;;
+*)
+    say "shell on the serial console; \`poweroff\` (or Ctrl-D) ends the run, Ctrl-A X kills QEMU"
+    setsid cttyhack sh -l
+    ;;
+esac
+say "powering off"
+poweroff -f

@@ -1,0 +1,146 @@
+//! TCG or KVM, decided by a real probe: /dev/kvm must open, and a tiny guest must boot under
+//! KVM (nested, paravirtual KVM can exist and still fail with "KVM internal error"). The
+//! verdict is cached per QEMU version, host kernel and guest kernel.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use crate::cache::Cache;
+use crate::cpio::CpioWriter;
+use crate::provision::say;
+use crate::qemu::Qemu;
+use crate::sys;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AccelChoice {
+    /// Probe: KVM if a test guest boots under it, else TCG.
+    Auto,
+    Tcg,
+    Kvm,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    Tcg,
+    Kvm,
+}
+
+impl Accel {
+    /// QEMU arguments. intel-iommu with intremap=on needs a split irqchip under KVM.
+    pub fn args(self) -> Vec<String> {
+        match self {
+            Accel::Tcg => vec!["-accel".into(), "tcg".into()],
+            Accel::Kvm => vec!["-accel".into(), "kvm,kernel-irqchip=split".into(), "-cpu".into(), "host".into()],
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Accel::Tcg => "tcg",
+            Accel::Kvm => "kvm",
+        }
+    }
+}
+
+const MARKER: &str = "PHYR-KVM-PROBE-OK";
+const PROBE_TIMEOUT: Duration = Duration::from_secs(25);
+
+pub fn choose(choice: AccelChoice, cache: &Cache, qemu: &Qemu, kernel: &Path, busybox: &Path) -> Result<Accel> {
+    match choice {
+        AccelChoice::Tcg => return Ok(Accel::Tcg),
+        AccelChoice::Kvm => return Ok(Accel::Kvm),
+        AccelChoice::Auto => {}
+    }
+    if let Err(e) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
+        say(format!("accelerator: TCG (/dev/kvm: {e})"));
+        return Ok(Accel::Tcg);
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let key = format!("qemu {} host {} guest {}", qemu.version, host.trim(), kernel.display());
+    let verdict_file = cache.dir("accel-verdict");
+    if let Ok(text) = std::fs::read_to_string(&verdict_file) {
+        if let Some((verdict, k)) = text.split_once('\n') {
+            if k.trim() == key {
+                let accel = if verdict == "kvm" { Accel::Kvm } else { Accel::Tcg };
+                say(format!("accelerator: {} (cached probe result in {}; --accel overrides)", accel.name(), verdict_file.display()));
+                return Ok(accel);
+            }
+        }
+    }
+    say("probing KVM: booting a test guest under -accel kvm (once; the result is cached) ...");
+    let t = Instant::now();
+    let accel = match probe_kvm(cache, qemu, kernel, busybox) {
+        Ok(()) => Accel::Kvm,
+        Err(e) => {
+            say(format!("  KVM is not usable here ({e:#}); using TCG"));
+            Accel::Tcg
+        }
+    };
+    say(format!("accelerator: {} (probe took {:.1} s)", accel.name(), t.elapsed().as_secs_f64()));
+    std::fs::write(&verdict_file, format!("{}\n{key}\n", accel.name()))?;
+    Ok(accel)
+}
+
+fn probe_kvm(cache: &Cache, qemu: &Qemu, kernel: &Path, busybox: &Path) -> Result<()> {
+    let initrd = cache.dir("kvm-probe.cpio");
+    let mut w = CpioWriter::new(std::io::BufWriter::new(std::fs::File::create(&initrd)?));
+    w.dir("bin", 0o755)?;
+    w.dir("dev", 0o755)?;
+    w.char_dev("dev/console", 0o600, 5, 1)?;
+    w.file("bin/busybox", 0o755, &std::fs::read(busybox)?)?;
+    w.symlink("bin/sh", "busybox")?;
+    w.file("init", 0o755, format!("#!/bin/sh\n/bin/busybox echo {MARKER}\n/bin/busybox poweroff -f\n").as_bytes())?;
+    w.finish()?;
+    let mut cmd = qemu.command();
+    cmd.args(Accel::Kvm.args())
+        .args(["-machine", "q35", "-m", "256M", "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-serial", "stdio"])
+        .arg("-kernel")
+        .arg(kernel)
+        .arg("-initrd")
+        .arg(&initrd)
+        .args(["-append", "console=ttyS0 panic=-1 quiet"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    sys::child_dies_with_parent(&mut cmd, true);
+    let mut child = cmd.spawn().context("starting QEMU for the KVM probe")?;
+    let mut out = child.stdout.take().context("no stdout")?;
+    let mut err = child.stderr.take().context("no stderr")?;
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait()? {
+            break Some(st);
+        }
+        if start.elapsed() > PROBE_TIMEOUT || sys::pending_signal().is_some() {
+            sys::kill_group(child.id(), libc::SIGKILL);
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let out = reader.join().unwrap_or_default();
+    let err = err_reader.join().unwrap_or_default();
+    let _ = std::fs::remove_file(&initrd);
+    if out.contains(MARKER) {
+        return Ok(());
+    }
+    let first_err = err.lines().find(|l| !l.trim().is_empty()).unwrap_or("no error output");
+    match status {
+        None => anyhow::bail!("the test guest did not finish within {} s ({first_err})", PROBE_TIMEOUT.as_secs()),
+        Some(st) => anyhow::bail!("the test guest failed ({st}; {first_err})"),
+    }
+}

@@ -1,0 +1,164 @@
+//! The guest kernel: Debian's by default, or the user's own bzImage (`--kernel PATH`),
+//! checked for what phyr needs (VFIO, an IOMMU driver, initramfs and serial console support).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::kmod::{Module, ModuleTree, VFIO_MODULES};
+use crate::provision::{say, DebianKernel};
+
+/// A kernel image plus the modules to load, in order.
+#[derive(Debug, Clone)]
+pub struct GuestKernel {
+    pub image: PathBuf,
+    pub modules: Vec<Module>,
+    pub description: String,
+}
+
+/// Config options phyr needs: (option, may it be a module?).
+const NEEDED: &[(&str, bool)] = &[
+    ("CONFIG_BLK_DEV_INITRD", false),
+    ("CONFIG_DEVTMPFS", false),
+    ("CONFIG_SERIAL_8250_CONSOLE", false),
+    ("CONFIG_PCI", false),
+    ("CONFIG_INTEL_IOMMU", false),
+    ("CONFIG_VFIO", true),
+    ("CONFIG_VFIO_IOMMU_TYPE1", true),
+    ("CONFIG_VFIO_PCI", true),
+];
+
+pub fn from_debian(k: &DebianKernel) -> Result<GuestKernel> {
+    let config = std::fs::read_to_string(&k.config)?;
+    check_config(&config, &k.config.display().to_string())?;
+    let modules = ModuleTree::open(&k.modules_dir)?.load_order(VFIO_MODULES)?;
+    Ok(GuestKernel { image: k.image.clone(), modules, description: format!("Debian kernel {}", k.release) })
+}
+
+/// Checks a user-supplied bzImage and finds its config and modules.
+pub fn from_user(image: &Path, config: Option<&Path>, modules_dir: Option<&Path>) -> Result<GuestKernel> {
+    let bytes = std::fs::read(image).with_context(|| format!("--kernel {}: cannot read it", image.display()))?;
+    let version = bzimage_version(&bytes).map_err(|why| {
+        anyhow::anyhow!("--kernel {}: not an x86 bzImage ({why}); pass arch/x86/boot/bzImage from a kernel build", image.display())
+    })?;
+    let release = version.split_whitespace().next().unwrap_or_default().to_owned();
+    let tree = kernel_tree_of(image);
+    let config_path = config.map(Path::to_path_buf).or_else(|| {
+        let mut c: Vec<PathBuf> = tree.iter().map(|t| t.join(".config")).collect();
+        c.push(image.with_file_name(".config"));
+        c.push(PathBuf::from(format!("/boot/config-{release}")));
+        c.into_iter().find(|p| p.is_file())
+    });
+    let mut config_text = None;
+    match &config_path {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading kernel config {}", p.display()))?;
+            check_config(&text, &p.display().to_string())?;
+            config_text = Some(text);
+        }
+        None => say(format!(
+            "warning: no config found for kernel {release} (looked for .config in its build tree and /boot/config-{release}); \
+             cannot check it for VFIO and IOMMU support. Pass --kernel-config FILE; the guest will report what is missing"
+        )),
+    }
+    let needs_modules = config_text.as_deref().map(|t| NEEDED.iter().any(|(o, _)| config_value(t, o) == Some("m"))).unwrap_or(true);
+    let modules_root = modules_dir.map(Path::to_path_buf).or_else(|| tree.clone()).or_else(|| {
+        let p = PathBuf::from(format!("/lib/modules/{release}"));
+        p.is_dir().then_some(p)
+    });
+    let modules = match (&modules_root, needs_modules) {
+        (_, false) => vec![],
+        (Some(dir), true) => ModuleTree::open(dir)?.load_order(VFIO_MODULES).with_context(|| {
+            format!("kernel {release} builds VFIO as modules; pass --modules-dir with its modules (make modules_install INSTALL_MOD_PATH=...)")
+        })?,
+        (None, true) if config_text.is_some() => bail!(
+            "kernel {release} builds VFIO as modules (=m) but no module directory was found; \
+             pass --modules-dir DIR (the lib/modules/{release} of `make modules_install INSTALL_MOD_PATH=...`) or build them in (=y)"
+        ),
+        (None, true) => vec![],
+    };
+    Ok(GuestKernel { image: image.to_path_buf(), modules, description: format!("your kernel {release} ({})", image.display()) })
+}
+
+/// The kernel build tree a bzImage sits in (`<tree>/arch/x86/boot/bzImage`), if any.
+fn kernel_tree_of(image: &Path) -> Option<PathBuf> {
+    let tree = image.canonicalize().ok()?.parent()?.parent()?.parent()?.parent()?.to_path_buf();
+    (tree.join("Makefile").is_file() && tree.join("arch/x86").is_dir()).then_some(tree)
+}
+
+/// The kernel version string of a bzImage (boot protocol header: boot flag 0xAA55 at 0x1FE,
+/// "HdrS" at 0x202, version string pointer at 0x20E, relative to 0x200).
+pub fn bzimage_version(b: &[u8]) -> Result<String, &'static str> {
+    if b.len() < 0x210 {
+        return Err("file too small");
+    }
+    if b[0x1fe..0x200] != [0x55, 0xaa] || &b[0x202..0x206] != b"HdrS" {
+        return Err("no Linux boot header (boot flag 0xAA55 / \"HdrS\")");
+    }
+    let ptr = u16::from_le_bytes([b[0x20e], b[0x20f]]) as usize;
+    let start = ptr.checked_add(0x200).ok_or("bad version pointer")?;
+    let tail = b.get(start..).ok_or("version pointer past the end")?;
+    let end = tail.iter().take(256).position(|&c| c == 0).ok_or("unterminated version string")?;
+    Ok(String::from_utf8_lossy(&tail[..end]).into_owned())
+}
+
+fn config_value<'a>(config: &'a str, option: &str) -> Option<&'a str> {
+    config.lines().find_map(|l| l.strip_prefix(option)?.strip_prefix('='))
+}
+
+/// Refuses a kernel config that lacks something phyr needs, naming every missing option.
+pub fn check_config(config: &str, origin: &str) -> Result<()> {
+    let missing: Vec<String> = NEEDED
+        .iter()
+        .filter(|(opt, module_ok)| match config_value(config, opt) {
+            Some("y") => false,
+            Some("m") => !module_ok,
+            _ => true,
+        })
+        .map(|(opt, module_ok)| if *module_ok { format!("{opt}=y|m") } else { format!("{opt}=y") })
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "the guest kernel ({origin}) lacks {}; phyr's guest driver needs VFIO behind an IOMMU. \
+             Enable them (e.g. `scripts/config -e VFIO -e VFIO_PCI -e VFIO_IOMMU_TYPE1 -e INTEL_IOMMU`) or drop --kernel to use Debian's kernel",
+            missing.join(", ")
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_check_names_what_is_missing() {
+        let ok = "CONFIG_BLK_DEV_INITRD=y\nCONFIG_DEVTMPFS=y\nCONFIG_SERIAL_8250_CONSOLE=y\nCONFIG_PCI=y\nCONFIG_INTEL_IOMMU=y\nCONFIG_VFIO=m\nCONFIG_VFIO_IOMMU_TYPE1=m\nCONFIG_VFIO_PCI=y\n";
+        assert!(check_config(ok, "x").is_ok());
+        let no_iommu = ok.replace("CONFIG_INTEL_IOMMU=y", "# CONFIG_INTEL_IOMMU is not set");
+        let e = check_config(&no_iommu, ".config").unwrap_err().to_string();
+        assert!(e.contains("lacks CONFIG_INTEL_IOMMU=y") && !e.contains("CONFIG_VFIO"), "{e}");
+        let e = check_config(&ok.replace("CONFIG_VFIO_PCI=y", ""), "c").unwrap_err().to_string();
+        assert!(e.contains("CONFIG_VFIO_PCI=y|m"), "{e}");
+        assert!(check_config(&ok.replace("CONFIG_DEVTMPFS=y", "CONFIG_DEVTMPFS=m"), "c").is_err());
+    }
+
+    #[test]
+    fn bzimage_header_is_checked() {
+        let mut img = vec![0u8; 0x400];
+        img[0x1fe] = 0x55;
+        img[0x1ff] = 0xaa;
+        img[0x202..0x206].copy_from_slice(b"HdrS");
+        img[0x20e..0x210].copy_from_slice(&0x100u16.to_le_bytes());
+        let v = b"6.18.0-rc1 (me@box) #1 SM";
+        img[0x300..0x300 + v.len()].copy_from_slice(v);
+        assert_eq!(bzimage_version(&img).unwrap(), "6.18.0-rc1 (me@box) #1 SM");
+        assert!(bzimage_version(b"\x7fELF").is_err());
+        let mut bad = img.clone();
+        bad[0x202] = b'X';
+        assert!(bzimage_version(&bad).is_err());
+        let mut wild = img;
+        wild[0x20e..0x210].copy_from_slice(&0xffffu16.to_le_bytes());
+        assert!(bzimage_version(&wild).is_err());
+    }
+}

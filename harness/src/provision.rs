@@ -1,0 +1,209 @@
+//! Provisioning: QEMU, the guest kernel and busybox, each cached and verified before use.
+//! Progress goes to stderr as `phyr: ...` lines.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+
+use crate::apt::{extract_deb, PrivateApt};
+use crate::cache::Cache;
+use crate::qemu::{Probe, Qemu};
+use crate::version::Version;
+
+/// The Debian kernel series used for the guest.
+const KERNEL_SERIES: &str = "6.12";
+
+/// Prints a progress line.
+pub fn say(msg: impl AsRef<str>) {
+    eprintln!("phyr: {}", msg.as_ref());
+}
+
+/// A guest kernel unpacked from Debian's package.
+#[derive(Debug, Clone)]
+pub struct DebianKernel {
+    pub release: String,
+    pub image: PathBuf,
+    pub modules_dir: PathBuf,
+    pub config: PathBuf,
+}
+
+pub struct Provisioner<'a> {
+    cache: &'a Cache,
+    apt: Option<PrivateApt>,
+}
+
+impl<'a> Provisioner<'a> {
+    pub fn new(cache: &'a Cache) -> Self {
+        Provisioner { cache, apt: None }
+    }
+
+    /// The private apt, created and updated on first use.
+    fn apt(&mut self) -> Result<&PrivateApt> {
+        if self.apt.is_none() {
+            let t = Instant::now();
+            say("updating the private Debian trixie package lists (apt-get update, private config) ...");
+            let apt = PrivateApt::new(&self.cache.dir("apt"))?;
+            apt.update()?;
+            say(format!("  package lists ready ({:.1} s)", t.elapsed().as_secs_f64()));
+            self.apt = Some(apt);
+        }
+        Ok(self.apt.as_ref().expect("set above"))
+    }
+
+    /// A QEMU that has vfio-user-pci: `explicit` if given, else the system one, else a private one.
+    pub fn qemu(&mut self, explicit: Option<&Path>) -> Result<Qemu> {
+        if let Some(path) = explicit {
+            let mut q = Qemu::system().unwrap_or_else(|| Qemu::in_prefix(Path::new("/")));
+            q.program = path.to_path_buf();
+            q.pre_args.clear();
+            q.env.clear();
+            q.firmware_args.clear();
+            q.origin = path.display().to_string();
+            return match q.probe()? {
+                Probe::Usable(q) => Ok(q),
+                other => bail!("{}; drop --qemu to let phyr-harness provision a private QEMU", other.reason()),
+            };
+        }
+        let why = match Qemu::system() {
+            Some(q) => match q.probe() {
+                Ok(Probe::Usable(q)) => {
+                    say(format!("using the system QEMU {} at {}", q.version, q.origin));
+                    return Ok(q);
+                }
+                Ok(other) => other.reason(),
+                Err(e) => format!("the system QEMU does not run ({e:#})"),
+            },
+            None => "no qemu-system-x86_64 on PATH".to_owned(),
+        };
+        let prefix = self.cache.dir("qemu").join("prefix");
+        if self.cache.ready("qemu").is_some() {
+            match Qemu::in_prefix(&prefix).probe() {
+                Ok(Probe::Usable(q)) => {
+                    say(format!("using QEMU {} cached in {} ({why})", q.version, prefix.display()));
+                    return Ok(q);
+                }
+                Ok(other) => say(format!("cached QEMU unusable ({}); provisioning it again", other.reason())),
+                Err(e) => say(format!("cached QEMU does not run ({e:#}); provisioning it again")),
+            }
+        }
+        let t = Instant::now();
+        say(format!("{why}; provisioning QEMU 11.1 from Debian trixie-backports into {} ...", prefix.display()));
+        self.cache.clear("qemu")?;
+        let debs = self.apt()?.download_closure("qemu-system-x86", "trixie-backports")?;
+        say(format!("  downloaded {} packages; unpacking (nothing is installed on the host) ...", debs.len()));
+        for deb in &debs {
+            extract_deb(deb, &prefix)?;
+        }
+        for deb in &debs {
+            let _ = std::fs::remove_file(deb);
+        }
+        match Qemu::in_prefix(&prefix).probe()? {
+            Probe::Usable(q) => {
+                self.cache.mark_ready("qemu", &format!("QEMU {}\n", q.version))?;
+                say(format!("  QEMU {} ready, vfio-user-pci present ({:.1} s)", q.version, t.elapsed().as_secs_f64()));
+                Ok(q)
+            }
+            other => bail!(
+                "the provisioned QEMU cannot be used: {}. Debian's trixie-backports may have changed; \
+                 install QEMU >= 10.1 with vfio-user-pci and pass --qemu PATH",
+                other.reason()
+            ),
+        }
+    }
+
+    /// Debian's `linux-image-6.12.*-amd64-unsigned`, unpacked into the cache.
+    pub fn debian_kernel(&mut self) -> Result<DebianKernel> {
+        let cache = self.cache;
+        let root = cache.dir("kernel").join("root");
+        if let Some(release) = cache.ready("kernel") {
+            if let Ok(k) = kernel_in(&root, release.trim()) {
+                return Ok(k);
+            }
+            say("cached guest kernel incomplete; provisioning it again");
+        }
+        let t = Instant::now();
+        let apt = self.apt()?;
+        let prefix = format!("linux-image-{KERNEL_SERIES}.");
+        let package = apt
+            .names_with_prefix(&prefix)?
+            .into_iter()
+            .filter(|n| n.ends_with("-amd64-unsigned") && !n.contains("-rt-") && !n.contains("-cloud-"))
+            .max_by_key(|n| Version::parse_prefix(&n["linux-image-".len()..]))
+            .with_context(|| format!("no {prefix}*-amd64-unsigned package in Debian trixie's lists"))?;
+        say(format!("provisioning the guest kernel: {package} (~110 MB) into {} ...", root.display()));
+        cache.clear("kernel")?;
+        let dl = cache.dir("kernel").join("download");
+        let debs = apt.download(&[&package], &dl)?;
+        for deb in &debs {
+            extract_deb(deb, &root)?;
+        }
+        std::fs::remove_dir_all(&dl)?;
+        let release = package.trim_start_matches("linux-image-").trim_end_matches("-unsigned").to_owned();
+        let k = kernel_in(&root, &release)?;
+        cache.mark_ready("kernel", &release)?;
+        say(format!("  kernel {release} ready ({:.1} s)", t.elapsed().as_secs_f64()));
+        Ok(k)
+    }
+
+    /// The static busybox from Debian's `busybox-static`.
+    pub fn busybox(&mut self) -> Result<PathBuf> {
+        let bin = self.cache.dir("busybox").join("root/usr/bin/busybox");
+        if self.cache.ready("busybox").is_some() && bin.is_file() {
+            return Ok(bin);
+        }
+        let t = Instant::now();
+        say(format!("provisioning busybox-static into {} ...", self.cache.dir("busybox").display()));
+        self.cache.clear("busybox")?;
+        let dl = self.cache.dir("busybox").join("download");
+        let debs = self.apt()?.download(&["busybox-static"], &dl)?;
+        for deb in &debs {
+            extract_deb(deb, &self.cache.dir("busybox").join("root"))?;
+        }
+        std::fs::remove_dir_all(&dl)?;
+        check_static_elf(&bin)?;
+        self.cache.mark_ready("busybox", "busybox-static\n")?;
+        say(format!("  busybox ready ({:.1} s)", t.elapsed().as_secs_f64()));
+        Ok(bin)
+    }
+}
+
+fn kernel_in(root: &Path, release: &str) -> Result<DebianKernel> {
+    let k = DebianKernel {
+        release: release.to_owned(),
+        image: root.join(format!("boot/vmlinuz-{release}")),
+        modules_dir: root.join(format!("usr/lib/modules/{release}")),
+        config: root.join(format!("boot/config-{release}")),
+    };
+    for p in [&k.image, &k.modules_dir, &k.config] {
+        if !p.exists() {
+            bail!("{} missing from the unpacked kernel package", p.display());
+        }
+    }
+    Ok(k)
+}
+
+/// Busybox must be a static x86-64 ELF: the initramfs has no libc.
+pub fn check_static_elf(path: &Path) -> Result<()> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    if bytes.len() < 64 || &bytes[..4] != b"\x7fELF" {
+        bail!("{} is not an ELF executable", path.display());
+    }
+    if elf_has_interp(&bytes) {
+        bail!("{} is dynamically linked; the guest initramfs has no libc and needs a static binary", path.display());
+    }
+    Ok(())
+}
+
+/// Whether an ELF64 file has a PT_INTERP program header (i.e. is dynamically linked).
+pub fn elf_has_interp(elf: &[u8]) -> bool {
+    let rd = |off: usize, n: usize| elf.get(off..off.saturating_add(n));
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (rd(0x20, 8), rd(0x36, 2), rd(0x38, 2)) else { return false };
+    let phoff = u64::from_le_bytes(phoff.try_into().unwrap_or_default()) as usize;
+    let phentsize = u16::from_le_bytes(phentsize.try_into().unwrap_or_default()) as usize;
+    let phnum = u16::from_le_bytes(phnum.try_into().unwrap_or_default()) as usize;
+    (0..phnum).any(|i| {
+        let base = phoff.saturating_add(i.saturating_mul(phentsize));
+        rd(base, 4).is_some_and(|t| u32::from_le_bytes(t.try_into().unwrap_or_default()) == 3)
+    })
+}

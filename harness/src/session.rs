@@ -1,0 +1,305 @@
+//! One guest session: start phyr-device, wait for its sockets, start QEMU, watch both, and
+//! tear everything down on poweroff, Ctrl-C/SIGTERM, a crashed device or a crashed QEMU.
+//! Each child runs in its own process group (except an interactive QEMU, which must own the
+//! terminal) and dies with the harness (PR_SET_PDEATHSIG), so nothing is left behind.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::provision::say;
+use crate::qemu::Qemu;
+use crate::rundir::RunDir;
+use crate::sys;
+
+const SOCKET_WAIT: Duration = Duration::from_secs(15);
+const POLL: Duration = Duration::from_millis(50);
+
+/// How phyr-device is started.
+pub struct DeviceLaunch {
+    pub binary: PathBuf,
+    pub args: Vec<String>,
+    pub sockets: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Console {
+    /// The serial console is the user's terminal.
+    Interactive,
+    /// The console is captured (serial.log) and echoed to stdout.
+    Captured,
+}
+
+pub struct Launch<'a> {
+    pub run: &'a RunDir,
+    pub qemu: &'a Qemu,
+    pub qemu_args: Vec<String>,
+    pub device: Option<DeviceLaunch>,
+    pub console: Console,
+    pub timeout: Option<Duration>,
+}
+
+/// How the session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ending {
+    /// QEMU exited by itself with status 0 (the guest powered off).
+    PoweredOff,
+    QemuFailed(String),
+    DeviceCrashed(String),
+    Interrupted(&'static str),
+    TimedOut(Duration),
+}
+
+pub struct Outcome {
+    pub ending: Ending,
+    pub elapsed: Duration,
+    /// When the guest printed its READY marker (captured console only).
+    pub ready_after: Option<Duration>,
+}
+
+impl Outcome {
+    pub fn ok(&self) -> bool {
+        self.ending == Ending::PoweredOff
+    }
+}
+
+/// Runs the session to its end. Errors are for things that stop it from starting at all.
+pub fn run(l: Launch<'_>) -> Result<Outcome> {
+    let start = Instant::now();
+    let mut device = match &l.device {
+        Some(d) => Some(start_device(d, l.run)?),
+        None => None,
+    };
+    if let (Some(d), Some(child)) = (&l.device, device.as_mut()) {
+        if let Err(e) = wait_for_sockets(child, &d.sockets, l.run) {
+            stop_group(child, "phyr-device", Duration::from_secs(3));
+            cleanup_sockets(l.run);
+            return Err(e);
+        }
+    }
+    let mut qemu = match start_qemu(&l) {
+        Ok(q) => q,
+        Err(e) => {
+            if let Some(d) = device.as_mut() {
+                stop_group(d, "phyr-device", Duration::from_secs(3));
+            }
+            cleanup_sockets(l.run);
+            return Err(e);
+        }
+    };
+    let ready_at = std::sync::Arc::new(std::sync::Mutex::new(None::<Duration>));
+    let echo = qemu.stdout.take().map(|out| {
+        let ready_at = ready_at.clone();
+        std::thread::spawn(move || echo_console(out, start, &ready_at))
+    });
+
+    let ending = loop {
+        if let Some(sig) = sys::pending_signal() {
+            break Ending::Interrupted(sig);
+        }
+        if let Some(st) = qemu.try_wait()? {
+            break if st.success() { Ending::PoweredOff } else { Ending::QemuFailed(describe(st)) };
+        }
+        if let Some(d) = device.as_mut() {
+            if let Some(st) = d.try_wait()? {
+                break Ending::DeviceCrashed(describe(st));
+            }
+        }
+        if let Some(t) = l.timeout {
+            if start.elapsed() > t {
+                break Ending::TimedOut(t);
+            }
+        }
+        std::thread::sleep(POLL);
+    };
+
+    let qemu_grace = Duration::from_secs(5);
+    match l.console {
+        Console::Captured => stop_group(&mut qemu, "QEMU", qemu_grace),
+        Console::Interactive => stop_pid(&mut qemu, qemu_grace),
+    }
+    if let Some(d) = device.as_mut() {
+        stop_group(d, "phyr-device", Duration::from_secs(3));
+    }
+    if let Some(h) = echo {
+        let _ = h.join();
+    }
+    cleanup_sockets(l.run);
+    let ready_after = *ready_at.lock().unwrap_or_else(|e| e.into_inner());
+    Ok(Outcome { ending, elapsed: start.elapsed(), ready_after })
+}
+
+fn describe(st: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (st.code(), st.signal()) {
+        (Some(c), _) => format!("exit status {c}"),
+        (None, Some(s)) => format!("killed by signal {s}"),
+        _ => st.to_string(),
+    }
+}
+
+fn start_device(d: &DeviceLaunch, run: &RunDir) -> Result<Child> {
+    if !d.binary.is_file() {
+        bail!(
+            "phyr-device not found at {}; run `cargo build --release -p phyr-device` (or pass --device-bin PATH)",
+            d.binary.display()
+        );
+    }
+    let log = std::fs::File::create(run.file("device.log"))?;
+    let mut cmd = Command::new(&d.binary);
+    cmd.args(&d.args).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+    sys::child_dies_with_parent(&mut cmd, true);
+    std::fs::write(run.file("device.cmdline"), shell_line(&d.binary.display().to_string(), &d.args))?;
+    cmd.spawn().with_context(|| format!("starting {}", d.binary.display()))
+}
+
+fn wait_for_sockets(child: &mut Child, sockets: &[PathBuf], run: &RunDir) -> Result<()> {
+    let t = Instant::now();
+    loop {
+        if sockets.iter().all(|s| std::fs::metadata(s).is_ok_and(|m| m.file_type().is_socket())) {
+            return Ok(());
+        }
+        if let Some(st) = child.try_wait()? {
+            bail!(
+                "phyr-device exited early ({}) before creating its sockets; see {}{}",
+                describe(st),
+                run.file("device.log").display(),
+                log_tail(&run.file("device.log"), 6)
+            );
+        }
+        if sys::pending_signal().is_some() {
+            bail!("interrupted while waiting for phyr-device's sockets");
+        }
+        if t.elapsed() > SOCKET_WAIT {
+            let missing: Vec<String> = sockets.iter().filter(|s| !s.exists()).map(|s| s.display().to_string()).collect();
+            bail!(
+                "phyr-device did not create {} within {} s; see {}",
+                missing.join(", "),
+                SOCKET_WAIT.as_secs(),
+                run.file("device.log").display()
+            );
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+fn start_qemu(l: &Launch<'_>) -> Result<Child> {
+    let log = std::fs::File::create(l.run.file("qemu.log"))?;
+    let mut cmd = l.qemu.command();
+    cmd.args(&l.qemu_args).stderr(log);
+    match l.console {
+        Console::Interactive => {
+            // QEMU must stay in the terminal's foreground process group to read the keyboard.
+            sys::child_dies_with_parent(&mut cmd, false);
+        }
+        Console::Captured => {
+            cmd.stdin(Stdio::null()).stdout(Stdio::piped());
+            sys::child_dies_with_parent(&mut cmd, true);
+        }
+    }
+    let mut argv = l.qemu.argv_prefix();
+    argv.extend(l.qemu_args.iter().cloned());
+    std::fs::write(l.run.file("qemu.cmdline"), shell_line(&argv[0], &argv[1..]))?;
+    cmd.spawn().with_context(|| format!("starting {}", l.qemu.origin))
+}
+
+/// Copies the captured console to stdout, noting when the guest became ready.
+fn echo_console(out: std::process::ChildStdout, start: Instant, ready_at: &std::sync::Mutex<Option<Duration>>) {
+    let mut reader = BufReader::new(out);
+    let mut line = Vec::new();
+    let stdout = std::io::stdout();
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        if line.windows(17).any(|w| w == b"phyr-init: READY:") {
+            if let Ok(mut r) = ready_at.lock() {
+                r.get_or_insert(start.elapsed());
+            }
+        }
+        let mut lock = stdout.lock();
+        let _ = lock.write_all(&line);
+        let _ = lock.flush();
+    }
+}
+
+/// SIGTERM to the child's process group, SIGKILL after `grace`, then reap.
+fn stop_group(child: &mut Child, what: &str, grace: Duration) {
+    let pgid = child.id();
+    if matches!(child.try_wait(), Ok(None)) {
+        sys::kill_group(pgid, libc::SIGTERM);
+        if !wait_exit(child, grace) {
+            say(format!("{what} did not stop within {} s of SIGTERM; killing it", grace.as_secs()));
+            sys::kill_group(pgid, libc::SIGKILL);
+            let _ = child.wait();
+        }
+    }
+    // Anything the child left running in its group goes too.
+    if sys::group_alive(pgid) {
+        sys::kill_group(pgid, libc::SIGKILL);
+    }
+}
+
+fn stop_pid(child: &mut Child, grace: Duration) {
+    if matches!(child.try_wait(), Ok(None)) {
+        sys::term_pid(child.id());
+        if !wait_exit(child, grace) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn wait_exit(child: &mut Child, grace: Duration) -> bool {
+    let t = Instant::now();
+    while t.elapsed() < grace {
+        if !matches!(child.try_wait(), Ok(None)) {
+            return true;
+        }
+        std::thread::sleep(POLL);
+    }
+    false
+}
+
+fn cleanup_sockets(run: &RunDir) {
+    let dir = run.socket_dir();
+    if let Ok(rd) = std::fs::read_dir(&dir) {
+        for e in rd.flatten() {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    let _ = std::fs::remove_dir(&dir);
+}
+
+/// The last `n` lines of a log, indented, for error messages.
+pub fn log_tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = &lines[lines.len().saturating_sub(n)..];
+    if tail.is_empty() {
+        String::new()
+    } else {
+        format!("; last lines:\n    {}", tail.join("\n    "))
+    }
+}
+
+/// A command line as a user could paste it into a shell.
+pub fn shell_line(program: &str, args: &[String]) -> String {
+    let mut s = crate::initramfs::sh_quote(program);
+    for a in args {
+        s.push(' ');
+        if a.chars().all(|c| c.is_ascii_alphanumeric() || "-_=,./:@".contains(c)) {
+            s.push_str(a);
+        } else {
+            s.push_str(&crate::initramfs::sh_quote(a));
+        }
+    }
+    s.push('\n');
+    s
+}

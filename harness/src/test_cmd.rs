@@ -1,0 +1,92 @@
+//! `phyr-harness test`: the guest suite under each recipe, TAP and JUnit in results/, and
+//! the final `N passed, N failed` line.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+
+use crate::boot::{self, BootOptions};
+use crate::cache::Cache;
+use crate::initramfs::GuestMode;
+use crate::provision::say;
+use crate::recipe::Recipe;
+use crate::rundir::RunDir;
+use crate::session::Console;
+use crate::{junit, tap, GuestOpts};
+
+#[derive(clap::Args)]
+pub struct TestArgs {
+    /// Recipes to run the suite under, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "default,anon-ram")]
+    recipes: Vec<String>,
+    /// Failures already counted elsewhere (e.g. by `cargo test`), added to the final line.
+    #[arg(long, default_value_t = 0)]
+    extra_failed: usize,
+    /// Passes already counted elsewhere, added to the final line.
+    #[arg(long, default_value_t = 0)]
+    extra_passed: usize,
+    #[command(flatten)]
+    guest: GuestOpts,
+}
+
+/// Default per-recipe limit: a TCG boot plus the suite, with margin.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+
+pub fn run(cache: &Cache, a: TestArgs) -> Result<i32> {
+    let dir = crate::recipes_dir(&a.guest);
+    let recipes: Vec<Recipe> = a.recipes.iter().map(|r| Recipe::load(r, &dir)).collect::<Result<_, _>>()?;
+    let top = RunDir::create(&a.guest.runs_dir)?;
+    for r in &recipes {
+        crate::rundir::check_socket_paths(&top.path.join(&r.name).join("sock"), r.endpoints)?;
+    }
+    let parts = crate::prepare(cache, &a.guest, true)?;
+    let results = top.session(None)?.file("results");
+    let _ = std::fs::remove_dir(top.file("sock"));
+    let _ = std::fs::remove_dir(top.file("trace"));
+    say(format!("run directory: {}", top.path.display()));
+    let (mut passed, mut failed) = (a.extra_passed, a.extra_failed);
+    let mut suites = Vec::new();
+    for r in &recipes {
+        let run = top.session(Some(&r.name))?;
+        say(format!("suite under recipe {} ({}) in {}", r.name, r.description, run.path.display()));
+        let t = Instant::now();
+        let opts = BootOptions {
+            recipe: r,
+            mode: GuestMode::Suite,
+            console: Console::Captured,
+            no_device: a.guest.no_device,
+            append: a.guest.append.as_deref(),
+            bar2_size: a.guest.bar2_size,
+            timeout: Some(a.guest.timeout.map(Duration::from_secs).unwrap_or(DEFAULT_TIMEOUT)),
+        };
+        let outcome = boot::boot(&parts, &run, &opts);
+        let mut report = tap::parse(&std::fs::read_to_string(run.file("serial.log")).unwrap_or_default());
+        match &outcome {
+            Ok(o) => {
+                if crate::report_ending(&run, o) != 0 && report.run_failure().is_none() && report.missing() == 0 {
+                    report.problems.push(format!("the session ended badly: {:?}; see {}", o.ending, run.path.display()));
+                }
+            }
+            Err(e) => {
+                say(format!("recipe {}: {e:#}", r.name));
+                report.problems.insert(0, format!("could not boot: {e:#}"));
+            }
+        }
+        std::fs::write(results.join(format!("{}.tap", r.name)), report.tap.join("\n") + "\n")?;
+        std::fs::write(run.file("results/suite.tap"), report.tap.join("\n") + "\n")?;
+        suites.push(junit::suite_xml(&r.name, &report, t.elapsed().as_secs_f64()));
+        say(format!("recipe {}: {} passed, {} failed", r.name, report.passed(), report.failed()));
+        for p in &report.problems {
+            say(format!("  problem: {p}"));
+        }
+        passed += report.passed();
+        failed += report.failed();
+        if crate::sys::pending_signal().is_some() {
+            break;
+        }
+    }
+    std::fs::write(results.join("junit.xml"), junit::document(&suites))?;
+    say(format!("results: {}", results.display()));
+    println!("{passed} passed, {failed} failed");
+    Ok(if failed == 0 { 0 } else { 1 })
+}
