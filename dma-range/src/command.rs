@@ -82,7 +82,13 @@ pub struct Command {
 impl Command {
     /// A command with the given opcode, id and list heads.
     pub fn new(opcode: Opcode, command_id: u16, src: DmaRange, dst: DmaRange) -> Self {
-        Self { opcode: opcode as u8, command_id, src, dst, ..Default::default() }
+        Self {
+            opcode: opcode as u8,
+            command_id,
+            src,
+            dst,
+            ..Default::default()
+        }
     }
 
     /// A list head pointing at `entries` entries at `addr` in `space`.

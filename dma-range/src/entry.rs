@@ -91,7 +91,11 @@ mod tests {
 
     #[test]
     fn entry_layout_is_addr_len_flags_little_endian() {
-        let r = DmaRange { addr: 0x1122_3344_5566_7788, len: 0xAABB_CCDD, flags: 3 };
+        let r = DmaRange {
+            addr: 0x1122_3344_5566_7788,
+            len: 0xAABB_CCDD,
+            flags: 3,
+        };
         let b = r.to_bytes();
         assert_eq!(b[0], 0x88);
         assert_eq!(b[7], 0x11);
@@ -103,6 +107,9 @@ mod tests {
     #[test]
     fn end_detects_overflow() {
         assert_eq!(DmaRange::segment(AddrSpace::Iova, u64::MAX, 1).end(), None);
-        assert_eq!(DmaRange::segment(AddrSpace::Iova, u64::MAX - 1, 1).end(), Some(u64::MAX));
+        assert_eq!(
+            DmaRange::segment(AddrSpace::Iova, u64::MAX - 1, 1).end(),
+            Some(u64::MAX)
+        );
     }
 }

@@ -60,12 +60,16 @@ pub struct WalkedList {
 }
 
 fn check_block(entry: &DmaRange, limits: &ListLimits, segment: u32) -> Result<(), ListFault> {
-    let fault = |status| ListFault { status, segment, addr: entry.addr };
+    let fault = |status| ListFault {
+        status,
+        segment,
+        addr: entry.addr,
+    };
     if entry.flags & !RANGE_FLAGS_KNOWN != 0 {
         return Err(fault(Status::LIST_BAD_FLAGS));
     }
     let max_bytes = u64::from(limits.max_entries) * ENTRY_SIZE as u64 + ENTRY_SIZE as u64;
-    if entry.len == 0 || entry.len as usize % ENTRY_SIZE != 0 || u64::from(entry.len) > max_bytes {
+    if entry.len == 0 || !(entry.len as usize).is_multiple_of(ENTRY_SIZE) || u64::from(entry.len) > max_bytes {
         return Err(fault(Status::LIST_BAD_BLOCK));
     }
     if entry.end().is_none() {
@@ -91,11 +95,18 @@ pub fn walk(
     loop {
         let seg_now = out.segments.len() as u32;
         if !visited.insert((block.space(), block.addr)) {
-            return Err(ListFault { status: Status::LIST_CHAIN_CYCLE, segment: seg_now, addr: block.addr });
+            return Err(ListFault {
+                status: Status::LIST_CHAIN_CYCLE,
+                segment: seg_now,
+                addr: block.addr,
+            });
         }
         buf.resize(block.len as usize, 0);
-        read(block.space(), block.addr, &mut buf)
-            .map_err(|f| ListFault { status: f.status, segment: seg_now, addr: f.addr })?;
+        read(block.space(), block.addr, &mut buf).map_err(|f| ListFault {
+            status: f.status,
+            segment: seg_now,
+            addr: f.addr,
+        })?;
         out.blocks.push((block.space(), block.addr, block.len));
         let n = buf.len() / ENTRY_SIZE;
         let mut next = None;
@@ -104,7 +115,11 @@ pub fn walk(
             b.copy_from_slice(raw);
             let e = DmaRange::from_bytes(&b);
             let segment = out.segments.len() as u32;
-            let fault = |status| ListFault { status, segment, addr: e.addr };
+            let fault = |status| ListFault {
+                status,
+                segment,
+                addr: e.addr,
+            };
             if e.flags & !RANGE_FLAGS_KNOWN != 0 {
                 return Err(fault(Status::LIST_BAD_FLAGS));
             }

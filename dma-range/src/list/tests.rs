@@ -18,15 +18,23 @@ impl Mem {
     }
 
     fn walk(&self, head: DmaRange) -> Result<WalkedList, ListFault> {
-        walk(head, ListLimits { max_entries: 64, max_chain: 4 }, |space, addr, buf| {
-            match self.0.get(&(space, addr)) {
+        walk(
+            head,
+            ListLimits {
+                max_entries: 64,
+                max_chain: 4,
+            },
+            |space, addr, buf| match self.0.get(&(space, addr)) {
                 Some(b) if b.len() >= buf.len() => {
                     buf.copy_from_slice(&b[..buf.len()]);
                     Ok(())
                 }
-                _ => Err(ReadFault { status: Status::IOMMU_FAULT, addr }),
-            }
-        })
+                _ => Err(ReadFault {
+                    status: Status::IOMMU_FAULT,
+                    addr,
+                }),
+            },
+        )
     }
 }
 
@@ -37,7 +45,11 @@ fn seg(addr: u64, len: u32) -> DmaRange {
 #[test]
 fn walks_a_chained_list_across_spaces() {
     let mut m = Mem::default();
-    let tail = m.put(AddrSpace::Bus, 0xfe00_0000, &[DmaRange::segment(AddrSpace::Bus, 0xfe00_1000, 100)]);
+    let tail = m.put(
+        AddrSpace::Bus,
+        0xfe00_0000,
+        &[DmaRange::segment(AddrSpace::Bus, 0xfe00_1000, 100)],
+    );
     let head = m.put(
         AddrSpace::Iova,
         0x1000,
@@ -55,7 +67,14 @@ fn zero_length_entry_is_rejected_with_its_index() {
     let mut m = Mem::default();
     let head = m.put(AddrSpace::Iova, 0x1000, &[seg(0x10000, 1), seg(0x20000, 0)]);
     let f = m.walk(head).unwrap_err();
-    assert_eq!(f, ListFault { status: Status::LIST_ZERO_LENGTH, segment: 1, addr: 0x20000 });
+    assert_eq!(
+        f,
+        ListFault {
+            status: Status::LIST_ZERO_LENGTH,
+            segment: 1,
+            addr: 0x20000
+        }
+    );
 }
 
 #[test]
@@ -68,7 +87,11 @@ fn addr_plus_len_overflow_is_rejected() {
 #[test]
 fn undefined_flag_bits_are_rejected() {
     let mut m = Mem::default();
-    let bad = DmaRange { addr: 0x5000, len: 8, flags: 1 << 7 };
+    let bad = DmaRange {
+        addr: 0x5000,
+        len: 8,
+        flags: 1 << 7,
+    };
     let head = m.put(AddrSpace::Iova, 0x1000, &[seg(0x10000, 1), bad]);
     let f = m.walk(head).unwrap_err();
     assert_eq!((f.status, f.segment, f.addr), (Status::LIST_BAD_FLAGS, 1, 0x5000));
@@ -79,8 +102,16 @@ fn chain_cycle_is_rejected() {
     let mut m = Mem::default();
     let a = DmaRange::segment(AddrSpace::Iova, 0x1000, 32);
     let b = DmaRange::segment(AddrSpace::Iova, 0x2000, 32);
-    m.put(AddrSpace::Iova, 0x1000, &[seg(0x10000, 1), DmaRange::chain(AddrSpace::Iova, b.addr, b.len)]);
-    m.put(AddrSpace::Iova, 0x2000, &[seg(0x20000, 1), DmaRange::chain(AddrSpace::Iova, a.addr, a.len)]);
+    m.put(
+        AddrSpace::Iova,
+        0x1000,
+        &[seg(0x10000, 1), DmaRange::chain(AddrSpace::Iova, b.addr, b.len)],
+    );
+    m.put(
+        AddrSpace::Iova,
+        0x2000,
+        &[seg(0x20000, 1), DmaRange::chain(AddrSpace::Iova, a.addr, a.len)],
+    );
     let f = m.walk(a).unwrap_err();
     assert_eq!((f.status, f.segment, f.addr), (Status::LIST_CHAIN_CYCLE, 2, 0x1000));
 }
@@ -134,7 +165,12 @@ fn head_block_of_odd_size_is_rejected() {
     let m = Mem::default();
     let f = m.walk(DmaRange::segment(AddrSpace::Iova, 0x1000, 17)).unwrap_err();
     assert_eq!((f.status, f.segment, f.addr), (Status::LIST_BAD_BLOCK, 0, 0x1000));
-    assert_eq!(m.walk(DmaRange::segment(AddrSpace::Iova, 0x1000, 0)).unwrap_err().status, Status::LIST_BAD_BLOCK);
+    assert_eq!(
+        m.walk(DmaRange::segment(AddrSpace::Iova, 0x1000, 0))
+            .unwrap_err()
+            .status,
+        Status::LIST_BAD_BLOCK
+    );
 }
 
 #[test]
