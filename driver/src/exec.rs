@@ -55,9 +55,10 @@ impl<'a> Job<'a> {
     pub fn finish(&self, s: &mut Session, cid: u16, timeout: Duration) -> Result<Completion> {
         let trace = s.trace_lines;
         let (e, queue) = s.endpoint_and_queue(self.ep, self.q, self.mode)?;
+        let dev_ep = e.id.endpoint_id;
         let c = queue.wait(e, cid, timeout)?;
         if trace {
-            println!("{}", self.line(&c));
+            println!("{}", self.line(dev_ep, &c));
         }
         Ok(c)
     }
@@ -69,7 +70,9 @@ impl<'a> Job<'a> {
         self.finish(s, cid, t)
     }
 
-    pub fn line(&self, c: &Completion) -> String {
+    /// The phyr-cmd line; `dev_ep` is the endpoint's ENDPOINT_ID register (the device's
+    /// numbering, as in its trace file names).
+    pub fn line(&self, dev_ep: u32, c: &Completion) -> String {
         let src = self.src.map(|l| l.ranges()).unwrap_or_default();
         let dst = self.dst.map(|l| l.ranges()).unwrap_or_default();
         let mut lists = Vec::new();
@@ -81,7 +84,7 @@ impl<'a> Job<'a> {
             _ => self.src.map_or(0, |l| l.total_len()),
         };
         CmdLine {
-            ep: self.ep,
+            ep: dev_ep as usize,
             q: self.q,
             opcode: self.cmd.opcode,
             completion: c,

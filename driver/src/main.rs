@@ -14,6 +14,7 @@ mod queue;
 mod report;
 mod session;
 mod spec;
+mod suite;
 mod sysfs;
 mod vfio;
 
@@ -57,7 +58,23 @@ fn run(cli: Cli) -> Result<bool> {
         Cmd::Crc { src, op } => cli::ops::run(&mut open(&cli)?, op, Opcode::Crc32c, Some(src), None, 0),
         Cmd::Compare { src, dst, op } => cli::ops::run(&mut open(&cli)?, op, Opcode::Compare, Some(src), Some(dst), 0),
         Cmd::Submit { .. } => anyhow::bail!("submit: not implemented yet"),
-        Cmd::Suite { .. } => anyhow::bail!("suite: not implemented yet"),
+        Cmd::Suite { cases, list } => {
+            if *list {
+                suite::list();
+                return Ok(true);
+            }
+            let mut s = match open(&cli) {
+                Ok(s) => s,
+                Err(e) => {
+                    // Still speak TAP so the harness sees a failure, not silence.
+                    println!("TAP version 13\n1..1\nnot ok 1 open-endpoints # {}", format!("{e:#}").replace('\n', " | "));
+                    println!("# totals: pass:0 fail:1 xfail:0 xpass:0 skip:0 error:0");
+                    return Ok(false);
+                }
+            };
+            s.trace_lines = true;
+            suite::run(&mut s, cases)
+        }
         Cmd::EduCheck { .. } => anyhow::bail!("edu-check: not implemented yet"),
     }
 }

@@ -9,7 +9,8 @@
 //!     src=[iova:0x100000+0x8000,bus:0xfe000000+0x8000] dst=[...] lists=[iova:0x...+0x20] fault=-
 //! ```
 //! (the phyr-cmd line is one line.) Fields:
-//! - `ep`: endpoint index in the driver's session (sorted by BDF); `q`: queue; `id`: command id.
+//! - `ep`: the endpoint's ENDPOINT_ID register (the device's numbering, as in `trace/epN.phyrtrace`);
+//!   `# phyr-endpoint` lines map it to the BDF and the driver's index; `q`: queue; `id`: command id.
 //! - `op`: NOP/COPY/FILL/CRC32C/COMPARE (or `0x..` for raw opcodes); `status`: the completion
 //!   status name (or `0x..`); `result`: the completion's result.
 //! - `bytes`: total length of the data the command was asked to move (src for CRC32C and

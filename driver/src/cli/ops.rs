@@ -118,8 +118,9 @@ pub fn run(s: &mut Session, a: &OpArgs, op: Opcode, src: Option<&str>, dst: Opti
     let crc = crc32c::crc32c(&expected);
     let mut job = Job::new(a.ep, op, sl.as_ref(), dl.as_ref()).on(a.queue, a.mode).crc(crc);
     job.cmd.pattern = pattern;
+    let dev_ep = s.ep(a.ep)?.id.endpoint_id;
     let c = job.run(s)?;
-    println!("{}", job.line(&c));
+    println!("{}", job.line(dev_ep, &c));
     let status = Status::from_u16(c.status);
     println!(
         "{} -> {} result={:#x}",
@@ -147,7 +148,7 @@ pub fn run(s: &mut Session, a: &OpArgs, op: Opcode, src: Option<&str>, dst: Opti
             let dl = dl.as_ref().expect("copy/fill have a destination");
             let check = Job::new(a.ep, Opcode::Crc32c, Some(dl), None).on(a.queue, a.mode).crc(crc);
             let cc = check.run(s)?;
-            println!("{}", check.line(&cc));
+            println!("{}", check.line(dev_ep, &cc));
             ok &= report_crc(cc.result as u32, crc);
         }
         Opcode::Crc32c => ok &= report_crc(c.result as u32, crc),

@@ -1,0 +1,96 @@
+//! `phyr suite`: the integration suite. Named cases run against the real endpoints through
+//! VFIO; each checks data byte for byte and by the device's CRC32C, or (negative cases) the
+//! exact status, list, segment index and fault address. Output is TAP on stdout, with a
+//! `# phyr-...` line for every mapping, queue and command (see `report`).
+
+mod cases_data;
+mod cases_fault;
+mod cases_queue;
+mod check;
+mod tap;
+
+use anyhow::Result;
+
+use crate::session::Session;
+pub use tap::Tap;
+
+/// What a case concluded when it did not fail.
+pub enum Outcome {
+    Pass,
+    Skip(String),
+}
+
+pub type CaseFn = fn(&mut Session) -> Result<Outcome>;
+
+pub struct Case {
+    pub name: &'static str,
+    pub about: &'static str,
+    pub run: CaseFn,
+}
+
+pub fn all_cases() -> Vec<Case> {
+    let mut v = Vec::new();
+    v.extend(cases_queue::cases_first());
+    v.extend(cases_data::cases());
+    v.extend(cases_queue::cases());
+    v.extend(cases_fault::cases());
+    v
+}
+
+pub fn list() {
+    for c in all_cases() {
+        println!("{:32} {}", c.name, c.about);
+    }
+}
+
+/// Runs the selected cases (all if `only` is empty); returns whether all passed.
+pub fn run(s: &mut Session, only: &[String]) -> Result<bool> {
+    let cases = all_cases();
+    for n in only {
+        if !cases.iter().any(|c| c.name == n) {
+            anyhow::bail!("no case named {n:?} (see `phyr suite --list`)");
+        }
+    }
+    let selected: Vec<&Case> = cases.iter().filter(|c| only.is_empty() || only.iter().any(|n| n == c.name)).collect();
+    let mut tap = Tap::default();
+    tap.header(selected.len());
+    for e in &s.endpoints {
+        Tap::diag(&format!(
+            "phyr-endpoint index={} bdf={} endpoint_id={} switch_id={} bar0={:#x}+{:#x} bar2={:#x}+{:#x} iommu_group={}",
+            e.index,
+            e.pci.bdf,
+            e.id.endpoint_id,
+            e.id.switch_id,
+            e.pci.bar(0).map_or(0, |r| r.start),
+            e.pci.bar(0).map_or(0, |r| r.size()),
+            e.bar2_bus(),
+            e.bar2_len(),
+            e.pci.iommu_group.map_or(-1, i64::from),
+        ));
+    }
+    for c in selected {
+        Tap::diag(&format!("case {}: {}", c.name, c.about));
+        let t0 = std::time::Instant::now();
+        let r = (c.run)(s);
+        let ms = t0.elapsed().as_millis();
+        match r {
+            Ok(Outcome::Pass) => {
+                Tap::diag(&format!("{} took {ms} ms", c.name));
+                tap.ok(c.name)
+            }
+            Ok(Outcome::Skip(why)) => tap.skip(c.name, &why),
+            Err(e) => {
+                let msg = format!("{e:#}");
+                tap.not_ok(c.name, &msg);
+                // Leave the endpoints in a known state for the next case.
+                for ep in 0..s.endpoints.len() {
+                    if let Err(e) = s.reset_endpoint(ep) {
+                        Tap::diag(&format!("re-initialising endpoint {ep} after the failure: {e}"));
+                    }
+                }
+            }
+        }
+    }
+    tap.totals();
+    Ok(tap.fail == 0)
+}
