@@ -1,0 +1,82 @@
+//! File descriptors the protocol needs: memfds (guest RAM, BAR backing) and eventfds (IRQs).
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+/// Creates a memfd named `name` of `size` bytes (zero-filled), close-on-exec.
+pub fn memfd(name: &str, size: u64) -> io::Result<OwnedFd> {
+    let cname = CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in memfd name"))?;
+    // SAFETY: cname is a valid NUL-terminated string for the duration of the call.
+    let raw = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: memfd_create just returned this fd and nobody else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    File::from(fd.try_clone()?).set_len(size)?;
+    Ok(fd)
+}
+
+/// Creates a non-blocking, close-on-exec eventfd with counter 0.
+pub fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall wrapper with constant flags.
+    let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: eventfd just returned this fd and nobody else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// Adds 1 to an eventfd's counter (signals it). A counter at its maximum stays signalled.
+pub fn eventfd_signal(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let one = 1u64.to_ne_bytes();
+    // SAFETY: writes 8 bytes from a live stack buffer to a borrowed fd.
+    let n = unsafe { libc::write(fd.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+    if n == 8 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    if n < 0 && err.kind() == io::ErrorKind::WouldBlock {
+        return Ok(());
+    }
+    Err(if n < 0 { err } else { io::Error::new(io::ErrorKind::WriteZero, "short eventfd write") })
+}
+
+/// Reads and resets an eventfd's counter; `Ok(0)` if it was not signalled (non-blocking fd).
+pub fn eventfd_take(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    let mut buf = [0u8; 8];
+    // SAFETY: reads at most 8 bytes into a live stack buffer from a borrowed fd.
+    let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n == 8 {
+        return Ok(u64::from_ne_bytes(buf));
+    }
+    let err = io::Error::last_os_error();
+    if n < 0 && err.kind() == io::ErrorKind::WouldBlock {
+        return Ok(0);
+    }
+    Err(if n < 0 { err } else { io::Error::new(io::ErrorKind::UnexpectedEof, "short eventfd read") })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn eventfd_counts_signals() {
+        let fd = eventfd().unwrap();
+        assert_eq!(eventfd_take(fd.as_fd()).unwrap(), 0);
+        eventfd_signal(fd.as_fd()).unwrap();
+        eventfd_signal(fd.as_fd()).unwrap();
+        assert_eq!(eventfd_take(fd.as_fd()).unwrap(), 2);
+    }
+
+    #[test]
+    fn memfd_has_requested_size() {
+        let fd = memfd("x", 12345).unwrap();
+        assert_eq!(File::from(fd).metadata().unwrap().len(), 12345);
+    }
+}
