@@ -239,6 +239,19 @@ impl Client {
         self.call(Command::DeviceSetIrqs, &SetIrqs::encode(flags, index, start, fds.len() as u32, &[]), fds).map(|_| ())
     }
 
+    /// De-assigns the eventfds of vectors `start..start + count` (EVENTFD set without fds).
+    pub fn set_irq_eventfds_deassign(&self, index: u32, start: u32, count: u32) -> Result<(), ClientError> {
+        use vfio_bindings::bindings::vfio as v;
+        let flags = v::VFIO_IRQ_SET_DATA_EVENTFD | v::VFIO_IRQ_SET_ACTION_TRIGGER;
+        self.call(Command::DeviceSetIrqs, &SetIrqs::encode(flags, index, start, count, &[]), &[]).map(|_| ())
+    }
+
+    /// Stops serving DMA messages for local buffers inside `[iova, +size)` without telling
+    /// the server (tests of a client that answers EFAULT).
+    pub fn forget_local(&self, iova: u64, size: u64) {
+        self.local.remove_range(iova, size);
+    }
+
     pub fn region_read(&self, index: u32, offset: u64, count: u32) -> Result<Vec<u8>, ClientError> {
         let r = self.call(Command::RegionRead, &RegionAccess::encode(offset, index, count, &[]), &[])?;
         Ok(RegionAccess::parse_read_reply(&r.payload, count)?.data)
