@@ -8,6 +8,10 @@
 //! - `bus`: one endpoint's resolver over IOVA and bus address spaces.
 //! - `engine`: executes one command (list walk, COPY / FILL / CRC32C / COMPARE).
 //! - `hook`: the recording hook every DMA passes through.
+//! - `regs`, `queue`: the BAR0 register file; SQ/CQ processing.
+//! - `endpoint`: one endpoint (regions, queues, workers, reset); `fleet`: all of them.
+//! - `session`, `vfio`: the endpoint over a vfio-user session (`vfio_user::Device`).
+//! - `signal`: SIGTERM/SIGINT for the binary.
 
 mod bus;
 mod config;
@@ -21,8 +25,11 @@ mod peer_mem;
 mod queue;
 mod raw;
 mod regs;
+mod session;
+mod signal;
 #[cfg(test)]
 mod testmem;
+mod vfio;
 
 pub use bus::{AccessError, Bus};
 pub use config::{BarDecode, ConfigEffect, ConfigSpace, CONFIG_SIZE};
@@ -36,3 +43,6 @@ pub use regs::{Limits, Live, QueueConfig, RegEffect, RegFile};
 pub use queue::{process, Counters, Progress, QueueCtx, QueueRun, QueueShared, BATCH};
 pub use endpoint::{Endpoint, Ports};
 pub use fleet::{parse_size, parse_topology, Fleet, FleetConfig, FleetError, TraceSettings, MAX_ENDPOINTS, MAX_QUEUES};
+pub use session::{SessionIrqs, SessionMemory};
+pub use signal::TermSignals;
+pub use vfio::VfioEndpoint;

@@ -1,0 +1,104 @@
+//! The engine's memory and interrupt traits over a vfio-user session: `DmaSpace` chunks become
+//! pieces (zero-copy slices of the client's mmap-ed memory, or message spans), `DmaError`s
+//! become faults with the same address, MSI-X goes to the session's eventfds.
+
+use std::sync::Arc;
+
+use phyr_trace::Target;
+use vfio_user::{pci_irq, Access, DmaChunk, DmaError, DmaSpace, Irqs};
+
+use crate::mem::{Dir, IovaMemory, IrqSink, MemFault, MemFaultKind, Piece, PieceFn};
+use crate::raw::RawPiece;
+
+/// Guest memory by IOVA: the session's DMA mappings.
+pub struct SessionMemory {
+    dma: Arc<DmaSpace>,
+    /// Resolve trace targets (mapping index and offset): costs a table snapshot per piece,
+    /// so only when tracing.
+    targets: bool,
+}
+
+impl SessionMemory {
+    pub fn new(dma: Arc<DmaSpace>, targets: bool) -> Self {
+        Self { dma, targets }
+    }
+
+    fn kind(e: &DmaError) -> MemFaultKind {
+        match e {
+            DmaError::NotMapped { .. } | DmaError::TooLarge { .. } => MemFaultKind::NotMapped,
+            DmaError::ReadOnly { .. } | DmaError::WriteOnly { .. } => MemFaultKind::Permission,
+            DmaError::Disconnected { .. } => MemFaultKind::Disconnected,
+            _ => MemFaultKind::Message,
+        }
+    }
+
+    fn fault(e: &DmaError) -> MemFault {
+        MemFault::new(Self::kind(e), e.addr())
+    }
+
+    /// The trace target of `addr`: index of its mapping (in IOVA order) and offset inside.
+    fn target(&self, addr: u64) -> Target {
+        if !self.targets {
+            return Target::None;
+        }
+        let maps = self.dma.mappings();
+        let i = maps.partition_point(|m| m.iova <= addr);
+        match i.checked_sub(1).map(|i| (i, &maps[i])) {
+            Some((i, m)) if addr - m.iova < m.size => {
+                Target::GuestMemory { mapping: i as u32, offset: addr - m.iova }
+            }
+            _ => Target::None,
+        }
+    }
+}
+
+impl IovaMemory for SessionMemory {
+    fn access(&self, iova: u64, len: u64, dir: Dir, f: &mut PieceFn<'_>) -> Result<(), MemFault> {
+        let access = match dir {
+            Dir::Read => Access::Read,
+            Dir::Write => Access::Write,
+        };
+        let mut stopped = None;
+        let r = self.dma.with_chunks::<DmaError>(iova, len, access, |off, chunk| {
+            let addr = iova.wrapping_add(off);
+            let piece = match chunk {
+                DmaChunk::Mapped(s) => {
+                    // SAFETY: the slice is valid for its length until this callback returns
+                    // (the DmaSpace holds the mapping in use, and an unmap waits for it); the
+                    // engine only writes through pieces it asked for with Access::Write, for
+                    // which the DmaSpace checked the mapping is writable.
+                    Piece::Raw(unsafe { RawPiece::new(s.as_ptr().cast_mut(), s.len()) })
+                }
+                DmaChunk::Remote { iova, len } => Piece::Message { iova, len: len as usize },
+            };
+            f(piece, self.target(addr)).map_err(|()| {
+                stopped = Some(addr);
+                DmaError::NotMapped { addr }
+            })
+        });
+        match (r, stopped) {
+            (Ok(()), _) => Ok(()),
+            (Err(_), Some(addr)) => Err(MemFault::new(MemFaultKind::Stopped, addr)),
+            (Err(e), None) => Err(Self::fault(&e)),
+        }
+    }
+
+    fn message_read(&self, iova: u64, buf: &mut [u8]) -> Result<(), MemFault> {
+        self.dma.read(iova, buf).map_err(|e| Self::fault(&e))
+    }
+
+    fn message_write(&self, iova: u64, data: &[u8]) -> Result<(), MemFault> {
+        self.dma.write(iova, data).map_err(|e| Self::fault(&e))
+    }
+}
+
+/// MSI-X through the session's eventfds.
+pub struct SessionIrqs(pub Arc<Irqs>);
+
+impl IrqSink for SessionIrqs {
+    fn msix(&self, vector: u16) {
+        if let Err(e) = self.0.trigger(pci_irq::MSIX, u32::from(vector)) {
+            tracing::debug!(vector, "MSI-X trigger failed: {e}");
+        }
+    }
+}
