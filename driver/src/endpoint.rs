@@ -51,6 +51,7 @@ impl Endpoint {
         if bar0_info.size < regs::BAR0_SIZE {
             return Err(err(format!("BAR0 is {:#x} bytes, expected {:#x}", bar0_info.size, regs::BAR0_SIZE)));
         }
+        dev.enable_bus_master()?;
         let bar0 = dev.map_region(&bar0_info)?;
         let bar2 = dev.map_region(&bar2_info)?;
         let mut ep = Self { index, pci, dev, bar0, bar2, bar2_info, id: Identity::default(), irqs: Vec::new() };

@@ -75,7 +75,7 @@ fn run(cli: Cli) -> Result<bool> {
             s.trace_lines = true;
             suite::run(&mut s, cases)
         }
-        Cmd::EduCheck { .. } => anyhow::bail!("edu-check: not implemented yet"),
+        Cmd::EduCheck { bdf } => cli::edu::run(&cli.sysfs, bdf.as_deref()),
     }
 }
 

@@ -1,5 +1,6 @@
 //! The command line (clap) and its subcommands.
 
+pub mod edu;
 pub mod list;
 pub mod ops;
 

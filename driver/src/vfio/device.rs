@@ -196,6 +196,18 @@ impl VfioDevice {
         Ok(())
     }
 
+    /// Sets Memory Space and Bus Master Enable in the PCI COMMAND register (vfio-pci leaves
+    /// bus mastering off: without it the device can neither DMA nor send MSI/MSI-X).
+    pub fn enable_bus_master(&self) -> Result<u16> {
+        let cfg = self.region_info(sys::VFIO_PCI_CONFIG_REGION_INDEX)?;
+        let mut cmd = [0u8; 2];
+        self.region_read(&cfg, 4, &mut cmd)?;
+        let v = u16::from_le_bytes(cmd) | 0x0002 | 0x0004;
+        self.region_write(&cfg, 4, &v.to_le_bytes())?;
+        self.region_read(&cfg, 4, &mut cmd)?;
+        Ok(u16::from_le_bytes(cmd))
+    }
+
     /// Maps the whole region `r` (must be mmap-able) read/write and shared.
     pub fn map_region(&self, r: &RegionInfo) -> Result<MmioRegion> {
         if !r.mappable() {
