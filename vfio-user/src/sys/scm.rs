@@ -10,6 +10,8 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 /// Most fds accepted in one `recvmsg`; more than this sets MSG_CTRUNC and is reported.
 pub const MAX_RECV_FDS: usize = 64;
+/// Most fds the kernel passes in one message (SCM_MAX_FD).
+pub const MAX_SEND_FDS: usize = 253;
 
 /// Result of one `recvmsg`.
 pub struct Received {
@@ -21,7 +23,7 @@ pub struct Received {
 
 /// Sends every byte of `bufs`, attaching `fds` to the first `sendmsg`.
 pub fn send_all(sock: BorrowedFd<'_>, bufs: &[&[u8]], fds: &[RawFd]) -> io::Result<()> {
-    if fds.len() > MAX_RECV_FDS {
+    if fds.len() > MAX_SEND_FDS {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "too many fds for one message"));
     }
     let total: usize = bufs.iter().map(|b| b.len()).sum();
