@@ -8,7 +8,7 @@ use dma_range::regs;
 
 use crate::error::{DriverError, Result};
 use crate::sysfs::PciFunction;
-use crate::vfio::{self, Container, EventFd, MmioRegion, RegionInfo, VfioDevice};
+use crate::vfio::{self, Container, EventFd, MmioRegion, VfioDevice};
 
 /// What the identity registers say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -30,7 +30,6 @@ pub struct Endpoint {
     pub dev: VfioDevice,
     pub bar0: MmioRegion,
     pub bar2: MmioRegion,
-    pub bar2_info: RegionInfo,
     pub id: Identity,
     /// One eventfd per MSI-X vector routed (vector i -> irqs[i]).
     pub irqs: Vec<EventFd>,
@@ -54,7 +53,7 @@ impl Endpoint {
         dev.enable_bus_master()?;
         let bar0 = dev.map_region(&bar0_info)?;
         let bar2 = dev.map_region(&bar2_info)?;
-        let mut ep = Self { index, pci, dev, bar0, bar2, bar2_info, id: Identity::default(), irqs: Vec::new() };
+        let mut ep = Self { index, pci, dev, bar0, bar2, id: Identity::default(), irqs: Vec::new() };
         let idreg = ep.r32(regs::REG_ID)?;
         if idreg != regs::PHYR_ID {
             return Err(err(format!("ID register reads {idreg:#010x}, expected {:#010x} (\"PHYR\")", regs::PHYR_ID)));

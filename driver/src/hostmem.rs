@@ -8,13 +8,13 @@ use crate::vfio::{Container, DmaBuffer, DmaPerm};
 pub struct HostMem {
     pub buf: DmaBuffer,
     pub iova: u64,
-    pub perm: DmaPerm,
     container: Rc<Container>,
 }
 
 impl HostMem {
     pub(crate) fn new(buf: DmaBuffer, iova: u64, perm: DmaPerm, container: Rc<Container>) -> Self {
-        Self { buf, iova, perm, container }
+        let _ = perm;
+        Self { buf, iova, container }
     }
 
     pub fn len(&self) -> u64 {

@@ -57,7 +57,7 @@ fn run(cli: Cli) -> Result<bool> {
         Cmd::Fill { dst, pattern, op } => cli::ops::run(&mut open(&cli)?, op, Opcode::Fill, None, Some(dst), *pattern),
         Cmd::Crc { src, op } => cli::ops::run(&mut open(&cli)?, op, Opcode::Crc32c, Some(src), None, 0),
         Cmd::Compare { src, dst, op } => cli::ops::run(&mut open(&cli)?, op, Opcode::Compare, Some(src), Some(dst), 0),
-        Cmd::Submit { .. } => anyhow::bail!("submit: not implemented yet"),
+        Cmd::Submit { file, mode } => cli::submit::run(&mut open(&cli)?, file, *mode),
         Cmd::Suite { cases, list } => {
             if *list {
                 suite::list();

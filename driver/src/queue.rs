@@ -144,11 +144,6 @@ impl Queue {
         Ok(())
     }
 
-    /// The id the next submitted command will get.
-    pub fn peek_id(&self) -> u16 {
-        self.next_id
-    }
-
     /// Writes `cmd` (its command_id replaced by a fresh one) into the SQ and rings the
     /// doorbell. Returns the command id.
     pub fn submit(&mut self, e: &Endpoint, mut cmd: Command) -> Result<u16> {
@@ -274,11 +269,5 @@ impl Queue {
             cq_head: self.cq_head,
             phase: self.phase,
         }
-    }
-
-    /// Forgets outstanding commands (after a reset aborted them without completions).
-    pub fn forget_outstanding(&mut self) {
-        self.outstanding = 0;
-        self.stash.clear();
     }
 }

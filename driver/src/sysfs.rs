@@ -57,12 +57,6 @@ pub struct PciFunction {
 }
 
 impl PciFunction {
-    /// The bridge directly above this function, or None if it sits on the root bus.
-    pub fn upstream(&self) -> Option<&str> {
-        let n = self.path.len();
-        (n >= 2).then(|| self.path[n - 2].as_str())
-    }
-
     pub fn bar(&self, index: usize) -> Option<Resource> {
         self.resources.get(index).copied().filter(|r| r.size() != 0)
     }

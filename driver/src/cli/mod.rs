@@ -2,6 +2,7 @@
 
 pub mod edu;
 pub mod list;
+pub mod submit;
 pub mod ops;
 
 use std::path::PathBuf;

@@ -14,8 +14,8 @@ use super::error::{last_os, Result, VfioError};
 /// two must not overlap.
 unsafe fn volatile_copy(src: *const u8, dst: *mut u8, len: usize) {
     let mut i = 0;
-    let aligned = (src as usize % 8) == (dst as usize % 8);
-    while i < len && (!aligned || (src as usize + i) % 8 != 0) {
+    let aligned = (src as usize & 7) == (dst as usize & 7);
+    while i < len && (!aligned || (src as usize + i) & 7 != 0) {
         // SAFETY: i < len, so both pointers are in bounds (caller's contract).
         unsafe { dst.add(i).write_volatile(src.add(i).read_volatile()) };
         i += 1;
@@ -52,7 +52,7 @@ impl Mapping {
     fn check(&self, offset: u64, len: usize, align: usize) -> Result<usize> {
         let end = offset.checked_add(len as u64);
         match end {
-            Some(end) if end <= self.len as u64 && offset as usize % align == 0 => Ok(offset as usize),
+            Some(end) if end <= self.len as u64 && offset as usize & (align - 1) == 0 => Ok(offset as usize),
             _ => Err(VfioError::OutOfBounds { what: self.what.clone(), offset, len, size: self.len as u64 }),
         }
     }
@@ -198,10 +198,6 @@ impl DmaBuffer {
         let mut v = vec![0u8; len];
         self.read(offset, &mut v)?;
         Ok(v)
-    }
-
-    pub fn fill(&self, offset: u64, len: usize, byte: u8) -> Result<()> {
-        self.write(offset, &vec![byte; len])
     }
 }
 

@@ -9,7 +9,7 @@ mod ioctl;
 mod mmio;
 
 pub use container::{Container, DmaPerm};
-pub use device::{RegionInfo, VfioDevice};
+pub use device::VfioDevice;
 pub use error::VfioError;
 pub use eventfd::EventFd;
 pub use mmio::{DmaBuffer, MmioRegion};
