@@ -1,0 +1,197 @@
+//! Hostile timing through the real client: DMA_UNMAP of a range a command is using, device
+//! reset and queue disable mid-command, a client vanishing mid-command, bad register traffic.
+
+mod common;
+
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use common::*;
+use dma_range::regs::*;
+use dma_range::{Command, DmaRange, Opcode, Status, FAULT_LIST_DST};
+use phyr_device::FleetConfig;
+use vfio_user::{pci_region, Client, MmapRegion};
+
+const BIG: u64 = 64 << 20;
+/// Where the destination of the big copy is mapped, 1 MiB per DMA map.
+const DST_IOVA: u64 = 0x5_0000_0000;
+/// Offset of the destination inside the guest RAM memfd.
+const DST_FD_OFF: u64 = 0x500_0000;
+
+fn big_rig() -> Rig {
+    rig_with(FleetConfig { endpoints: 1, bar2_size: 4 << 20, ..Default::default() }, 160 << 20)
+}
+
+/// Maps the destination 1 MiB at a time and starts a 64 MiB COPY into it; returns once the
+/// first destination byte has changed (the command is running).
+fn start_big_copy(e: &Ep, q: &mut QueueDrv) {
+    for i in 0..(BIG >> 20) {
+        e.client.dma_map(DST_IOVA + (i << 20), 1 << 20, e.ram_fd.as_fd(), DST_FD_OFF + (i << 20), true, true).unwrap();
+    }
+    e.ram.slice(0x100_0000, BIG as usize).unwrap().fill(0xAB).unwrap();
+    let src = e.list(lists(0), &[iova(RAM_IOVA + 0x100_0000, BIG as u32)]);
+    // Many segments so the command crosses many step boundaries.
+    let segs: Vec<DmaRange> = (0..64).map(|i| iova(DST_IOVA + (i << 20), 1 << 20)).collect();
+    let dst = e.list(lists(0x1000), &segs);
+    q.submit(e, &Command::new(Opcode::Copy, 0xB16, src, dst));
+    let t = Instant::now();
+    while e.get(RAM_IOVA + DST_FD_OFF, 1)[0] != 0xAB {
+        assert!(t.elapsed() < Duration::from_secs(10), "copy never started");
+        std::hint::spin_loop();
+    }
+}
+
+/// Bytes of the guest RAM memfd (by offset) as the "guest" sees them.
+fn snapshot(e: &Ep, off: u64, len: usize) -> Vec<u8> {
+    e.get(RAM_IOVA + off, len)
+}
+
+#[test]
+fn dma_unmap_of_destination_mid_copy_fails_the_command_and_nothing_writes_after_the_reply() {
+    let r = big_rig();
+    let e = &r.eps[0];
+    let mut q = QueueDrv::new(e, 0, 4, 0);
+    start_big_copy(e, &mut q);
+    let cut = DST_IOVA + BIG - (16 << 20);
+    e.client.dma_unmap(cut, 16 << 20).unwrap();
+    // From the unmap reply on, the device must not touch the range.
+    let before = snapshot(e, DST_FD_OFF + BIG - (16 << 20), 16 << 20);
+    let c = q.wait(e);
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(c.status(), Some(Status::IOMMU_FAULT), "{c:?}");
+    assert_eq!(c.fault_list, FAULT_LIST_DST);
+    assert!(c.fault_addr >= cut && c.fault_addr < DST_IOVA + BIG, "fault at {:#x}", c.fault_addr);
+    assert_eq!(c.segment as u64, (c.fault_addr - DST_IOVA) >> 20);
+    assert_eq!(c.result, c.fault_addr - DST_IOVA, "bytes moved before the fault");
+    assert!(snapshot(e, DST_FD_OFF + BIG - (16 << 20), 16 << 20) == before, "device wrote after the unmap reply");
+}
+
+#[test]
+fn device_reset_mid_copy_completes_it_with_aborted_reset_before_the_reply() {
+    let r = big_rig();
+    let e = &r.eps[0];
+    let mut q = QueueDrv::new(e, 0, 4, 0);
+    start_big_copy(e, &mut q);
+    e.client.reset().unwrap();
+    let c = q.peek(e).expect("the aborted command's completion is posted before the reset reply");
+    assert_eq!(c.status(), Some(Status::ABORTED_RESET));
+    assert!(c.result > 0 && c.result < BIG, "partial: {}", c.result);
+    let before = snapshot(e, DST_FD_OFF, BIG as usize);
+    std::thread::sleep(Duration::from_millis(20));
+    assert!(snapshot(e, DST_FD_OFF, BIG as usize) == before, "device wrote after the reset");
+    assert_eq!(e.r32(queue_reg(0, Q_STATUS)) & QSTATUS_ENABLED, 0);
+    assert_eq!(e.r32(REG_CTRL), 0);
+}
+
+#[test]
+fn ctrl_reset_register_mid_copy_completes_it_with_aborted_reset() {
+    let r = big_rig();
+    let e = &r.eps[0];
+    let mut q = QueueDrv::new(e, 0, 4, 0);
+    start_big_copy(e, &mut q);
+    e.w32(REG_CTRL, CTRL_RESET);
+    assert_eq!(q.peek(e).map(|c| c.status()), Some(Some(Status::ABORTED_RESET)));
+}
+
+#[test]
+fn queue_disable_mid_copy_completes_it_with_aborted_queue_disabled() {
+    let r = big_rig();
+    let e = &r.eps[0];
+    let mut q = QueueDrv::new(e, 0, 4, 0);
+    start_big_copy(e, &mut q);
+    e.w32(queue_reg(0, Q_CTRL), 0);
+    let c = q.peek(e).expect("completion posted before the disable returns");
+    assert_eq!(c.status(), Some(Status::ABORTED_QUEUE_DISABLED));
+    // The queue can be enabled again and works.
+    e.w32(queue_reg(0, Q_CTRL), QCTRL_ENABLE);
+    let mut q = QueueDrv { tail: 0, cq_head: 0, phase: true, ..q };
+    e.put(q.cq, &[0u8; 128]);
+    assert_eq!(q.run(e, &Command::new(Opcode::Nop, 9, DmaRange::default(), DmaRange::default())).command_id, 9);
+}
+
+#[test]
+fn client_disconnect_mid_copy_then_a_new_client_finds_a_fresh_device() {
+    let mut r = big_rig();
+    let mut q = QueueDrv::new(&r.eps[0], 0, 4, 0);
+    start_big_copy(&r.eps[0], &mut q);
+    let old = r.eps.remove(0);
+    let ram_fd = old.ram_fd;
+    old.client.close();
+    let path = r.dir.join("ep0.sock");
+    let t = Instant::now();
+    let client = loop {
+        match Client::connect(&path) {
+            Ok(c) => break c,
+            Err(_) if t.elapsed() < Duration::from_secs(5) => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => panic!("reconnect: {e}"),
+        }
+    };
+    client.dma_map(RAM_IOVA, 160 << 20, ram_fd.as_fd(), 0, true, true).unwrap();
+    let ram = MmapRegion::map(ram_fd.as_fd(), 0, 160 << 20, true, true).unwrap();
+    let e = Ep { index: 0, client, ram_fd, ram, ram_size: 160 << 20 };
+    assert_eq!(e.r32(REG_CTRL), 0, "device reset on disconnect");
+    assert_eq!(e.cfg_r32(0x10), 0, "BARs unprogrammed for the new client");
+    e.program_bars();
+    let mut q = QueueDrv::new(&e, 0, 4, 0);
+    assert_eq!(q.run(&e, &Command::new(Opcode::Nop, 1, DmaRange::default(), DmaRange::default())).status(), Some(Status::SUCCESS));
+    r.eps.push(e);
+}
+
+#[test]
+fn submission_ring_in_unmapped_memory_stops_the_queue_with_iommu_fault() {
+    let r = rig(1);
+    let e = &r.eps[0];
+    e.w64(queue_reg(1, Q_SQ_BASE), 0x9_0000_0000);
+    e.w64(queue_reg(1, Q_CQ_BASE), data(0));
+    e.w32(queue_reg(1, Q_SQ_SIZE), 8);
+    e.w32(queue_reg(1, Q_CQ_SIZE), 8);
+    e.w32(REG_CTRL, CTRL_ENABLE);
+    e.w32(queue_reg(1, Q_CTRL), QCTRL_ENABLE);
+    e.w32(doorbell(1, DB_SQ_TAIL), 1);
+    let t = Instant::now();
+    while e.r32(queue_reg(1, Q_STATUS)) & QSTATUS_ERROR == 0 {
+        assert!(t.elapsed() < Duration::from_secs(5));
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(e.r32(queue_reg(1, Q_STATUS)) >> 16, Status::IOMMU_FAULT as u32);
+}
+
+#[test]
+fn queue_enable_with_size_not_power_of_two_sets_q_status_error_invalid_field() {
+    let r = rig(1);
+    let e = &r.eps[0];
+    e.w64(queue_reg(0, Q_SQ_BASE), data(0));
+    e.w64(queue_reg(0, Q_CQ_BASE), data(0x1000));
+    e.w32(queue_reg(0, Q_SQ_SIZE), 6);
+    e.w32(queue_reg(0, Q_CQ_SIZE), 8);
+    e.w32(queue_reg(0, Q_CTRL), QCTRL_ENABLE);
+    assert_eq!(e.r32(queue_reg(0, Q_STATUS)), QSTATUS_ERROR | ((Status::INVALID_FIELD as u32) << 16));
+    assert_eq!(e.r32(queue_reg(0, Q_CTRL)), 0);
+}
+
+#[test]
+fn odd_sized_and_unknown_register_accesses_read_all_ones_and_never_break_the_device() {
+    let r = rig(1);
+    let e = &r.eps[0];
+    assert_eq!(e.client.region_read(pci_region::BAR0, REG_ID, 2).unwrap(), vec![0xFF, 0xFF]);
+    assert_eq!(e.client.region_read(pci_region::BAR0, 0x0FF0, 4).unwrap(), vec![0xFF; 4]);
+    e.client.region_write(pci_region::BAR0, REG_CTRL, &[1, 0, 0]).unwrap();
+    e.client.region_write(pci_region::BAR0, REG_ID, &0u32.to_le_bytes()).unwrap();
+    e.client.region_write(pci_region::BAR0, 0x3FFC, &[0xFF; 4]).unwrap();
+    e.client.region_write_posted(pci_region::BAR0, doorbell(0, DB_SQ_TAIL), &999u32.to_le_bytes()).unwrap();
+    assert_eq!(e.r32(REG_ID), PHYR_ID);
+    let mut q = QueueDrv::new(e, 0, 4, 0);
+    assert_eq!(q.run(e, &Command::new(Opcode::Nop, 1, DmaRange::default(), DmaRange::default())).status(), Some(Status::SUCCESS));
+}
+
+#[test]
+fn device_reset_keeps_bar_addresses_for_p2p() {
+    let r = rig(1);
+    let e = &r.eps[0];
+    e.client.reset().unwrap();
+    assert_eq!(e.cfg_r32(0x18), bar2_bus(0) as u32 | 0xC);
+    let mut q = QueueDrv::new(e, 0, 4, 0);
+    let src = e.list(lists(0), &[iova(data(0), 64)]);
+    let dst = e.list(lists(0x100), &[bus(bar2_bus(0), 64)]);
+    assert_eq!(q.run(e, &Command::new(Opcode::Copy, 1, src, dst)).status(), Some(Status::SUCCESS));
+}
