@@ -102,7 +102,7 @@ impl Queue {
             let sh = shadow.as_ref().map_or(String::new(), |s| format!(" shadow=iova:{:#x}+{:#x}", s.iova, s.len()));
             println!(
                 "# phyr-queue ep={} q={q} mode={} size={size} vector={vector} sq=iova:{:#x}+{:#x} cq=iova:{:#x}+{:#x}{sh}",
-                e.index,
+                e.id.endpoint_id,
                 mode.name(),
                 sq.iova,
                 sq.len(),

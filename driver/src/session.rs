@@ -113,10 +113,11 @@ impl Session {
             Some(w) => *w,
             None => {
                 let vaddr = e.bar2.vaddr() + base;
+                let dev_ep = e.id.endpoint_id;
                 let iova = self.iova.alloc(win_len, BAR_WINDOW).ok_or(DriverError::IovaExhausted { len: win_len })?;
                 self.container.map_dma(vaddr, iova, win_len, DmaPerm::ReadWrite)?;
                 if self.trace_lines {
-                    println!("# phyr-map kind=bar ep={ep} bar=2 offset={base:#x} iova={iova:#x}+{win_len:#x} perm=rw");
+                    println!("# phyr-map kind=bar ep={dev_ep} bar=2 offset={base:#x} iova={iova:#x}+{win_len:#x} perm=rw");
                 }
                 let w = BarWindow { ep, offset: base, iova };
                 self.windows.push(w);
