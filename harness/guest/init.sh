@@ -62,7 +62,12 @@ cmd)
     ;;
 *)
     say "shell on the serial console; \`poweroff\` (or Ctrl-D) ends the run, Ctrl-A X kills QEMU"
-    setsid cttyhack sh -l
+    # busybox's poweroff/halt/reboot applets signal PID 1 (USR2/USR1/TERM): catch those, so a
+    # plain `poweroff` in the shell ends the run. The shell runs in the background so that the
+    # `wait` below is interruptible; cttyhack gives it the console as its terminal.
+    trap 'say "powering off"; poweroff -f' USR1 USR2 TERM
+    setsid cttyhack sh -l &
+    wait $!
     ;;
 esac
 say "powering off"

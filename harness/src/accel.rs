@@ -2,7 +2,7 @@
 //! KVM (nested, paravirtual KVM can exist and still fail with "KVM internal error"). The
 //! verdict is cached per QEMU version, host kernel and guest kernel.
 
-use std::io::Read;
+use std::io::{BufRead, Read};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -109,15 +109,25 @@ fn probe_kvm(cache: &Cache, qemu: &Qemu, kernel: &Path, busybox: &Path) -> Resul
     sys::child_dies_with_parent(&mut cmd, true);
     let mut child = cmd.spawn().context("starting QEMU for the KVM probe")?;
     let mut out = child.stdout.take().context("no stdout")?;
-    let mut err = child.stderr.take().context("no stderr")?;
+    let err = child.stderr.take().context("no stderr")?;
     let reader = std::thread::spawn(move || {
         let mut s = String::new();
         let _ = out.read_to_string(&mut s);
         s
     });
+    // A nested KVM that cannot run the guest prints "KVM internal error" and pauses the VM
+    // instead of exiting: watch stderr and stop at once rather than waiting for the timeout.
+    let failed_early = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = failed_early.clone();
     let err_reader = std::thread::spawn(move || {
         let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
+        for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            if line.contains("KVM internal error") || line.contains("failed to initialize kvm") {
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+            s.push_str(&line);
+            s.push('\n');
+        }
         s
     });
     let start = Instant::now();
@@ -125,7 +135,8 @@ fn probe_kvm(cache: &Cache, qemu: &Qemu, kernel: &Path, busybox: &Path) -> Resul
         if let Some(st) = child.try_wait()? {
             break Some(st);
         }
-        if start.elapsed() > PROBE_TIMEOUT || sys::pending_signal().is_some() {
+        let early = failed_early.load(std::sync::atomic::Ordering::SeqCst);
+        if early || start.elapsed() > PROBE_TIMEOUT || sys::pending_signal().is_some() {
             sys::kill_group(child.id(), libc::SIGKILL);
             let _ = child.wait();
             break None;
@@ -140,6 +151,7 @@ fn probe_kvm(cache: &Cache, qemu: &Qemu, kernel: &Path, busybox: &Path) -> Resul
     }
     let first_err = err.lines().find(|l| !l.trim().is_empty()).unwrap_or("no error output");
     match status {
+        None if failed_early.load(std::sync::atomic::Ordering::SeqCst) => anyhow::bail!("the test guest stopped: {first_err}"),
         None => anyhow::bail!("the test guest did not finish within {} s ({first_err})", PROBE_TIMEOUT.as_secs()),
         Some(st) => anyhow::bail!("the test guest failed ({st}; {first_err})"),
     }

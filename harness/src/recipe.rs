@@ -257,14 +257,14 @@ mod tests {
         assert_eq!(r.opts.len(), 5);
         assert_eq!(r.opts[2], Opt { line: 6, flag: "-nodefaults".into(), value: None });
         let args = r.args(Path::new("/r/sock"), Path::new("/r"), false).unwrap();
-        assert!(args[7].contains(r#""path":"/r/sock/ep0.sock""#));
+        assert!(args[6].contains(r#""path":"/r/sock/ep0.sock""#));
     }
 
     #[test]
     fn edu_replaces_endpoints_on_the_same_bus() {
         let args = parse(GOOD).unwrap().args(Path::new("/s"), Path::new("/r"), true).unwrap();
-        assert_eq!(args[7], r#"{"bus":"ds0","driver":"edu"}"#);
-        assert_eq!(args[9], r#"{"addr":"0","bus":"ds1","driver":"edu"}"#);
+        assert_eq!(args[6], r#"{"bus":"ds0","driver":"edu"}"#);
+        assert_eq!(args[8], r#"{"addr":"0","bus":"ds1","driver":"edu"}"#);
     }
 
     fn err_of(text: &str) -> String {
