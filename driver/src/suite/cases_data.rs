@@ -21,6 +21,7 @@ pub fn cases() -> Vec<Case> {
         Case { name: "peer-bar-by-bus-and-back", about: "host -> same-switch peer's BAR2 by bus address -> host", run: peer_bus },
         Case { name: "peer-bar-through-iommu-and-back", about: "host -> peer's BAR2 mapped through the IOMMU -> host", run: peer_iommu },
         Case { name: "peer-bar-auto-route", about: "host -> peer's BAR2 as the P2P decision routes it -> host", run: peer_auto },
+        Case { name: "other-switch-peer-auto", about: "peer behind another switch: the decision picks the IOMMU; data moves", run: other_switch },
         Case { name: "mixed-list", about: "one COPY whose lists mix host IOVA, own BAR, peer bus and peer IOVA segments", run: mixed },
         Case { name: "unaligned-odd-segments", about: "odd lengths at odd offsets on every route", run: unaligned },
         Case { name: "page-crossing-segments", about: "segments straddling 4 KiB pages and BAR IOVA windows", run: page_crossing },
@@ -102,7 +103,19 @@ fn peer_auto(s: &mut Session) -> Result<Outcome> {
     Ok(Outcome::Pass)
 }
 
+fn other_switch(s: &mut Session) -> Result<Outcome> {
+    let Some(p) = peer(s, 0, false) else {
+        return Ok(Outcome::Skip("needs two switches".into()));
+    };
+    let d = s.p2p_decision(p, 0)?;
+    Tap::diag(&format!("ep0 -> ep{p} BAR2: {} (common {})", d.map_type.name(), d.common.as_deref().unwrap_or("host bridge")));
+    ensure!(d.map_type != crate::p2p::MapType::BusAddr, "endpoints on different switches decided BUS_ADDR");
+    round_trip(s, p, 0x1000, 64 << 10, Route::Auto, 34)?;
+    Ok(Outcome::Pass)
+}
+
 /// A peer for mixed lists: same switch if there is one, else any, else the own endpoint.
+/// Its "bus" pieces use `Route::Auto`, so a peer behind another switch goes through the IOMMU.
 fn any_peer(s: &Session) -> usize {
     peer(s, 0, true).or_else(|| peer(s, 0, false)).unwrap_or(0)
 }
@@ -113,7 +126,7 @@ fn mixed(s: &mut Session) -> Result<Outcome> {
     let src = [
         PhysRange::host(&a, 0, 10_000),
         PhysRange::bar(0, 0x2000, 7_000, Route::Bus),
-        PhysRange::bar(p, 0x3000, 5_003, Route::Bus),
+        PhysRange::bar(p, 0x3000, 5_003, Route::Auto),
         PhysRange::bar(p, 0x9000, 6_001, Route::Iommu),
         PhysRange::host(&a, 20_000, 333),
     ];
@@ -122,7 +135,7 @@ fn mixed(s: &mut Session) -> Result<Outcome> {
         PhysRange::bar(p, 0x2_0000, 4_097, Route::Iommu),
         PhysRange::host(&b, 5, 9_000),
         PhysRange::bar(0, 0x2_0000, 8_111, Route::Iommu),
-        PhysRange::bar(p, 0x3_0000, total - 4_097 - 9_000 - 8_111, Route::Bus),
+        PhysRange::bar(p, 0x3_0000, total - 4_097 - 9_000 - 8_111, Route::Auto),
     ];
     copy_and_check(s, &src, &dst, Opts { seed: 41, ..Default::default() })?;
     Ok(Outcome::Pass)
@@ -142,7 +155,7 @@ fn unaligned(s: &mut Session) -> Result<Outcome> {
             0 => PhysRange::host(&b, off + 7, l),
             1 => PhysRange::bar(0, bar_off, l, Route::Bus),
             2 => PhysRange::bar(p, bar_off, l, Route::Iommu),
-            _ => PhysRange::bar(p, bar_off, l, Route::Bus),
+            _ => PhysRange::bar(p, bar_off, l, Route::Auto),
         });
         off += l + 2;
     }
@@ -158,15 +171,15 @@ fn page_crossing(s: &mut Session) -> Result<Outcome> {
     let mut src = Vec::new();
     let mut dst = Vec::new();
     for i in 1..6u64 {
-        src.push(PhysRange::host(&a, i * 4096 - 5, 4096 + 10));
+        src.push(PhysRange::host(&a, i * 8192 - 5, 4096 + 10));
         dst.push(match i % 3 {
             0 => PhysRange::host(&b, i * 8192 - 3, 4096 + 10),
             1 => PhysRange::bar(0, 0x6_0000 + i * 4096 - 7, 4096 + 10, Route::Bus),
-            _ => PhysRange::bar(p, 0x6_0000 + i * 4096 - 7, 4096 + 10, Route::Bus),
+            _ => PhysRange::bar(p, 0x6_0000 + i * 4096 - 7, 4096 + 10, Route::Auto),
         });
     }
     // One range straddles a BAR IOVA window: the mapping layer must split it there.
-    src.push(PhysRange::host(&a, 40_000, 300));
+    src.push(PhysRange::host(&a, 50_000, 300));
     dst.push(PhysRange::bar(p, BAR_WINDOW - 100, 300, Route::Iommu));
     copy_and_check(s, &src, &dst, Opts { seed: 61, ..Default::default() })?;
     Ok(Outcome::Pass)
@@ -250,7 +263,7 @@ fn fill(s: &mut Session) -> Result<Outcome> {
 fn compare(s: &mut Session, flip: Option<usize>) -> Result<()> {
     let p = any_peer(s);
     let (a, b) = (host(s, 64 << 10)?, host(s, 64 << 10)?);
-    let one = [PhysRange::host(&a, 0, 20_000), PhysRange::bar(p, 0x8_0000, 5_000, Route::Bus)];
+    let one = [PhysRange::host(&a, 0, 20_000), PhysRange::bar(p, 0x8_0000, 5_000, Route::Auto)];
     let two = [PhysRange::bar(0, 0x8_0001, 12_345, Route::Iommu), PhysRange::host(&b, 7, 12_655)];
     let bytes = data::pattern(101, 25_000);
     check::write_ranges(s, &one, &bytes)?;
