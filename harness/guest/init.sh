@@ -27,11 +27,13 @@ if [ -z "$(ls /sys/kernel/iommu_groups 2>/dev/null)" ]; then
 fi
 
 bound=0
+seen=0
 for dev in /sys/bus/pci/devices/*; do
     [ -e "$dev/vendor" ] || continue
     id="$(cat "$dev/vendor"):$(cat "$dev/device")"
     for want in $PHYR_BIND; do
         [ "$id" = "$want" ] || continue
+        seen=$((seen + 1))
         bdf="${dev##*/}"
         echo vfio-pci > "$dev/driver_override"
         [ -e "$dev/driver" ] && echo "$bdf" > "$dev/driver/unbind"
@@ -45,6 +47,7 @@ for dev in /sys/bus/pci/devices/*; do
         fi
     done
 done
+[ "$seen" = 0 ] && say "ERROR: no PCI device with ID $PHYR_BIND: QEMU did not attach the endpoints (see qemu.log and lspci)"
 say "READY: $bound device(s) bound to vfio-pci"
 
 case "$PHYR_MODE" in

@@ -102,7 +102,15 @@ pub fn run(l: Launch<'_>) -> Result<Outcome> {
             break Ending::Interrupted(sig);
         }
         if let Some(st) = qemu.try_wait()? {
-            break if st.success() { Ending::PoweredOff } else { Ending::QemuFailed(describe(st)) };
+            if st.success() {
+                break Ending::PoweredOff;
+            }
+            // A device that died first usually takes QEMU down with it: blame the device.
+            std::thread::sleep(POLL);
+            if let Some(dst) = device.as_mut().and_then(|d| d.try_wait().ok().flatten()) {
+                break Ending::DeviceCrashed(format!("{}; QEMU then exited too ({})", describe(dst), describe(st)));
+            }
+            break Ending::QemuFailed(describe(st));
         }
         if let Some(d) = device.as_mut() {
             if let Some(st) = d.try_wait()? {
