@@ -214,7 +214,7 @@ fn region_read_is_answered_while_a_device_thread_waits_for_dma() {
             (rh, p)
         }
     };
-    // Answer the DMA_READ (QEMU layout: data at payload offset 12).
+    // Answer the DMA_READ (spec layout, as QEMU 11.1: data at payload offset 16).
     let reply = vfio_user::wire::DmaRwReply::encode_read(0x1000, &[1, 2, 3, 4], Default::default());
     let h = Header { msg_id: rh.msg_id, command: rh.command, msg_size: (HEADER_SIZE + reply.len()) as u32, flags: 1, error: 0 };
     assert_eq!(p.len(), 16);

@@ -200,10 +200,10 @@ fn large_dma_read_through_messages_is_split_at_max_transfer() {
 }
 
 #[test]
-fn spec_layout_for_dma_messages_also_works() {
-    let opts = vfio_user::ServerOptions { dma_layout: vfio_user::wire::DmaRwLayout::Spec, ..Default::default() };
+fn packed_layout_for_dma_messages_also_works() {
+    let opts = vfio_user::ServerOptions { dma_layout: vfio_user::wire::DmaRwLayout::QemuPacked, ..Default::default() };
     let (dev, srv) = start_with(opts);
-    let copts = vfio_user::ClientOptions { dma_layout: vfio_user::wire::DmaRwLayout::Spec, ..Default::default() };
+    let copts = vfio_user::ClientOptions { dma_layout: vfio_user::wire::DmaRwLayout::QemuPacked, ..Default::default() };
     let c = Client::connect_with(srv.path(), copts).unwrap();
     let local = c.dma_map_local(0x1000, 0x1000, true, true).unwrap();
     dev.session().dma.write(0x1004, &[1, 2, 3]).unwrap();

@@ -125,17 +125,20 @@ impl DmaUnmap {
 
 /// Where the data of DMA_READ / DMA_WRITE sits.
 ///
-/// The spec (libvfio-user docs/vfio-user.rst) says `address u64, count u64, data`, so data at
-/// payload offset 16. QEMU's client (hw/vfio-user/protocol.h `VFIOUserDMARW`) declares
-/// `offset u64, count u32, char data[]`: data at payload offset 12, with 4 trailing bytes
-/// (the C struct is padded to 16). QEMU reads our `count` from the low 4 bytes either way.
+/// The spec (libvfio-user docs/vfio-user.rst) says `address u64, count u64, data`: data at
+/// payload offset 16. QEMU 11.1 speaks exactly that: checked against the real binary with
+/// `examples/qemu_probe.rs` (a DMA_WRITE of a pattern then a DMA_READ round-trip, and the
+/// guest memory read back through qtest, both match only with `Spec`). QEMU's older source
+/// declares `VFIOUserDMARW` as `offset u64, count u32, char data[]` (data at 12); against
+/// 11.1 that layout gets E2BIG for DMA_WRITE and 4-byte-shifted DMA_READ data. It is kept
+/// only for peers built from such sources.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DmaRwLayout {
-    /// address u64, count u32, data at 12, 4 padding bytes at the end (QEMU's client).
+    /// address u64, count u64, data at 16 (the spec, and QEMU 11.1).
     #[default]
-    QemuPacked,
-    /// address u64, count u64, data at 16 (libvfio-user's spec).
     Spec,
+    /// address u64, count u32, data at 12, 4 padding bytes at the end (old QEMU headers).
+    QemuPacked,
 }
 
 impl DmaRwLayout {

@@ -3,7 +3,9 @@
 //!
 //! `argsz` in a request is the size of the client's reply buffer. Replies never exceed it:
 //! when the capabilities do not fit, the reply carries only the fixed part with the needed
-//! `argsz` (VFIO's convention; QEMU then asks again with a bigger buffer).
+//! `argsz` and, unlike the kernel, *without* the CAPS flag: QEMU's vfio-user client refuses
+//! CAPS with `cap_offset` 0 (EINVAL, seen with QEMU 11.1), and asks again with the bigger
+//! buffer when the returned argsz grew.
 
 use super::bytes::{u32_at, u64_at, PutLe};
 use super::WireError;
@@ -110,8 +112,8 @@ impl RegionInfoMsg {
         let needed = Self::needed_argsz(&self.sparse);
         let fits = client_argsz >= needed;
         let has_caps = !self.sparse.is_empty();
-        let mut flags = self.flags;
-        if has_caps {
+        let mut flags = self.flags & !crate::device::REGION_FLAG_CAPS;
+        if has_caps && fits {
             flags |= crate::device::REGION_FLAG_CAPS;
         }
         let mut v = Vec::with_capacity(needed as usize);
@@ -234,6 +236,7 @@ mod tests {
         let r = RegionInfoMsg::parse_reply(&enc).unwrap();
         assert_eq!(r.argsz, 64);
         assert_eq!(r.cap_offset, 0);
+        assert_eq!(r.flags & crate::device::REGION_FLAG_CAPS, 0, "QEMU refuses CAPS without caps");
     }
 
     #[test]
