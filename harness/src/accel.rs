@@ -34,7 +34,12 @@ impl Accel {
     pub fn args(self) -> Vec<String> {
         match self {
             Accel::Tcg => vec!["-accel".into(), "tcg".into()],
-            Accel::Kvm => vec!["-accel".into(), "kvm,kernel-irqchip=split".into(), "-cpu".into(), "host".into()],
+            Accel::Kvm => vec![
+                "-accel".into(),
+                "kvm,kernel-irqchip=split".into(),
+                "-cpu".into(),
+                "host".into(),
+            ],
         }
     }
 
@@ -66,7 +71,11 @@ pub fn choose(choice: AccelChoice, cache: &Cache, qemu: &Qemu, kernel: &Path, bu
         if let Some((verdict, k)) = text.split_once('\n') {
             if k.trim() == key {
                 let accel = if verdict == "kvm" { Accel::Kvm } else { Accel::Tcg };
-                say(format!("accelerator: {} (cached probe result in {}; --accel overrides)", accel.name(), verdict_file.display()));
+                say(format!(
+                    "accelerator: {} (cached probe result in {}; --accel overrides)",
+                    accel.name(),
+                    verdict_file.display()
+                ));
                 return Ok(accel);
             }
         }
@@ -80,7 +89,11 @@ pub fn choose(choice: AccelChoice, cache: &Cache, qemu: &Qemu, kernel: &Path, bu
             Accel::Tcg
         }
     };
-    say(format!("accelerator: {} (probe took {:.1} s)", accel.name(), t.elapsed().as_secs_f64()));
+    say(format!(
+        "accelerator: {} (probe took {:.1} s)",
+        accel.name(),
+        t.elapsed().as_secs_f64()
+    ));
     std::fs::write(&verdict_file, format!("{}\n{key}\n", accel.name()))?;
     Ok(accel)
 }
@@ -93,11 +106,27 @@ fn probe_kvm(cache: &Cache, qemu: &Qemu, kernel: &Path, busybox: &Path) -> Resul
     w.char_dev("dev/console", 0o600, 5, 1)?;
     w.file("bin/busybox", 0o755, &std::fs::read(busybox)?)?;
     w.symlink("bin/sh", "busybox")?;
-    w.file("init", 0o755, format!("#!/bin/sh\n/bin/busybox echo {MARKER}\n/bin/busybox poweroff -f\n").as_bytes())?;
+    w.file(
+        "init",
+        0o755,
+        format!("#!/bin/sh\n/bin/busybox echo {MARKER}\n/bin/busybox poweroff -f\n").as_bytes(),
+    )?;
     w.finish()?;
     let mut cmd = qemu.command();
     cmd.args(Accel::Kvm.args())
-        .args(["-machine", "q35", "-m", "256M", "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-serial", "stdio"])
+        .args([
+            "-machine",
+            "q35",
+            "-m",
+            "256M",
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-no-reboot",
+            "-serial",
+            "stdio",
+        ])
         .arg("-kernel")
         .arg(kernel)
         .arg("-initrd")
@@ -151,8 +180,13 @@ fn probe_kvm(cache: &Cache, qemu: &Qemu, kernel: &Path, busybox: &Path) -> Resul
     }
     let first_err = err.lines().find(|l| !l.trim().is_empty()).unwrap_or("no error output");
     match status {
-        None if failed_early.load(std::sync::atomic::Ordering::SeqCst) => anyhow::bail!("the test guest stopped: {first_err}"),
-        None => anyhow::bail!("the test guest did not finish within {} s ({first_err})", PROBE_TIMEOUT.as_secs()),
+        None if failed_early.load(std::sync::atomic::Ordering::SeqCst) => {
+            anyhow::bail!("the test guest stopped: {first_err}")
+        }
+        None => anyhow::bail!(
+            "the test guest did not finish within {} s ({first_err})",
+            PROBE_TIMEOUT.as_secs()
+        ),
         Some(st) => anyhow::bail!("the test guest failed ({st}; {first_err})"),
     }
 }

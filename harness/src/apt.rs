@@ -32,9 +32,17 @@ impl PrivateApt {
             }
         }
         if !Path::new(KEYRING).exists() {
-            bail!("{KEYRING} is missing; it holds the keys that verify Debian's archive (package debian-archive-keyring)");
+            bail!(
+                "{KEYRING} is missing; it holds the keys that verify Debian's archive (package debian-archive-keyring)"
+            );
         }
-        for d in ["state/lists/partial", "cache/archives/partial", "etc/apt.conf.d", "etc/preferences.d", "etc/sources.list.d"] {
+        for d in [
+            "state/lists/partial",
+            "cache/archives/partial",
+            "etc/apt.conf.d",
+            "etc/preferences.d",
+            "etc/sources.list.d",
+        ] {
             std::fs::create_dir_all(root.join(d)).with_context(|| format!("creating {}", root.join(d).display()))?;
         }
         let status = root.join("state/status");
@@ -43,26 +51,34 @@ impl PrivateApt {
         }
         std::fs::write(root.join("etc/sources.list.d/trixie.sources"), sources_file())?;
         std::fs::write(root.join("apt.conf"), apt_conf(root, crate::sys::is_root()))?;
-        Ok(PrivateApt { root: root.to_path_buf() })
+        Ok(PrivateApt {
+            root: root.to_path_buf(),
+        })
     }
 
     fn cmd(&self, program: &str) -> Command {
         let mut c = Command::new(program);
-        c.env("APT_CONFIG", self.root.join("apt.conf")).env("LC_ALL", "C").env("DEBIAN_FRONTEND", "noninteractive");
+        c.env("APT_CONFIG", self.root.join("apt.conf"))
+            .env("LC_ALL", "C")
+            .env("DEBIAN_FRONTEND", "noninteractive");
         c
     }
 
     /// `apt-get update` against the private sources.
     pub fn update(&self) -> Result<()> {
-        run_logged(self.cmd("apt-get").args(["-q", "update"]), &self.root.join("update.log"))
-            .context("apt-get update (private trixie sources) failed; is deb.debian.org reachable?")
+        run_logged(
+            self.cmd("apt-get").args(["-q", "update"]),
+            &self.root.join("update.log"),
+        )
+        .context("apt-get update (private trixie sources) failed; is deb.debian.org reachable?")
     }
 
     /// Downloads `package` from `release` with its whole dependency closure; returns the .deb files.
     pub fn download_closure(&self, package: &str, release: &str) -> Result<Vec<PathBuf>> {
         let archives = self.root.join("cache/archives");
         run_logged(
-            self.cmd("apt-get").args(["-q", "-y", "install", "--download-only", "-t", release, package]),
+            self.cmd("apt-get")
+                .args(["-q", "-y", "install", "--download-only", "-t", release, package]),
             &self.root.join(format!("download-{package}.log")),
         )
         .with_context(|| format!("downloading {package} from {release} with its dependencies"))?;
@@ -74,26 +90,46 @@ impl PrivateApt {
         std::fs::create_dir_all(dest)?;
         let mut c = self.cmd("apt-get");
         c.args(["-q", "download"]).args(packages).current_dir(dest);
-        run_logged(&mut c, &self.root.join("download.log")).with_context(|| format!("apt-get download {}", packages.join(" ")))?;
+        run_logged(&mut c, &self.root.join("download.log"))
+            .with_context(|| format!("apt-get download {}", packages.join(" ")))?;
         debs_in(dest)
     }
 
     /// Package names known to the private lists that start with `prefix`.
     pub fn names_with_prefix(&self, prefix: &str) -> Result<Vec<String>> {
-        let out = self.cmd("apt-cache").args(["pkgnames", prefix]).output().context("running apt-cache pkgnames")?;
+        let out = self
+            .cmd("apt-cache")
+            .args(["pkgnames", prefix])
+            .output()
+            .context("running apt-cache pkgnames")?;
         if !out.status.success() {
-            bail!("apt-cache pkgnames {prefix} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+            bail!(
+                "apt-cache pkgnames {prefix} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
-        Ok(String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect())
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect())
     }
 }
 
 /// Unpacks a .deb's files into `dest` (like installing it into a private prefix, minus scripts).
 pub fn extract_deb(deb: &Path, dest: &Path) -> Result<()> {
     std::fs::create_dir_all(dest)?;
-    let out = Command::new("dpkg-deb").arg("-x").arg(deb).arg(dest).stderr(Stdio::piped()).output()?;
+    let out = Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(deb)
+        .arg(dest)
+        .stderr(Stdio::piped())
+        .output()?;
     if !out.status.success() {
-        bail!("dpkg-deb -x {} failed: {}", deb.display(), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "dpkg-deb -x {} failed: {}",
+            deb.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }
@@ -110,10 +146,21 @@ fn debs_in(dir: &Path) -> Result<Vec<PathBuf>> {
 /// Runs a command with its output in `log`; on failure the error quotes the log's last lines.
 fn run_logged(cmd: &mut Command, log: &Path) -> Result<()> {
     let file = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
-    let status = cmd.stdout(file.try_clone()?).stderr(file).stdin(Stdio::null()).status()?;
+    let status = cmd
+        .stdout(file.try_clone()?)
+        .stderr(file)
+        .stdin(Stdio::null())
+        .status()?;
     if !status.success() {
         let text = std::fs::read_to_string(log).unwrap_or_default();
-        let tail: Vec<&str> = text.lines().rev().take(8).collect::<Vec<_>>().into_iter().rev().collect();
+        let tail: Vec<&str> = text
+            .lines()
+            .rev()
+            .take(8)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
         bail!("{status}; last lines of {}:\n  {}", log.display(), tail.join("\n  "));
     }
     Ok(())
@@ -154,9 +201,10 @@ fn apt_conf(root: &Path, root_user: bool) -> String {
 pub fn which(name: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| {
+        p.metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    })
 }
 
 #[cfg(test)]
@@ -166,7 +214,12 @@ mod tests {
     #[test]
     fn config_is_fully_private() {
         let conf = apt_conf(Path::new("/c/apt"), false);
-        for key in ["Dir::State \"/c/apt/state\"", "Dir::Cache \"/c/apt/cache\"", "Dir::Etc::Parts \"/c/apt/etc/apt.conf.d\"", "SourceList \"/dev/null\""] {
+        for key in [
+            "Dir::State \"/c/apt/state\"",
+            "Dir::Cache \"/c/apt/cache\"",
+            "Dir::Etc::Parts \"/c/apt/etc/apt.conf.d\"",
+            "SourceList \"/dev/null\"",
+        ] {
             assert!(conf.contains(key), "missing {key}");
         }
         assert!(!conf.contains("Sandbox"));

@@ -51,17 +51,39 @@ pub fn kernel_cmdline(extra: Option<&str>) -> String {
 }
 
 /// The harness's own QEMU options, appended after the recipe's.
-pub fn harness_args(kernel: &Path, initrd: &Path, cmdline: &str, accel: Accel, console: Console, serial_log: &Path) -> Vec<String> {
+pub fn harness_args(
+    kernel: &Path,
+    initrd: &Path,
+    cmdline: &str,
+    accel: Accel,
+    console: Console,
+    serial_log: &Path,
+) -> Vec<String> {
     let mut a = accel.args();
     let chardev = match console {
         Console::Interactive => format!("stdio,id=con,mux=on,signal=off,logfile={}", serial_log.display()),
         Console::Captured => format!("stdio,id=con,signal=off,logfile={}", serial_log.display()),
     };
-    a.extend(["-display".into(), "none".into(), "-no-reboot".into(), "-chardev".into(), chardev, "-serial".into(), "chardev:con".into()]);
+    a.extend([
+        "-display".into(),
+        "none".into(),
+        "-no-reboot".into(),
+        "-chardev".into(),
+        chardev,
+        "-serial".into(),
+        "chardev:con".into(),
+    ]);
     if console == Console::Interactive {
         a.extend(["-mon".into(), "chardev=con,mode=readline".into()]);
     }
-    a.extend(["-kernel".into(), kernel.display().to_string(), "-initrd".into(), initrd.display().to_string(), "-append".into(), cmdline.into()]);
+    a.extend([
+        "-kernel".into(),
+        kernel.display().to_string(),
+        "-initrd".into(),
+        initrd.display().to_string(),
+        "-append".into(),
+        cmdline.into(),
+    ]);
     a
 }
 
@@ -89,7 +111,10 @@ pub fn boot(parts: &Parts, run: &RunDir, o: &BootOptions<'_>) -> Result<Outcome>
     check_socket_paths(&run.socket_dir(), o.recipe.endpoints)?;
     for bad in ['"', '\\', ','] {
         if run.path.display().to_string().contains(bad) {
-            anyhow::bail!("the run directory {} contains {bad:?}, which QEMU option syntax cannot carry; use --runs-dir", run.path.display());
+            anyhow::bail!(
+                "the run directory {} contains {bad:?}, which QEMU option syntax cannot carry; use --runs-dir",
+                run.path.display()
+            );
         }
     }
     let initrd = run.file("initramfs.cpio");
@@ -103,13 +128,29 @@ pub fn boot(parts: &Parts, run: &RunDir, o: &BootOptions<'_>) -> Result<Outcome>
     initramfs::build(&spec, &initrd).context("building the initramfs")?;
     let mut qemu_args = o.recipe.args(&run.socket_dir(), &run.path, o.no_device)?;
     let cmdline = kernel_cmdline(o.append);
-    qemu_args.extend(harness_args(&parts.kernel.image, &initrd, &cmdline, parts.accel, o.console, &run.file("serial.log")));
+    qemu_args.extend(harness_args(
+        &parts.kernel.image,
+        &initrd,
+        &cmdline,
+        parts.accel,
+        o.console,
+        &run.file("serial.log"),
+    ));
     let device = (!o.no_device).then(|| DeviceLaunch {
         binary: parts.device_bin.clone(),
         args: device_args(o.recipe, run, o.bar2_size),
-        sockets: (0..o.recipe.endpoints).map(|i| run.socket_dir().join(format!("ep{i}.sock"))).collect(),
+        sockets: (0..o.recipe.endpoints)
+            .map(|i| run.socket_dir().join(format!("ep{i}.sock")))
+            .collect(),
     });
-    session::run(Launch { run, qemu: &parts.qemu, qemu_args, device, console: o.console, timeout: o.timeout })
+    session::run(Launch {
+        run,
+        qemu: &parts.qemu,
+        qemu_args,
+        device,
+        console: o.console,
+        timeout: o.timeout,
+    })
 }
 
 #[cfg(test)]
@@ -118,12 +159,26 @@ mod tests {
 
     #[test]
     fn harness_args_put_console_kernel_and_accel_last() {
-        let a = harness_args(Path::new("/k"), Path::new("/i"), "console=ttyS0", Accel::Tcg, Console::Captured, Path::new("/r/serial.log"));
+        let a = harness_args(
+            Path::new("/k"),
+            Path::new("/i"),
+            "console=ttyS0",
+            Accel::Tcg,
+            Console::Captured,
+            Path::new("/r/serial.log"),
+        );
         let s = a.join(" ");
         assert!(s.starts_with("-accel tcg -display none -no-reboot -chardev stdio,id=con,signal=off,logfile=/r/serial.log -serial chardev:con"));
         assert!(s.ends_with("-kernel /k -initrd /i -append console=ttyS0"));
         assert!(!s.contains("-mon"));
-        let i = harness_args(Path::new("/k"), Path::new("/i"), "x", Accel::Kvm, Console::Interactive, Path::new("/s"));
+        let i = harness_args(
+            Path::new("/k"),
+            Path::new("/i"),
+            "x",
+            Accel::Kvm,
+            Console::Interactive,
+            Path::new("/s"),
+        );
         assert!(i.join(" ").contains("kvm,kernel-irqchip=split"));
         assert!(i.join(" ").contains("mux=on") && i.contains(&"chardev=con,mode=readline".to_owned()));
     }
@@ -138,8 +193,13 @@ mod tests {
     fn device_gets_topology_and_trace_dir() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../qemu-configs");
         let r = Recipe::load("two-switches", &dir).unwrap();
-        let run = RunDir { path: PathBuf::from("/runs/x") };
+        let run = RunDir {
+            path: PathBuf::from("/runs/x"),
+        };
         let a = device_args(&r, &run, Some(65536)).join(" ");
-        assert_eq!(a, "--socket-dir /runs/x/sock --endpoints 4 --topology 0,0,1,1 --trace-dir /runs/x/trace --bar2-size 65536");
+        assert_eq!(
+            a,
+            "--socket-dir /runs/x/sock --endpoints 4 --topology 0,0,1,1 --trace-dir /runs/x/trace --bar2-size 65536"
+        );
     }
 }

@@ -16,7 +16,11 @@ impl Cache {
             Some(p) => p.to_path_buf(),
             None => default_root()?,
         };
-        let root = if root.is_relative() { std::env::current_dir()?.join(root) } else { root };
+        let root = if root.is_relative() {
+            std::env::current_dir()?.join(root)
+        } else {
+            root
+        };
         std::fs::create_dir_all(&root).map_err(|e| not_writable(&root, e))?;
         let probe = root.join(".write-test");
         std::fs::write(&probe, b"ok").map_err(|e| not_writable(&root, e))?;
@@ -74,7 +78,10 @@ mod tests {
 
     #[test]
     fn unwritable_cache_says_what_to_do() {
-        let err = Cache::resolve(Some(Path::new("/proc/phyr-cache"))).err().unwrap().to_string();
+        let err = Cache::resolve(Some(Path::new("/proc/phyr-cache")))
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("not writable") && err.contains("--cache-dir"), "{err}");
     }
 }

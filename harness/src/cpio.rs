@@ -30,7 +30,11 @@ pub struct CpioWriter<W: Write> {
 
 impl<W: Write> CpioWriter<W> {
     pub fn new(out: W) -> Self {
-        CpioWriter { out, written: 0, next_ino: 1 }
+        CpioWriter {
+            out,
+            written: 0,
+            next_ino: 1,
+        }
     }
 
     /// A directory, e.g. `dir("lib/modules", 0o755)`. Parents must come first.
@@ -46,7 +50,10 @@ impl<W: Write> CpioWriter<W> {
     /// A symbolic link `name -> target`.
     pub fn symlink(&mut self, name: &str, target: &str) -> Result<(), CpioError> {
         if target.is_empty() {
-            return Err(CpioError::BadEntry { name: name.into(), what: "empty symlink target" });
+            return Err(CpioError::BadEntry {
+                name: name.into(),
+                what: "empty symlink target",
+            });
         }
         self.entry(name, S_IFLNK | 0o777, 1, (0, 0), target.as_bytes())
     }
@@ -67,7 +74,10 @@ impl<W: Write> CpioWriter<W> {
     }
 
     fn entry(&mut self, name: &str, mode: u32, nlink: u32, rdev: (u32, u32), data: &[u8]) -> Result<(), CpioError> {
-        let bad = |what| CpioError::BadEntry { name: name.into(), what };
+        let bad = |what| CpioError::BadEntry {
+            name: name.into(),
+            what,
+        };
         if name.is_empty() || name.starts_with('/') {
             return Err(bad("names must be relative and non-empty"));
         }
@@ -85,11 +95,23 @@ impl<W: Write> CpioWriter<W> {
         self.raw_entry(name, ino, mode, nlink, rdev, data)
     }
 
-    fn raw_entry(&mut self, name: &str, ino: u32, mode: u32, nlink: u32, rdev: (u32, u32), data: &[u8]) -> Result<(), CpioError> {
-        let size = u32::try_from(data.len())
-            .map_err(|_| CpioError::BadEntry { name: name.into(), what: "larger than 4 GiB (newc limit)" })?;
-        let namesize = u32::try_from(name.len() + 1)
-            .map_err(|_| CpioError::BadEntry { name: name.into(), what: "name too long" })?;
+    fn raw_entry(
+        &mut self,
+        name: &str,
+        ino: u32,
+        mode: u32,
+        nlink: u32,
+        rdev: (u32, u32),
+        data: &[u8],
+    ) -> Result<(), CpioError> {
+        let size = u32::try_from(data.len()).map_err(|_| CpioError::BadEntry {
+            name: name.into(),
+            what: "larger than 4 GiB (newc limit)",
+        })?;
+        let namesize = u32::try_from(name.len() + 1).map_err(|_| CpioError::BadEntry {
+            name: name.into(),
+            what: "name too long",
+        })?;
         let header = format!(
             "070701{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}",
             ino, mode, 0, 0, nlink, 0, size, 0, 0, rdev.0, rdev.1, namesize, 0
@@ -138,7 +160,13 @@ pub fn read_archive(mut bytes: &[u8]) -> Result<Vec<CpioEntry>, String> {
             let s = std::str::from_utf8(&bytes[6 + i * 8..14 + i * 8]).map_err(|e| e.to_string())?;
             u32::from_str_radix(s, 16).map_err(|e| format!("field {i} at offset {offset}: {e}"))
         };
-        let (mode, size, rmaj, rmin, namesize) = (field(1)?, field(6)? as usize, field(9)?, field(10)?, field(11)? as usize);
+        let (mode, size, rmaj, rmin, namesize) = (
+            field(1)?,
+            field(6)? as usize,
+            field(9)?,
+            field(10)?,
+            field(11)? as usize,
+        );
         let name_end = 110 + namesize;
         let data_start = name_end.div_ceil(4) * 4;
         let data_end = data_start + size;
@@ -149,7 +177,12 @@ pub fn read_archive(mut bytes: &[u8]) -> Result<Vec<CpioEntry>, String> {
         if name == TRAILER {
             return Ok(out);
         }
-        out.push(CpioEntry { name, mode, rdev: (rmaj, rmin), data: bytes[data_start..data_end].to_vec() });
+        out.push(CpioEntry {
+            name,
+            mode,
+            rdev: (rmaj, rmin),
+            data: bytes[data_start..data_end].to_vec(),
+        });
         let next = (data_end.div_ceil(4) * 4).min(bytes.len());
         bytes = &bytes[next..];
     }
@@ -193,9 +226,15 @@ mod tests {
     #[test]
     fn rejects_absolute_and_dotdot_names() {
         let mut w = CpioWriter::new(Vec::new());
-        assert!(matches!(w.file("/etc/passwd", 0o644, b""), Err(CpioError::BadEntry { .. })));
+        assert!(matches!(
+            w.file("/etc/passwd", 0o644, b""),
+            Err(CpioError::BadEntry { .. })
+        ));
         assert!(matches!(w.file("a/../b", 0o644, b""), Err(CpioError::BadEntry { .. })));
-        assert!(matches!(w.file("TRAILER!!!", 0o644, b""), Err(CpioError::BadEntry { .. })));
+        assert!(matches!(
+            w.file("TRAILER!!!", 0o644, b""),
+            Err(CpioError::BadEntry { .. })
+        ));
         assert!(matches!(w.symlink("x", ""), Err(CpioError::BadEntry { .. })));
     }
 }

@@ -37,7 +37,21 @@ pub struct InitramfsSpec<'a> {
 pub fn build(spec: &InitramfsSpec<'_>, out: &Path) -> Result<u64> {
     let file = std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
     let mut w = CpioWriter::new(BufWriter::new(file));
-    for d in ["bin", "sbin", "usr", "usr/bin", "etc", "proc", "sys", "dev", "tmp", "run", "root", "lib", "lib/modules"] {
+    for d in [
+        "bin",
+        "sbin",
+        "usr",
+        "usr/bin",
+        "etc",
+        "proc",
+        "sys",
+        "dev",
+        "tmp",
+        "run",
+        "root",
+        "lib",
+        "lib/modules",
+    ] {
         w.dir(d, 0o755)?;
     }
     w.char_dev("dev/console", 0o600, 5, 1)?;
@@ -53,7 +67,11 @@ pub fn build(spec: &InitramfsSpec<'_>, out: &Path) -> Result<u64> {
 
     let mut names = Vec::new();
     for m in spec.modules {
-        let file_name = m.path.file_name().and_then(|n| n.to_str()).context("module path without a file name")?;
+        let file_name = m
+            .path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .context("module path without a file name")?;
         let data = std::fs::read(&m.path).with_context(|| format!("reading {}", m.path.display()))?;
         w.file(&format!("lib/modules/{file_name}"), 0o644, &data)?;
         names.push(file_name.to_owned());
@@ -100,7 +118,10 @@ fn phyr_conf(spec: &InitramfsSpec<'_>, modules: &[String]) -> String {
 
 /// The applet names a busybox binary provides (`busybox --list`; it is static, so it runs here).
 fn busybox_applets(busybox: &Path) -> Result<Vec<String>> {
-    let out = Command::new(busybox).arg("--list").output().with_context(|| format!("running {} --list", busybox.display()))?;
+    let out = Command::new(busybox)
+        .arg("--list")
+        .output()
+        .with_context(|| format!("running {} --list", busybox.display()))?;
     if !out.status.success() {
         bail!("{} --list failed", busybox.display());
     }
@@ -112,7 +133,10 @@ fn busybox_applets(busybox: &Path) -> Result<Vec<String>> {
         .collect();
     for needed in ["sh", "mount", "insmod", "poweroff", "setsid", "cttyhack"] {
         if !list.iter().any(|a| a == needed) {
-            bail!("{} has no `{needed}` applet; use Debian's busybox-static", busybox.display());
+            bail!(
+                "{} has no `{needed}` applet; use Debian's busybox-static",
+                busybox.display()
+            );
         }
     }
     Ok(list)
@@ -151,7 +175,12 @@ mod tests {
 
     #[test]
     fn init_script_has_the_markers_the_harness_parses() {
-        for marker in ["READY:", "=== phyr suite begin ===", "=== phyr suite end: exit", "poweroff -f"] {
+        for marker in [
+            "READY:",
+            "=== phyr suite begin ===",
+            "=== phyr suite end: exit",
+            "poweroff -f",
+        ] {
             assert!(INIT_SCRIPT.contains(marker), "{marker}");
         }
     }

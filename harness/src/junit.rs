@@ -28,10 +28,17 @@ pub fn suite_xml(name: &str, r: &SuiteReport, seconds: f64) -> String {
     let mut failures = 0;
     let mut skipped = 0;
     for t in &r.tests {
-        cases.push_str(&format!("    <testcase classname=\"{}\" name=\"{}\"", escape(&class), escape(&t.name)));
+        cases.push_str(&format!(
+            "    <testcase classname=\"{}\" name=\"{}\"",
+            escape(&class),
+            escape(&t.name)
+        ));
         if t.skipped {
             skipped += 1;
-            cases.push_str(&format!(">\n      <skipped message=\"{}\"/>\n    </testcase>\n", escape(&t.directive)));
+            cases.push_str(&format!(
+                ">\n      <skipped message=\"{}\"/>\n    </testcase>\n",
+                escape(&t.directive)
+            ));
         } else if !t.ok {
             failures += 1;
             cases.push_str(&format!(
@@ -68,7 +75,10 @@ pub fn suite_xml(name: &str, r: &SuiteReport, seconds: f64) -> String {
 
 /// Wraps suites into a document.
 pub fn document(suites: &[String]) -> String {
-    format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites>\n{}</testsuites>\n", suites.concat())
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites>\n{}</testsuites>\n",
+        suites.concat()
+    )
 }
 
 #[cfg(test)]
@@ -80,7 +90,10 @@ mod tests {
     fn writes_failures_skips_and_escapes() {
         let r = parse("=== phyr suite begin ===\n1..3\nok 1 a<b\nnot ok 2 c # got \"0x1\" & <x>\nok 3 d # SKIP no irq\n=== phyr suite end: exit 1 ===\n");
         let xml = suite_xml("default", &r, 1.5);
-        assert!(xml.contains("tests=\"3\" failures=\"1\" errors=\"0\" skipped=\"1\""), "{xml}");
+        assert!(
+            xml.contains("tests=\"3\" failures=\"1\" errors=\"0\" skipped=\"1\""),
+            "{xml}"
+        );
         assert!(xml.contains("name=\"a&lt;b\""));
         assert!(xml.contains("message=\"got &quot;0x1&quot; &amp; &lt;x&gt;\""));
         assert!(xml.contains("<skipped message=\"SKIP no irq\"/>"));

@@ -32,14 +32,21 @@ pub fn from_debian(k: &DebianKernel) -> Result<GuestKernel> {
     let config = std::fs::read_to_string(&k.config)?;
     check_config(&config, &k.config.display().to_string())?;
     let modules = ModuleTree::open(&k.modules_dir)?.load_order(VFIO_MODULES)?;
-    Ok(GuestKernel { image: k.image.clone(), modules, description: format!("Debian kernel {}", k.release) })
+    Ok(GuestKernel {
+        image: k.image.clone(),
+        modules,
+        description: format!("Debian kernel {}", k.release),
+    })
 }
 
 /// Checks a user-supplied bzImage and finds its config and modules.
 pub fn from_user(image: &Path, config: Option<&Path>, modules_dir: Option<&Path>) -> Result<GuestKernel> {
     let bytes = std::fs::read(image).with_context(|| format!("--kernel {}: cannot read it", image.display()))?;
     let version = bzimage_version(&bytes).map_err(|why| {
-        anyhow::anyhow!("--kernel {}: not an x86 bzImage ({why}); pass arch/x86/boot/bzImage from a kernel build", image.display())
+        anyhow::anyhow!(
+            "--kernel {}: not an x86 bzImage ({why}); pass arch/x86/boot/bzImage from a kernel build",
+            image.display()
+        )
     })?;
     let release = version.split_whitespace().next().unwrap_or_default().to_owned();
     let tree = kernel_tree_of(image);
@@ -61,7 +68,10 @@ pub fn from_user(image: &Path, config: Option<&Path>, modules_dir: Option<&Path>
              cannot check it for VFIO and IOMMU support. Pass --kernel-config FILE; the guest will report what is missing"
         )),
     }
-    let needs_modules = config_text.as_deref().map(|t| NEEDED.iter().any(|(o, _)| config_value(t, o) == Some("m"))).unwrap_or(true);
+    let needs_modules = config_text
+        .as_deref()
+        .map(|t| NEEDED.iter().any(|(o, _)| config_value(t, o) == Some("m")))
+        .unwrap_or(true);
     let modules_root = modules_dir.map(Path::to_path_buf).or_else(|| tree.clone()).or_else(|| {
         let p = PathBuf::from(format!("/lib/modules/{release}"));
         p.is_dir().then_some(p)
@@ -77,12 +87,23 @@ pub fn from_user(image: &Path, config: Option<&Path>, modules_dir: Option<&Path>
         ),
         (None, true) => vec![],
     };
-    Ok(GuestKernel { image: image.to_path_buf(), modules, description: format!("your kernel {release} ({})", image.display()) })
+    Ok(GuestKernel {
+        image: image.to_path_buf(),
+        modules,
+        description: format!("your kernel {release} ({})", image.display()),
+    })
 }
 
 /// The kernel build tree a bzImage sits in (`<tree>/arch/x86/boot/bzImage`), if any.
 fn kernel_tree_of(image: &Path) -> Option<PathBuf> {
-    let tree = image.canonicalize().ok()?.parent()?.parent()?.parent()?.parent()?.to_path_buf();
+    let tree = image
+        .canonicalize()
+        .ok()?
+        .parent()?
+        .parent()?
+        .parent()?
+        .parent()?
+        .to_path_buf();
     (tree.join("Makefile").is_file() && tree.join("arch/x86").is_dir()).then_some(tree)
 }
 
@@ -98,7 +119,11 @@ pub fn bzimage_version(b: &[u8]) -> Result<String, &'static str> {
     let ptr = u16::from_le_bytes([b[0x20e], b[0x20f]]) as usize;
     let start = ptr.checked_add(0x200).ok_or("bad version pointer")?;
     let tail = b.get(start..).ok_or("version pointer past the end")?;
-    let end = tail.iter().take(256).position(|&c| c == 0).ok_or("unterminated version string")?;
+    let end = tail
+        .iter()
+        .take(256)
+        .position(|&c| c == 0)
+        .ok_or("unterminated version string")?;
     Ok(String::from_utf8_lossy(&tail[..end]).into_owned())
 }
 
@@ -115,7 +140,13 @@ pub fn check_config(config: &str, origin: &str) -> Result<()> {
             Some("m") => !module_ok,
             _ => true,
         })
-        .map(|(opt, module_ok)| if *module_ok { format!("{opt}=y|m") } else { format!("{opt}=y") })
+        .map(|(opt, module_ok)| {
+            if *module_ok {
+                format!("{opt}=y|m")
+            } else {
+                format!("{opt}=y")
+            }
+        })
         .collect();
     if !missing.is_empty() {
         bail!(
@@ -137,8 +168,13 @@ mod tests {
         assert!(check_config(ok, "x").is_ok());
         let no_iommu = ok.replace("CONFIG_INTEL_IOMMU=y", "# CONFIG_INTEL_IOMMU is not set");
         let e = check_config(&no_iommu, ".config").unwrap_err().to_string();
-        assert!(e.contains("lacks CONFIG_INTEL_IOMMU=y") && !e.contains("CONFIG_VFIO"), "{e}");
-        let e = check_config(&ok.replace("CONFIG_VFIO_PCI=y", ""), "c").unwrap_err().to_string();
+        assert!(
+            e.contains("lacks CONFIG_INTEL_IOMMU=y") && !e.contains("CONFIG_VFIO"),
+            "{e}"
+        );
+        let e = check_config(&ok.replace("CONFIG_VFIO_PCI=y", ""), "c")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("CONFIG_VFIO_PCI=y|m"), "{e}");
         assert!(check_config(&ok.replace("CONFIG_DEVTMPFS=y", "CONFIG_DEVTMPFS=m"), "c").is_err());
     }

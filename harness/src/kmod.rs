@@ -34,7 +34,11 @@ pub fn normalise(name: &str) -> String {
 
 fn module_name_of(file: &Path) -> Option<String> {
     let name = file.file_name()?.to_str()?;
-    let stem = name.strip_suffix(".ko.xz").or_else(|| name.strip_suffix(".ko.zst")).or_else(|| name.strip_suffix(".ko.gz")).or_else(|| name.strip_suffix(".ko"))?;
+    let stem = name
+        .strip_suffix(".ko.xz")
+        .or_else(|| name.strip_suffix(".ko.zst"))
+        .or_else(|| name.strip_suffix(".ko.gz"))
+        .or_else(|| name.strip_suffix(".ko"))?;
     Some(normalise(stem))
 }
 
@@ -60,7 +64,11 @@ impl ModuleTree {
             .lines()
             .filter_map(|l| module_name_of(Path::new(l.trim())))
             .collect();
-        Ok(ModuleTree { root: root.to_path_buf(), files, builtin })
+        Ok(ModuleTree {
+            root: root.to_path_buf(),
+            files,
+            builtin,
+        })
     }
 
     /// `wanted` and everything they depend on, dependencies first, built-in modules left out.
@@ -91,7 +99,10 @@ impl ModuleTree {
         for dep in depends_of(path)? {
             self.visit(&normalise(&dep), done, order, depth + 1)?;
         }
-        order.push(Module { name: name.to_owned(), path: path.clone() });
+        order.push(Module {
+            name: name.to_owned(),
+            path: path.clone(),
+        });
         Ok(())
     }
 }
@@ -101,12 +112,16 @@ pub fn depends_of(path: &Path) -> Result<Vec<String>> {
     let raw = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let elf = if path.extension().is_some_and(|e| e == "xz") {
         let mut out = Vec::new();
-        lzma_rs::xz_decompress(&mut raw.as_slice(), &mut out).with_context(|| format!("decompressing {}", path.display()))?;
+        lzma_rs::xz_decompress(&mut raw.as_slice(), &mut out)
+            .with_context(|| format!("decompressing {}", path.display()))?;
         out
     } else if path.extension().is_some_and(|e| e == "ko") {
         raw
     } else {
-        bail!("{}: only .ko and .ko.xz modules are supported (decompress it first)", path.display());
+        bail!(
+            "{}: only .ko and .ko.xz modules are supported (decompress it first)",
+            path.display()
+        );
     };
     let info = modinfo_section(&elf).with_context(|| format!("{} is not a kernel module", path.display()))?;
     Ok(parse_depends(info))
@@ -115,7 +130,9 @@ pub fn depends_of(path: &Path) -> Result<Vec<String>> {
 /// Finds the `.modinfo` section of a little-endian ELF64 object, bounds-checked throughout.
 fn modinfo_section(elf: &[u8]) -> Result<&[u8]> {
     let get = |off: usize, len: usize| -> Result<&[u8]> {
-        off.checked_add(len).and_then(|end| elf.get(off..end)).context("truncated ELF file")
+        off.checked_add(len)
+            .and_then(|end| elf.get(off..end))
+            .context("truncated ELF file")
     };
     let u16_at = |off: usize| -> Result<usize> { Ok(u16::from_le_bytes(get(off, 2)?.try_into()?) as usize) };
     let u64_at = |off: usize| -> Result<usize> { Ok(usize::try_from(u64::from_le_bytes(get(off, 8)?.try_into()?))?) };
@@ -130,7 +147,9 @@ fn modinfo_section(elf: &[u8]) -> Result<&[u8]> {
         bail!("bad section header table");
     }
     let section = |i: usize| -> Result<(usize, usize, usize)> {
-        let base = shoff.checked_add(i.checked_mul(shentsize).context("overflow")?).context("overflow")?;
+        let base = shoff
+            .checked_add(i.checked_mul(shentsize).context("overflow")?)
+            .context("overflow")?;
         let name = u32::from_le_bytes(get(base, 4)?.try_into()?) as usize;
         Ok((name, u64_at(base + 0x18)?, u64_at(base + 0x20)?))
     };
@@ -151,7 +170,14 @@ fn parse_depends(modinfo: &[u8]) -> Vec<String> {
     modinfo
         .split(|&b| b == 0)
         .filter_map(|kv| kv.strip_prefix(b"depends="))
-        .flat_map(|v| String::from_utf8_lossy(v).split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect::<Vec<_>>())
+        .flat_map(|v| {
+            String::from_utf8_lossy(v)
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
         .collect()
 }
 
@@ -180,7 +206,10 @@ mod tests {
 
     #[test]
     fn names_are_normalised() {
-        assert_eq!(module_name_of(Path::new("a/vfio-pci-core.ko.xz")).as_deref(), Some("vfio_pci_core"));
+        assert_eq!(
+            module_name_of(Path::new("a/vfio-pci-core.ko.xz")).as_deref(),
+            Some("vfio_pci_core")
+        );
         assert_eq!(module_name_of(Path::new("vfio.ko")).as_deref(), Some("vfio"));
         assert_eq!(module_name_of(Path::new("README")), None);
     }

@@ -7,6 +7,7 @@ mod boot;
 mod cache;
 mod cpio;
 mod initramfs;
+mod junit;
 mod kernel;
 mod kmod;
 mod provision;
@@ -18,7 +19,6 @@ mod sys;
 mod tap;
 mod test_cmd;
 mod trace_cmd;
-mod junit;
 mod version;
 
 use std::path::{Path, PathBuf};
@@ -37,7 +37,11 @@ use crate::rundir::RunDir;
 use crate::session::{Console, Ending};
 
 #[derive(Parser)]
-#[command(name = "phyr-harness", version, about = "phyr test bench: provision QEMU and a guest, boot it with phyr endpoints, run the suite")]
+#[command(
+    name = "phyr-harness",
+    version,
+    about = "phyr test bench: provision QEMU and a guest, boot it with phyr endpoints, run the suite"
+)]
 struct Cli {
     /// Cache for QEMU, the guest kernel and busybox [default: $PHYR_CACHE_DIR or ~/.cache/phyr]
     #[arg(long, global = true, value_name = "DIR")]
@@ -162,7 +166,12 @@ fn provision_all(cache: &Cache, src: &SourceOpts) -> Result<i32> {
     let k = guest_kernel(&mut p, src)?;
     let bb = p.busybox()?;
     say(format!("QEMU {} ({})", q.version, q.origin));
-    say(format!("guest kernel: {} ({}), modules: {}", k.description, k.image.display(), k.modules.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(" ")));
+    say(format!(
+        "guest kernel: {} ({}), modules: {}",
+        k.description,
+        k.image.display(),
+        k.modules.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(" ")
+    ));
     say(format!("busybox: {}", bb.display()));
     say(format!("provisioned in {:.1} s", t.elapsed().as_secs_f64()));
     Ok(0)
@@ -193,7 +202,10 @@ pub fn prepare(cache: &Cache, g: &GuestOpts, need_phyr: bool) -> Result<Parts> {
             phyr_path.display()
         );
     } else {
-        say(format!("note: no guest driver at {} (pass --phyr PATH); the guest will have no `phyr` command", phyr_path.display()));
+        say(format!(
+            "note: no guest driver at {} (pass --phyr PATH); the guest will have no `phyr` command",
+            phyr_path.display()
+        ));
         None
     };
     let device_bin = match &g.device_bin {
@@ -206,7 +218,14 @@ pub fn prepare(cache: &Cache, g: &GuestOpts, need_phyr: bool) -> Result<Parts> {
             device_bin.display()
         );
     }
-    Ok(Parts { qemu, kernel, busybox, accel, phyr, device_bin })
+    Ok(Parts {
+        qemu,
+        kernel,
+        busybox,
+        accel,
+        phyr,
+        device_bin,
+    })
 }
 
 /// The recipes directory: --recipes-dir, ./qemu-configs, or the source tree's.
@@ -238,7 +257,11 @@ fn run_cmd(cache: &Cache, a: RunArgs) -> Result<i32> {
         parts.accel.name().to_uppercase(),
         recipe.name,
         recipe.description,
-        if a.guest.no_device { "; --no-device: QEMU's edu device instead of phyr endpoints" } else { "" }
+        if a.guest.no_device {
+            "; --no-device: QEMU's edu device instead of phyr endpoints"
+        } else {
+            ""
+        }
     ));
     let _term = sys::TerminalGuard::save();
     let opts = BootOptions {
@@ -254,21 +277,30 @@ fn run_cmd(cache: &Cache, a: RunArgs) -> Result<i32> {
     drop(_term);
     let code = report_ending(&run, &outcome);
     if let (Some(t), true) = (outcome.ready_after, a.guest_cmd.is_some()) {
-        say(format!("guest ready (devices bound) {:.1} s after start", t.as_secs_f64()));
+        say(format!(
+            "guest ready (devices bound) {:.1} s after start",
+            t.as_secs_f64()
+        ));
     }
     if code != 0 || a.guest_cmd.is_none() {
         return Ok(code);
     }
     // The guest command's own exit status.
     let serial = std::fs::read_to_string(run.file("serial.log")).unwrap_or_default();
-    match serial.lines().find_map(|l| l.trim_end().strip_prefix("=== phyr guest-cmd end: exit ")) {
+    match serial
+        .lines()
+        .find_map(|l| l.trim_end().strip_prefix("=== phyr guest-cmd end: exit "))
+    {
         Some(rest) => {
             let st: i32 = rest.trim_end_matches(" ===").trim().parse().unwrap_or(1);
             say(format!("guest command exited with status {st}"));
             Ok(st)
         }
         None => {
-            say(format!("the guest command did not finish; see {}", run.file("serial.log").display()));
+            say(format!(
+                "the guest command did not finish; see {}",
+                run.file("serial.log").display()
+            ));
             Ok(1)
         }
     }
@@ -281,10 +313,16 @@ pub fn report_ending(run: &RunDir, o: &session::Outcome) -> i32 {
         Ending::PoweredOff => {
             let serial = std::fs::read_to_string(run.file("serial.log")).unwrap_or_default();
             if serial.contains("Kernel panic") {
-                say(format!("the guest kernel panicked after {secs:.1} s; see {}", run.file("serial.log").display()));
+                say(format!(
+                    "the guest kernel panicked after {secs:.1} s; see {}",
+                    run.file("serial.log").display()
+                ));
                 return 1;
             }
-            say(format!("guest powered off after {secs:.1} s; logs in {}", run.path.display()));
+            say(format!(
+                "guest powered off after {secs:.1} s; logs in {}",
+                run.path.display()
+            ));
             0
         }
         Ending::QemuFailed(st) => {
@@ -304,11 +342,18 @@ pub fn report_ending(run: &RunDir, o: &session::Outcome) -> i32 {
             1
         }
         Ending::Interrupted(sig) => {
-            say(format!("interrupted by {sig}; QEMU and phyr-device stopped, logs in {}", run.path.display()));
+            say(format!(
+                "interrupted by {sig}; QEMU and phyr-device stopped, logs in {}",
+                run.path.display()
+            ));
             130
         }
         Ending::TimedOut(t) => {
-            say(format!("timed out after {} s; QEMU and phyr-device stopped; see {}", t.as_secs(), run.file("serial.log").display()));
+            say(format!(
+                "timed out after {} s; QEMU and phyr-device stopped; see {}",
+                t.as_secs(),
+                run.file("serial.log").display()
+            ));
             1
         }
     }

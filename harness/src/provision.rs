@@ -62,7 +62,10 @@ impl<'a> Provisioner<'a> {
             q.origin = path.display().to_string();
             return match q.probe()? {
                 Probe::Usable(q) => Ok(q),
-                other => bail!("{}; drop --qemu to let phyr-harness provision a private QEMU", other.reason()),
+                other => bail!(
+                    "{}; drop --qemu to let phyr-harness provision a private QEMU",
+                    other.reason()
+                ),
             };
         }
         let why = match Qemu::system() {
@@ -80,18 +83,31 @@ impl<'a> Provisioner<'a> {
         if self.cache.ready("qemu").is_some() {
             match Qemu::in_prefix(&prefix).probe() {
                 Ok(Probe::Usable(q)) => {
-                    say(format!("using QEMU {} cached in {} ({why})", q.version, prefix.display()));
+                    say(format!(
+                        "using QEMU {} cached in {} ({why})",
+                        q.version,
+                        prefix.display()
+                    ));
                     return Ok(q);
                 }
-                Ok(other) => say(format!("cached QEMU unusable ({}); provisioning it again", other.reason())),
+                Ok(other) => say(format!(
+                    "cached QEMU unusable ({}); provisioning it again",
+                    other.reason()
+                )),
                 Err(e) => say(format!("cached QEMU does not run ({e:#}); provisioning it again")),
             }
         }
         let t = Instant::now();
-        say(format!("{why}; provisioning QEMU 11.1 from Debian trixie-backports into {} ...", prefix.display()));
+        say(format!(
+            "{why}; provisioning QEMU 11.1 from Debian trixie-backports into {} ...",
+            prefix.display()
+        ));
         self.cache.clear("qemu")?;
         let debs = self.apt()?.download_closure("qemu-system-x86", "trixie-backports")?;
-        say(format!("  downloaded {} packages; unpacking (nothing is installed on the host) ...", debs.len()));
+        say(format!(
+            "  downloaded {} packages; unpacking (nothing is installed on the host) ...",
+            debs.len()
+        ));
         for deb in &debs {
             extract_deb(deb, &prefix)?;
         }
@@ -101,7 +117,11 @@ impl<'a> Provisioner<'a> {
         match Qemu::in_prefix(&prefix).probe()? {
             Probe::Usable(q) => {
                 self.cache.mark_ready("qemu", &format!("QEMU {}\n", q.version))?;
-                say(format!("  QEMU {} ready, vfio-user-pci present ({:.1} s)", q.version, t.elapsed().as_secs_f64()));
+                say(format!(
+                    "  QEMU {} ready, vfio-user-pci present ({:.1} s)",
+                    q.version,
+                    t.elapsed().as_secs_f64()
+                ));
                 Ok(q)
             }
             other => bail!(
@@ -131,7 +151,10 @@ impl<'a> Provisioner<'a> {
             .filter(|n| n.ends_with("-amd64-unsigned") && !n.contains("-rt-") && !n.contains("-cloud-"))
             .max_by_key(|n| Version::parse_prefix(&n["linux-image-".len()..]))
             .with_context(|| format!("no {prefix}*-amd64-unsigned package in Debian trixie's lists"))?;
-        say(format!("provisioning the guest kernel: {package} (~110 MB) into {} ...", root.display()));
+        say(format!(
+            "provisioning the guest kernel: {package} (~110 MB) into {} ...",
+            root.display()
+        ));
         cache.clear("kernel")?;
         let dl = cache.dir("kernel").join("download");
         let debs = apt.download(&[&package], &dl)?;
@@ -139,7 +162,10 @@ impl<'a> Provisioner<'a> {
             extract_deb(deb, &root)?;
         }
         std::fs::remove_dir_all(&dl)?;
-        let release = package.trim_start_matches("linux-image-").trim_end_matches("-unsigned").to_owned();
+        let release = package
+            .trim_start_matches("linux-image-")
+            .trim_end_matches("-unsigned")
+            .to_owned();
         let k = kernel_in(&root, &release)?;
         cache.mark_ready("kernel", &release)?;
         say(format!("  kernel {release} ready ({:.1} s)", t.elapsed().as_secs_f64()));
@@ -153,7 +179,10 @@ impl<'a> Provisioner<'a> {
             return Ok(bin);
         }
         let t = Instant::now();
-        say(format!("provisioning busybox-static into {} ...", self.cache.dir("busybox").display()));
+        say(format!(
+            "provisioning busybox-static into {} ...",
+            self.cache.dir("busybox").display()
+        ));
         self.cache.clear("busybox")?;
         let dl = self.cache.dir("busybox").join("download");
         let debs = self.apt()?.download(&["busybox-static"], &dl)?;
@@ -190,7 +219,10 @@ pub fn check_static_elf(path: &Path) -> Result<()> {
         bail!("{} is not an ELF executable", path.display());
     }
     if elf_has_interp(&bytes) {
-        bail!("{} is dynamically linked; the guest initramfs has no libc and needs a static binary", path.display());
+        bail!(
+            "{} is dynamically linked; the guest initramfs has no libc and needs a static binary",
+            path.display()
+        );
     }
     Ok(())
 }
@@ -198,7 +230,9 @@ pub fn check_static_elf(path: &Path) -> Result<()> {
 /// Whether an ELF64 file has a PT_INTERP program header (i.e. is dynamically linked).
 pub fn elf_has_interp(elf: &[u8]) -> bool {
     let rd = |off: usize, n: usize| elf.get(off..off.saturating_add(n));
-    let (Some(phoff), Some(phentsize), Some(phnum)) = (rd(0x20, 8), rd(0x36, 2), rd(0x38, 2)) else { return false };
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (rd(0x20, 8), rd(0x36, 2), rd(0x38, 2)) else {
+        return false;
+    };
     let phoff = u64::from_le_bytes(phoff.try_into().unwrap_or_default()) as usize;
     let phentsize = u16::from_le_bytes(phentsize.try_into().unwrap_or_default()) as usize;
     let phnum = u16::from_le_bytes(phnum.try_into().unwrap_or_default()) as usize;

@@ -89,16 +89,27 @@ impl Qemu {
     /// Runs `-version` and `-device help` and says whether this QEMU can attach vfio-user endpoints.
     pub fn probe(mut self) -> Result<Probe> {
         let out = self.capture(&["-version"])?;
-        let version = parse_qemu_version(&out)
-            .with_context(|| format!("{}: could not read a version from `-version` output: {:?}", self.origin, out.trim()))?;
+        let version = parse_qemu_version(&out).with_context(|| {
+            format!(
+                "{}: could not read a version from `-version` output: {:?}",
+                self.origin,
+                out.trim()
+            )
+        })?;
         self.version = version;
         if version < QEMU_MIN {
-            return Ok(Probe::TooOld { origin: self.origin, version });
+            return Ok(Probe::TooOld {
+                origin: self.origin,
+                version,
+            });
         }
         // `-device help` needs a machine that does not try to open a display.
         let help = self.capture(&["-machine", "none", "-device", "help"])?;
         if !device_help_lists(&help, "vfio-user-pci") {
-            return Ok(Probe::NoVfioUser { origin: self.origin, version });
+            return Ok(Probe::NoVfioUser {
+                origin: self.origin,
+                version,
+            });
         }
         Ok(Probe::Usable(self))
     }
@@ -131,7 +142,10 @@ impl Probe {
         match self {
             Probe::Usable(q) => format!("QEMU {} at {} is usable", q.version, q.origin),
             Probe::TooOld { origin, version } => {
-                format!("QEMU {version} found at {origin}; vfio-user-pci needs >= {}.{}", QEMU_MIN.major, QEMU_MIN.minor)
+                format!(
+                    "QEMU {version} found at {origin}; vfio-user-pci needs >= {}.{}",
+                    QEMU_MIN.major, QEMU_MIN.minor
+                )
             }
             Probe::NoVfioUser { origin, version } => {
                 format!("QEMU {version} found at {origin}, but its `-device help` does not list vfio-user-pci")

@@ -7,6 +7,7 @@
 //! - every other line is one QEMU option: the option, whitespace, then its value (which may
 //!   contain spaces), or a lone option such as `-nodefaults`;
 //! - `@SOCKET_DIR@` and `@RUN_DIR@` are replaced with the run's paths.
+//!
 //! The harness adds the kernel, initrd, command line, console and accelerator itself.
 
 use std::path::{Path, PathBuf};
@@ -19,7 +20,11 @@ pub enum RecipeError {
     #[error("recipe {file}: {what}")]
     Whole { file: String, what: String },
     #[error("no recipe named {name:?} in {dir} (available: {available})")]
-    NotFound { name: String, dir: String, available: String },
+    NotFound {
+        name: String,
+        dir: String,
+        available: String,
+    },
     #[error("reading recipe {file}: {source}")]
     Io { file: String, source: std::io::Error },
 }
@@ -53,19 +58,43 @@ pub struct Recipe {
 }
 
 /// Options the harness sets itself; a recipe that sets them would fight it.
-const HARNESS_OWNED: &[&str] = &["-kernel", "-initrd", "-append", "-serial", "-nographic", "-display", "-accel", "-enable-kvm", "-monitor", "-mon", "-no-reboot", "-daemonize"];
+const HARNESS_OWNED: &[&str] = &[
+    "-kernel",
+    "-initrd",
+    "-append",
+    "-serial",
+    "-nographic",
+    "-display",
+    "-accel",
+    "-enable-kvm",
+    "-monitor",
+    "-mon",
+    "-no-reboot",
+    "-daemonize",
+];
 const PLACEHOLDERS: &[&str] = &["@SOCKET_DIR@", "@RUN_DIR@"];
 pub const MAX_ENDPOINTS: usize = 32;
 
 impl Recipe {
     /// Loads `name` (a recipe name in `dir`) or a path to an `.args` file.
     pub fn load(name: &str, dir: &Path) -> Result<Recipe, RecipeError> {
-        let file = if name.contains('/') || name.ends_with(".args") { PathBuf::from(name) } else { dir.join(format!("{name}.args")) };
+        let file = if name.contains('/') || name.ends_with(".args") {
+            PathBuf::from(name)
+        } else {
+            dir.join(format!("{name}.args"))
+        };
         let text = std::fs::read_to_string(&file).map_err(|source| {
             if source.kind() == std::io::ErrorKind::NotFound && !name.contains('/') {
-                RecipeError::NotFound { name: name.into(), dir: dir.display().to_string(), available: list(dir).join(", ") }
+                RecipeError::NotFound {
+                    name: name.into(),
+                    dir: dir.display().to_string(),
+                    available: list(dir).join(", "),
+                }
             } else {
-                RecipeError::Io { file: file.display().to_string(), source }
+                RecipeError::Io {
+                    file: file.display().to_string(),
+                    source,
+                }
             }
         })?;
         let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or(name).to_owned();
@@ -74,8 +103,13 @@ impl Recipe {
 
     pub fn parse(name: &str, file: &Path, text: &str) -> Result<Recipe, RecipeError> {
         let fname = file.display().to_string();
-        let err = |line: usize, what: String| RecipeError::Line { file: fname.clone(), line, what };
-        let (mut endpoints, mut topology, mut memory, mut bar2_size, mut description) = (None, None, None, None, String::new());
+        let err = |line: usize, what: String| RecipeError::Line {
+            file: fname.clone(),
+            line,
+            what,
+        };
+        let (mut endpoints, mut topology, mut memory, mut bar2_size, mut description) =
+            (None, None, None, None, String::new());
         let mut opts = Vec::new();
         for (i, raw) in text.lines().enumerate() {
             let n = i + 1;
@@ -87,10 +121,14 @@ impl Recipe {
                     continue;
                 }
                 for kv in header.split_whitespace() {
-                    let (k, v) = kv.split_once('=').ok_or_else(|| err(n, format!("header item {kv:?} is not key=value")))?;
+                    let (k, v) = kv
+                        .split_once('=')
+                        .ok_or_else(|| err(n, format!("header item {kv:?} is not key=value")))?;
                     match k {
                         "endpoints" => {
-                            let e: usize = v.parse().map_err(|_| err(n, format!("endpoints={v:?} is not a number")))?;
+                            let e: usize = v
+                                .parse()
+                                .map_err(|_| err(n, format!("endpoints={v:?} is not a number")))?;
                             if e == 0 || e > MAX_ENDPOINTS {
                                 return Err(err(n, format!("endpoints={e} is outside 1..={MAX_ENDPOINTS}")));
                             }
@@ -98,7 +136,10 @@ impl Recipe {
                         }
                         "topology" => {
                             let t: Result<Vec<u32>, _> = v.split(',').map(str::parse::<u32>).collect();
-                            topology = Some(t.map_err(|_| err(n, format!("topology={v:?} must be switch numbers like 0,0,1,1")))?);
+                            topology =
+                                Some(t.map_err(|_| {
+                                    err(n, format!("topology={v:?} must be switch numbers like 0,0,1,1"))
+                                })?);
                         }
                         "memory" => {
                             memory = Some(match v {
@@ -107,8 +148,18 @@ impl Recipe {
                                 _ => return Err(err(n, format!("memory={v:?} must be memfd or anon"))),
                             })
                         }
-                        "bar2-size" => bar2_size = Some(v.parse().map_err(|_| err(n, format!("bar2-size={v:?} is not a byte count")))?),
-                        _ => return Err(err(n, format!("unknown header key {k:?} (known: endpoints, topology, memory, bar2-size, description)"))),
+                        "bar2-size" => {
+                            bar2_size = Some(
+                                v.parse()
+                                    .map_err(|_| err(n, format!("bar2-size={v:?} is not a byte count")))?,
+                            )
+                        }
+                        _ => return Err(err(
+                            n,
+                            format!(
+                                "unknown header key {k:?} (known: endpoints, topology, memory, bar2-size, description)"
+                            ),
+                        )),
                     }
                 }
                 continue;
@@ -121,7 +172,10 @@ impl Recipe {
                 None => (line, None),
             };
             if !flag.starts_with('-') || flag.len() < 2 {
-                return Err(err(n, format!("{flag:?} is not a QEMU option (lines are `-option value`)")));
+                return Err(err(
+                    n,
+                    format!("{flag:?} is not a QEMU option (lines are `-option value`)"),
+                ));
             }
             if HARNESS_OWNED.contains(&flag) {
                 return Err(err(n, format!("{flag} is set by phyr-harness (kernel, console and accelerator come from its command line); remove this line")));
@@ -129,16 +183,35 @@ impl Recipe {
             if let Some(v) = &value {
                 check_placeholders(v).map_err(|what| err(n, what))?;
             }
-            opts.push(Opt { line: n, flag: flag.to_owned(), value });
+            opts.push(Opt {
+                line: n,
+                flag: flag.to_owned(),
+                value,
+            });
         }
-        let whole = |what: String| RecipeError::Whole { file: fname.clone(), what };
+        let whole = |what: String| RecipeError::Whole {
+            file: fname.clone(),
+            what,
+        };
         let endpoints = endpoints.ok_or_else(|| whole("missing `# phyr: endpoints=N` header".into()))?;
         let topology = topology.unwrap_or_else(|| vec![0; endpoints]);
         if topology.len() != endpoints {
-            return Err(whole(format!("topology has {} entries but endpoints={endpoints}", topology.len())));
+            return Err(whole(format!(
+                "topology has {} entries but endpoints={endpoints}",
+                topology.len()
+            )));
         }
         let memory = memory.ok_or_else(|| whole("missing `memory=memfd|anon` in the `# phyr:` header".into()))?;
-        let r = Recipe { name: name.to_owned(), file: file.to_path_buf(), description, endpoints, topology, memory, bar2_size, opts };
+        let r = Recipe {
+            name: name.to_owned(),
+            file: file.to_path_buf(),
+            description,
+            endpoints,
+            topology,
+            memory,
+            bar2_size,
+            opts,
+        };
         r.check_endpoints().map_err(whole)?;
         Ok(r)
     }
@@ -152,20 +225,37 @@ impl Recipe {
             while let Some(pos) = rest.find("@SOCKET_DIR@/ep") {
                 rest = &rest[pos + "@SOCKET_DIR@/ep".len()..];
                 let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-                let idx: usize = digits.parse().map_err(|_| format!("line {}: socket name after @SOCKET_DIR@/ep is not epN.sock", o.line))?;
+                let idx: usize = digits
+                    .parse()
+                    .map_err(|_| format!("line {}: socket name after @SOCKET_DIR@/ep is not epN.sock", o.line))?;
                 if !rest[digits.len()..].starts_with(".sock") {
-                    return Err(format!("line {}: socket name after @SOCKET_DIR@/ep is not epN.sock", o.line));
+                    return Err(format!(
+                        "line {}: socket name after @SOCKET_DIR@/ep is not epN.sock",
+                        o.line
+                    ));
                 }
                 if idx >= self.endpoints {
-                    return Err(format!("line {}: ep{idx}.sock but the header says endpoints={}", o.line, self.endpoints));
+                    return Err(format!(
+                        "line {}: ep{idx}.sock but the header says endpoints={}",
+                        o.line, self.endpoints
+                    ));
                 }
                 seen[idx] += 1;
             }
         }
         if let Some(i) = seen.iter().position(|&c| c != 1) {
-            return Err(format!("endpoint ep{i}.sock is attached {} times (want exactly once)", seen[i]));
+            return Err(format!(
+                "endpoint ep{i}.sock is attached {} times (want exactly once)",
+                seen[i]
+            ));
         }
-        if self.memory == Memory::Memfd && !self.opts.iter().any(|o| o.value.as_deref().is_some_and(|v| v.contains("memory-backend-memfd") && v.contains("share=on"))) {
+        if self.memory == Memory::Memfd
+            && !self.opts.iter().any(|o| {
+                o.value
+                    .as_deref()
+                    .is_some_and(|v| v.contains("memory-backend-memfd") && v.contains("share=on"))
+            })
+        {
             return Err("memory=memfd but no `-object memory-backend-memfd,...,share=on` line".into());
         }
         Ok(())
@@ -179,9 +269,15 @@ impl Recipe {
         for o in &self.opts {
             out.push(o.flag.clone());
             let Some(v) = &o.value else { continue };
-            let v = v.replace("@SOCKET_DIR@", &socket_dir.display().to_string()).replace("@RUN_DIR@", &run_dir.display().to_string());
+            let v = v
+                .replace("@SOCKET_DIR@", &socket_dir.display().to_string())
+                .replace("@RUN_DIR@", &run_dir.display().to_string());
             if edu_instead && o.flag == "-device" && v.contains("vfio-user-pci") {
-                out.push(edu_for(&v).map_err(|what| RecipeError::Line { file: self.file.display().to_string(), line: o.line, what })?);
+                out.push(edu_for(&v).map_err(|what| RecipeError::Line {
+                    file: self.file.display().to_string(),
+                    line: o.line,
+                    what,
+                })?);
             } else {
                 out.push(v);
             }
@@ -199,7 +295,10 @@ fn check_placeholders(v: &str) -> Result<(), String> {
         let inner = &after[..end];
         if !inner.is_empty() && inner.chars().all(|c| c.is_ascii_uppercase() || c == '_') {
             if !PLACEHOLDERS.contains(&candidate) {
-                return Err(format!("unknown placeholder {candidate} (known: {})", PLACEHOLDERS.join(", ")));
+                return Err(format!(
+                    "unknown placeholder {candidate} (known: {})",
+                    PLACEHOLDERS.join(", ")
+                ));
             }
             rest = &after[end + 1..];
         } else {
@@ -211,7 +310,8 @@ fn check_placeholders(v: &str) -> Result<(), String> {
 
 /// `{"driver":"vfio-user-pci",...,"bus":"ds0","addr":"0"}` -> `{"driver":"edu","bus":"ds0","addr":"0"}`.
 fn edu_for(json: &str) -> Result<String, String> {
-    let v: serde_json::Value = serde_json::from_str(json).map_err(|e| format!("vfio-user-pci device is not valid JSON: {e}"))?;
+    let v: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| format!("vfio-user-pci device is not valid JSON: {e}"))?;
     let mut edu = serde_json::Map::new();
     edu.insert("driver".into(), "edu".into());
     for key in ["bus", "addr", "id"] {
@@ -225,7 +325,10 @@ fn edu_for(json: &str) -> Result<String, String> {
 /// Recipe names in `dir`.
 pub fn list(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map(|rd| rd.filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".args").map(str::to_owned)).collect())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".args").map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default();
     v.sort();
     v
@@ -252,17 +355,30 @@ mod tests {
     #[test]
     fn parses_header_and_options() {
         let r = parse(GOOD).unwrap();
-        assert_eq!((r.endpoints, r.topology.clone(), r.memory), (2, vec![0, 0], Memory::Memfd));
+        assert_eq!(
+            (r.endpoints, r.topology.clone(), r.memory),
+            (2, vec![0, 0], Memory::Memfd)
+        );
         assert_eq!(r.description, "two endpoints behind one switch");
         assert_eq!(r.opts.len(), 5);
-        assert_eq!(r.opts[2], Opt { line: 6, flag: "-nodefaults".into(), value: None });
+        assert_eq!(
+            r.opts[2],
+            Opt {
+                line: 6,
+                flag: "-nodefaults".into(),
+                value: None
+            }
+        );
         let args = r.args(Path::new("/r/sock"), Path::new("/r"), false).unwrap();
         assert!(args[6].contains(r#""path":"/r/sock/ep0.sock""#));
     }
 
     #[test]
     fn edu_replaces_endpoints_on_the_same_bus() {
-        let args = parse(GOOD).unwrap().args(Path::new("/s"), Path::new("/r"), true).unwrap();
+        let args = parse(GOOD)
+            .unwrap()
+            .args(Path::new("/s"), Path::new("/r"), true)
+            .unwrap();
         assert_eq!(args[6], r#"{"bus":"ds0","driver":"edu"}"#);
         assert_eq!(args[8], r#"{"addr":"0","bus":"ds1","driver":"edu"}"#);
     }
@@ -276,7 +392,8 @@ mod tests {
         assert!(err_of(&GOOD.replace("-nodefaults", "-kernel /x")).contains("t.args:6: -kernel is set by phyr-harness"));
         assert!(err_of(&GOOD.replace("-nodefaults", "nodefaults")).contains("t.args:6"));
         assert!(err_of(&GOOD.replace("endpoints=2", "endpoints=3")).contains("topology has 2 entries"));
-        assert!(err_of(&GOOD.replace("endpoints=2 topology=0,0", "endpoints=1")).contains("ep1.sock but the header says endpoints=1"));
+        assert!(err_of(&GOOD.replace("endpoints=2 topology=0,0", "endpoints=1"))
+            .contains("ep1.sock but the header says endpoints=1"));
         assert!(err_of(&GOOD.replace("ep1.sock", "ep0.sock")).contains("ep0.sock is attached 2 times"));
         assert!(err_of(&GOOD.replace("@SOCKET_DIR@/ep1", "@SOCKETS@/ep1")).contains("unknown placeholder @SOCKETS@"));
         assert!(err_of(&GOOD.replace("memory=memfd", "memory=huge")).contains("memfd or anon"));

@@ -42,7 +42,8 @@ impl RunDir {
             None => self.path.clone(),
         };
         for sub in ["trace", "results", "sock"] {
-            std::fs::create_dir_all(path.join(sub)).with_context(|| format!("creating {}", path.join(sub).display()))?;
+            std::fs::create_dir_all(path.join(sub))
+                .with_context(|| format!("creating {}", path.join(sub).display()))?;
         }
         Ok(RunDir { path })
     }
@@ -75,7 +76,12 @@ pub fn utc_stamp(t: SystemTime) -> String {
     let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, d) = civil_from_days(days as i64);
-    format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Howard Hinnant's algorithm).
@@ -99,8 +105,14 @@ mod tests {
     #[test]
     fn stamps_are_utc_calendar_dates() {
         assert_eq!(utc_stamp(UNIX_EPOCH), "19700101T000000Z");
-        assert_eq!(utc_stamp(UNIX_EPOCH + Duration::from_secs(951_782_400)), "20000229T000000Z");
-        assert_eq!(utc_stamp(UNIX_EPOCH + Duration::from_secs(1_795_471_323)), "20261123T220203Z");
+        assert_eq!(
+            utc_stamp(UNIX_EPOCH + Duration::from_secs(951_782_400)),
+            "20000229T000000Z"
+        );
+        assert_eq!(
+            utc_stamp(UNIX_EPOCH + Duration::from_secs(1_795_471_323)),
+            "20261123T220203Z"
+        );
     }
 
     #[test]
@@ -124,7 +136,10 @@ mod tests {
         let b = RunDir::create(&root).unwrap().session(None).unwrap();
         assert_ne!(a.path, b.path);
         assert!(b.socket_dir().is_dir() && b.file("trace").is_dir());
-        assert_eq!(std::fs::read_link(root.join("latest")).unwrap(), PathBuf::from(b.path.file_name().unwrap()));
+        assert_eq!(
+            std::fs::read_link(root.join("latest")).unwrap(),
+            PathBuf::from(b.path.file_name().unwrap())
+        );
         std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -138,7 +138,11 @@ pub fn run(l: Launch<'_>) -> Result<Outcome> {
     }
     cleanup_sockets(l.run);
     let ready_after = *ready_at.lock().unwrap_or_else(|e| e.into_inner());
-    Ok(Outcome { ending, elapsed: start.elapsed(), ready_after })
+    Ok(Outcome {
+        ending,
+        elapsed: start.elapsed(),
+        ready_after,
+    })
 }
 
 fn describe(st: ExitStatus) -> String {
@@ -159,16 +163,25 @@ fn start_device(d: &DeviceLaunch, run: &RunDir) -> Result<Child> {
     }
     let log = std::fs::File::create(run.file("device.log"))?;
     let mut cmd = Command::new(&d.binary);
-    cmd.args(&d.args).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+    cmd.args(&d.args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
     sys::child_dies_with_parent(&mut cmd, true);
-    std::fs::write(run.file("device.cmdline"), shell_line(&d.binary.display().to_string(), &d.args))?;
+    std::fs::write(
+        run.file("device.cmdline"),
+        shell_line(&d.binary.display().to_string(), &d.args),
+    )?;
     cmd.spawn().with_context(|| format!("starting {}", d.binary.display()))
 }
 
 fn wait_for_sockets(child: &mut Child, sockets: &[PathBuf], run: &RunDir) -> Result<()> {
     let t = Instant::now();
     loop {
-        if sockets.iter().all(|s| std::fs::metadata(s).is_ok_and(|m| m.file_type().is_socket())) {
+        if sockets
+            .iter()
+            .all(|s| std::fs::metadata(s).is_ok_and(|m| m.file_type().is_socket()))
+        {
             return Ok(());
         }
         if let Some(st) = child.try_wait()? {
@@ -183,7 +196,11 @@ fn wait_for_sockets(child: &mut Child, sockets: &[PathBuf], run: &RunDir) -> Res
             bail!("interrupted while waiting for phyr-device's sockets");
         }
         if t.elapsed() > SOCKET_WAIT {
-            let missing: Vec<String> = sockets.iter().filter(|s| !s.exists()).map(|s| s.display().to_string()).collect();
+            let missing: Vec<String> = sockets
+                .iter()
+                .filter(|s| !s.exists())
+                .map(|s| s.display().to_string())
+                .collect();
             bail!(
                 "phyr-device did not create {} within {} s; see {}",
                 missing.join(", "),
@@ -243,7 +260,10 @@ fn stop_group(child: &mut Child, what: &str, grace: Duration) {
     if matches!(child.try_wait(), Ok(None)) {
         sys::kill_group(pgid, libc::SIGTERM);
         if !wait_exit(child, grace) {
-            say(format!("{what} did not stop within {} s of SIGTERM; killing it", grace.as_secs()));
+            say(format!(
+                "{what} did not stop within {} s of SIGTERM; killing it",
+                grace.as_secs()
+            ));
             sys::kill_group(pgid, libc::SIGKILL);
             let _ = child.wait();
         }

@@ -59,7 +59,9 @@ pub fn kill_group(pgid: u32, sig: libc::c_int) {
 
 /// Whether a process group still has members.
 pub fn group_alive(pgid: u32) -> bool {
-    let Ok(pgid) = libc::pid_t::try_from(pgid) else { return false };
+    let Ok(pgid) = libc::pid_t::try_from(pgid) else {
+        return false;
+    };
     if pgid <= 1 {
         return false;
     }

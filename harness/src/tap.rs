@@ -40,7 +40,8 @@ impl SuiteReport {
 
     /// Planned tests that were never reported (the suite stopped early).
     pub fn missing(&self) -> usize {
-        self.planned.map_or(0, |p| (p as usize).saturating_sub(self.tests.len()))
+        self.planned
+            .map_or(0, |p| (p as usize).saturating_sub(self.tests.len()))
     }
 
     /// A problem with the run as a whole that is not already counted as missing tests.
@@ -48,12 +49,18 @@ impl SuiteReport {
         if self.missing() > 0 {
             return None;
         }
-        self.problems.iter().find(|p| !p.starts_with("planned")).map(String::as_str)
+        self.problems
+            .iter()
+            .find(|p| !p.starts_with("planned"))
+            .map(String::as_str)
     }
 
     /// The first problem, to explain missing tests.
     pub fn why_missing(&self) -> &str {
-        self.problems.iter().find(|p| !p.starts_with("planned")).map_or("the suite stopped early", String::as_str)
+        self.problems
+            .iter()
+            .find(|p| !p.starts_with("planned"))
+            .map_or("the suite stopped early", String::as_str)
     }
 
     /// Failed tests, plus missing tests, plus one for a run that failed as a whole.
@@ -96,13 +103,16 @@ pub fn parse(log: &str) -> SuiteReport {
         }
     }
     if !r.began {
-        r.problems.push("the guest never started the suite (no begin marker in the console log)".into());
+        r.problems
+            .push("the guest never started the suite (no begin marker in the console log)".into());
     } else if r.exit_status.is_none() {
-        r.problems.push("the suite did not finish (no end marker: guest crash, hang or timeout)".into());
+        r.problems
+            .push("the suite did not finish (no end marker: guest crash, hang or timeout)".into());
     }
     if let Some(p) = r.planned {
         if r.tests.len() as u32 != p {
-            r.problems.push(format!("planned {p} tests, {} reported", r.tests.len()));
+            r.problems
+                .push(format!("planned {p} tests, {} reported", r.tests.len()));
         }
     }
     if r.began && r.tests.is_empty() && r.planned.is_none() {
@@ -110,7 +120,9 @@ pub fn parse(log: &str) -> SuiteReport {
     }
     if let Some(code) = r.exit_status {
         if code != 0 && r.tests.iter().all(|t| t.ok) {
-            r.problems.push(format!("`phyr suite` exited with status {code} although every reported test passed"));
+            r.problems.push(format!(
+                "`phyr suite` exited with status {code} although every reported test passed"
+            ));
         }
     }
     r
@@ -140,7 +152,14 @@ fn parse_result(l: &str) -> Option<TestResult> {
     let skipped = upper.starts_with("SKIP");
     // A TODO test that fails is not a failure in TAP.
     let ok = ok || upper.starts_with("TODO");
-    Some(TestResult { number, name: name.to_owned(), ok, skipped, directive: directive.to_owned(), diagnostics: vec![] })
+    Some(TestResult {
+        number,
+        name: name.to_owned(),
+        ok,
+        skipped,
+        directive: directive.to_owned(),
+        diagnostics: vec![],
+    })
 }
 
 #[cfg(test)]
@@ -197,7 +216,16 @@ phyr-init: powering off\r\n";
 
     #[test]
     fn hostile_lines_do_not_panic() {
-        for l in ["ok", "ok x", "not ok 99999999999999999999 big", "okay 1", "ok 1 #", "1..", "1..x", "=== phyr suite end: exit  ==="] {
+        for l in [
+            "ok",
+            "ok x",
+            "not ok 99999999999999999999 big",
+            "okay 1",
+            "ok 1 #",
+            "1..",
+            "1..x",
+            "=== phyr suite end: exit  ===",
+        ] {
             let _ = parse(&format!("{BEGIN}\n{l}\n"));
         }
         assert!(parse_result("okay 1").is_none());

@@ -34,7 +34,11 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
 pub fn run(cache: &Cache, a: TestArgs) -> Result<i32> {
     let dir = crate::recipes_dir(&a.guest);
-    let recipes: Vec<Recipe> = a.recipes.iter().map(|r| Recipe::load(r, &dir)).collect::<Result<_, _>>()?;
+    let recipes: Vec<Recipe> = a
+        .recipes
+        .iter()
+        .map(|r| Recipe::load(r, &dir))
+        .collect::<Result<_, _>>()?;
     let top = RunDir::create(&a.guest.runs_dir)?;
     for r in &recipes {
         crate::rundir::check_socket_paths(&top.path.join(&r.name).join("sock"), r.endpoints)?;
@@ -48,7 +52,12 @@ pub fn run(cache: &Cache, a: TestArgs) -> Result<i32> {
     let mut suites = Vec::new();
     for r in &recipes {
         let run = top.session(Some(&r.name))?;
-        say(format!("suite under recipe {} ({}) in {}", r.name, r.description, run.path.display()));
+        say(format!(
+            "suite under recipe {} ({}) in {}",
+            r.name,
+            r.description,
+            run.path.display()
+        ));
         let t = Instant::now();
         let opts = BootOptions {
             recipe: r,
@@ -64,7 +73,11 @@ pub fn run(cache: &Cache, a: TestArgs) -> Result<i32> {
         match &outcome {
             Ok(o) => {
                 if crate::report_ending(&run, o) != 0 && report.run_failure().is_none() && report.missing() == 0 {
-                    report.problems.push(format!("the session ended badly: {:?}; see {}", o.ending, run.path.display()));
+                    report.problems.push(format!(
+                        "the session ended badly: {:?}; see {}",
+                        o.ending,
+                        run.path.display()
+                    ));
                 }
             }
             Err(e) => {
@@ -75,7 +88,12 @@ pub fn run(cache: &Cache, a: TestArgs) -> Result<i32> {
         std::fs::write(results.join(format!("{}.tap", r.name)), report.tap.join("\n") + "\n")?;
         std::fs::write(run.file("results/suite.tap"), report.tap.join("\n") + "\n")?;
         suites.push(junit::suite_xml(&r.name, &report, t.elapsed().as_secs_f64()));
-        say(format!("recipe {}: {} passed, {} failed", r.name, report.passed(), report.failed()));
+        say(format!(
+            "recipe {}: {} passed, {} failed",
+            r.name,
+            report.passed(),
+            report.failed()
+        ));
         for p in &report.problems {
             say(format!("  problem: {p}"));
         }

@@ -76,7 +76,10 @@ mod tests {
         assert_eq!(parse_qemu_version("QEMU emulator version "), None);
         assert_eq!(parse_qemu_version("QEMU emulator version x.y"), None);
         assert_eq!(parse_qemu_version("QEMU emulator version 99999999999999.1"), None);
-        assert_eq!(Version::parse_prefix("6.12.117+deb13-amd64"), Some(Version::new(6, 12, 117)));
+        assert_eq!(
+            Version::parse_prefix("6.12.117+deb13-amd64"),
+            Some(Version::new(6, 12, 117))
+        );
     }
 
     #[test]

@@ -24,17 +24,30 @@ fn stderr_of(o: &Output) -> String {
 #[test]
 fn unknown_recipe_lists_the_available_ones() {
     let cache = tmp("cache1");
-    let o = harness().args(["run", "--recipe", "nope", "--cache-dir"]).arg(&cache).output().unwrap();
+    let o = harness()
+        .args(["run", "--recipe", "nope", "--cache-dir"])
+        .arg(&cache)
+        .output()
+        .unwrap();
     assert!(!o.status.success());
     let e = stderr_of(&o);
-    assert!(e.contains("no recipe named \"nope\"") && e.contains("default") && e.contains("anon-ram"), "{e}");
+    assert!(
+        e.contains("no recipe named \"nope\"") && e.contains("default") && e.contains("anon-ram"),
+        "{e}"
+    );
 }
 
 #[test]
 fn long_socket_path_is_refused_before_anything_starts() {
     let cache = tmp("cache2");
     let runs = tmp(&"r".repeat(90));
-    let o = harness().args(["run", "--cache-dir"]).arg(&cache).arg("--runs-dir").arg(&runs).output().unwrap();
+    let o = harness()
+        .args(["run", "--cache-dir"])
+        .arg(&cache)
+        .arg("--runs-dir")
+        .arg(&runs)
+        .output()
+        .unwrap();
     assert!(!o.status.success());
     let e = stderr_of(&o);
     assert!(e.contains("at most 107 bytes"), "{e}");
@@ -43,7 +56,10 @@ fn long_socket_path_is_refused_before_anything_starts() {
 
 #[test]
 fn unwritable_cache_says_so() {
-    let o = harness().args(["provision", "--cache-dir", "/proc/phyr-cache"]).output().unwrap();
+    let o = harness()
+        .args(["provision", "--cache-dir", "/proc/phyr-cache"])
+        .output()
+        .unwrap();
     assert!(!o.status.success());
     assert!(stderr_of(&o).contains("is not writable"), "{}", stderr_of(&o));
 }
@@ -53,11 +69,20 @@ fn kernel_that_is_not_a_bzimage_is_refused() {
     let cache = tmp("cache3");
     let fake = cache.join("bzImage");
     std::fs::write(&fake, b"not a kernel").unwrap();
-    let o = harness().args(["run", "--no-device", "--qemu", "/bin/true", "--cache-dir"]).arg(&cache).arg("--kernel").arg(&fake).output().unwrap();
+    let o = harness()
+        .args(["run", "--no-device", "--qemu", "/bin/true", "--cache-dir"])
+        .arg(&cache)
+        .arg("--kernel")
+        .arg(&fake)
+        .output()
+        .unwrap();
     assert!(!o.status.success());
     let e = stderr_of(&o);
     // Either the bogus QEMU or the bogus kernel is refused, each with its own message.
-    assert!(e.contains("not an x86 bzImage") || e.contains("could not read a version"), "{e}");
+    assert!(
+        e.contains("not an x86 bzImage") || e.contains("could not read a version"),
+        "{e}"
+    );
 }
 
 /// Boots Debian's kernel under QEMU with QEMU's edu devices in place of the endpoints and
@@ -67,7 +92,14 @@ fn kernel_that_is_not_a_bzimage_is_refused() {
 fn real_boot_binds_two_devices_to_vfio_pci() {
     let runs = tmp("boot-runs");
     let o = harness()
-        .args(["run", "--no-device", "--timeout", "300", "--guest-cmd", "echo guest-says-$((6*7)); ls /dev/vfio"])
+        .args([
+            "run",
+            "--no-device",
+            "--timeout",
+            "300",
+            "--guest-cmd",
+            "echo guest-says-$((6*7)); ls /dev/vfio",
+        ])
         .arg("--runs-dir")
         .arg(&runs)
         .output()
