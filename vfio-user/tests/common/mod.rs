@@ -47,11 +47,15 @@ impl TestDevice {
     pub fn new() -> Arc<TestDevice> {
         let fd = memfd("bar2", BAR2_SIZE).unwrap();
         let bar2 = MmapRegion::map(fd.as_fd(), 0, BAR2_SIZE, true, true).unwrap();
+        let mut config = vec![0; CONFIG_SIZE as usize];
+        config[0..4].copy_from_slice(&0x7068_1234u32.to_le_bytes()); // vendor 0x1234, device 0x7068
+        config[0x0b] = 0xff; // class: unassigned
+        config[0x18] = 0x0; // BAR2: 32-bit memory
         Arc::new(TestDevice {
             bar0: Mutex::new(vec![0; BAR0_SIZE as usize]),
             bar2_fd: Arc::new(fd),
             bar2,
-            config: Mutex::new(vec![0; CONFIG_SIZE as usize]),
+            config: Mutex::new(config),
             events: Mutex::new(Vec::new()),
             session: Mutex::new(None),
             resets: AtomicUsize::new(0),
