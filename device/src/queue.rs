@@ -196,6 +196,8 @@ pub fn process(run: &mut QueueRun, q: &QueueShared, ctx: &QueueCtx<'_>) -> Progr
             }
         }
     }
+    // Entries are read only after the tail that published them (the driver fenced its side).
+    std::sync::atomic::fence(Acquire);
     let avail = tail.wrapping_sub(run.sq_head) & (cfg.sq_size - 1);
     let cq_free = cq_head.wrapping_sub(run.cq_tail).wrapping_sub(1) & (cfg.cq_size - 1);
     let n = avail.min(cq_free).min(BATCH).min(cfg.sq_size - run.sq_head);

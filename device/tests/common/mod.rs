@@ -23,9 +23,11 @@ pub const BAR0_BUS: u64 = 0xFE00_0000;
 pub const BAR2_BUS: u64 = 0x80_0000_0000;
 
 /// Guest RAM layout (offsets from RAM_IOVA) used by `QueueDrv`.
+/// Queue q's rings: SQ at RING_AREA + q MiB (up to 256 KiB), CQ 256 KiB further (up to
+/// 128 KiB), shadow doorbells in the queue's last page.
 pub const RING_AREA: u64 = 0;
-pub const LIST_AREA: u64 = 0x10_0000;
-pub const DATA_AREA: u64 = 0x20_0000;
+pub const LIST_AREA: u64 = 0x40_0000;
+pub const DATA_AREA: u64 = 0x80_0000;
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
@@ -176,13 +178,14 @@ pub struct QueueDrv {
 impl QueueDrv {
     /// Programs queue `q` of `ep` (rings in the RING_AREA) and enables it and the device.
     pub fn new(ep: &Ep, q: u32, size: u32, ctrl: u32) -> QueueDrv {
-        let base = RAM_IOVA + RING_AREA + u64::from(q) * 0x4_0000;
+        assert!(size <= 4096);
+        let base = RAM_IOVA + RING_AREA + u64::from(q) * 0x10_0000;
         let d = QueueDrv {
             q,
             size,
             sq: base,
-            cq: base + 0x2_0000,
-            shadow: base + 0x3_F000,
+            cq: base + 0x4_0000,
+            shadow: base + 0xF_F000,
             tail: 0,
             cq_head: 0,
             phase: true,
@@ -215,6 +218,8 @@ impl QueueDrv {
     }
 
     pub fn ring(&self, ep: &Ep) {
+        // The entries must be visible before the new tail (a driver's wmb()).
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
         if self.poll {
             ep.put(self.shadow, &self.tail.to_le_bytes());
         } else {

@@ -1,0 +1,251 @@
+//! `cargo bench -p phyr-device`: the DMA engine measured through the real vfio-user server and
+//! client (memfd guest RAM, POLL-mode shadow doorbells so no socket message per command),
+//! printed as tables:
+//! - COPY throughput for 4 KiB .. 64 MiB, IOVA->BAR, BAR->IOVA, IOVA->IOVA, BUS->BUS, as a
+//!   ratio to a single-thread memcpy of the same size measured in the same run;
+//! - small-command rate (NOP and 64-byte COPY) in POLL mode;
+//! - tracing off vs on (CRC on) at 64 KiB;
+//! - device RSS (the real `phyr-device` binary) against its BAR sizes.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::os::fd::AsFd;
+use std::process::{Command as Proc, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use dma_range::regs::*;
+use dma_range::{Command, DmaRange, Opcode, Status};
+use phyr_device::{FleetConfig, TraceSettings};
+use vfio_user::{Client, MmapRegion};
+
+const KIB: u64 = 1024;
+const MIB: u64 = 1 << 20;
+
+/// Offsets inside guest RAM for the bench buffers (RAM is 256 MiB).
+const SRC_OFF: u64 = 16 * MIB;
+const DST_OFF: u64 = 96 * MIB;
+
+fn fmt_size(s: u64) -> String {
+    if s >= MIB { format!("{} MiB", s / MIB) } else { format!("{} KiB", s / KIB) }
+}
+
+/// Iterations so that one measurement moves ~512 MiB (at least 8, at most 20000).
+fn iters(size: u64) -> u64 {
+    ((512 * MIB) / size).clamp(8, 20_000)
+}
+
+/// memcpy of `size` bytes between two regions of the guest RAM memfd, GB/s (best of 3).
+fn memcpy_gbps(ram: &MmapRegion, size: u64) -> f64 {
+    let src = ram.slice(SRC_OFF as usize, size as usize).unwrap();
+    let dst = ram.slice(DST_OFF as usize, size as usize).unwrap();
+    dst.copy_from_mem(&src).unwrap(); // fault the pages in
+    let n = iters(size);
+    let mut best = f64::MAX;
+    for _ in 0..3 {
+        let t = Instant::now();
+        for _ in 0..n {
+            dst.copy_from_mem(&src).unwrap();
+        }
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    (size * n) as f64 / best / 1e9
+}
+
+/// Runs `n` copies of `cmd` with up to `depth` in flight; returns the elapsed time.
+fn run_pipelined(e: &Ep, q: &mut QueueDrv, cmd: &Command, n: u64, depth: u64) -> Duration {
+    let (mut sent, mut done) = (0u64, 0u64);
+    let t = Instant::now();
+    while done < n {
+        let mut pushed = false;
+        while sent < n && sent - done < depth {
+            q.push(e, cmd);
+            sent += 1;
+            pushed = true;
+        }
+        if pushed {
+            q.ring(e);
+        }
+        let mut got = false;
+        while let Some(c) = q.pop(e) {
+            assert_eq!(c.status(), Some(Status::SUCCESS), "{c:?}");
+            done += 1;
+            got = true;
+        }
+        if !got {
+            // Leave the core to the device if the machine is shared.
+            std::thread::yield_now();
+        }
+    }
+    t.elapsed()
+}
+
+/// Device COPY throughput in GB/s for src/dst list heads (best of 3).
+fn device_gbps(e: &Ep, q: &mut QueueDrv, src: DmaRange, dst: DmaRange, size: u64) -> f64 {
+    let cmd = Command::new(Opcode::Copy, 1, src, dst);
+    run_pipelined(e, q, &cmd, 2, 2); // warm up: fault pages in
+    let n = iters(size);
+    let mut best = f64::MAX;
+    for _ in 0..3 {
+        best = best.min(run_pipelined(e, q, &cmd, n, 16).as_secs_f64());
+    }
+    (size * n) as f64 / best / 1e9
+}
+
+fn copy_table() {
+    let cfg = FleetConfig { endpoints: 2, bar2_size: 128 * MIB, ..Default::default() };
+    let r = rig_with(cfg, 256 * MIB);
+    let e = &r.eps[0];
+    let mut q = QueueDrv::new(e, 0, 64, QCTRL_POLL);
+    e.ram.slice(SRC_OFF as usize, 64 * MIB as usize).unwrap().fill(0x5A).unwrap();
+    println!("COPY throughput vs single-thread memcpy (same size, same run; GB/s, ratio)");
+    println!("{:>8} {:>9} | {:>16} {:>16} {:>16} {:>16}", "size", "memcpy", "IOVA->BAR", "BAR->IOVA", "IOVA->IOVA", "BUS->BUS");
+    for size in [4 * KIB, 64 * KIB, MIB, 64 * MIB] {
+        let base = memcpy_gbps(&e.ram, size);
+        let s32 = size as u32;
+        let cases = [
+            (iova(RAM_IOVA + SRC_OFF, s32), bus(bar2_bus(1), s32)),
+            (bus(bar2_bus(1), s32), iova(RAM_IOVA + DST_OFF, s32)),
+            (iova(RAM_IOVA + SRC_OFF, s32), iova(RAM_IOVA + DST_OFF, s32)),
+            (bus(bar2_bus(0), s32), bus(bar2_bus(1) + 64 * MIB, s32)),
+        ];
+        let mut row = format!("{:>8} {:>9.2} |", fmt_size(size), base);
+        for (i, (s, d)) in cases.iter().enumerate() {
+            let sh = e.list(lists(i as u64 * 0x100), &[*s]);
+            let dh = e.list(lists(0x1000 + i as u64 * 0x100), &[*d]);
+            let g = device_gbps(e, &mut q, sh, dh, size);
+            row += &format!(" {:>7.2} ({:>4.2}x)", g, g / base);
+        }
+        println!("{row}");
+    }
+    println!();
+}
+
+fn rate(e: &Ep, q: &mut QueueDrv, cmd: &Command) -> f64 {
+    run_pipelined(e, q, cmd, 10_000, 4000);
+    let n = 2_000_000;
+    let d = run_pipelined(e, q, cmd, n, 4000);
+    n as f64 / d.as_secs_f64()
+}
+
+fn rate_table() {
+    let r = rig_with(FleetConfig { endpoints: 1, bar2_size: 4 * MIB, ..Default::default() }, 64 * MIB);
+    let e = &r.eps[0];
+    let mut q = QueueDrv::new(e, 0, 4096, QCTRL_POLL);
+    let nop = Command::new(Opcode::Nop, 1, DmaRange::default(), DmaRange::default());
+    let src = e.list(lists(0), &[iova(data(0), 64)]);
+    let dst = e.list(lists(0x100), &[iova(data(0x1000), 64)]);
+    let small = Command::new(Opcode::Copy, 2, src, dst);
+    println!("Small-command rate, POLL mode, one queue (device worker on one core, driver on the other)");
+    println!("{:>22} {:>12.2} M cmds/s", "NOP", rate(e, &mut q, &nop) / 1e6);
+    println!("{:>22} {:>12.2} M cmds/s", "COPY 64 B IOVA->IOVA", rate(e, &mut q, &small) / 1e6);
+    println!();
+}
+
+fn trace_table() {
+    let size = 64 * KIB;
+    let mut results = Vec::new();
+    for trace in [false, true] {
+        let dir = tmpdir("bench-trace");
+        let cfg = FleetConfig {
+            endpoints: 1,
+            bar2_size: 4 * MIB,
+            trace: trace.then(|| TraceSettings { dir: dir.clone(), data_crc: true }),
+            ..Default::default()
+        };
+        let r = rig_with(cfg, 256 * MIB);
+        let e = &r.eps[0];
+        let mut q = QueueDrv::new(e, 0, 64, QCTRL_POLL);
+        let sh = e.list(lists(0), &[iova(RAM_IOVA + SRC_OFF, size as u32)]);
+        let dh = e.list(lists(0x100), &[iova(RAM_IOVA + DST_OFF, size as u32)]);
+        results.push(device_gbps(e, &mut q, sh, dh, size));
+        drop(r);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    println!("Tracing cost, COPY 64 KiB IOVA->IOVA (CRC32C of moved data on)");
+    println!("{:>22} {:>8.2} GB/s", "tracing off", results[0]);
+    println!("{:>22} {:>8.2} GB/s  ({:+.1}%)", "tracing on", results[1], (results[1] / results[0] - 1.0) * 100.0);
+    println!();
+}
+
+fn status_kib(pid: u32, key: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn rss_table() {
+    let bin = env!("CARGO_BIN_EXE_phyr-device");
+    println!("Device RSS (phyr-device process, every BAR2 page written by a FILL)");
+    println!("{:>10} {:>10} {:>12} {:>12} {:>12} {:>12} {:>12}", "endpoints", "BAR2 each", "BARs total", "VmRSS", "RssShmem", "RssAnon", "target");
+    for (n, bar) in [(2u16, 64 * MIB), (4, 256 * MIB)] {
+        let dir = tmpdir("bench-rss");
+        let mut child = Proc::new(bin)
+            .args(["--socket-dir", dir.to_str().unwrap(), "--endpoints", &n.to_string(), "--bar2-size", &format!("{}M", bar / MIB)])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn phyr-device");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        assert!(line.contains("ready"), "{line}");
+        let mut clients = Vec::new();
+        for i in 0..n as usize {
+            let client = Client::connect(dir.join(format!("ep{i}.sock"))).unwrap();
+            let ram_fd = vfio_user::memfd("ram", 16 * MIB).unwrap();
+            client.dma_map(RAM_IOVA, 16 * MIB, ram_fd.as_fd(), 0, true, true).unwrap();
+            let ram = MmapRegion::map(ram_fd.as_fd(), 0, 16 * MIB, true, true).unwrap();
+            let e = Ep { index: i, client, ram_fd, ram, ram_size: 16 * MIB };
+            e.program_bars();
+            let mut q = QueueDrv::new(&e, 0, 4, 0);
+            let dst = e.list(lists(0), &[bus(bar2_bus(i), bar as u32)]);
+            let mut fill = Command::new(Opcode::Fill, 1, DmaRange::default(), dst);
+            fill.pattern = 0xA5A5_A5A5_0F0F_0F0F;
+            assert_eq!(q.run(&e, &fill).status(), Some(Status::SUCCESS));
+            clients.push(e);
+        }
+        let pid = child.id();
+        let (rss, shmem, anon) = (status_kib(pid, "VmRSS:"), status_kib(pid, "RssShmem:"), status_kib(pid, "RssAnon:"));
+        let bars = (u64::from(n) * (bar + 16 * KIB)) / KIB;
+        println!(
+            "{:>10} {:>10} {:>9} MiB {:>8} MiB {:>8} MiB {:>8} MiB {:>12}",
+            n,
+            fmt_size(bar),
+            bars / 1024,
+            rss / 1024,
+            shmem / 1024,
+            anon / 1024,
+            if rss <= bars + 32 * 1024 { "met" } else { "MISSED" }
+        );
+        drop(clients);
+        let _ = Proc::new("kill").args(["-TERM", &pid.to_string()]).status();
+        let _ = child.wait();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    println!("(target: VmRSS <= BARs + 32 MiB; guest RAM touched through DMA maps also counts as RssShmem)");
+    println!();
+}
+
+fn main() {
+    // `cargo bench` passes --bench; a filter argument picks tables by name.
+    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let want = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
+    println!("phyr-device engine benchmark ({} CPUs)\n", std::thread::available_parallelism().map_or(0, |n| n.get()));
+    if want("copy") {
+        copy_table();
+    }
+    if want("rate") {
+        rate_table();
+    }
+    if want("trace") {
+        trace_table();
+    }
+    if want("rss") {
+        rss_table();
+    }
+}
