@@ -74,12 +74,20 @@ impl Channel {
     }
 
     /// Sends one message; `header.msg_size` is filled in here.
-    pub(crate) fn send(&self, mut header: Header, payload: &[u8], fds: &[RawFd]) -> io::Result<()> {
-        let total = HEADER_SIZE + payload.len();
+    pub(crate) fn send(&self, header: Header, payload: &[u8], fds: &[RawFd]) -> io::Result<()> {
+        self.send_parts(header, &[payload], fds)
+    }
+
+    /// Sends one message whose payload is the concatenation of `parts` (no copying).
+    pub(crate) fn send_parts(&self, mut header: Header, parts: &[&[u8]], fds: &[RawFd]) -> io::Result<()> {
+        let total = HEADER_SIZE + parts.iter().map(|p| p.len()).sum::<usize>();
         header.msg_size = u32::try_from(total).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "message too large"))?;
         let h = header.encode();
+        let mut bufs: Vec<&[u8]> = Vec::with_capacity(parts.len() + 1);
+        bufs.push(&h);
+        bufs.extend_from_slice(parts);
         let _g = lock(&self.write_lock);
-        send_all(self.sock.as_fd(), &[&h, payload], fds)
+        send_all(self.sock.as_fd(), &bufs, fds)
     }
 
     /// Sends raw bytes (tests of hostile framing).
@@ -102,6 +110,11 @@ impl Channel {
 
     /// Sends a request and returns its id and the receiver its reply will arrive on.
     pub(crate) fn request(&self, command: u16, flags: u32, payload: &[u8], fds: &[RawFd]) -> io::Result<(u16, Receiver<Message>)> {
+        self.request_parts(command, flags, &[payload], fds)
+    }
+
+    /// `request` with the payload given in pieces (sent with one sendmsg, no copying).
+    pub(crate) fn request_parts(&self, command: u16, flags: u32, parts: &[&[u8]], fds: &[RawFd]) -> io::Result<(u16, Receiver<Message>)> {
         let (tx, rx) = crossbeam_channel::bounded(1);
         let id = {
             let mut p = lock(&self.pending);
@@ -120,7 +133,7 @@ impl Channel {
             return Err(io::Error::new(io::ErrorKind::NotConnected, "connection closed"));
         }
         let h = Header { msg_id: id, command, msg_size: 0, flags: TYPE_COMMAND | flags, error: 0 };
-        if let Err(e) = self.send(h, payload, fds) {
+        if let Err(e) = self.send_parts(h, parts, fds) {
             self.forget(id);
             return Err(e);
         }

@@ -108,6 +108,8 @@ pub enum MapError {
     BadRange { iova: u64, size: u64 },
     #[error("mmap of the mapping's fd failed: {errno}")]
     Mmap { errno: Errno },
+    #[error("file range [{offset:#x}, +{size:#x}) runs past the end of the file ({file_size:#x} bytes)")]
+    PastEndOfFile { offset: u64, size: u64, file_size: u64 },
 }
 
 impl MapError {
@@ -115,7 +117,7 @@ impl MapError {
         match self {
             MapError::Overlap { .. } => Errno::EEXIST,
             MapError::TooMany { .. } => Errno::ENOSPC,
-            MapError::BadRange { .. } => Errno::EINVAL,
+            MapError::BadRange { .. } | MapError::PastEndOfFile { .. } => Errno::EINVAL,
             MapError::Mmap { errno } => *errno,
         }
     }
@@ -245,6 +247,7 @@ impl DmaSpace {
             Some(fd) => {
                 let off = info.fd_offset.unwrap_or(0);
                 info.fd_offset = Some(off);
+                check_file_range(fd, off, info.size)?;
                 Some(
                     MmapRegion::map(fd, off, info.size, info.readable, info.writable)
                         .map_err(|e| MapError::Mmap { errno: Errno::from_io(&e) })?,
@@ -395,8 +398,7 @@ impl DmaSpace {
                     n = n.min(remote.max_xfer() as u64);
                     let op = remote.send_read(addr, n as u32, self.timeout)?;
                     drop(u); // the request is on the wire: an unmap may proceed
-                    let data = op.wait_read()?;
-                    sub(dst, done, n).copy_from(&data).map_err(|NotWritable| DmaError::ReadOnly { addr })?;
+                    op.wait_read(&sub(dst, done, n))?;
                 }
             }
             done += n;
@@ -533,6 +535,17 @@ impl DmaSpace {
         }
         Ok(())
     }
+}
+
+/// Touching an mmap past the end of its file raises SIGBUS: refuse such maps up front (for
+/// regular files and memfds; other fd kinds have no meaningful size).
+fn check_file_range(fd: BorrowedFd<'_>, offset: u64, size: u64) -> Result<(), MapError> {
+    let file = std::fs::File::from(fd.try_clone_to_owned().map_err(|e| MapError::Mmap { errno: Errno::from_io(&e) })?);
+    let meta = file.metadata().map_err(|e| MapError::Mmap { errno: Errno::from_io(&e) })?;
+    if meta.is_file() && offset.checked_add(size).is_none_or(|end| end > meta.len()) {
+        return Err(MapError::PastEndOfFile { offset, size, file_size: meta.len() });
+    }
+    Ok(())
 }
 
 fn chunk_of<'m>(mem: &'m MmapRegion, map: &Mapping, addr: u64, n: u64) -> MemSlice<'m> {

@@ -12,6 +12,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use crate::channel::{Channel, Message};
 use crate::dma::DmaError;
 use crate::errno::Errno;
+use crate::sys::mem::{MemSlice, NotWritable};
 use crate::wire::{Command, DmaRwLayout, DmaRwReply, DmaRwRequest};
 
 /// Sends DMA messages to the client of a session.
@@ -54,11 +55,14 @@ impl RemoteOp {
         Ok(msg)
     }
 
-    /// Waits for a DMA_READ reply and returns its data.
-    pub(crate) fn wait_read(self) -> Result<Vec<u8>, DmaError> {
+    /// Waits for a DMA_READ reply and copies its data into `dst` (`count` bytes).
+    pub(crate) fn wait_read(self, dst: &MemSlice<'_>) -> Result<(), DmaError> {
         let msg = self.wait()?;
         match DmaRwReply::read_data(&msg.payload, self.count, self.layout) {
-            Ok(d) => Ok(d.to_vec()),
+            Ok(d) => {
+                dst.copy_from(d).map_err(|NotWritable| DmaError::ReadOnly { addr: self.addr })?;
+                Ok(())
+            }
             Err(e) => {
                 tracing::warn!(addr = self.addr, "malformed DMA_READ reply: {e}");
                 Err(DmaError::Remote { addr: self.addr, errno: Errno::EPROTO })
@@ -80,9 +84,9 @@ pub(crate) struct ChannelDma {
 }
 
 impl ChannelDma {
-    fn send(&self, command: Command, addr: u64, count: u32, payload: &[u8], timeout: Duration) -> Result<RemoteOp, DmaError> {
+    fn send(&self, command: Command, addr: u64, count: u32, parts: &[&[u8]], timeout: Duration) -> Result<RemoteOp, DmaError> {
         let chan = self.chan.upgrade().ok_or(DmaError::Disconnected { addr })?;
-        let (id, rx) = chan.request(command as u16, 0, payload, &[]).map_err(|_| DmaError::Disconnected { addr })?;
+        let (id, rx) = chan.request_parts(command as u16, 0, parts, &[]).map_err(|_| DmaError::Disconnected { addr })?;
         Ok(RemoteOp { rx, addr, count, layout: self.layout, timeout, on_timeout: Some((self.chan.clone(), id)) })
     }
 }
@@ -94,12 +98,12 @@ impl RemoteDma for ChannelDma {
 
     fn send_read(&self, addr: u64, count: u32, timeout: Duration) -> Result<RemoteOp, DmaError> {
         let payload = DmaRwRequest::encode(addr, count, &[], self.layout);
-        self.send(Command::DmaRead, addr, count, &payload, timeout)
+        self.send(Command::DmaRead, addr, count, &[&payload], timeout)
     }
 
     fn send_write(&self, addr: u64, data: &[u8], timeout: Duration) -> Result<RemoteOp, DmaError> {
         let count = data.len() as u32;
-        let payload = DmaRwRequest::encode(addr, count, data, self.layout);
-        self.send(Command::DmaWrite, addr, count, &payload, timeout)
+        let (head, tail) = DmaRwRequest::encode_parts(addr, count, self.layout);
+        self.send(Command::DmaWrite, addr, count, &[&head, data, tail], timeout)
     }
 }

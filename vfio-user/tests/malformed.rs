@@ -325,6 +325,19 @@ fn dma_map_with_unmappable_fd_gets_its_errno() {
 }
 
 #[test]
+fn dma_map_past_end_of_fd_gets_einval() {
+    // Touching such a mapping would raise SIGBUS in the device.
+    let (dev, _srv, c) = connected();
+    let ram = memfd("small", 0x1000).unwrap();
+    let e = c.dma_map(0x10000, 0x2000, ram.as_fd(), 0, true, true).unwrap_err();
+    assert_eq!(e.errno(), Some(Errno::EINVAL));
+    let e = c.dma_map(0x10000, 0x1000, ram.as_fd(), 0x1000, true, true).unwrap_err();
+    assert_eq!(e.errno(), Some(Errno::EINVAL));
+    assert!(dev.session().dma.is_empty());
+    still_works(&c);
+}
+
+#[test]
 fn dma_map_past_max_dma_maps_gets_enospc() {
     let (_dev, srv) = start();
     let caps = Capabilities { max_dma_maps: 2, ..Capabilities::ours() };

@@ -74,7 +74,7 @@ impl LocalMaps {
         self.maps
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .retain(|m| !(m.iova >= iova && m.iova + m.len() as u64 - 1 <= last));
+            .retain(|m| !(m.iova >= iova && m.iova.saturating_add(m.len() as u64 - 1) <= last));
     }
 
     pub(crate) fn clear(&self) {
