@@ -122,7 +122,18 @@ fn abort_on_reset(s: &mut Session) -> Result<Outcome> {
     let p = check::prepare(s, &[PhysRange::host(&a, 0, len)], &[PhysRange::host(&b, 0, len)], o)?;
     let job = p.job();
     let id = job.submit(s)?;
+    // Reset once data is moving: wait until the first destination segment has been written.
+    let t0 = std::time::Instant::now();
+    let mut started = false;
+    while t0.elapsed() < Duration::from_secs(2) {
+        if b.buf.to_vec(0, 8)? != [0x5A; 8] {
+            started = true;
+            break;
+        }
+        std::hint::spin_loop();
+    }
     s.ep(0)?.w32(regs::REG_CTRL, regs::CTRL_RESET)?;
+    Tap::diag(&format!("CTRL.RESET written {} us after the doorbell ({})", t0.elapsed().as_micros(), if started { "data was moving" } else { "no data seen yet" }));
     let t = s.timeout;
     let c = job.finish(s, id, t);
     let c = match c {
