@@ -558,3 +558,116 @@ fn sub<'a>(s: &MemSlice<'a>, off: u64, n: u64) -> MemSlice<'a> {
     // Callers walk `off + n <= s.len()` by construction of the loops above.
     s.subslice(off as usize, n as usize).expect("piece inside the caller's buffer")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::fd::memfd;
+    use std::os::fd::AsFd;
+
+    fn info(iova: u64, size: u64, writable: bool) -> MappingInfo {
+        MappingInfo { iova, size, readable: true, writable, fd_offset: Some(0) }
+    }
+
+    fn space_with_pages(pages: u64) -> (DmaSpace, std::os::fd::OwnedFd) {
+        let fd = memfd("t", pages * 4096).unwrap();
+        let s = DmaSpace::new_local(1024);
+        for i in 0..pages {
+            let mut m = info(0x10000 + i * 4096, 4096, true);
+            m.fd_offset = Some(i * 4096);
+            s.add_mapping(m, Some(fd.as_fd())).unwrap();
+        }
+        (s, fd)
+    }
+
+    #[test]
+    fn overlapping_map_is_refused() {
+        let (s, fd) = space_with_pages(2);
+        assert!(matches!(s.add_mapping(info(0x10800, 0x1000, true), Some(fd.as_fd())), Err(MapError::Overlap { .. })));
+        assert!(matches!(s.add_mapping(info(0xf000, 0x2000, true), Some(fd.as_fd())), Err(MapError::Overlap { .. })));
+        assert_eq!(s.len(), 2);
+    }
+
+    #[test]
+    fn map_count_is_capped() {
+        let fd = memfd("t", 4096).unwrap();
+        let s = DmaSpace::new_local(1);
+        s.add_mapping(info(0, 4096, true), Some(fd.as_fd())).unwrap();
+        assert_eq!(s.add_mapping(info(0x1000, 4096, true), Some(fd.as_fd())), Err(MapError::TooMany { max: 1 }));
+    }
+
+    #[test]
+    fn map_wrapping_the_address_space_is_refused() {
+        let s = DmaSpace::new_local(4);
+        assert!(matches!(s.add_mapping(info(u64::MAX, 2, true), None), Err(MapError::BadRange { .. })));
+        // A map ending exactly at the top is fine.
+        s.add_mapping(info(u64::MAX - 0xfff, 0x1000, true), None).unwrap();
+    }
+
+    #[test]
+    fn access_wrapping_the_address_space_is_too_large() {
+        let (s, _fd) = space_with_pages(1);
+        assert_eq!(s.fill(u64::MAX, 2, 0), Err(DmaError::TooLarge { addr: u64::MAX, len: 2 }));
+    }
+
+    #[test]
+    fn chunks_follow_page_maps() {
+        let (s, _fd) = space_with_pages(3);
+        let mut seen = Vec::new();
+        s.with_chunks::<DmaError>(0x10800, 0x2000, Access::Read, |off, c| {
+            if let DmaChunk::Mapped(m) = c {
+                seen.push((off, m.len()));
+            }
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, vec![(0, 0x800), (0x800, 0x1000), (0x1800, 0x800)]);
+    }
+
+    #[test]
+    fn copy_between_two_spaces_reports_the_faulting_side() {
+        let (a, _fa) = space_with_pages(2);
+        let (b, _fb) = space_with_pages(1);
+        a.fill(0x10000, 0x2000, 0x3c).unwrap();
+        let e = DmaSpace::copy(&a, 0x10000, &b, 0x10000, 0x2000).unwrap_err();
+        assert_eq!((e.side, e.error.clone(), e.done), (CopySide::Dst, DmaError::NotMapped { addr: 0x11000 }, 0x1000));
+        let mut out = [0u8; 4];
+        b.read(0x10ffc, &mut out).unwrap();
+        assert_eq!(out, [0x3c; 4]);
+    }
+
+    #[test]
+    fn unmap_that_splits_a_mapping_is_refused() {
+        let fd = memfd("t", 0x2000).unwrap();
+        let s = DmaSpace::new_local(4);
+        s.add_mapping(info(0x10000, 0x2000, true), Some(fd.as_fd())).unwrap();
+        assert!(matches!(s.remove_range(0x11000, 0x1000), Err(UnmapError::Splits { .. })));
+        assert!(matches!(s.remove_range(0x11000, 0), Err(UnmapError::BadRange { .. })));
+        assert_eq!(s.remove_range(0x10000, 0x2000).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn fdless_map_in_a_local_space_has_no_message_channel() {
+        let s = DmaSpace::new_local(4);
+        s.add_mapping(info(0x1000, 0x1000, true), None).unwrap();
+        assert_eq!(s.write(0x1000, &[1]), Err(DmaError::NoMessageChannel { addr: 0x1000 }));
+    }
+
+    #[test]
+    fn write_to_read_only_map_faults_at_its_first_byte() {
+        let fd = memfd("t", 0x2000).unwrap();
+        let s = DmaSpace::new_local(4);
+        s.add_mapping(info(0x1000, 0x1000, true), Some(fd.as_fd())).unwrap();
+        let mut ro = info(0x2000, 0x1000, false);
+        ro.fd_offset = Some(0x1000);
+        s.add_mapping(ro, Some(fd.as_fd())).unwrap();
+        assert_eq!(s.write(0x1ff0, &[0u8; 32]), Err(DmaError::ReadOnly { addr: 0x2000 }));
+    }
+
+    #[test]
+    fn disconnect_fails_later_accesses() {
+        let (s, _fd) = space_with_pages(1);
+        s.disconnect();
+        assert_eq!(s.fill(0x10000, 1, 0), Err(DmaError::Disconnected { addr: 0x10000 }));
+    }
+}
