@@ -50,6 +50,8 @@ done
 [ "$seen" = 0 ] && say "ERROR: no PCI device with ID $PHYR_BIND: QEMU did not attach the endpoints (see qemu.log and lspci)"
 say "READY: $bound device(s) bound to vfio-pci"
 
+# The console is captured and parsed in test and cmd modes: no colour codes there.
+[ "$PHYR_MODE" = shell ] || export NO_COLOR=1
 case "$PHYR_MODE" in
 test)
     echo "=== phyr suite begin ==="

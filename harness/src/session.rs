@@ -163,7 +163,9 @@ fn start_device(d: &DeviceLaunch, run: &RunDir) -> Result<Child> {
     }
     let log = std::fs::File::create(run.file("device.log"))?;
     let mut cmd = Command::new(&d.binary);
+    // device.log is a file: no terminal colour codes in it.
     cmd.args(&d.args)
+        .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
