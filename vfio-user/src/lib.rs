@@ -15,6 +15,17 @@
 //! - `server`: [`Server`], the accept loop and the per-connection request handler.
 //! - `client`: [`Client`], drives a server the way QEMU does.
 //! - `sys`: the only `unsafe`: mmap ([`MmapRegion`], [`MemSlice`]), memfd/eventfd, SCM_RIGHTS.
+//!
+//! Rules for device code (each one avoids a deadlock or a stall of QEMU):
+//! - Do DMA from your own threads. From inside a `Device` callback, message DMA (mappings
+//!   without fd) fails at once with [`DmaError::RequestThread`].
+//! - Do not start message DMA (`read`/`write` of an fd-less range) while you hold a
+//!   [`DmaChunk::Mapped`] slice inside [`DmaSpace::with_chunks`]: an unmap of that chunk waits
+//!   for you while QEMU waits for the unmap. Finish the chunk first ([`DmaSpace::copy`] does).
+//!
+//! Checked against QEMU 11.1 (`tests/qemu.rs`, `examples/qemu_probe.rs`): VERSION, DMA_MAP
+//! with and without fd, REGION_INFO with sparse mmap (the BAR memfd is mapped into the guest),
+//! config space through REGION_READ/WRITE, DMA_READ/DMA_WRITE in the spec layout.
 
 mod channel;
 mod client;
