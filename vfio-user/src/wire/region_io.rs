@@ -90,7 +90,7 @@ impl WriteOne {
     }
 }
 
-/// REGION_WRITE_MULTI: wr_cnt u64, then wr_cnt entries of {offset, region, count, data[8]}.
+/// REGION_WRITE_MULTI: `wr_cnt u64`, then `wr_cnt` entries of `{offset, region, count, data[8]}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WriteMulti {
     pub writes: Vec<WriteOne>,
