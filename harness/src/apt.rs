@@ -26,7 +26,7 @@ impl PrivateApt {
             if which(tool).is_none() {
                 bail!(
                     "`{tool}` not found: provisioning QEMU and the guest kernel downloads Debian packages with apt/dpkg. \
-                     On a non-Debian host install QEMU >= 10.1 (with vfio-user-pci) yourself and pass --kernel/--busybox, \
+                     On a non-Debian host install QEMU >= 10.1 (with vfio-user-pci) yourself and pass --qemu, --kernel and --busybox, \
                      or run on Debian/Ubuntu."
                 );
             }

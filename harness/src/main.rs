@@ -83,6 +83,9 @@ pub struct SourceOpts {
     /// Modules of --kernel when VFIO is built as modules (default: its build tree or /lib/modules/VERSION).
     #[arg(long, value_name = "DIR", requires = "kernel")]
     modules_dir: Option<PathBuf>,
+    /// A statically linked busybox for the initramfs instead of Debian's busybox-static.
+    #[arg(long, value_name = "PATH")]
+    busybox: Option<PathBuf>,
 }
 
 /// Options of every guest boot.
@@ -164,7 +167,7 @@ fn provision_all(cache: &Cache, src: &SourceOpts) -> Result<i32> {
     let mut p = Provisioner::new(cache);
     let q = p.qemu(src.qemu.as_deref())?;
     let k = guest_kernel(&mut p, src)?;
-    let bb = p.busybox()?;
+    let bb = p.busybox(src.busybox.as_deref())?;
     say(format!("QEMU {} ({})", q.version, q.origin));
     say(format!(
         "guest kernel: {} ({}), modules: {}",
@@ -189,7 +192,7 @@ pub fn prepare(cache: &Cache, g: &GuestOpts, need_phyr: bool) -> Result<Parts> {
     let mut p = Provisioner::new(cache);
     let qemu = p.qemu(g.sources.qemu.as_deref())?;
     let kernel = guest_kernel(&mut p, &g.sources)?;
-    let busybox = p.busybox()?;
+    let busybox = p.busybox(g.sources.busybox.as_deref())?;
     let accel = accel::choose(g.accel, cache, &qemu, &kernel.image, &busybox)?;
     let phyr_path = g.phyr.clone().unwrap_or_else(initramfs::default_phyr_binary);
     let phyr = if phyr_path.is_file() {

@@ -103,7 +103,10 @@ impl<'a> Provisioner<'a> {
             prefix.display()
         ));
         self.cache.clear("qemu")?;
-        let debs = self.apt()?.download_closure("qemu-system-x86", "trixie-backports")?;
+        let debs = self
+            .apt()
+            .and_then(|apt| apt.download_closure("qemu-system-x86", "trixie-backports"))
+            .with_context(|| format!("{why}, and provisioning QEMU 11.1 from Debian trixie-backports failed"))?;
         say(format!(
             "  downloaded {} packages; unpacking (nothing is installed on the host) ...",
             debs.len()
@@ -173,7 +176,11 @@ impl<'a> Provisioner<'a> {
     }
 
     /// The static busybox from Debian's `busybox-static`.
-    pub fn busybox(&mut self) -> Result<PathBuf> {
+    pub fn busybox(&mut self, explicit: Option<&Path>) -> Result<PathBuf> {
+        if let Some(path) = explicit {
+            check_static_elf(path).with_context(|| format!("--busybox {}", path.display()))?;
+            return Ok(path.to_path_buf());
+        }
         let bin = self.cache.dir("busybox").join("root/usr/bin/busybox");
         if self.cache.ready("busybox").is_some() && bin.is_file() {
             return Ok(bin);
