@@ -199,6 +199,7 @@ impl Queue {
             return Ok(self.stash.remove(pos).expect("position is in range"));
         }
         let t0 = Instant::now();
+        let mut last_check = t0;
         let ev = e.irqs.get(self.vector as usize);
         loop {
             if let Some(ev) = ev {
@@ -235,6 +236,14 @@ impl Queue {
                 }
                 None => {
                     self.irq_since_empty = false;
+                }
+            }
+            if last_check.elapsed() >= Duration::from_millis(200) {
+                // A queue that hit an error (e.g. its SQ entry could not be fetched) posts nothing.
+                last_check = Instant::now();
+                let qstatus = e.r32(regs::queue_reg(self.q, regs::Q_STATUS))?;
+                if qstatus & regs::QSTATUS_ERROR != 0 {
+                    return Err(DriverError::QueueError { ep: self.ep, q: self.q, cid, qstatus });
                 }
             }
             let elapsed = t0.elapsed();
