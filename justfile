@@ -2,29 +2,50 @@
 
 set positional-arguments
 
-# Build everything and boot a guest with the phyr endpoints (provisions QEMU and the kernel on first use).
-run *args:
-    cargo build --release -p phyr-device -p phyr-harness
+# The guest driver is linked statically (glibc, crt-static) in its own target dir so the
+# flags never invalidate the host build.
+guest_target := "x86_64-unknown-linux-gnu"
+
+# Boot a guest with the phyr endpoints (provisions QEMU and the kernel on first use). Try: just run --help
+run *args: build
     ./target/release/phyr-harness run "$@"
 
 # All cargo tests, then the guest integration suite under QEMU; ends with "N passed, N failed".
-test *args:
-    cargo build --release -p phyr-device -p phyr-harness
-    ./target/release/phyr-harness test "$@"
+test *args: build
+    #!/usr/bin/env bash
+    set -uo pipefail
+    mkdir -p target
+    log=target/cargo-test.log
+    echo "== cargo test --workspace"
+    cargo test --workspace 2>&1 | tee "$log"
+    status=${PIPESTATUS[0]}
+    passed=$(awk '/^test result:/ {s += $4} END {print s + 0}' "$log")
+    failed=$(awk '/^test result:/ {s += $6} END {print s + 0}' "$log")
+    if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then
+        echo "cargo test exited with status $status without a failed test (build error?): counted as 1 failure"
+        failed=1
+    fi
+    echo "== cargo tests: $passed passed, $failed failed"
+    echo "== guest suite under QEMU"
+    exec ./target/release/phyr-harness test --extra-passed "$passed" --extra-failed "$failed" "$@"
 
-# Inspect device-side DMA traces of the last run (or a given run directory).
+# Inspect device-side DMA traces of the last run (or a given run directory). Try: just trace --help
 trace *args:
     cargo build --release -p phyr-harness
     ./target/release/phyr-harness trace "$@"
 
-# Benchmarks: protocol latency/throughput, DMA engine throughput vs memcpy, tracing cost.
+# Benchmarks: protocol latency/throughput, DMA engine vs memcpy, tracing cost, trace writer.
 bench:
     cargo bench --workspace
 
 # Provision QEMU, the guest kernel and busybox into the cache without booting.
-provision:
-    cargo build --release -p phyr-harness
+provision: build
     ./target/release/phyr-harness provision
+
+# Host binaries (release) and the static guest driver.
+build:
+    cargo build --release -p phyr-device -p phyr-harness
+    RUSTFLAGS='-C target-feature=+crt-static' cargo build --release -p phyr-driver --target {{guest_target}} --target-dir target/guest
 
 # Lints as CI wants them.
 lint:
