@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use dma_range::{Command, Completion, DmaRange, Opcode};
+use dma_range::{Command, Completion, DmaRange, Opcode, Status};
 
 use crate::error::Result;
 use crate::mapping::BuiltList;
@@ -89,7 +89,8 @@ impl<'a> Job<'a> {
             opcode: self.cmd.opcode,
             completion: c,
             bytes,
-            crc32c: self.crc32c,
+            // The expected CRC only describes what a successful command moved.
+            crc32c: self.crc32c.filter(|_| Status::from_u16(c.status).is_some_and(|st| !st.is_failure())),
             src: &src,
             dst: &dst,
             lists: &lists,

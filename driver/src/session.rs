@@ -175,7 +175,9 @@ impl Session {
     pub fn reset_endpoint(&mut self, ep: usize) -> Result<()> {
         self.drop_queues(ep);
         let t = self.timeout;
-        self.ep(ep)?.reset_and_enable(t)
+        let e = self.ep(ep)?;
+        e.dev.enable_bus_master()?;
+        e.reset_and_enable(t)
     }
 
     pub fn endpoint_and_queue(&mut self, ep: usize, q: u32, mode: QueueMode) -> Result<(&Endpoint, &mut Queue)> {

@@ -30,6 +30,7 @@ pub fn cases() -> Vec<Case> {
         Case { name: "shadow-doorbell-poll", about: "COPY on a POLL queue (shadow doorbells in host memory)", run: shadow },
         Case { name: "several-queues", about: "one COPY in flight on every queue of every endpoint at once", run: several_queues },
         Case { name: "abort-on-reset", about: "CTRL.RESET mid-COPY: ABORTED_RESET at a segment boundary, no later writes", run: abort_on_reset },
+        Case { name: "abort-on-vfio-reset", about: "VFIO_DEVICE_RESET mid-COPY: ABORTED_RESET, no later writes, device usable after", run: abort_on_vfio_reset },
     ]
 }
 
@@ -114,6 +115,17 @@ fn several_queues(s: &mut Session) -> Result<Outcome> {
 }
 
 fn abort_on_reset(s: &mut Session) -> Result<Outcome> {
+    abort(s, false)
+}
+
+fn abort_on_vfio_reset(s: &mut Session) -> Result<Outcome> {
+    abort(s, true)?;
+    // The endpoint must be fully usable again (config space restored by the kernel).
+    one_copy(s, 0, QueueMode::Irq, 402)?;
+    Ok(Outcome::Pass)
+}
+
+fn abort(s: &mut Session, vfio_reset: bool) -> Result<Outcome> {
     const SEG: u64 = 1024;
     let n = u64::from(s.ep(0)?.id.max_list_entries.min(4096));
     let len = n * SEG;
@@ -132,15 +144,19 @@ fn abort_on_reset(s: &mut Session) -> Result<Outcome> {
         }
         std::hint::spin_loop();
     }
-    s.ep(0)?.w32(regs::REG_CTRL, regs::CTRL_RESET)?;
-    Tap::diag(&format!("CTRL.RESET written {} us after the doorbell ({})", t0.elapsed().as_micros(), if started { "data was moving" } else { "no data seen yet" }));
+    if vfio_reset {
+        s.ep(0)?.dev.reset()?;
+    } else {
+        s.ep(0)?.w32(regs::REG_CTRL, regs::CTRL_RESET)?;
+    }
+    Tap::diag(&format!("reset issued {} us after the doorbell ({})", t0.elapsed().as_micros(), if started { "data was moving" } else { "no data seen yet" }));
     let t = s.timeout;
     let c = job.finish(s, id, t);
     let c = match c {
         Ok(c) => c,
         Err(e) => {
             let _ = s.reset_endpoint(0);
-            bail!("no completion for the command aborted by CTRL.RESET: {e}");
+            bail!("no completion for the command aborted by the reset: {e}");
         }
     };
     let snapshot = b.buf.to_vec(0, len as usize)?;
@@ -148,7 +164,7 @@ fn abort_on_reset(s: &mut Session) -> Result<Outcome> {
     let later = b.buf.to_vec(0, len as usize)?;
     s.reset_endpoint(0)?;
     if c.status == Status::SUCCESS as u16 {
-        bail!("the {len}-byte COPY finished before CTRL.RESET reached the device; nothing was aborted");
+        bail!("the {len}-byte COPY finished before the reset reached the device; nothing was aborted");
     }
     check::expect_status(&c, Status::ABORTED_RESET)?;
     ensure!(c.result % SEG == 0 && c.result < len, "aborted after {:#x} bytes: not a segment boundary below {len:#x}", c.result);
