@@ -62,7 +62,7 @@ pub fn harness_args(
     let mut a = accel.args();
     let chardev = match console {
         Console::Interactive => format!("stdio,id=con,mux=on,signal=off,logfile={}", serial_log.display()),
-        Console::Captured => format!("stdio,id=con,signal=off,logfile={}", serial_log.display()),
+        Console::Captured | Console::Summary => format!("stdio,id=con,signal=off,logfile={}", serial_log.display()),
     };
     a.extend([
         "-display".into(),

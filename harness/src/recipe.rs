@@ -154,12 +154,14 @@ impl Recipe {
                                     .map_err(|_| err(n, format!("bar2-size={v:?} is not a byte count")))?,
                             )
                         }
-                        _ => return Err(err(
-                            n,
-                            format!(
+                        _ => {
+                            return Err(err(
+                                n,
+                                format!(
                                 "unknown header key {k:?} (known: endpoints, topology, memory, bar2-size, description)"
                             ),
-                        )),
+                            ))
+                        }
                     }
                 }
                 continue;

@@ -32,6 +32,8 @@ pub enum Console {
     Interactive,
     /// The console is captured (serial.log) and echoed to stdout.
     Captured,
+    /// Captured; only init messages, TAP results, markers and kernel trouble are echoed.
+    Summary,
 }
 
 pub struct Launch<'a> {
@@ -94,7 +96,8 @@ pub fn run(l: Launch<'_>) -> Result<Outcome> {
     let ready_at = std::sync::Arc::new(std::sync::Mutex::new(None::<Duration>));
     let echo = qemu.stdout.take().map(|out| {
         let ready_at = ready_at.clone();
-        std::thread::spawn(move || echo_console(out, start, &ready_at))
+        let summary = l.console == Console::Summary;
+        std::thread::spawn(move || echo_console(out, start, &ready_at, summary))
     });
 
     let ending = loop {
@@ -127,7 +130,7 @@ pub fn run(l: Launch<'_>) -> Result<Outcome> {
 
     let qemu_grace = Duration::from_secs(5);
     match l.console {
-        Console::Captured => stop_group(&mut qemu, "QEMU", qemu_grace),
+        Console::Captured | Console::Summary => stop_group(&mut qemu, "QEMU", qemu_grace),
         Console::Interactive => stop_pid(&mut qemu, qemu_grace),
     }
     if let Some(d) = device.as_mut() {
@@ -223,7 +226,7 @@ fn start_qemu(l: &Launch<'_>) -> Result<Child> {
             // QEMU must stay in the terminal's foreground process group to read the keyboard.
             sys::child_dies_with_parent(&mut cmd, false);
         }
-        Console::Captured => {
+        Console::Captured | Console::Summary => {
             cmd.stdin(Stdio::null()).stdout(Stdio::piped());
             sys::child_dies_with_parent(&mut cmd, true);
         }
@@ -235,7 +238,12 @@ fn start_qemu(l: &Launch<'_>) -> Result<Child> {
 }
 
 /// Copies the captured console to stdout, noting when the guest became ready.
-fn echo_console(out: std::process::ChildStdout, start: Instant, ready_at: &std::sync::Mutex<Option<Duration>>) {
+fn echo_console(
+    out: std::process::ChildStdout,
+    start: Instant,
+    ready_at: &std::sync::Mutex<Option<Duration>>,
+    summary: bool,
+) {
     let mut reader = BufReader::new(out);
     let mut line = Vec::new();
     let stdout = std::io::stdout();
@@ -250,10 +258,25 @@ fn echo_console(out: std::process::ChildStdout, start: Instant, ready_at: &std::
                 r.get_or_insert(start.elapsed());
             }
         }
+        if summary && !worth_echoing(&line) {
+            continue;
+        }
         let mut lock = stdout.lock();
         let _ = lock.write_all(&line);
         let _ = lock.flush();
     }
+}
+
+/// The console lines a summary shows: init messages, markers, TAP results, kernel trouble.
+pub fn worth_echoing(line: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(line);
+    let t = text.trim_start();
+    ["phyr-init:", "=== ", "ok ", "not ok ", "TAP version", "1..", "# totals"]
+        .iter()
+        .any(|p| t.starts_with(p))
+        || ["Kernel panic", "BUG:", "Oops", "WARNING:", "DMAR:"]
+            .iter()
+            .any(|k| t.contains(k) && !t.contains("DMAR: IOMMU enabled"))
 }
 
 /// SIGTERM to the child's process group, SIGKILL after `grace`, then reap.

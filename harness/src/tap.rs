@@ -34,8 +34,13 @@ pub struct SuiteReport {
 }
 
 impl SuiteReport {
+    /// Tests that ran and passed (skips are not passes).
     pub fn passed(&self) -> usize {
-        self.tests.iter().filter(|t| t.ok).count()
+        self.tests.iter().filter(|t| t.ok && !t.skipped).count()
+    }
+
+    pub fn skipped(&self) -> usize {
+        self.tests.iter().filter(|t| t.skipped).count()
     }
 
     /// Planned tests that were never reported (the suite stopped early).
@@ -186,7 +191,7 @@ phyr-init: powering off\r\n";
         assert_eq!(r.planned, Some(4));
         assert_eq!(r.tests.len(), 4);
         assert_eq!(r.exit_status, Some(1));
-        assert_eq!((r.passed(), r.failed()), (3, 1));
+        assert_eq!((r.passed(), r.failed(), r.skipped()), (2, 1, 1));
         assert_eq!(r.tests[0].diagnostics, vec!["host buffer to host buffer"]);
         assert_eq!(r.tests[1].name, "peer_bus_addr");
         assert_eq!(r.tests[1].directive, "status 3 at segment 1, expected 0");

@@ -25,6 +25,9 @@ pub struct TestArgs {
     /// Passes already counted elsewhere, added to the final line.
     #[arg(long, default_value_t = 0)]
     extra_passed: usize,
+    /// Echo the whole guest console (default: init messages, TAP results and kernel trouble).
+    #[arg(long, short)]
+    verbose: bool,
     #[command(flatten)]
     guest: GuestOpts,
 }
@@ -48,7 +51,7 @@ pub fn run(cache: &Cache, a: TestArgs) -> Result<i32> {
     let _ = std::fs::remove_dir(top.file("sock"));
     let _ = std::fs::remove_dir(top.file("trace"));
     say(format!("run directory: {}", top.path.display()));
-    let (mut passed, mut failed) = (a.extra_passed, a.extra_failed);
+    let (mut passed, mut failed, mut skipped) = (a.extra_passed, a.extra_failed, 0);
     let mut suites = Vec::new();
     for r in &recipes {
         let run = top.session(Some(&r.name))?;
@@ -62,7 +65,7 @@ pub fn run(cache: &Cache, a: TestArgs) -> Result<i32> {
         let opts = BootOptions {
             recipe: r,
             mode: GuestMode::Suite,
-            console: Console::Captured,
+            console: if a.verbose { Console::Captured } else { Console::Summary },
             no_device: a.guest.no_device,
             append: a.guest.append.as_deref(),
             bar2_size: a.guest.bar2_size,
@@ -89,22 +92,27 @@ pub fn run(cache: &Cache, a: TestArgs) -> Result<i32> {
         std::fs::write(run.file("results/suite.tap"), report.tap.join("\n") + "\n")?;
         suites.push(junit::suite_xml(&r.name, &report, t.elapsed().as_secs_f64()));
         say(format!(
-            "recipe {}: {} passed, {} failed",
+            "recipe {}: {} passed, {} failed, {} skipped",
             r.name,
             report.passed(),
-            report.failed()
+            report.failed(),
+            report.skipped()
         ));
         for p in &report.problems {
             say(format!("  problem: {p}"));
         }
         passed += report.passed();
+        skipped += report.skipped();
         failed += report.failed();
         if crate::sys::pending_signal().is_some() {
             break;
         }
     }
     std::fs::write(results.join("junit.xml"), junit::document(&suites))?;
-    say(format!("results: {}", results.display()));
+    say(format!(
+        "results: {} ({skipped} skipped tests not counted)",
+        results.display()
+    ));
     println!("{passed} passed, {failed} failed");
     Ok(if failed == 0 { 0 } else { 1 })
 }

@@ -121,11 +121,26 @@ fn old_qemu_and_no_way_to_provision_is_one_clear_message() {
     let cache = tmp("cache4");
     let bin = tmp("fakebin");
     let fake = bin.join("qemu-system-x86_64");
-    std::fs::write(&fake, "#!/bin/sh\necho 'QEMU emulator version 7.2.15 (Debian 1:7.2+dfsg-7+deb12u7)'\n").unwrap();
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\necho 'QEMU emulator version 7.2.15 (Debian 1:7.2+dfsg-7+deb12u7)'\n",
+    )
+    .unwrap();
     std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let o = harness().args(["provision", "--cache-dir"]).arg(&cache).env("PATH", &bin).output().unwrap();
+    let o = harness()
+        .args(["provision", "--cache-dir"])
+        .arg(&cache)
+        .env("PATH", &bin)
+        .output()
+        .unwrap();
     assert!(!o.status.success());
     let e = stderr_of(&o);
-    assert!(e.contains("QEMU 7.2.15 found at") && e.contains("vfio-user-pci needs >= 10.1"), "{e}");
-    assert!(e.contains("provisioning QEMU 11.1 from Debian trixie-backports failed") && e.contains("`apt-get` not found"), "{e}");
+    assert!(
+        e.contains("QEMU 7.2.15 found at") && e.contains("vfio-user-pci needs >= 10.1"),
+        "{e}"
+    );
+    assert!(
+        e.contains("provisioning QEMU 11.1 from Debian trixie-backports failed") && e.contains("`apt-get` not found"),
+        "{e}"
+    );
 }
