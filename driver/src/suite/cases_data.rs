@@ -238,7 +238,7 @@ fn list_peer_bar(s: &mut Session) -> Result<Outcome> {
 fn fill(s: &mut Session) -> Result<Outcome> {
     let p = any_peer(s);
     let b = host(s, 64 << 10)?;
-    let dst = [PhysRange::host(&b, 1, 10_001), PhysRange::bar(0, 0x7_0003, 3_333, Route::Bus), PhysRange::bar(p, 0x7_0005, 2_047, Route::Iommu)];
+    let dst = [PhysRange::host(&b, 1, 10_001), PhysRange::bar(0, 0x7_0003, 3_333, Route::Bus), PhysRange::bar(p, 0x7_0005, 2_047, Route::Auto)];
     check::write_ranges(s, &dst, &vec![0x5A; check::total(&dst) as usize])?;
     let o = Opts::default();
     let dl = check::list_for(s, &dst, &o, ListAt::Host)?;
@@ -264,7 +264,7 @@ fn compare(s: &mut Session, flip: Option<usize>) -> Result<()> {
     let p = any_peer(s);
     let (a, b) = (host(s, 64 << 10)?, host(s, 64 << 10)?);
     let one = [PhysRange::host(&a, 0, 20_000), PhysRange::bar(p, 0x8_0000, 5_000, Route::Auto)];
-    let two = [PhysRange::bar(0, 0x8_0001, 12_345, Route::Iommu), PhysRange::host(&b, 7, 12_655)];
+    let two = [PhysRange::bar(0, 0x8_0001, 12_345, Route::Auto), PhysRange::host(&b, 7, 12_655)];
     let bytes = data::pattern(101, 25_000);
     check::write_ranges(s, &one, &bytes)?;
     let mut other = bytes.clone();
