@@ -19,10 +19,11 @@
 //! }
 //! ```
 //! Address forms: `buf:NAME[+OFF]` (the buffer's IOVA), `bus:EP[+OFF]` (BAR2 bus address of
-//! endpoint EP; sets the BUS_ADDR flag unless `flags` is given), `bar-iova:EP[+OFF]` (BAR2 of EP
+//! endpoint EP; implies the BUS_ADDR flag), `bar-iova:EP[+OFF]` (BAR2 of EP
 //! mapped through the IOMMU), `list:NAME` (the list's first block; as a head or CHAIN target
-//! its length defaults to the block size), or a plain number. `flags`: a number or names
-//! joined by `|` (`bus`, `chain`). `opcode`: nop/copy/fill/crc32c/compare or a number. A list
+//! its length defaults to the block size; implies BUS_ADDR for lists in a BAR), or a plain
+//! number. `flags`: names joined by `|` (`bus`, `chain`), added to the implied ones, or a
+//! number, used verbatim (to clear an implied flag or set undefined bits). `opcode`: nop/copy/fill/crc32c/compare or a number. A list
 //! head may be `"list:NAME"` or a raw `{addr, len, flags}` entry.
 
 use std::collections::HashMap;
@@ -188,8 +189,10 @@ impl Resolver<'_> {
 
     fn entry(&mut self, e: &Entry) -> Result<DmaRange> {
         let (addr, implied, implied_len) = self.addr(&e.addr)?;
+        // Named flags add to what the address implies; a number is taken verbatim.
         let flags = match &e.flags {
-            Some(f) => flags(f)?,
+            Some(Val::Num(n)) => *n as u32,
+            Some(f) => flags(f)? | implied,
             None => implied,
         };
         let len = match (&e.len, implied_len) {
