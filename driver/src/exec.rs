@@ -20,6 +20,8 @@ pub struct Job<'a> {
     pub dst: Option<&'a BuiltList>,
     /// CRC32C of the data the command moves, as the driver expects it.
     pub crc32c: Option<u32>,
+    /// List blocks named by hand (raw heads) rather than through `src`/`dst`, for the report.
+    pub extra_lists: Vec<(dma_range::AddrSpace, u64, u32)>,
 }
 
 impl<'a> Job<'a> {
@@ -31,7 +33,7 @@ impl<'a> Job<'a> {
             src.map_or(DmaRange::default(), |l| l.head),
             dst.map_or(DmaRange::default(), |l| l.head),
         );
-        Self { ep, q: 0, mode: QueueMode::Irq, cmd, src, dst, crc32c: None }
+        Self { ep, q: 0, mode: QueueMode::Irq, cmd, src, dst, crc32c: None, extra_lists: Vec::new() }
     }
 
     pub fn on(mut self, q: u32, mode: QueueMode) -> Self {
@@ -75,7 +77,7 @@ impl<'a> Job<'a> {
     pub fn line(&self, dev_ep: u32, c: &Completion) -> String {
         let src = self.src.map(|l| l.ranges()).unwrap_or_default();
         let dst = self.dst.map(|l| l.ranges()).unwrap_or_default();
-        let mut lists = Vec::new();
+        let mut lists = self.extra_lists.clone();
         for l in [self.src, self.dst].into_iter().flatten() {
             lists.extend_from_slice(&l.blocks);
         }

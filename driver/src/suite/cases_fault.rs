@@ -79,6 +79,7 @@ fn list_unmapped(s: &mut Session) -> Result<Outcome> {
     let dst = list_for(s, &[PhysRange::host(&b, 0, 64)])?;
     let mut job = Job::new(0, Opcode::Copy, None, Some(&dst));
     job.cmd.src = head;
+    job.extra_lists.push((AddrSpace::Iova, x, head.len));
     let c = job.run(s)?;
     expect_fault(&c, Fault { status: Status::IOMMU_FAULT, list: FAULT_LIST_SRC, segment: 0, addr: x, result: Some(0) })?;
     Ok(Outcome::Pass)
@@ -196,6 +197,7 @@ fn chain_cycle(s: &mut Session) -> Result<Outcome> {
     let dst = list_for(s, &[PhysRange::host(&b, 0, 300)])?;
     let mut job = Job::new(0, Opcode::Copy, None, Some(&dst));
     job.cmd.src = head;
+    job.extra_lists = vec![(AddrSpace::Iova, b0, 48), (AddrSpace::Iova, b1, 32)];
     let c = job.run(s)?;
     expect_fault(&c, Fault { status: want.status, list: FAULT_LIST_SRC, segment: want.segment, addr: want.addr, result: Some(0) })?;
     Ok(Outcome::Pass)
