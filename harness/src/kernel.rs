@@ -50,24 +50,40 @@ pub fn from_user(image: &Path, config: Option<&Path>, modules_dir: Option<&Path>
     })?;
     let release = version.split_whitespace().next().unwrap_or_default().to_owned();
     let tree = kernel_tree_of(image);
+    // The image's own embedded config (CONFIG_IKCONFIG) is the most reliable after --kernel-config.
+    let embedded = if config.is_none() {
+        Some(crate::ikconfig::from_bzimage(&bytes))
+    } else {
+        None
+    };
     let config_path = config.map(Path::to_path_buf).or_else(|| {
         let mut c: Vec<PathBuf> = tree.iter().map(|t| t.join(".config")).collect();
         c.push(image.with_file_name(".config"));
         c.push(PathBuf::from(format!("/boot/config-{release}")));
         c.into_iter().find(|p| p.is_file())
     });
-    let mut config_text = None;
-    match &config_path {
-        Some(p) => {
+    let config_text = match (&embedded, &config_path) {
+        (Some(Ok(text)), _) => {
+            check_config(text, &format!("config embedded in {}", image.display()))?;
+            Some(text.clone())
+        }
+        (_, Some(p)) => {
             let text = std::fs::read_to_string(p).with_context(|| format!("reading kernel config {}", p.display()))?;
             check_config(&text, &p.display().to_string())?;
-            config_text = Some(text);
+            Some(text)
         }
-        None => say(format!(
-            "warning: no config found for kernel {release} (looked for .config in its build tree and /boot/config-{release}); \
-             cannot check it for VFIO and IOMMU support. Pass --kernel-config FILE; the guest will report what is missing"
-        )),
-    }
+        (why, None) => {
+            let why = match why {
+                Some(Err(e)) => format!("no embedded config: {e}; "),
+                _ => String::new(),
+            };
+            say(format!(
+                "warning: no config found for kernel {release} ({why}no .config in its build tree, no /boot/config-{release}); \
+                 cannot check it for VFIO and IOMMU support. Pass --kernel-config FILE; the guest will report what is missing"
+            ));
+            None
+        }
+    };
     let needs_modules = config_text
         .as_deref()
         .map(|t| NEEDED.iter().any(|(o, _)| config_value(t, o) == Some("m")))

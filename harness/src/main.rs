@@ -8,6 +8,7 @@ mod cache;
 mod cpio;
 mod initramfs;
 mod junit;
+mod ikconfig;
 mod kernel;
 mod kmod;
 mod provision;
