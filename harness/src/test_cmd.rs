@@ -25,6 +25,12 @@ pub struct TestArgs {
     /// Passes already counted elsewhere, added to the final line.
     #[arg(long, default_value_t = 0)]
     extra_passed: usize,
+    /// Run `cargo test --workspace` first and count its tests in the totals and junit.xml.
+    #[arg(long)]
+    cargo: bool,
+    /// Extra arguments for `cargo test` (with --cargo), e.g. `--release`.
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true, num_args = 1.., value_delimiter = ' ')]
+    cargo_args: Vec<String>,
     /// Echo the whole guest console (default: init messages, TAP results and kernel trouble).
     #[arg(long, short)]
     verbose: bool,
@@ -53,6 +59,29 @@ pub fn run(cache: &Cache, a: TestArgs) -> Result<i32> {
     say(format!("run directory: {}", top.path.display()));
     let (mut passed, mut failed, mut skipped) = (a.extra_passed, a.extra_failed, 0);
     let mut suites = Vec::new();
+    if a.cargo {
+        say("cargo test --workspace ...");
+        let t = Instant::now();
+        let report = crate::cargo_test::run(&results.join("cargo-test.log"), &a.cargo_args)?;
+        say(format!(
+            "cargo test: {} passed, {} failed, {} ignored ({:.0} s); log in {}",
+            report.passed(),
+            report.failed(),
+            report.skipped(),
+            t.elapsed().as_secs_f64(),
+            results.join("cargo-test.log").display()
+        ));
+        for p in &report.problems {
+            say(format!("  problem: {p}"));
+        }
+        for t in report.tests.iter().filter(|t| !t.ok) {
+            say(format!("  FAILED: {}", t.name));
+        }
+        passed += report.passed();
+        failed += report.failed();
+        skipped += report.skipped();
+        suites.push(junit::suite_xml("cargo", &report, t.elapsed().as_secs_f64()));
+    }
     for r in &recipes {
         let run = top.session(Some(&r.name))?;
         say(format!(

@@ -1,0 +1,95 @@
+//! `phyr-harness test --cargo`: runs `cargo test --workspace` first and turns its per-test
+//! lines (`test name ... ok|FAILED|ignored`) into the same report as the guest suite, so the
+//! final `N passed, N failed` line and junit.xml cover both.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result};
+
+use crate::tap::{SuiteReport, TestResult};
+
+/// Runs cargo test in the current directory with its output in `log`.
+pub fn run(log: &Path, extra_args: &[String]) -> Result<SuiteReport> {
+    let file = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .args(["test", "--workspace"])
+        .args(extra_args)
+        .stdin(Stdio::null())
+        .stdout(file.try_clone()?)
+        .stderr(file)
+        .status()
+        .context("running `cargo test --workspace` (is cargo on PATH?)")?;
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let mut report = parse(&text);
+    if !status.success() && report.failed() == 0 {
+        report.problems.push(format!(
+            "`cargo test --workspace` failed ({status}) without a failing test (a build error?); see {}",
+            log.display()
+        ));
+    }
+    Ok(report)
+}
+
+/// Per-test results from cargo's (libtest's) human output.
+pub fn parse(output: &str) -> SuiteReport {
+    let mut r = SuiteReport {
+        began: true,
+        exit_status: Some(0),
+        ..SuiteReport::default()
+    };
+    for line in output.lines() {
+        let Some(rest) = line.strip_prefix("test ") else {
+            continue;
+        };
+        let Some((name, verdict)) = rest.rsplit_once(" ... ") else {
+            continue;
+        };
+        let (ok, skipped) = match verdict.split(',').next().unwrap_or("").trim() {
+            "ok" => (true, false),
+            "FAILED" => (false, false),
+            "ignored" => (true, true),
+            _ => continue,
+        };
+        r.tap.push(line.to_owned());
+        r.tests.push(TestResult {
+            number: r.tests.len() as u32 + 1,
+            name: name.trim().to_owned(),
+            ok,
+            skipped,
+            directive: if ok {
+                String::new()
+            } else {
+                "failed; see results/cargo-test.log".into()
+            },
+            diagnostics: vec![],
+        });
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_libtest_lines() {
+        let out = "running 3 tests\n\
+test cpio::tests::round_trip ... ok\n\
+test recipe::tests::bad ... FAILED\n\
+test boot::slow ... ignored, needs QEMU\n\
+test src/lib.rs - Record (line 12) ... ok\n\
+test result: FAILED. 2 passed; 1 failed; 1 ignored; 0 measured; 0 filtered out\n";
+        let r = parse(out);
+        assert_eq!(r.tests.len(), 4);
+        assert_eq!((r.passed(), r.failed(), r.skipped()), (2, 1, 1));
+        assert_eq!(r.tests[3].name, "src/lib.rs - Record (line 12)");
+        assert!(r.problems.is_empty());
+    }
+
+    #[test]
+    fn noise_is_ignored() {
+        let r = parse("test result: ok. 0 passed\ntest weird line\n   Compiling x\n");
+        assert!(r.tests.is_empty());
+    }
+}
