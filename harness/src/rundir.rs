@@ -19,13 +19,16 @@ impl RunDir {
         std::fs::create_dir_all(root).with_context(|| format!("creating the runs directory {}", root.display()))?;
         let root = root.canonicalize()?;
         let stamp = utc_stamp(SystemTime::now());
-        let mut path = root.join(&stamp);
+        // create_dir (not _all) fails if the name is taken, so two harnesses never share one.
         let mut n = 1;
-        while path.exists() {
-            n += 1;
-            path = root.join(format!("{stamp}-{n}"));
-        }
-        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+        let path = loop {
+            let candidate = if n == 1 { root.join(&stamp) } else { root.join(format!("{stamp}-{n}")) };
+            match std::fs::create_dir(&candidate) {
+                Ok(()) => break candidate,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 1000 => n += 1,
+                Err(e) => return Err(e).with_context(|| format!("creating {}", candidate.display())),
+            }
+        };
         let latest = root.join("latest");
         let tmp = root.join(format!(".latest-{}", std::process::id()));
         let _ = std::fs::remove_file(&tmp);
