@@ -247,10 +247,9 @@ pub fn recipes_dir(g: &GuestOpts) -> PathBuf {
 
 fn run_cmd(cache: &Cache, a: RunArgs) -> Result<i32> {
     let recipe = Recipe::load(&a.recipe, &recipes_dir(&a.guest))?;
-    let top = RunDir::create(&a.guest.runs_dir)?;
-    let run = top.session(None)?;
-    rundir::check_socket_paths(&run.socket_dir(), recipe.endpoints)?;
+    rundir::check_future_socket_paths(&a.guest.runs_dir, None, recipe.endpoints)?;
     let parts = prepare(cache, &a.guest, false)?;
+    let run = RunDir::create(&a.guest.runs_dir)?.session(None)?;
     let (mode, console) = match &a.guest_cmd {
         Some(c) => (GuestMode::Command(c.clone()), Console::Captured),
         None => (GuestMode::Shell, Console::Interactive),

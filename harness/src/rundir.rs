@@ -74,6 +74,18 @@ pub fn check_socket_paths(socket_dir: &Path, endpoints: usize) -> Result<()> {
     Ok(())
 }
 
+/// Checks, before anything is created or started, that the sockets of a run under `root`
+/// (in `sub`, e.g. a recipe name for `test`) will fit in `sun_path`, assuming the longest
+/// run directory name (`<stamp>-999`).
+pub fn check_future_socket_paths(root: &Path, sub: Option<&str>, endpoints: usize) -> Result<()> {
+    let root = if root.is_absolute() { root.to_path_buf() } else { std::env::current_dir()?.join(root) };
+    let mut dir = root.join(format!("{}-999", utc_stamp(SystemTime::now())));
+    if let Some(s) = sub {
+        dir = dir.join(s);
+    }
+    check_socket_paths(&dir.join("sock"), endpoints)
+}
+
 /// `20261123T221502Z` for a time.
 pub fn utc_stamp(t: SystemTime) -> String {
     let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);

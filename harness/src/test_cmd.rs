@@ -48,11 +48,11 @@ pub fn run(cache: &Cache, a: TestArgs) -> Result<i32> {
         .iter()
         .map(|r| Recipe::load(r, &dir))
         .collect::<Result<_, _>>()?;
-    let top = RunDir::create(&a.guest.runs_dir)?;
     for r in &recipes {
-        crate::rundir::check_socket_paths(&top.path.join(&r.name).join("sock"), r.endpoints)?;
+        crate::rundir::check_future_socket_paths(&a.guest.runs_dir, Some(&r.name), r.endpoints)?;
     }
     let parts = crate::prepare(cache, &a.guest, true)?;
+    let top = RunDir::create(&a.guest.runs_dir)?;
     let results = top.session(None)?.file("results");
     let _ = std::fs::remove_dir(top.file("sock"));
     let _ = std::fs::remove_dir(top.file("trace"));

@@ -27,6 +27,8 @@ fn unknown_recipe_lists_the_available_ones() {
     let o = harness()
         .args(["run", "--recipe", "nope", "--cache-dir"])
         .arg(&cache)
+        .arg("--runs-dir")
+        .arg(cache.join("runs"))
         .output()
         .unwrap();
     assert!(!o.status.success());
@@ -74,6 +76,8 @@ fn kernel_that_is_not_a_bzimage_is_refused() {
         .arg(&cache)
         .arg("--kernel")
         .arg(&fake)
+        .arg("--runs-dir")
+        .arg(cache.join("runs"))
         .output()
         .unwrap();
     assert!(!o.status.success());
@@ -82,6 +86,10 @@ fn kernel_that_is_not_a_bzimage_is_refused() {
     assert!(
         e.contains("not an x86 bzImage") || e.contains("could not read a version"),
         "{e}"
+    );
+    assert!(
+        !cache.join("runs").exists(),
+        "a run directory was created for a run that never started"
     );
 }
 
