@@ -28,6 +28,7 @@ pub fn cases() -> Vec<Case> {
         Case { name: "interrupt-completion", about: "COPY on an IRQ queue; completion signalled by MSI-X", run: irq_completion },
         Case { name: "polled-completion", about: "COPY on a queue without IRQ; CQ polled; no interrupt raised", run: polled },
         Case { name: "shadow-doorbell-poll", about: "COPY on a POLL queue (shadow doorbells in host memory)", run: shadow },
+        Case { name: "queue-wrap", about: "200 NOPs in batches of 40 on a 64-entry queue: rings wrap, phase flips, sq_head tracks", run: queue_wrap },
         Case { name: "several-queues", about: "one COPY in flight on every queue of every endpoint at once", run: several_queues },
         Case { name: "abort-on-reset", about: "CTRL.RESET mid-COPY: ABORTED_RESET at a segment boundary, no later writes", run: abort_on_reset },
         Case { name: "abort-on-vfio-reset", about: "VFIO_DEVICE_RESET mid-COPY: ABORTED_RESET, no later writes, device usable after", run: abort_on_vfio_reset },
@@ -84,6 +85,30 @@ fn polled(s: &mut Session) -> Result<Outcome> {
 fn shadow(s: &mut Session) -> Result<Outcome> {
     let q = 3.min(s.ep(0)?.id.num_queues - 1);
     one_copy(s, q, QueueMode::Poll, 203)?;
+    Ok(Outcome::Pass)
+}
+
+fn queue_wrap(s: &mut Session) -> Result<Outcome> {
+    // A fresh queue, so the ring indices start at 0.
+    s.reset_endpoint(0)?;
+    let q = 0;
+    let size = s.queue(0, q, QueueMode::Spin)?.size;
+    let t = s.timeout;
+    let mut done = 0u32;
+    for _batch in 0..5 {
+        let mut ids = Vec::new();
+        for _ in 0..40 {
+            ids.push(Job::new(0, Opcode::Nop, None, None).on(q, QueueMode::Spin).submit(s)?);
+        }
+        for id in ids {
+            let c = Job::new(0, Opcode::Nop, None, None).on(q, QueueMode::Spin).finish(s, id, t)?;
+            check::expect_success(&c, 0)?;
+            done += 1;
+            let want = (done % size) as u16;
+            ensure!(c.sq_head == want, "command {id}: completion sq_head {}, expected {want}", c.sq_head);
+        }
+    }
+    Tap::diag(&format!("{done} commands through a {size}-entry ring"));
     Ok(Outcome::Pass)
 }
 
