@@ -66,6 +66,10 @@ cmd)
     echo "=== phyr guest-cmd end: exit $rc ==="
     ;;
 *)
+    if [ -x /bin/phyr ] && [ "$bound" != 0 ]; then
+        echo "=== phyr list ==="
+        phyr list
+    fi
     say "shell on the serial console; \`poweroff\` (or Ctrl-D) ends the run, Ctrl-A X kills QEMU"
     # busybox's poweroff/halt/reboot applets signal PID 1 (USR2/USR1/TERM): catch those, so a
     # plain `poweroff` in the shell ends the run. The shell runs in the background so that the

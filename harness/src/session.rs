@@ -295,6 +295,9 @@ fn stop_group(child: &mut Child, what: &str, grace: Duration) {
     }
     // Anything the child left running in its group goes too.
     if sys::group_alive(pgid) {
+        say(format!(
+            "{what} left processes behind in its process group {pgid}; killing them"
+        ));
         sys::kill_group(pgid, libc::SIGKILL);
     }
 }
@@ -355,4 +358,63 @@ pub fn shell_line(program: &str, args: &[String]) -> String {
     }
     s.push('\n');
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spawn_group(script: &str) -> Child {
+        let mut c = Command::new("/bin/sh");
+        c.args(["-c", script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        sys::child_dies_with_parent(&mut c, true);
+        c.spawn().unwrap()
+    }
+
+    #[test]
+    fn stop_group_kills_a_child_that_ignores_sigterm_and_its_grandchildren() {
+        // The shell ignores SIGTERM and leaves a grandchild running in the same group.
+        let mut child = spawn_group("trap '' TERM; sleep 300 & sleep 300; wait");
+        std::thread::sleep(Duration::from_millis(200));
+        let pgid = child.id();
+        assert!(sys::group_alive(pgid));
+        let t = Instant::now();
+        stop_group(&mut child, "test child", Duration::from_millis(300));
+        assert!(t.elapsed() < Duration::from_secs(5));
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(!sys::group_alive(pgid), "processes left in group {pgid}");
+    }
+
+    #[test]
+    fn stop_group_on_an_exited_child_is_harmless() {
+        let mut child = spawn_group("exit 3");
+        let _ = child.wait();
+        stop_group(&mut child, "test child", Duration::from_millis(100));
+    }
+
+    #[test]
+    fn summary_echo_keeps_results_and_trouble_only() {
+        assert!(worth_echoing(b"ok 3 copy-host-host\n"));
+        assert!(worth_echoing(b"not ok 4 x # status 3\n"));
+        assert!(worth_echoing(b"phyr-init: READY: 2 device(s) bound to vfio-pci\r\n"));
+        assert!(worth_echoing(
+            b"[    4.1] Kernel panic - not syncing: Attempted to kill init!\n"
+        ));
+        assert!(!worth_echoing(b"# phyr-map kind=host iova=0x1000+0x1000 perm=rw\n"));
+        assert!(!worth_echoing(
+            b"[    0.5] pci 0000:00:01.0: PCI bridge to [bus 01-04]\n"
+        ));
+    }
+
+    #[test]
+    fn shell_line_quotes_what_needs_it() {
+        let s = shell_line(
+            "/q/qemu",
+            &["-device".into(), r#"{"driver":"edu"}"#.into(), "-m".into(), "1G".into()],
+        );
+        assert_eq!(s, "'/q/qemu' -device '{\"driver\":\"edu\"}' -m 1G\n");
+    }
 }
