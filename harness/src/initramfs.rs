@@ -142,9 +142,20 @@ fn busybox_applets(busybox: &Path) -> Result<Vec<String>> {
     Ok(list)
 }
 
-/// The default location of the statically linked guest driver.
+const GUEST_BIN: &str = "guest/x86_64-unknown-linux-gnu/release/phyr";
+
+/// The default location of the statically linked guest driver: `target/guest/...` under the
+/// current directory, else next to the harness's own target directory (`<target>/release/..`).
 pub fn default_phyr_binary() -> PathBuf {
-    PathBuf::from("target/guest/x86_64-unknown-linux-gnu/release/phyr")
+    let here = PathBuf::from("target").join(GUEST_BIN);
+    if here.is_file() {
+        return here;
+    }
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join(GUEST_BIN)))
+        .filter(|p| p.is_file());
+    beside.unwrap_or(here)
 }
 
 #[cfg(test)]

@@ -250,6 +250,9 @@ fn run_cmd(cache: &Cache, a: RunArgs) -> Result<i32> {
     rundir::check_future_socket_paths(&a.guest.runs_dir, None, recipe.endpoints)?;
     let parts = prepare(cache, &a.guest, false)?;
     let run = RunDir::create(&a.guest.runs_dir)?.session(None)?;
+    if a.guest_cmd.is_none() && !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        say("note: standard input is not a terminal; the guest shell reads its commands from it (use --guest-cmd CMD to run one command)");
+    }
     let (mode, console) = match &a.guest_cmd {
         Some(c) => (GuestMode::Command(c.clone()), Console::Captured),
         None => (GuestMode::Shell, Console::Interactive),
