@@ -7,6 +7,7 @@ mod boot;
 mod cache;
 mod cargo_test;
 mod cpio;
+mod crosscheck;
 mod ikconfig;
 mod initramfs;
 mod junit;

@@ -31,6 +31,9 @@ pub struct TestArgs {
     /// Extra arguments for `cargo test` (with --cargo), e.g. `--release`.
     #[arg(long, value_name = "ARGS", allow_hyphen_values = true, num_args = 1.., value_delimiter = ' ')]
     cargo_args: Vec<String>,
+    /// Skip the cross-check of the device's DMA traces against the driver's `# phyr-cmd` lines.
+    #[arg(long)]
+    no_crosscheck: bool,
     /// Echo the whole guest console (default: init messages, TAP results and kernel trouble).
     #[arg(long, short)]
     verbose: bool,
@@ -117,6 +120,9 @@ pub fn run(cache: &Cache, a: TestArgs) -> Result<i32> {
                 report.problems.insert(0, format!("could not boot: {e:#}"));
             }
         }
+        if !a.no_crosscheck && !a.guest.no_device && report.began {
+            crosscheck(&run, &mut report)?;
+        }
         std::fs::write(results.join(format!("{}.tap", r.name)), report.tap.join("\n") + "\n")?;
         std::fs::write(run.file("results/suite.tap"), report.tap.join("\n") + "\n")?;
         suites.push(junit::suite_xml(&r.name, &report, t.elapsed().as_secs_f64()));
@@ -144,4 +150,47 @@ pub fn run(cache: &Cache, a: TestArgs) -> Result<i32> {
     ));
     println!("{passed} passed, {failed} failed");
     Ok(if failed == 0 { 0 } else { 1 })
+}
+
+/// Adds the trace cross-check as one more test of the recipe's suite (see crosscheck.rs).
+fn crosscheck(run: &RunDir, report: &mut tap::SuiteReport) -> Result<()> {
+    let serial = std::fs::read_to_string(run.file("serial.log")).unwrap_or_default();
+    let c = crate::crosscheck::check(&serial, &run.file("trace"));
+    let mut text = format!("{} commands checked against the device traces\n", c.commands_checked);
+    for p in &c.problems {
+        text.push_str(p);
+        text.push('\n');
+    }
+    std::fs::write(run.file("results/crosscheck.txt"), &text)?;
+    if c.problems.is_empty() {
+        say(format!(
+            "trace cross-check: {} commands match the device's DMA records",
+            c.commands_checked
+        ));
+    } else {
+        say(format!(
+            "trace cross-check: {} problem(s) in {} commands; see {}",
+            c.problems.len(),
+            c.commands_checked,
+            run.file("results/crosscheck.txt").display()
+        ));
+        for p in c.problems.iter().take(5) {
+            say(format!("  {p}"));
+        }
+    }
+    let ok = c.problems.is_empty();
+    report.tap.push(format!(
+        "{} {} trace-crosscheck",
+        if ok { "ok" } else { "not ok" },
+        report.tests.len() + 1
+    ));
+    report.tests.push(tap::TestResult {
+        number: report.tests.len() as u32 + 1,
+        name: "trace-crosscheck".into(),
+        ok,
+        skipped: false,
+        directive: c.problems.first().cloned().unwrap_or_default(),
+        diagnostics: c.problems.iter().take(50).cloned().collect(),
+    });
+    Ok(())
 }
