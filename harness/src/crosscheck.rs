@@ -125,9 +125,12 @@ fn inside(rec: &DmaRecord, allowed: &[Seg]) -> bool {
 }
 
 /// Reads every endpoint's trace in `trace_dir` into completed commands per (ep, q, id).
-fn device_commands(trace_dir: &Path) -> Result<BTreeMap<(u16, u16, u16), VecDeque<DeviceCmd>>, String> {
+/// Completed commands per (endpoint, queue, command id), in completion order.
+type DeviceCommands = BTreeMap<(u16, u16, u16), VecDeque<DeviceCmd>>;
+
+fn device_commands(trace_dir: &Path) -> Result<DeviceCommands, String> {
     let files = phyr_trace::trace_files(trace_dir).map_err(|e| e.to_string())?;
-    let mut done: BTreeMap<(u16, u16, u16), VecDeque<DeviceCmd>> = BTreeMap::new();
+    let mut done = DeviceCommands::new();
     for f in files {
         let mut reader = TraceReader::open(&f.path).map_err(|e| e.to_string())?;
         let mut pending: BTreeMap<(u16, u16, u16), DeviceCmd> = BTreeMap::new();
