@@ -192,11 +192,17 @@ fn guest_kernel(p: &mut Provisioner<'_>, src: &SourceOpts) -> Result<kernel::Gue
 
 /// Provisions everything a boot needs and picks the accelerator.
 pub fn prepare(cache: &Cache, g: &GuestOpts, need_phyr: bool) -> Result<Parts> {
-    let mut p = Provisioner::new(cache);
-    let qemu = p.qemu(g.sources.qemu.as_deref())?;
-    let kernel = guest_kernel(&mut p, &g.sources)?;
-    let busybox = p.busybox(g.sources.busybox.as_deref())?;
-    let accel = accel::choose(g.accel, cache, &qemu, &kernel.image, &busybox)?;
+    // Local binaries first: a missing one is reported before anything is downloaded.
+    let device_bin = match &g.device_bin {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?.with_file_name("phyr-device"),
+    };
+    if !g.no_device && !device_bin.is_file() {
+        anyhow::bail!(
+            "phyr-device not found at {}; run `cargo build --release -p phyr-device` (or pass --device-bin PATH, or --no-device to boot with QEMU's edu device instead)",
+            device_bin.display()
+        );
+    }
     let phyr_path = g.phyr.clone().unwrap_or_else(initramfs::default_phyr_binary);
     let phyr = if phyr_path.is_file() {
         Some(phyr_path)
@@ -214,16 +220,11 @@ pub fn prepare(cache: &Cache, g: &GuestOpts, need_phyr: bool) -> Result<Parts> {
         ));
         None
     };
-    let device_bin = match &g.device_bin {
-        Some(p) => p.clone(),
-        None => std::env::current_exe()?.with_file_name("phyr-device"),
-    };
-    if !g.no_device && !device_bin.is_file() {
-        anyhow::bail!(
-            "phyr-device not found at {}; run `cargo build --release -p phyr-device` (or pass --device-bin PATH, or --no-device to boot with QEMU's edu device instead)",
-            device_bin.display()
-        );
-    }
+    let mut p = Provisioner::new(cache);
+    let qemu = p.qemu(g.sources.qemu.as_deref())?;
+    let kernel = guest_kernel(&mut p, &g.sources)?;
+    let busybox = p.busybox(g.sources.busybox.as_deref())?;
+    let accel = accel::choose(g.accel, cache, &qemu, &kernel.image, &busybox)?;
     Ok(Parts {
         qemu,
         kernel,

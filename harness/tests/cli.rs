@@ -152,3 +152,23 @@ fn old_qemu_and_no_way_to_provision_is_one_clear_message() {
         "{e}"
     );
 }
+
+#[test]
+fn missing_device_binary_is_reported_before_any_download() {
+    let cache = tmp("cache5");
+    let o = harness()
+        .args(["run", "--device-bin", "/nonexistent/phyr-device", "--cache-dir"])
+        .arg(&cache)
+        .arg("--runs-dir")
+        .arg(cache.join("runs"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let e = stderr_of(&o);
+    assert!(
+        e.contains("phyr-device not found at /nonexistent/phyr-device")
+            && e.contains("cargo build --release -p phyr-device"),
+        "{e}"
+    );
+    assert!(!e.contains("provisioning"), "{e}");
+}
