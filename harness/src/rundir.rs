@@ -22,7 +22,11 @@ impl RunDir {
         // create_dir (not _all) fails if the name is taken, so two harnesses never share one.
         let mut n = 1;
         let path = loop {
-            let candidate = if n == 1 { root.join(&stamp) } else { root.join(format!("{stamp}-{n}")) };
+            let candidate = if n == 1 {
+                root.join(&stamp)
+            } else {
+                root.join(format!("{stamp}-{n}"))
+            };
             match std::fs::create_dir(&candidate) {
                 Ok(()) => break candidate,
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 1000 => n += 1,
@@ -78,7 +82,11 @@ pub fn check_socket_paths(socket_dir: &Path, endpoints: usize) -> Result<()> {
 /// (in `sub`, e.g. a recipe name for `test`) will fit in `sun_path`, assuming the longest
 /// run directory name (`<stamp>-999`).
 pub fn check_future_socket_paths(root: &Path, sub: Option<&str>, endpoints: usize) -> Result<()> {
-    let root = if root.is_absolute() { root.to_path_buf() } else { std::env::current_dir()?.join(root) };
+    let root = if root.is_absolute() {
+        root.to_path_buf()
+    } else {
+        std::env::current_dir()?.join(root)
+    };
     let mut dir = root.join(format!("{}-999", utc_stamp(SystemTime::now())));
     if let Some(s) = sub {
         dir = dir.join(s);

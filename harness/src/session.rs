@@ -3,7 +3,7 @@
 //! Each child runs in its own process group (except an interactive QEMU, which must own the
 //! terminal) and dies with the harness (PR_SET_PDEATHSIG), so nothing is left behind.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -249,7 +249,8 @@ fn echo_console(
     let stdout = std::io::stdout();
     loop {
         line.clear();
-        match reader.read_until(b'\n', &mut line) {
+        // A guest that prints without newlines is flushed every 64 KiB, never buffered forever.
+        match (&mut reader).take(64 << 10).read_until(b'\n', &mut line) {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
