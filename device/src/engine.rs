@@ -245,6 +245,25 @@ impl Exec<'_> {
         if !self.hook.enabled() {
             return;
         }
+        self.record_with(list, seg, r, dir, p, addr, t, t0, None);
+    }
+
+    /// Records the read and the write of a piece moved from `src` to `dst` (one CRC for both).
+    #[allow(clippy::too_many_arguments)]
+    fn record_pair(&self, st: &Step, sr: &DmaRange, dr: &DmaRange, part: Piece, dp: Piece, a: u64, targets: (Target, Target), t0: u64) {
+        if !self.hook.enabled() {
+            return;
+        }
+        let crc = match part {
+            Piece::Raw(raw) if self.hook.wants_crc() => Some(Data::Crc(raw.crc32c(0))),
+            _ => None,
+        };
+        self.record_with(ListKind::Src, st.si, sr, Dir::Read, part, st.s + a, targets.0, t0, crc);
+        self.record_with(ListKind::Dst, st.di, dr, Dir::Write, dp, st.d + a, targets.1, t0, crc);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record_with(&self, list: ListKind, seg: usize, r: &DmaRange, dir: Dir, p: Piece, addr: u64, t: Target, t0: u64, data: Option<Data<'_>>) {
         self.hook.dma(&Txn {
             tag: self.tag,
             segment: seg_index(seg),
@@ -255,10 +274,10 @@ impl Exec<'_> {
             len: p.len() as u64,
             target: t,
             status: 0,
-            data: match p {
+            data: data.unwrap_or(match p {
                 Piece::Raw(r) => Data::Raw(r),
                 Piece::Message { .. } => Data::None,
-            },
+            }),
             t0,
         });
     }
@@ -329,8 +348,7 @@ impl Exec<'_> {
                         return Err(());
                     }
                     let a = s_off + inner as u64;
-                    self.record(ListKind::Src, st.si, sr, Dir::Read, part, st.s + a, shift(stgt, inner as u64), t0);
-                    self.record(ListKind::Dst, st.di, dr, Dir::Write, dp, st.d + a, dtgt, t0);
+                    self.record_pair(&st, sr, dr, part, dp, a, (shift(stgt, inner as u64), dtgt), t0);
                     inner += dp.len();
                     *done += dp.len() as u64;
                     Ok(())

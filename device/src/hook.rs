@@ -33,6 +33,8 @@ pub enum Data<'a> {
     None,
     Raw(RawPiece),
     Bytes(&'a [u8]),
+    /// Already computed (a copy records the same bytes twice: read and write).
+    Crc(u32),
 }
 
 /// One transaction as the engine describes it to the hook.
@@ -74,6 +76,12 @@ impl Hook {
         self.rec.is_enabled()
     }
 
+    /// Whether transactions should carry a CRC32C of their data.
+    #[inline]
+    pub fn wants_crc(&self) -> bool {
+        self.rec.is_enabled() && self.rec.wants_crc()
+    }
+
     /// A timestamp to pass back in `Txn::t0` (0 when tracing is off).
     #[inline]
     pub fn start(&self) -> u64 {
@@ -100,6 +108,7 @@ impl Hook {
                 Data::None => None,
                 Data::Raw(p) => Some(p.crc32c(0)),
                 Data::Bytes(b) => Some(phyr_trace::data_crc(b)),
+                Data::Crc(c) => Some(c),
             }
         } else {
             None

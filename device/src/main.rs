@@ -83,7 +83,7 @@ fn run() -> Result<()> {
     let mut paths = Vec::new();
     for ep in &fleet.endpoints {
         let path = args.socket_dir.join(format!("ep{}.sock", ep.index()));
-        let server = vfio_user::Server::new(&path, Arc::new(VfioEndpoint(ep.clone())))
+        let server = vfio_user::Server::new(&path, Arc::new(VfioEndpoint::new(ep.clone())))
             .with_context(|| format!("listening on {}", path.display()))?;
         servers.push(server.spawn().with_context(|| format!("starting the server of {}", path.display()))?);
         paths.push(path);
@@ -91,10 +91,16 @@ fn run() -> Result<()> {
     println!("phyr-device: ready: {} endpoints in {}", fleet.endpoints.len(), args.socket_dir.display());
     let sig = signals.wait();
     tracing::info!(signal = sig, "shutting down");
+    // Servers first: each disconnects its client (the endpoint resets, aborting commands in
+    // flight) and removes its socket; then the workers stop and the traces are flushed.
+    for s in servers {
+        if let Err(e) = s.stop() {
+            tracing::warn!("stopping a server: {e}");
+        }
+    }
     fleet.shutdown();
     for p in &paths {
         let _ = std::fs::remove_file(p);
     }
-    drop(servers);
     Ok(())
 }

@@ -2,7 +2,8 @@
 //! pieces (zero-copy slices of the client's mmap-ed memory, or message spans), `DmaError`s
 //! become faults with the same address, MSI-X goes to the session's eventfds.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 
 use phyr_trace::Target;
 use vfio_user::{pci_irq, Access, DmaChunk, DmaError, DmaSpace, Irqs};
@@ -13,14 +14,36 @@ use crate::raw::RawPiece;
 /// Guest memory by IOVA: the session's DMA mappings.
 pub struct SessionMemory {
     dma: Arc<DmaSpace>,
-    /// Resolve trace targets (mapping index and offset): costs a table snapshot per piece,
-    /// so only when tracing.
+    /// Resolve trace targets (mapping index and offset); only when tracing.
     targets: bool,
+    /// Snapshot of the mappings for target resolution, refreshed after map/unmap.
+    maps: RwLock<Arc<Vec<vfio_user::MappingInfo>>>,
+    stale: AtomicBool,
+}
+
+impl std::fmt::Debug for SessionMemory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionMemory").field("dma", &self.dma).field("targets", &self.targets).finish()
+    }
 }
 
 impl SessionMemory {
     pub fn new(dma: Arc<DmaSpace>, targets: bool) -> Self {
-        Self { dma, targets }
+        Self { dma, targets, maps: RwLock::new(Arc::new(Vec::new())), stale: AtomicBool::new(true) }
+    }
+
+    /// The mapping table changed (DMA_MAP / DMA_UNMAP): refresh the target snapshot lazily.
+    pub fn invalidate(&self) {
+        self.stale.store(true, Ordering::Release);
+    }
+
+    fn snapshot(&self) -> Arc<Vec<vfio_user::MappingInfo>> {
+        if self.stale.swap(false, Ordering::AcqRel) {
+            let fresh = Arc::new(self.dma.mappings());
+            *self.maps.write().unwrap_or_else(|e| e.into_inner()) = fresh.clone();
+            return fresh;
+        }
+        self.maps.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     fn kind(e: &DmaError) -> MemFaultKind {
@@ -36,12 +59,13 @@ impl SessionMemory {
         MemFault::new(Self::kind(e), e.addr())
     }
 
-    /// The trace target of `addr`: index of its mapping (in IOVA order) and offset inside.
+    /// The trace target of `addr`: index of its mapping (in IOVA order: DmaSpace does not
+    /// expose map order) and offset inside.
     fn target(&self, addr: u64) -> Target {
         if !self.targets {
             return Target::None;
         }
-        let maps = self.dma.mappings();
+        let maps = self.snapshot();
         let i = maps.partition_point(|m| m.iova <= addr);
         match i.checked_sub(1).map(|i| (i, &maps[i])) {
             Some((i, m)) if addr - m.iova < m.size => {

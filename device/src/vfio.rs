@@ -2,7 +2,7 @@
 //! as sparse-mmap with its memfd, 4 KiB config space), MSI-X as the only interrupt, resets and
 //! session changes forwarded to the [`Endpoint`]. The server validated every access already.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use dma_range::regs;
 use vfio_user::{
@@ -16,8 +16,24 @@ use crate::endpoint::{Endpoint, Ports};
 use crate::session::{SessionIrqs, SessionMemory};
 
 /// An [`Endpoint`] served over vfio-user.
-#[derive(Debug, Clone)]
-pub struct VfioEndpoint(pub Arc<Endpoint>);
+#[derive(Debug)]
+pub struct VfioEndpoint {
+    ep: Arc<Endpoint>,
+    /// The current session's memory, told about map changes (trace target snapshots).
+    mem: Mutex<Option<Arc<SessionMemory>>>,
+}
+
+impl VfioEndpoint {
+    pub fn new(ep: Arc<Endpoint>) -> Self {
+        Self { ep, mem: Mutex::new(None) }
+    }
+
+    fn invalidate(&self) {
+        if let Some(m) = self.mem.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            m.invalidate();
+        }
+    }
+}
 
 const RW: u32 = REGION_FLAG_READ | REGION_FLAG_WRITE;
 
@@ -27,7 +43,7 @@ impl Device for VfioEndpoint {
     }
 
     fn region_info(&self, index: u32) -> Option<RegionInfo> {
-        let bar2 = &self.0.port().bar2;
+        let bar2 = &self.ep.port().bar2;
         Some(match index {
             pci_region::BAR0 => RegionInfo::io(regs::BAR0_SIZE, RW),
             pci_region::BAR2 => RegionInfo {
@@ -43,9 +59,9 @@ impl Device for VfioEndpoint {
 
     fn region_read(&self, index: u32, offset: u64, buf: &mut [u8]) -> Result<(), Errno> {
         match index {
-            pci_region::BAR0 => self.0.bar0_read(offset, buf),
-            pci_region::BAR2 => self.0.bar2_read(offset, buf),
-            pci_region::CONFIG => self.0.config_read(offset, buf),
+            pci_region::BAR0 => self.ep.bar0_read(offset, buf),
+            pci_region::BAR2 => self.ep.bar2_read(offset, buf),
+            pci_region::CONFIG => self.ep.config_read(offset, buf),
             _ => return Err(Errno::EINVAL),
         }
         Ok(())
@@ -53,9 +69,9 @@ impl Device for VfioEndpoint {
 
     fn region_write(&self, index: u32, offset: u64, data: &[u8]) -> Result<(), Errno> {
         match index {
-            pci_region::BAR0 => self.0.bar0_write(offset, data),
-            pci_region::BAR2 => self.0.bar2_write(offset, data),
-            pci_region::CONFIG => self.0.config_write(offset, data),
+            pci_region::BAR0 => self.ep.bar0_write(offset, data),
+            pci_region::BAR2 => self.ep.bar2_write(offset, data),
+            pci_region::CONFIG => self.ep.config_write(offset, data),
             _ => return Err(Errno::EINVAL),
         }
         Ok(())
@@ -73,26 +89,27 @@ impl Device for VfioEndpoint {
     }
 
     fn reset(&self) {
-        tracing::info!(endpoint = self.0.index(), "device reset");
-        self.0.reset();
+        tracing::info!(endpoint = self.ep.index(), "device reset");
+        self.ep.reset();
     }
 
     fn connected(&self, session: Session) {
-        tracing::info!(endpoint = self.0.index(), "client connected");
-        let targets = self.0.hook().enabled();
-        self.0.connect(Ports {
-            mem: Arc::new(SessionMemory::new(session.dma, targets)),
-            irq: Arc::new(SessionIrqs(session.irqs)),
-        });
+        tracing::info!(endpoint = self.ep.index(), "client connected");
+        let targets = self.ep.hook().enabled();
+        let mem = Arc::new(SessionMemory::new(session.dma, targets));
+        *self.mem.lock().unwrap_or_else(|e| e.into_inner()) = Some(mem.clone());
+        self.ep.connect(Ports { mem, irq: Arc::new(SessionIrqs(session.irqs)) });
     }
 
     fn disconnected(&self) {
-        tracing::info!(endpoint = self.0.index(), "client disconnected");
-        self.0.disconnect();
+        tracing::info!(endpoint = self.ep.index(), "client disconnected");
+        self.ep.disconnect();
+        *self.mem.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     fn dma_mapped(&self, m: &MappingInfo) {
-        self.0.hook().event(|| phyr_trace::Event::DmaMap {
+        self.invalidate();
+        self.ep.hook().event(|| phyr_trace::Event::DmaMap {
             iova: m.iova,
             size: m.size,
             readable: m.readable,
@@ -102,6 +119,7 @@ impl Device for VfioEndpoint {
     }
 
     fn dma_unmapped(&self, iova: u64, size: u64) {
-        self.0.hook().event(|| phyr_trace::Event::DmaUnmap { iova, size, all: false });
+        self.invalidate();
+        self.ep.hook().event(|| phyr_trace::Event::DmaUnmap { iova, size, all: false });
     }
 }

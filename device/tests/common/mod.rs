@@ -146,7 +146,7 @@ pub fn rig_with(cfg: FleetConfig, ram: u64) -> Rig {
     let mut eps = Vec::new();
     for (i, ep) in fleet.endpoints.iter().enumerate() {
         let path = dir.join(format!("ep{i}.sock"));
-        servers.push(vfio_user::Server::new(&path, Arc::new(VfioEndpoint(ep.clone()))).unwrap().spawn().unwrap());
+        servers.push(vfio_user::Server::new(&path, Arc::new(VfioEndpoint::new(ep.clone()))).unwrap().spawn().unwrap());
         let client = Client::connect(&path).unwrap();
         let ram_fd = vfio_user::memfd("guest-ram", ram).unwrap();
         client.dma_map(RAM_IOVA, ram, ram_fd.as_fd(), 0, true, true).unwrap();
