@@ -150,17 +150,17 @@ fn main() {
 }
 
 fn real_main(cli: Cli) -> Result<i32> {
-    if let Cmd::Trace(args) = cli.command {
-        trace_cmd::run(args, Path::new("runs"))?;
-        return Ok(0);
+    // The trace tool reads files only: no cache, no signal handling of ours.
+    let needs_cache = !matches!(cli.command, Cmd::Trace(_));
+    if needs_cache {
+        sys::catch_termination_signals().context("installing signal handlers")?;
     }
-    sys::catch_termination_signals().context("installing signal handlers")?;
-    let cache = Cache::resolve(cli.cache_dir.as_deref())?;
+    let cache = || Cache::resolve(cli.cache_dir.as_deref());
     match cli.command {
-        Cmd::Provision(a) => provision_all(&cache, &a.sources),
-        Cmd::Run(a) => run_cmd(&cache, a),
-        Cmd::Test(a) => test_cmd::run(&cache, a),
-        Cmd::Trace(_) => unreachable!("handled above"),
+        Cmd::Provision(ref a) => provision_all(&cache()?, &a.sources),
+        Cmd::Run(a) => run_cmd(&cache()?, a),
+        Cmd::Test(a) => test_cmd::run(&cache()?, a),
+        Cmd::Trace(args) => trace_cmd::run(args, Path::new("runs")).map(|()| 0),
     }
 }
 
