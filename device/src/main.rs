@@ -76,9 +76,9 @@ fn run() -> Result<()> {
     let cfg = config(&args)?;
     // Before any thread exists, so every thread inherits the blocked mask.
     let signals = TermSignals::block().context("blocking SIGTERM/SIGINT")?;
+    let fleet = Fleet::new(&cfg)?;
     std::fs::create_dir_all(&args.socket_dir)
         .with_context(|| format!("creating socket directory {}", args.socket_dir.display()))?;
-    let fleet = Fleet::new(&cfg)?;
     let mut servers = Vec::new();
     let mut paths = Vec::new();
     for ep in &fleet.endpoints {
