@@ -28,6 +28,30 @@ impl Cache {
         Ok(Cache { root })
     }
 
+    /// An exclusive lock on the cache for provisioning, held until the returned file is dropped,
+    /// so two harnesses never download into the same place at once.
+    pub fn lock(&self) -> Result<std::fs::File> {
+        let path = self.root.join(".lock");
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        match f.try_lock() {
+            Ok(()) => return Ok(f),
+            Err(std::fs::TryLockError::WouldBlock) => crate::provision::say(format!(
+                "waiting for another phyr-harness using {} ...",
+                self.root.display()
+            )),
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("locking {}", path.display()))
+            }
+        }
+        f.lock().with_context(|| format!("locking {}", path.display()))?;
+        Ok(f)
+    }
+
     pub fn dir(&self, name: &str) -> PathBuf {
         self.root.join(name)
     }

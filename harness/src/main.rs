@@ -167,6 +167,7 @@ fn real_main(cli: Cli) -> Result<i32> {
 fn provision_all(cache: &Cache, src: &SourceOpts) -> Result<i32> {
     let t = Instant::now();
     say(format!("cache: {}", cache.root.display()));
+    let _lock = cache.lock()?;
     let mut p = Provisioner::new(cache);
     let q = p.qemu(src.qemu.as_deref())?;
     let k = guest_kernel(&mut p, src)?;
@@ -220,6 +221,7 @@ pub fn prepare(cache: &Cache, g: &GuestOpts, need_phyr: bool) -> Result<Parts> {
         ));
         None
     };
+    let _lock = cache.lock()?;
     let mut p = Provisioner::new(cache);
     let qemu = p.qemu(g.sources.qemu.as_deref())?;
     let kernel = guest_kernel(&mut p, &g.sources)?;
