@@ -38,17 +38,13 @@ impl Cache {
             .write(true)
             .open(&path)
             .with_context(|| format!("opening {}", path.display()))?;
-        match f.try_lock() {
-            Ok(()) => return Ok(f),
-            Err(std::fs::TryLockError::WouldBlock) => crate::provision::say(format!(
+        if !crate::sys::flock_exclusive(&f, false).with_context(|| format!("locking {}", path.display()))? {
+            crate::provision::say(format!(
                 "waiting for another phyr-harness using {} ...",
                 self.root.display()
-            )),
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(e).with_context(|| format!("locking {}", path.display()))
-            }
+            ));
+            crate::sys::flock_exclusive(&f, true).with_context(|| format!("locking {}", path.display()))?;
         }
-        f.lock().with_context(|| format!("locking {}", path.display()))?;
         Ok(f)
     }
 
