@@ -120,7 +120,9 @@ pub fn run(s: &mut Session, a: &OpArgs, op: Opcode, src: Option<&str>, dst: Opti
     job.cmd.pattern = pattern;
     let dev_ep = s.ep(a.ep)?.id.endpoint_id;
     let c = job.run(s)?;
-    println!("{}", job.line(dev_ep, &c));
+    if !s.trace_lines {
+        println!("{}", job.line(dev_ep, &c));
+    }
     let status = Status::from_u16(c.status);
     println!(
         "{} -> {} result={:#x}",
@@ -148,7 +150,9 @@ pub fn run(s: &mut Session, a: &OpArgs, op: Opcode, src: Option<&str>, dst: Opti
             let dl = dl.as_ref().expect("copy/fill have a destination");
             let check = Job::new(a.ep, Opcode::Crc32c, Some(dl), None).on(a.queue, a.mode).crc(crc);
             let cc = check.run(s)?;
-            println!("{}", check.line(dev_ep, &cc));
+            if !s.trace_lines {
+                println!("{}", check.line(dev_ep, &cc));
+            }
             ok &= report_crc(cc.result as u32, crc);
         }
         Opcode::Crc32c => ok &= report_crc(c.result as u32, crc),

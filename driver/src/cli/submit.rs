@@ -293,7 +293,9 @@ pub fn run(s: &mut Session, path: &Path, mode: QueueMode) -> Result<bool> {
     println!("command: opcode {opcode:#x} src {src:?} dst {dst:?} pattern {:#x}", job.cmd.pattern);
     let dev_ep = s.ep(f.endpoint)?.id.endpoint_id;
     let c = job.run(s)?;
-    println!("{}", job.line(dev_ep, &c));
+    if !s.trace_lines {
+        println!("{}", job.line(dev_ep, &c));
+    }
     let st = Status::from_u16(c.status);
     println!(
         "completion: id {} status {} sq_head {} fault_list {} segment {:#x} result {:#x} fault_addr {:#x}",
