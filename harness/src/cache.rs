@@ -38,12 +38,21 @@ impl Cache {
             .write(true)
             .open(&path)
             .with_context(|| format!("opening {}", path.display()))?;
-        if !crate::sys::flock_exclusive(&f, false).with_context(|| format!("locking {}", path.display()))? {
+        if !crate::sys::try_flock_exclusive(&f).with_context(|| format!("locking {}", path.display()))? {
             crate::provision::say(format!(
                 "waiting for another phyr-harness using {} ...",
                 self.root.display()
             ));
-            crate::sys::flock_exclusive(&f, true).with_context(|| format!("locking {}", path.display()))?;
+            // Poll rather than block, so Ctrl-C still works while waiting.
+            while !crate::sys::try_flock_exclusive(&f).with_context(|| format!("locking {}", path.display()))? {
+                if let Some(sig) = crate::sys::pending_signal() {
+                    bail!(
+                        "interrupted by {sig} while waiting for the cache lock {}",
+                        path.display()
+                    );
+                }
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
         }
         Ok(f)
     }

@@ -151,24 +151,19 @@ pub fn term_pid(pid: u32) {
     }
 }
 
-/// An exclusive advisory lock on `f` (released when the file is closed). With `wait` false,
-/// returns Ok(false) instead of blocking when someone else holds it.
-pub fn flock_exclusive(f: &std::fs::File, wait: bool) -> std::io::Result<bool> {
+/// Tries to take an exclusive advisory lock on `f` (released when the file is closed);
+/// Ok(false) when someone else holds it.
+pub fn try_flock_exclusive(f: &std::fs::File) -> std::io::Result<bool> {
     use std::os::fd::AsRawFd;
-    let op = if wait {
-        libc::LOCK_EX
-    } else {
-        libc::LOCK_EX | libc::LOCK_NB
-    };
     loop {
         // SAFETY: the fd belongs to `f`, which outlives the call; flock touches no memory.
-        let rc = unsafe { libc::flock(f.as_raw_fd(), op) };
+        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if rc == 0 {
             return Ok(true);
         }
         let e = std::io::Error::last_os_error();
         match e.raw_os_error() {
-            Some(libc::EWOULDBLOCK) if !wait => return Ok(false),
+            Some(libc::EWOULDBLOCK) => return Ok(false),
             Some(libc::EINTR) => continue,
             _ => return Err(e),
         }
