@@ -165,6 +165,11 @@ impl Endpoint {
         self.hook.event(|| phyr_trace::Event::Disconnected);
     }
 
+    /// Whether a worker is blocked in a DMA message (see `QueueShared::stop`).
+    fn in_message(&self) -> bool {
+        self.ports().is_some_and(|p| p.mem.messages_in_flight())
+    }
+
     fn ports(&self) -> Option<Ports> {
         self.session.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
@@ -253,7 +258,9 @@ impl Endpoint {
                 self.wake(q);
             }
             RegEffect::QueueEnableFailed(q, s) => self.queues[q].enable_failed(s),
-            RegEffect::QueueDisable(q) => self.queues[q].stop(Status::ABORTED_QUEUE_DISABLED, 0),
+            RegEffect::QueueDisable(q) => {
+                self.queues[q].stop(Status::ABORTED_QUEUE_DISABLED, 0, &|| self.in_message())
+            }
             RegEffect::QueueIrq(q, on) => {
                 if let Some(run) = self.queues[q].lock().as_mut() {
                     run.irq = on;
@@ -282,7 +289,7 @@ impl Endpoint {
     fn do_reset(&self, record: bool) {
         self.enabled.store(false, SeqCst);
         for q in &self.queues {
-            q.stop(Status::ABORTED_RESET, 0);
+            q.stop(Status::ABORTED_RESET, 0, &|| self.in_message());
         }
         lock(&self.regs).reset();
         self.counters.completed.store(0, Relaxed);

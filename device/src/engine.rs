@@ -77,10 +77,17 @@ fn seg_index(i: usize) -> u32 {
 enum MoveFault {
     Src(MemFault),
     Dst(MemFault),
+    /// Aborted between two DMA messages (reset or queue disable).
+    Aborted(Status),
 }
 
 /// Moves `min(src.len, dst.len)` bytes; message-backed pieces go through a bounce buffer.
-fn move_piece(mem: &dyn IovaMemory, src: Piece, dst: Piece) -> Result<(), MoveFault> {
+fn move_piece(
+    mem: &dyn IovaMemory,
+    src: Piece,
+    dst: Piece,
+    abort: &dyn Fn() -> Option<Status>,
+) -> Result<(), MoveFault> {
     if let (Piece::Raw(s), Piece::Raw(d)) = (src, dst) {
         RawPiece::copy(s, d);
         return Ok(());
@@ -89,6 +96,10 @@ fn move_piece(mem: &dyn IovaMemory, src: Piece, dst: Piece) -> Result<(), MoveFa
     let mut bounce = vec![0u8; n.min(BOUNCE)];
     let mut off = 0;
     while off < n {
+        // Message DMA is slow and may outlive a reset: never start another one after an abort.
+        if let Some(s) = abort() {
+            return Err(MoveFault::Aborted(s));
+        }
         let k = (n - off).min(BOUNCE);
         let buf = &mut bounce[..k];
         match src.sub(off, k) {
@@ -340,8 +351,9 @@ impl Exec<'_> {
                 let r2 = self.bus.pieces(dr.space(), st.d + s_off, sp.len() as u64, Dir::Write, &mut |dp, dtgt| {
                     let part = sp.sub(inner, dp.len());
                     let t0 = self.hook.start();
-                    if let Err(e) = move_piece(self.bus.iova, part, dp) {
+                    if let Err(e) = move_piece(self.bus.iova, part, dp, self.abort) {
                         fail = Some(match e {
+                            MoveFault::Aborted(s) => Failure::plain(s),
                             MoveFault::Src(m) => self.fault(FAULT_LIST_SRC, st.si, sr, Dir::Read, m.status(), m.addr),
                             MoveFault::Dst(m) => self.fault(FAULT_LIST_DST, st.di, dr, Dir::Write, m.status(), m.addr),
                         });
@@ -452,6 +464,11 @@ impl Exec<'_> {
                         let pat = pattern.to_le_bytes();
                         let mut o = 0;
                         while o < len {
+                            if let Some(s) = (self.abort)() {
+                                *done += o as u64;
+                                fail = Some(Failure::plain(s));
+                                return Err(());
+                            }
                             let k = (len - o).min(BOUNCE);
                             let buf: Vec<u8> = (0..k).map(|j| pat[(phase + o + j) % 8]).collect();
                             if let Err(m) = self.bus.iova.message_write(iova + o as u64, &buf) {

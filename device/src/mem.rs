@@ -113,6 +113,11 @@ pub trait IovaMemory: Send + Sync {
     fn message_read(&self, iova: u64, buf: &mut [u8]) -> Result<(), MemFault>;
     /// Writes a `Piece::Message` span by DMA_WRITE messages.
     fn message_write(&self, iova: u64, data: &[u8]) -> Result<(), MemFault>;
+    /// Whether some thread is inside `message_read`/`message_write` now (waiting for the
+    /// client, which may itself be waiting for the device's reply to a request).
+    fn messages_in_flight(&self) -> bool {
+        false
+    }
 }
 
 /// Where the engine raises interrupts.

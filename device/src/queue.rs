@@ -88,7 +88,12 @@ impl QueueShared {
     /// DMA_READ/DMA_WRITE message whose reply is queued behind the caller's own request), the
     /// stop is left pending: the worker, which checks `abort` before touching memory again,
     /// clears the run when it returns.
-    pub fn stop(&self, why: Status, status_after: u32) {
+    ///
+    /// `in_message` says whether the worker is blocked in a DMA message right now: then
+    /// waiting is pointless (the client answers it only after our reply), so the stop is
+    /// left pending at once. The worker then posts no completion (the queue is gone by the
+    /// time it could) and issues no further DMA.
+    pub fn stop(&self, why: Status, status_after: u32, in_message: &dyn Fn() -> bool) {
         self.abort.store(why as u16, SeqCst);
         self.status.store(status_after, Relaxed);
         let deadline = std::time::Instant::now() + STOP_WAIT;
@@ -105,7 +110,7 @@ impl QueueShared {
                     return;
                 }
                 Err(std::sync::TryLockError::WouldBlock) => {
-                    if std::time::Instant::now() > deadline {
+                    if in_message() || std::time::Instant::now() > deadline {
                         self.stop_pending.store(true, SeqCst);
                         tracing::warn!("queue stop did not wait for the worker (blocked in a DMA message)");
                         return;
@@ -237,6 +242,10 @@ pub fn process(run: &mut QueueRun, q: &QueueShared, ctx: &QueueCtx<'_>) -> Progr
         k += 1;
     }
     let k = k as u32;
+    if q.stop_pending.load(SeqCst) {
+        // The stop returned without us: the queue is gone, post nothing.
+        return Progress::Idle;
+    }
     if let Err(s) = post(run, &mut done[..k as usize], ctx) {
         return stop(q, s);
     }

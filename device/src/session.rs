@@ -2,7 +2,7 @@
 //! pieces (zero-copy slices of the client's mmap-ed memory, or message spans), `DmaError`s
 //! become faults with the same address, MSI-X goes to the session's eventfds.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use phyr_trace::Target;
@@ -19,6 +19,24 @@ pub struct SessionMemory {
     /// Snapshot of the mappings for target resolution, refreshed after map/unmap.
     maps: RwLock<Arc<Vec<vfio_user::MappingInfo>>>,
     stale: AtomicBool,
+    /// Threads inside a DMA message call.
+    in_message: AtomicUsize,
+}
+
+/// Counts a thread inside a DMA message call.
+struct InMessage<'a>(&'a AtomicUsize);
+
+impl<'a> InMessage<'a> {
+    fn enter(c: &'a AtomicUsize) -> Self {
+        c.fetch_add(1, Ordering::SeqCst);
+        InMessage(c)
+    }
+}
+
+impl Drop for InMessage<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl std::fmt::Debug for SessionMemory {
@@ -29,7 +47,10 @@ impl std::fmt::Debug for SessionMemory {
 
 impl SessionMemory {
     pub fn new(dma: Arc<DmaSpace>, targets: bool) -> Self {
-        Self { dma, targets, maps: RwLock::new(Arc::new(Vec::new())), stale: AtomicBool::new(true) }
+        Self { dma, targets, maps: RwLock::new(Arc::new(Vec::new())),
+            stale: AtomicBool::new(true),
+            in_message: AtomicUsize::new(0),
+        }
     }
 
     /// The mapping table changed (DMA_MAP / DMA_UNMAP): refresh the target snapshot lazily.
@@ -108,11 +129,17 @@ impl IovaMemory for SessionMemory {
     }
 
     fn message_read(&self, iova: u64, buf: &mut [u8]) -> Result<(), MemFault> {
+        let _busy = InMessage::enter(&self.in_message);
         self.dma.read(iova, buf).map_err(|e| Self::fault(&e))
     }
 
     fn message_write(&self, iova: u64, data: &[u8]) -> Result<(), MemFault> {
+        let _busy = InMessage::enter(&self.in_message);
         self.dma.write(iova, data).map_err(|e| Self::fault(&e))
+    }
+
+    fn messages_in_flight(&self) -> bool {
+        self.in_message.load(Ordering::SeqCst) != 0
     }
 }
 

@@ -25,6 +25,9 @@ pub struct TestMem {
     pub hold: Mutex<bool>,
     pub released: Condvar,
     pub entered: AtomicBool,
+    /// Report held messages through `messages_in_flight` (as the real session does).
+    pub report_in_flight: AtomicBool,
+    pub waiting: AtomicBool,
 }
 
 impl TestMem {
@@ -32,8 +35,10 @@ impl TestMem {
         let mut h = self.hold.lock().unwrap();
         while *h {
             self.entered.store(true, Ordering::SeqCst);
+            self.waiting.store(true, Ordering::SeqCst);
             h = self.released.wait(h).unwrap();
         }
+        self.waiting.store(false, Ordering::SeqCst);
     }
 
     pub fn set_hold(&self, on: bool) {
@@ -106,6 +111,10 @@ impl IovaMemory for TestMem {
         }
         let (_, m) = self.find(iova).ok_or(MemFault::new(MemFaultKind::NotMapped, iova))?;
         if m.mem.read(iova - m.iova, buf) { Ok(()) } else { Err(MemFault::new(MemFaultKind::NotMapped, iova)) }
+    }
+
+    fn messages_in_flight(&self) -> bool {
+        self.report_in_flight.load(Ordering::SeqCst) && self.waiting.load(Ordering::SeqCst)
     }
 
     fn message_write(&self, iova: u64, data: &[u8]) -> Result<(), MemFault> {

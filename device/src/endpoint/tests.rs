@@ -212,3 +212,34 @@ fn odd_width_register_access_reads_all_ones_and_counts() {
     assert_eq!(r.ep.guest_errors(), 2);
     assert_eq!(r.r32(REG_CTRL), 0);
 }
+
+#[test]
+fn reset_while_worker_waits_on_a_dma_message_returns_at_once_and_posts_nothing_after() {
+    let r = rig();
+    r.mem.report_in_flight.store(true, Ordering::SeqCst);
+    r.setup(0, 4, 0);
+    let src = r.list(DATA + 0x1000, &[iova(MSG, 4096), iova(DATA, 4096)]);
+    let dst = r.list(DATA + 0x1100, &[iova(DATA + 0x4000, 8192)]);
+    r.mem.put(DATA + 0x4000 + 4096, &[0x11; 4096]);
+    r.mem.set_hold(true);
+    r.submit(0, 0, &Command::new(Opcode::Copy, 42, src, dst));
+    r.w32(doorbell(0, DB_SQ_TAIL), 1);
+    let t = Instant::now();
+    while !r.mem.entered.load(Ordering::SeqCst) {
+        assert!(t.elapsed() < Duration::from_secs(5));
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let t = Instant::now();
+    r.w32(REG_CTRL, CTRL_RESET);
+    assert!(t.elapsed() < Duration::from_millis(500), "reset waited for a DMA message: {:?}", t.elapsed());
+    // The client answers the message only now (after our reply, as QEMU does).
+    r.mem.set_hold(false);
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(!r.completion(0, 0).phase, "no completion posted after the reset returned");
+    assert_eq!(r.mem.get(DATA + 0x4000 + 4096, 4096), vec![0x11; 4096], "no DMA after the reset returned");
+    // The queue works again once re-enabled.
+    r.setup(0, 4, 0);
+    r.submit(0, 0, &Command::new(Opcode::Nop, 5, DmaRange::default(), DmaRange::default()));
+    r.w32(doorbell(0, DB_SQ_TAIL), 1);
+    assert_eq!(r.wait_completion(0, 0, true).command_id, 5);
+}
