@@ -25,6 +25,14 @@ pub struct Bus<'a> {
     pub me: &'a Port,
 }
 
+/// The trace's address space of an access that reached no piece.
+pub fn plain_space(space: AddrSpace) -> Space {
+    match space {
+        AddrSpace::Iova => Space::Iova,
+        AddrSpace::Bus => Space::Bus,
+    }
+}
+
 /// The trace's address space of a piece.
 pub fn trace_space(space: AddrSpace, piece: &Piece) -> Space {
     match (space, piece.is_message()) {
@@ -65,10 +73,21 @@ impl<'a> Bus<'a> {
 
     /// Reads `buf.len()` bytes at `addr` (list blocks, queue entries).
     pub fn read(&self, space: AddrSpace, addr: u64, buf: &mut [u8]) -> Result<(), AccessError> {
+        self.read_with(space, addr, buf, &mut |_, _, _| {})
+    }
+
+    /// `read`, telling `seen` about each piece read (its address, length, target) for tracing.
+    pub fn read_with(
+        &self,
+        space: AddrSpace,
+        addr: u64,
+        buf: &mut [u8],
+        seen: &mut dyn FnMut(u64, &Piece, Target),
+    ) -> Result<(), AccessError> {
         let mut off = 0usize;
         let mut msg_fault = None;
         let total = buf.len();
-        let r = self.pieces(space, addr, total as u64, Dir::Read, &mut |p, _| {
+        let r = self.pieces(space, addr, total as u64, Dir::Read, &mut |p, t| {
             let dst = &mut buf[off..off + p.len().min(total - off)];
             match p {
                 Piece::Raw(r) => {
@@ -81,6 +100,7 @@ impl<'a> Bus<'a> {
                     }
                 }
             }
+            seen(addr.wrapping_add(off as u64), &p, t);
             off += dst.len();
             Ok(())
         });
@@ -92,9 +112,20 @@ impl<'a> Bus<'a> {
 
     /// Writes `data` at `addr` (completions).
     pub fn write(&self, space: AddrSpace, addr: u64, data: &[u8]) -> Result<(), AccessError> {
+        self.write_with(space, addr, data, &mut |_, _, _| {})
+    }
+
+    /// `write`, telling `seen` about each piece written, for tracing.
+    pub fn write_with(
+        &self,
+        space: AddrSpace,
+        addr: u64,
+        data: &[u8],
+        seen: &mut dyn FnMut(u64, &Piece, Target),
+    ) -> Result<(), AccessError> {
         let mut off = 0usize;
         let mut msg_fault = None;
-        let r = self.pieces(space, addr, data.len() as u64, Dir::Write, &mut |p, _| {
+        let r = self.pieces(space, addr, data.len() as u64, Dir::Write, &mut |p, t| {
             let src = &data[off..off + p.len().min(data.len() - off)];
             match p {
                 Piece::Raw(r) => {
@@ -107,6 +138,7 @@ impl<'a> Bus<'a> {
                     }
                 }
             }
+            seen(addr.wrapping_add(off as u64), &p, t);
             off += src.len();
             Ok(())
         });

@@ -11,7 +11,7 @@ use dma_range::{
 };
 use phyr_trace::Target;
 
-use crate::bus::{trace_space, AccessError, Bus};
+use crate::bus::{plain_space, trace_space, AccessError, Bus};
 use crate::hook::{CmdTag, Data, Hook, ListKind, Txn};
 use crate::mem::{Dir, IovaMemory, MemFault, Piece};
 use crate::raw::RawPiece;
@@ -192,31 +192,44 @@ impl Exec<'_> {
     fn walk_list(&self, head: DmaRange, list: u8) -> Result<WalkedList, Failure> {
         walk(head, self.limits, |space, addr, buf| {
             let t0 = self.hook.start();
-            let r = self.bus.read(space, addr, buf);
-            let (status, target) = match r {
-                Ok(()) => (0, Target::None),
-                Err(AccessError::Fault { status, .. }) => (status as u16, Target::None),
-                Err(AccessError::Stopped) => (Status::IOMMU_FAULT as u16, Target::None),
-            };
-            self.hook.dma(&Txn {
-                tag: self.tag,
-                segment: NO_SEGMENT,
-                list: ListKind::Descriptor,
-                dir: Dir::Read,
-                space: match space {
-                    dma_range::AddrSpace::Iova => phyr_trace::Space::Iova,
-                    dma_range::AddrSpace::Bus => phyr_trace::Space::Bus,
-                },
-                addr,
-                len: buf.len() as u64,
-                target,
-                status,
-                data: Data::Bytes(buf),
-                t0,
+            let hook = self.hook;
+            let tag = self.tag;
+            let r = self.bus.read_with(space, addr, buf, &mut |a, p, target| {
+                hook.dma(&Txn {
+                    tag,
+                    segment: NO_SEGMENT,
+                    list: ListKind::Descriptor,
+                    dir: Dir::Read,
+                    space: trace_space(space, p),
+                    addr: a,
+                    len: p.len() as u64,
+                    target,
+                    status: 0,
+                    data: match p {
+                        Piece::Raw(r) => Data::Raw(*r),
+                        Piece::Message { .. } => Data::None,
+                    },
+                    t0,
+                });
             });
             match r {
                 Ok(()) => Ok(()),
-                Err(AccessError::Fault { status, addr }) => Err(ReadFault { status, addr }),
+                Err(AccessError::Fault { status, addr }) => {
+                    self.hook.dma(&Txn {
+                        tag,
+                        segment: NO_SEGMENT,
+                        list: ListKind::Descriptor,
+                        dir: Dir::Read,
+                        space: plain_space(space),
+                        addr,
+                        len: 0,
+                        target: Target::None,
+                        status: status as u16,
+                        data: Data::None,
+                        t0,
+                    });
+                    Err(ReadFault { status, addr })
+                }
                 Err(AccessError::Stopped) => Err(ReadFault { status: Status::IOMMU_FAULT, addr }),
             }
         })
@@ -237,10 +250,7 @@ impl Exec<'_> {
             segment: seg_index(seg),
             list: if list == FAULT_LIST_DST { ListKind::Dst } else { ListKind::Src },
             dir,
-            space: match r.space() {
-                dma_range::AddrSpace::Iova => phyr_trace::Space::Iova,
-                dma_range::AddrSpace::Bus => phyr_trace::Space::Bus,
-            },
+            space: plain_space(r.space()),
             addr,
             len: 0,
             target: Target::None,

@@ -12,10 +12,10 @@ use std::sync::Mutex;
 use dma_range::{regs::QSTATUS_ENABLED, regs::QSTATUS_ERROR, AddrSpace, Command, Completion, ListLimits, Status};
 use dma_range::{COMMAND_SIZE, COMPLETION_SIZE};
 
-use crate::bus::{AccessError, Bus};
+use crate::bus::{trace_space, AccessError, Bus};
 use crate::engine::Exec;
-use crate::hook::{CmdTag, Hook};
-use crate::mem::IrqSink;
+use crate::hook::{CmdTag, Data, Hook, ListKind, Txn};
+use crate::mem::{Dir, IrqSink, Piece};
 use crate::regs::QueueConfig;
 
 /// Longest a queue stop waits for the worker before leaving the stop pending.
@@ -212,7 +212,11 @@ pub fn process(run: &mut QueueRun, q: &QueueShared, ctx: &QueueCtx<'_>) -> Progr
     let mut raw = [0u8; BATCH as usize * COMMAND_SIZE];
     let sq_bytes = &mut raw[..n as usize * COMMAND_SIZE];
     let sq_addr = cfg.sq_base + u64::from(run.sq_head) * COMMAND_SIZE as u64;
-    if let Err(e) = ctx.bus.read(AddrSpace::Iova, sq_addr, sq_bytes) {
+    let t0 = ctx.hook.start();
+    let r = ctx.bus.read_with(AddrSpace::Iova, sq_addr, sq_bytes, &mut |a, p, t| {
+        ring_record(ctx, Dir::Read, a, p, t, t0);
+    });
+    if let Err(e) = r {
         return stop(q, ring_fault(e));
     }
     let abort = || match q.abort.load(Relaxed) {
@@ -220,6 +224,7 @@ pub fn process(run: &mut QueueRun, q: &QueueShared, ctx: &QueueCtx<'_>) -> Progr
         code => Some(Status::from_u16(code).unwrap_or(Status::ABORTED_RESET)),
     };
     let mut done = [Completion::ok(0, Status::SUCCESS, 0); BATCH as usize];
+    let mut opcodes = [0u8; BATCH as usize];
     let mut k = 0usize;
     for chunk in sq_bytes.chunks_exact(COMMAND_SIZE) {
         if k > 0 && q.abort.load(Relaxed) != 0 {
@@ -239,6 +244,7 @@ pub fn process(run: &mut QueueRun, q: &QueueShared, ctx: &QueueCtx<'_>) -> Progr
         run.sq_head = (run.sq_head + 1) & (cfg.sq_size - 1);
         c.sq_head = run.sq_head as u16;
         done[k] = c;
+        opcodes[k] = cmd.opcode;
         k += 1;
     }
     let k = k as u32;
@@ -255,11 +261,11 @@ pub fn process(run: &mut QueueRun, q: &QueueShared, ctx: &QueueCtx<'_>) -> Progr
     ctx.counters.completed.fetch_add(u64::from(k), Relaxed);
     ctx.counters.failed.fetch_add(failed as u64, Relaxed);
     if ctx.hook.enabled() {
-        for c in &done[..k as usize] {
+        for (c, op) in done[..k as usize].iter().zip(opcodes) {
             ctx.hook.event(|| phyr_trace::Event::CommandDone {
                 queue: ctx.queue,
                 command_id: c.command_id,
-                opcode: 0,
+                opcode: op,
                 status: c.status,
                 result: c.result,
             });
@@ -285,7 +291,12 @@ fn post(run: &mut QueueRun, comps: &mut [Completion], ctx: &QueueCtx<'_>) -> Res
             bytes[j * COMPLETION_SIZE..(j + 1) * COMPLETION_SIZE].copy_from_slice(&c.to_bytes());
         }
         let addr = cfg.cq_base + u64::from(run.cq_tail) * COMPLETION_SIZE as u64;
-        ctx.bus.write(AddrSpace::Iova, addr, &bytes[..take * COMPLETION_SIZE]).map_err(ring_fault)?;
+        let t0 = ctx.hook.start();
+        ctx.bus
+            .write_with(AddrSpace::Iova, addr, &bytes[..take * COMPLETION_SIZE], &mut |a, p, t| {
+                ring_record(ctx, Dir::Write, a, p, t, t0);
+            })
+            .map_err(ring_fault)?;
         run.cq_tail += take as u32;
         if run.cq_tail == cfg.cq_size {
             run.cq_tail = 0;
@@ -294,6 +305,27 @@ fn post(run: &mut QueueRun, comps: &mut [Completion], ctx: &QueueCtx<'_>) -> Res
         i += take;
     }
     Ok(())
+}
+
+/// Records a submission-entry fetch or a completion write (shadow doorbell polls are not
+/// recorded: in POLL mode they would flood the trace).
+fn ring_record(ctx: &QueueCtx<'_>, dir: Dir, addr: u64, p: &Piece, target: phyr_trace::Target, t0: u64) {
+    if !ctx.hook.enabled() {
+        return;
+    }
+    ctx.hook.dma(&Txn {
+        tag: CmdTag { queue: ctx.queue, command_id: 0, opcode: 0 },
+        segment: dma_range::NO_SEGMENT,
+        list: ListKind::Queue,
+        dir,
+        space: trace_space(AddrSpace::Iova, p),
+        addr,
+        len: p.len() as u64,
+        target,
+        status: 0,
+        data: Data::None,
+        t0,
+    });
 }
 
 fn stop(q: &QueueShared, s: Status) -> Progress {

@@ -76,6 +76,14 @@ fn serves_two_endpoints_records_traces_and_exits_cleanly_on_sigterm() {
     let w = dmas.iter().find(|d| d.space == Space::Bus).expect("bus write recorded");
     assert_eq!((w.addr, w.len, w.queue), (bar2_bus(1) + 0x100, 5000, 1));
     assert_eq!(w.crc32c, Some(crc32c::crc32c(&pattern(5000, 2))));
+    // Descriptor fetches (list 2) land in guest memory; SQ fetches and CQ writes are list 3.
+    let all: Vec<_> = t.records.iter().filter_map(|(_, r)| match &r.payload {
+        Payload::Dma(d) => Some(d.clone()),
+        _ => None,
+    }).collect();
+    assert!(all.iter().any(|d| d.list == 2 && d.addr == lists(0) && matches!(d.target, phyr_trace::Target::GuestMemory { .. })));
+    assert!(all.iter().any(|d| d.list == 3 && d.direction == phyr_trace::Direction::Read));
+    assert!(all.iter().any(|d| d.list == 3 && d.direction == phyr_trace::Direction::Write));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
