@@ -20,11 +20,6 @@ impl HostMem {
     pub fn len(&self) -> u64 {
         self.buf.len()
     }
-
-    /// IOVA of byte `offset`.
-    pub fn at(&self, offset: u64) -> u64 {
-        self.iova + offset
-    }
 }
 
 impl Drop for HostMem {

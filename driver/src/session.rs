@@ -131,13 +131,7 @@ impl Session {
     pub fn p2p_decision(&self, provider: usize, client: usize) -> Result<Decision> {
         let p = &self.ep(provider)?.pci;
         let c = &self.ep(client)?.pci;
-        let sys = self.sys.clone();
-        let policy = self.policy;
-        let acs = move |bdf: &str| policy == P2pPolicy::Linux && crate::sysfs::acs_redirect(&sys, bdf) == Some(true);
-        let hb_ok = crate::sysfs::read_function(&self.sys, &format!("{}:00:00.0", &p.host_bridge[3..]))
-            .map(|f| p2p::host_bridge_whitelisted(f.vendor, f.device))
-            .unwrap_or(false);
-        Ok(p2p::decide(&p.path, &c.path, acs, hb_ok))
+        Ok(p2p::decide_from_sysfs(&self.sys, p, c, self.policy == P2pPolicy::Linux))
     }
 
     /// The queue `q` of endpoint `ep` in `mode`, created (or re-created in another mode) on demand.
