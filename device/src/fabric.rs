@@ -111,6 +111,8 @@ impl Fabric {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     fn fabric(switches: &[u32]) -> Fabric {
@@ -174,5 +176,40 @@ mod tests {
         d.memory_enabled = false;
         f.ports()[0].set_decode(d);
         assert_eq!(f.route(&f.ports()[0], 0x80_0000_0000, 4).unwrap_err().status, Status::BUS_NO_TARGET);
+    }
+
+    proptest! {
+        /// Routing agrees with a direct reading of the decode rules for any address and length.
+        #[test]
+        fn routing_matches_the_decode_rules(
+            which in 0u64..6,
+            delta in -0x2000i64..0x10_2000,
+            len in 1u64..0x20_0000,
+            from in 0usize..3,
+        ) {
+            let f = fabric(&[0, 0, 1]);
+            let bar0 = |i: u64| 0xFE00_0000 + i * 0x10_0000;
+            let bar2 = |i: u64| 0x80_0000_0000 + i * (1 << 20);
+            // Addresses around every BAR: inside, just before, just past.
+            let base = if which < 3 { bar0(which) } else { bar2(which - 3) };
+            let addr = base.wrapping_add_signed(delta);
+            let mut expect = Err(Status::BUS_NO_TARGET);
+            for i in 0..3u64 {
+                let other_switch = (i == 2) != (from == 2);
+                if addr >= bar0(i) && addr < bar0(i) + regs::BAR0_SIZE {
+                    expect = Err(if other_switch { Status::BUS_CROSS_SWITCH } else { Status::BUS_TARGET_ABORT });
+                } else if addr >= bar2(i) && addr < bar2(i) + (1 << 20) {
+                    expect = if other_switch {
+                        Err(Status::BUS_CROSS_SWITCH)
+                    } else if addr + len > bar2(i) + (1 << 20) {
+                        Err(Status::BUS_PAST_BAR_END)
+                    } else {
+                        Ok((i as u16, addr - bar2(i)))
+                    };
+                }
+            }
+            let got = f.route(&f.ports()[from], addr, len).map(|r| (r.endpoint, r.offset)).map_err(|e| e.status);
+            prop_assert_eq!(got, expect);
+        }
     }
 }

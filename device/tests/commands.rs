@@ -197,3 +197,19 @@ fn guest_ram_mapped_page_by_page_like_intel_iommu() {
     assert_eq!(q.run(e, &Command::new(Opcode::Copy, 1, src, dst)).status(), Some(Status::SUCCESS));
     assert_eq!(e.get(data(50), d.len()), d);
 }
+
+#[test]
+fn list_living_in_own_bar2_written_by_the_guest_cpu() {
+    let r = rig(1);
+    let e = &r.eps[0];
+    let bar2 = e.map_bar2();
+    let d = pattern(3000, 4);
+    e.put(data(0), &d);
+    let segs = [iova(data(0), 1000), iova(data(1000), 2000)];
+    let bytes: Vec<u8> = segs.iter().flat_map(|s| s.to_bytes()).collect();
+    bar2.slice(0x8000, bytes.len()).unwrap().copy_from(&bytes).unwrap();
+    let mut q = QueueDrv::new(e, 0, 4, 0);
+    let head = Command::list_head(AddrSpace::Bus, bar2_bus(0) + 0x8000, 2);
+    let c = q.run(e, &Command::new(Opcode::Crc32c, 1, head, DmaRange::default()));
+    assert_eq!((c.status(), c.result), (Some(Status::SUCCESS), u64::from(crc32c::crc32c(&d))));
+}
