@@ -50,6 +50,8 @@ struct DeviceCmd {
 #[derive(Debug, Default)]
 pub struct Report {
     pub commands_checked: usize,
+    /// Commands the device started but a reset ended without a completion (not checked).
+    pub unfinished: usize,
     pub problems: Vec<String>,
 }
 
@@ -128,7 +130,8 @@ fn inside(rec: &DmaRecord, allowed: &[Seg]) -> bool {
 /// Completed commands per (endpoint, queue, command id), in completion order.
 type DeviceCommands = BTreeMap<(u16, u16, u16), VecDeque<DeviceCmd>>;
 
-fn device_commands(trace_dir: &Path) -> Result<DeviceCommands, String> {
+/// Also counts, in `unfinished`, commands that did DMA but were ended by a reset without a completion.
+fn device_commands(trace_dir: &Path, unfinished: &mut usize) -> Result<DeviceCommands, String> {
     let files = phyr_trace::trace_files(trace_dir).map_err(|e| e.to_string())?;
     let mut done = DeviceCommands::new();
     for f in files {
@@ -157,6 +160,16 @@ fn device_commands(trace_dir: &Path) -> Result<DeviceCommands, String> {
                     (cmd.opcode, cmd.status, cmd.result) = (opcode, status, result);
                     done.entry(key).or_default().push_back(cmd);
                 }
+                // A reset ends the commands in flight without completions: their records must
+                // not be credited to a later command that reuses the same id.
+                Payload::Event {
+                    endpoint,
+                    event: Event::Reset,
+                } => {
+                    let before = pending.len();
+                    pending.retain(|k, _| k.0 != endpoint);
+                    *unfinished += before - pending.len();
+                }
                 Payload::Event { .. } => {}
             }
         }
@@ -174,7 +187,7 @@ pub fn check(serial_log: &str, trace_dir: &Path) -> Report {
             .push("the console has no `# phyr-cmd` lines to check".into());
         return report;
     }
-    let mut device = match device_commands(trace_dir) {
+    let mut device = match device_commands(trace_dir, &mut report.unfinished) {
         Ok(d) => d,
         Err(e) => {
             report.problems.push(format!("cannot read the device traces: {e}"));

@@ -63,6 +63,11 @@ enum Cmd {
     Test(test_cmd::TestArgs),
     /// Inspect device-side DMA traces of the last run (or a given run directory).
     Trace(trace_cmd::TraceArgs),
+    /// Re-check a suite run's device traces against the driver's `# phyr-cmd` lines.
+    Crosscheck {
+        /// A session directory holding serial.log and trace/ (e.g. runs/latest/default).
+        dir: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -151,7 +156,7 @@ fn main() {
 
 fn real_main(cli: Cli) -> Result<i32> {
     // The trace tool reads files only: no cache, no signal handling of ours.
-    let needs_cache = !matches!(cli.command, Cmd::Trace(_));
+    let needs_cache = !matches!(cli.command, Cmd::Trace(_) | Cmd::Crosscheck { .. });
     if needs_cache {
         sys::catch_termination_signals().context("installing signal handlers")?;
     }
@@ -161,6 +166,21 @@ fn real_main(cli: Cli) -> Result<i32> {
         Cmd::Run(a) => run_cmd(&cache()?, a),
         Cmd::Test(a) => test_cmd::run(&cache()?, a),
         Cmd::Trace(args) => trace_cmd::run(args, Path::new("runs")).map(|()| 0),
+        Cmd::Crosscheck { dir } => {
+            let serial = std::fs::read_to_string(dir.join("serial.log"))
+                .with_context(|| format!("reading {}", dir.join("serial.log").display()))?;
+            let c = crosscheck::check(&serial, &dir.join("trace"));
+            for p in &c.problems {
+                println!("{p}");
+            }
+            println!(
+                "{} commands checked, {} problem(s), {} ended by a reset without a completion",
+                c.commands_checked,
+                c.problems.len(),
+                c.unfinished
+            );
+            Ok(i32::from(!c.problems.is_empty()))
+        }
     }
 }
 
