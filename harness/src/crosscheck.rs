@@ -365,4 +365,48 @@ src=[iova:0x100000+0x1000,bus:0xfe000000+0x1000] dst=[iova:0x200000+0x2000] list
         check_data(&d, &dev, "t", &mut r);
         assert!(r.problems[1].contains("moved 8192"));
     }
+
+    #[test]
+    fn dma_of_a_command_ended_by_reset_is_not_credited_to_the_next_one() {
+        use phyr_trace::{Recorder, TraceClock, TraceConfig};
+        let dir = std::env::temp_dir().join(format!("phyr-crosscheck-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let data = vec![7u8; 4096];
+        {
+            let r = Recorder::create(&dir, 0, &TraceConfig::default(), &TraceClock::new()).unwrap();
+            // cmd 17 starts moving data elsewhere, then a reset ends it without a completion...
+            r.record_now(Payload::Dma(rec(1, Space::Iova, 0x900000, 4096, &data)));
+            r.record_now(Payload::Event {
+                endpoint: 0,
+                event: Event::Reset,
+            });
+            // ...and a new cmd 17 (same id) does exactly what the driver reports.
+            r.record_now(Payload::Dma(rec(0, Space::Iova, 0x100000, 4096, &data)));
+            r.record_now(Payload::Dma(rec(1, Space::Iova, 0x200000, 4096, &data)));
+            let done = Event::CommandDone {
+                queue: 1,
+                command_id: 17,
+                opcode: 1,
+                status: 0,
+                result: 0x1000,
+            };
+            r.record_now(Payload::Event {
+                endpoint: 0,
+                event: done,
+            });
+            r.flush().unwrap();
+        }
+        let line = format!(
+            "# phyr-cmd ep=0 q=1 id=17 op=COPY status=SUCCESS result=0x1000 bytes=4096 crc32c={:#010x} \
+             src=[iova:0x100000+0x1000] dst=[iova:0x200000+0x1000] lists=[] fault=-",
+            crc32c::crc32c(&data)
+        );
+        let report = check(&format!("noise\n{line}\n"), &dir);
+        assert_eq!((report.commands_checked, report.unfinished), (1, 1));
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        // Without the trace the check says so rather than passing.
+        let missing = check(&line, &dir.join("nope"));
+        assert!(missing.problems[0].contains("cannot read the device traces"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
