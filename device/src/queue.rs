@@ -91,8 +91,9 @@ impl QueueShared {
     ///
     /// `in_message` says whether the worker is blocked in a DMA message right now: then
     /// waiting is pointless (the client answers it only after our reply), so the stop is
-    /// left pending at once. The worker then posts no completion (the queue is gone by the
-    /// time it could) and issues no further DMA.
+    /// left pending at once. When the message returns, the worker moves no more data (it
+    /// checks `abort` before every step and every message) and only posts the aborted
+    /// command's completion, late, so the driver still learns its fate.
     pub fn stop(&self, why: Status, status_after: u32, in_message: &dyn Fn() -> bool) {
         self.abort.store(why as u16, SeqCst);
         self.status.store(status_after, Relaxed);
@@ -197,7 +198,7 @@ pub fn process(run: &mut QueueRun, q: &QueueShared, ctx: &QueueCtx<'_>) -> Progr
                         cq_head = h;
                     }
                 }
-                Err(s) => return stop(q, s),
+                Err(s) => return stop_unless_pending(q, s),
             }
         }
     }
@@ -217,7 +218,7 @@ pub fn process(run: &mut QueueRun, q: &QueueShared, ctx: &QueueCtx<'_>) -> Progr
         ring_record(ctx, Dir::Read, a, p, t, t0);
     });
     if let Err(e) = r {
-        return stop(q, ring_fault(e));
+        return stop_unless_pending(q, ring_fault(e));
     }
     let abort = || match q.abort.load(Relaxed) {
         0 => None,
@@ -248,12 +249,13 @@ pub fn process(run: &mut QueueRun, q: &QueueShared, ctx: &QueueCtx<'_>) -> Progr
         k += 1;
     }
     let k = k as u32;
-    if q.stop_pending.load(SeqCst) {
-        // The stop returned without us: the queue is gone, post nothing.
-        return Progress::Idle;
-    }
+    let pending = q.stop_pending.load(SeqCst);
     if let Err(s) = post(run, &mut done[..k as usize], ctx) {
-        return stop(q, s);
+        return stop_unless_pending(q, s);
+    }
+    if pending {
+        // The stop returned without us: completions are posted, the rest was reset.
+        return Progress::Idle;
     }
     q.sq_head.store(run.sq_head, Release);
     q.cq_tail.store(run.cq_tail, Release);
@@ -326,6 +328,15 @@ fn ring_record(ctx: &QueueCtx<'_>, dir: Dir, addr: u64, p: &Piece, target: phyr_
         data: Data::None,
         t0,
     });
+}
+
+/// A ring fault stops the queue with an error status, unless a stop is already pending (the
+/// queue was reset or disabled meanwhile: its status belongs to that).
+fn stop_unless_pending(q: &QueueShared, s: Status) -> Progress {
+    if q.stop_pending.load(SeqCst) {
+        return Progress::Idle;
+    }
+    stop(q, s)
 }
 
 fn stop(q: &QueueShared, s: Status) -> Progress {
