@@ -135,7 +135,12 @@ impl Exec<'_> {
     /// Executes `cmd` and returns its completion (phase and sq_head are the queue's business).
     pub fn run(&self, cmd: &Command) -> Completion {
         let mut done = 0u64;
-        let outcome = self.dispatch(cmd, &mut done);
+        let mut outcome = self.dispatch(cmd, &mut done);
+        if let (Err(_), Some(s)) = (&outcome, (self.abort)()) {
+            // A fault while a reset or disable is under way is its consequence (the VMM
+            // refusing DMA of a device being reset, say): report the abort.
+            outcome = Err(Failure::plain(s));
+        }
         match outcome {
             Ok((status, result)) => Completion::ok(cmd.command_id, status, result),
             Err(f) => Completion {
