@@ -86,6 +86,10 @@ pub fn run(args: TraceArgs, runs_root: &Path) -> anyhow::Result<()> {
         status: args.status,
     };
     let run_dir = phyr_trace::resolve_run_dir(args.run_dir.as_deref(), runs_root)?;
+    let (run_dir, note) = phyr_trace::pick_recipe_run(&run_dir);
+    if let Some(note) = note {
+        eprintln!("{note}");
+    }
     let to_terminal = args.output.is_none() && io::stdout().is_terminal();
     let style = Style { color: to_terminal && !args.no_color && std::env::var_os("NO_COLOR").is_none() };
     let mut out: Box<dyn Write> = match &args.output {

@@ -36,6 +36,6 @@ pub use merge::{FileReport, Item, MergedReader};
 pub use names::{opcode_name, status_description, status_is_failure, status_name};
 pub use reader::{read_bytes, FileError, ReadError, Tail, TraceContents, TraceReader};
 pub use record::{Direction, DmaRecord, Event, Payload, Record, Space, Target};
-pub use run_dir::{resolve_run_dir, trace_files, LocateError, TraceFile};
+pub use run_dir::{pick_recipe_run, resolve_run_dir, trace_files, LocateError, TraceFile};
 pub use summary::{human_bytes, EndpointSummary, ErrorGroup, Flow, Summary};
 pub use writer::{trace_file_name, Recorder, TraceClock, TraceConfig, WriteError};

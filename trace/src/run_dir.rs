@@ -50,6 +50,31 @@ pub fn resolve_run_dir(arg: Option<&Path>, runs_root: &Path) -> Result<PathBuf, 
     entries.filter_map(Result::ok).filter(|e| e.path().is_dir()).map(|e| e.path()).max().ok_or_else(no_runs)
 }
 
+/// A `just test` run holds one sub-run per QEMU recipe (`RUN/default/trace/`,
+/// `RUN/anon-ram/trace/`, ...). When `run` has no `trace/` of its own but such sub-runs,
+/// returns the one to show (`default` if present, else the first by name) and a note naming
+/// the others; otherwise `run` itself and no note.
+pub fn pick_recipe_run(run: &Path) -> (PathBuf, Option<String>) {
+    if !run.is_dir() || run.join("trace").is_dir() {
+        return (run.to_owned(), None);
+    }
+    let mut subs: Vec<PathBuf> = match fs::read_dir(run) {
+        Ok(entries) => entries.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.join("trace").is_dir()).collect(),
+        Err(_) => return (run.to_owned(), None),
+    };
+    if subs.is_empty() {
+        return (run.to_owned(), None);
+    }
+    subs.sort();
+    let pick = subs.iter().position(|p| p.file_name().is_some_and(|n| n == "default")).unwrap_or(0);
+    let chosen = subs.remove(pick);
+    let note = (!subs.is_empty()).then(|| {
+        let others: Vec<String> = subs.iter().map(|p| p.display().to_string()).collect();
+        format!("showing {} (this run has more recipes; pass one of: {})", chosen.display(), others.join(", "))
+    });
+    (chosen, note)
+}
+
 /// The trace files under `path`: a run directory (its `trace/`), a trace directory, or a
 /// single `.phyrtrace` file. Sorted by endpoint.
 pub fn trace_files(path: &Path) -> Result<Vec<TraceFile>, LocateError> {
@@ -104,6 +129,21 @@ mod tests {
         std::os::unix::fs::symlink("2026-01-01T00-00-00", root.join("latest")).unwrap();
         assert_eq!(resolve_run_dir(None, &root).unwrap(), root.join("latest"));
         fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn test_run_with_recipe_subruns_picks_default_and_names_the_others() {
+        let run = temp_dir("rundir-recipes");
+        for r in ["anon-ram", "default"] {
+            fs::create_dir_all(run.join(r).join("trace")).unwrap();
+        }
+        fs::create_dir_all(run.join("results")).unwrap();
+        let (chosen, note) = pick_recipe_run(&run);
+        assert_eq!(chosen, run.join("default"));
+        assert!(note.unwrap().contains("anon-ram"));
+        let (same, none) = pick_recipe_run(&run.join("anon-ram"));
+        assert_eq!((same, none), (run.join("anon-ram"), None));
+        fs::remove_dir_all(run).unwrap();
     }
 
     #[test]
