@@ -118,7 +118,11 @@ pub fn merge(spans: impl IntoIterator<Item = Span>) -> Vec<Span> {
     let mut out: Vec<Span> = Vec::new();
     for s in spans {
         match out.last_mut() {
-            Some(p) if p.space == s.space && p.addr.checked_add(p.len) == Some(s.addr) && p.len.checked_add(s.len).is_some() => {
+            Some(p)
+                if p.space == s.space
+                    && p.addr.checked_add(p.len) == Some(s.addr)
+                    && p.len.checked_add(s.len).is_some() =>
+            {
                 p.len += s.len;
             }
             _ => out.push(s),
@@ -157,7 +161,11 @@ fn ranges_lines(n: u32, spans: &[Span]) -> Vec<String> {
         }
     }
     let total = bodies.len();
-    bodies.into_iter().enumerate().map(|(i, b)| format!("# phyr-ranges {n} {}/{total} {b}", i + 1)).collect()
+    bodies
+        .into_iter()
+        .enumerate()
+        .map(|(i, b)| format!("# phyr-ranges {n} {}/{total} {b}", i + 1))
+        .collect()
 }
 
 pub fn opcode_name(op: u8) -> String {
@@ -220,10 +228,19 @@ impl CmdLine<'_> {
         let mut texts: Vec<String> = fields.iter().map(|(_, v)| inline_text(v)).collect();
         let mut refs_used: Vec<(u32, usize)> = Vec::new();
         let line_len = |texts: &[String]| {
-            head.len() + fault.len() + " fault=".len() + fields.iter().zip(texts).map(|((k, _), t)| k.len() + 2 + t.len()).sum::<usize>()
+            head.len()
+                + fault.len()
+                + " fault=".len()
+                + fields
+                    .iter()
+                    .zip(texts)
+                    .map(|((k, _), t)| k.len() + 2 + t.len())
+                    .sum::<usize>()
         };
         while line_len(&texts) > MAX_CMD_LINE {
-            let longest = (0..fields.len()).filter(|&i| !texts[i].starts_with('@')).max_by_key(|&i| texts[i].len());
+            let longest = (0..fields.len())
+                .filter(|&i| !texts[i].starts_with('@'))
+                .max_by_key(|&i| texts[i].len());
             let Some(i) = longest else { break };
             let n = refs.fetch_add(1, Ordering::Relaxed);
             texts[i] = format!("@{n}/{}", fields[i].1.len());
@@ -254,9 +271,28 @@ mod tests {
 
     #[test]
     fn cmd_line_is_one_parseable_line() {
-        let c = Completion { segment: 2, fault_list: FAULT_LIST_DST, fault_addr: 0x80000, ..Completion::ok(17, Status::IOMMU_FAULT, 0x2000) };
-        let src = [iova(0x100000, 0x1000), DmaRange::segment(AddrSpace::Bus, 0xfe000000, 0x10)];
-        let line = CmdLine { ep: 0, q: 1, opcode: 1, completion: &c, bytes: 4112, crc32c: None, src: &src, dst: &[], lists: &[(AddrSpace::Iova, 0x5000, 32)] }.render();
+        let c = Completion {
+            segment: 2,
+            fault_list: FAULT_LIST_DST,
+            fault_addr: 0x80000,
+            ..Completion::ok(17, Status::IOMMU_FAULT, 0x2000)
+        };
+        let src = [
+            iova(0x100000, 0x1000),
+            DmaRange::segment(AddrSpace::Bus, 0xfe000000, 0x10),
+        ];
+        let line = CmdLine {
+            ep: 0,
+            q: 1,
+            opcode: 1,
+            completion: &c,
+            bytes: 4112,
+            crc32c: None,
+            src: &src,
+            dst: &[],
+            lists: &[(AddrSpace::Iova, 0x5000, 32)],
+        }
+        .render();
         assert_eq!(
             line,
             "# phyr-cmd ep=0 q=1 id=17 op=COPY status=IOMMU_FAULT result=0x2000 bytes=4112 crc32c=- \
@@ -276,11 +312,25 @@ mod tests {
             Span::new(AddrSpace::Bus, 0x1040, 0x10), // before, not after: kept apart
         ]);
         let t: Vec<String> = m.iter().map(Span::text).collect();
-        assert_eq!(t, ["iova:0x1000+0x20", "bus:0x1020+0x20", "bus:0x1050+0x10", "bus:0x1040+0x10"]);
+        assert_eq!(
+            t,
+            [
+                "iova:0x1000+0x20",
+                "bus:0x1020+0x20",
+                "bus:0x1050+0x10",
+                "bus:0x1040+0x10"
+            ]
+        );
         // Merged lengths may pass 4 GiB; addresses never wrap.
-        let big = merge([Span::new(AddrSpace::Iova, 0, 0xffff_ffff), Span::new(AddrSpace::Iova, 0xffff_ffff, 0xffff_ffff)]);
+        let big = merge([
+            Span::new(AddrSpace::Iova, 0, 0xffff_ffff),
+            Span::new(AddrSpace::Iova, 0xffff_ffff, 0xffff_ffff),
+        ]);
         assert_eq!(big, [Span::new(AddrSpace::Iova, 0, 0x1_ffff_fffe)]);
-        let wrap = merge([Span::new(AddrSpace::Iova, u64::MAX - 1, 2), Span::new(AddrSpace::Iova, 0, 2)]);
+        let wrap = merge([
+            Span::new(AddrSpace::Iova, u64::MAX - 1, 2),
+            Span::new(AddrSpace::Iova, 0, 2),
+        ]);
         assert_eq!(wrap.len(), 2);
     }
 
@@ -289,9 +339,25 @@ mod tests {
     fn four_thousand_contiguous_segments_print_one_range() {
         let c = Completion::ok(3, Status::SUCCESS, 4096 * 64);
         let src: Vec<DmaRange> = (0..4096).map(|i| iova(0x10_0000 + i * 64, 64)).collect();
-        let blocks: Vec<(AddrSpace, u64, u32)> = (0..64).map(|i| (AddrSpace::Iova, 0x80_0000 + i * 0x410, 0x410)).collect();
-        let line = CmdLine { ep: 1, q: 0, opcode: 3, completion: &c, bytes: 4096 * 64, crc32c: Some(1), src: &src, dst: &[], lists: &blocks }.render();
-        assert!(line.ends_with("src=[iova:0x100000+0x40000] dst=[] lists=[iova:0x800000+0x10400] fault=-"), "{line}");
+        let blocks: Vec<(AddrSpace, u64, u32)> = (0..64)
+            .map(|i| (AddrSpace::Iova, 0x80_0000 + i * 0x410, 0x410))
+            .collect();
+        let line = CmdLine {
+            ep: 1,
+            q: 0,
+            opcode: 3,
+            completion: &c,
+            bytes: 4096 * 64,
+            crc32c: Some(1),
+            src: &src,
+            dst: &[],
+            lists: &blocks,
+        }
+        .render();
+        assert!(
+            line.ends_with("src=[iova:0x100000+0x40000] dst=[] lists=[iova:0x800000+0x10400] fault=-"),
+            "{line}"
+        );
     }
 
     /// Parses what `render_with` printed back into (space, addr, len) per field, the way the
@@ -342,11 +408,26 @@ mod tests {
         let dst = [iova(0x90_0000, 4096 * 64)];
         let blocks = [(AddrSpace::Bus, 0xfe00_0000, 0x100), (AddrSpace::Iova, 0x5000, 0x20)];
         let refs = AtomicU32::new(7);
-        let cl = CmdLine { ep: 0, q: 2, opcode: 1, completion: &c, bytes: 4096 * 64, crc32c: Some(0xbad), src: &src, dst: &dst, lists: &blocks };
+        let cl = CmdLine {
+            ep: 0,
+            q: 2,
+            opcode: 1,
+            completion: &c,
+            bytes: 4096 * 64,
+            crc32c: Some(0xbad),
+            src: &src,
+            dst: &dst,
+            lists: &blocks,
+        };
         let out = cl.render_with(&refs);
         let first = out.lines().next().unwrap();
         assert!(first.len() <= MAX_CMD_LINE);
-        assert!(first.contains(" src=@7/4096 dst=[iova:0x900000+0x40000] lists=[bus:0xfe000000+0x100,iova:0x5000+0x20] fault=-"), "{first}");
+        assert!(
+            first.contains(
+                " src=@7/4096 dst=[iova:0x900000+0x40000] lists=[bus:0xfe000000+0x100,iova:0x5000+0x20] fault=-"
+            ),
+            "{first}"
+        );
         assert!(out.lines().skip(1).all(|l| l.starts_with("# phyr-ranges 7 ")));
         assert!(out.len() < 4096 * 30, "{} bytes", out.len());
         let p = parse(&out);
@@ -361,10 +442,26 @@ mod tests {
     fn two_long_lists_get_two_references() {
         let c = Completion::ok(1, Status::SUCCESS, 0);
         let src: Vec<DmaRange> = (0..200).map(|i| iova(i * 128, 64)).collect();
-        let dst: Vec<DmaRange> = (0..150).map(|i| DmaRange::segment(AddrSpace::Bus, 0xfe00_0000 + i * 128, 64)).collect();
+        let dst: Vec<DmaRange> = (0..150)
+            .map(|i| DmaRange::segment(AddrSpace::Bus, 0xfe00_0000 + i * 128, 64))
+            .collect();
         let refs = AtomicU32::new(1);
-        let out = CmdLine { ep: 0, q: 0, opcode: 1, completion: &c, bytes: 0, crc32c: None, src: &src, dst: &dst, lists: &[] }.render_with(&refs);
-        assert!(out.lines().next().unwrap().contains("src=@1/200 dst=@2/150 lists=[] "), "{out}");
+        let out = CmdLine {
+            ep: 0,
+            q: 0,
+            opcode: 1,
+            completion: &c,
+            bytes: 0,
+            crc32c: None,
+            src: &src,
+            dst: &dst,
+            lists: &[],
+        }
+        .render_with(&refs);
+        assert!(
+            out.lines().next().unwrap().contains("src=@1/200 dst=@2/150 lists=[] "),
+            "{out}"
+        );
         let p = parse(&out);
         assert_eq!(p[0].1.len(), 200);
         assert_eq!(p[1].1[149], Span::new(AddrSpace::Bus, 0xfe00_0000 + 149 * 128, 64));
