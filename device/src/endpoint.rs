@@ -42,6 +42,8 @@ pub struct Endpoint {
     queues: Vec<QueueShared>,
     counters: Counters,
     enabled: AtomicBool,
+    /// COMMAND.BUS_MASTER: without it the endpoint starts no DMA (no ring fetch, no poll).
+    bus_master: AtomicBool,
     session: RwLock<Option<Ports>>,
     hook: Hook,
     threads: Mutex<Vec<Thread>>,
@@ -87,6 +89,7 @@ impl Endpoint {
             queues: (0..num_queues).map(|_| QueueShared::default()).collect(),
             counters: Counters::default(),
             enabled: AtomicBool::new(false),
+            bus_master: AtomicBool::new(false),
             session: RwLock::new(None),
             hook,
             threads: Mutex::new(Vec::new()),
@@ -162,6 +165,7 @@ impl Endpoint {
         let mut c = lock(&self.config);
         c.reset();
         self.port.set_decode(c.decode());
+        self.bus_master.store(false, SeqCst);
         self.hook.event(|| phyr_trace::Event::Disconnected);
     }
 
@@ -181,7 +185,16 @@ impl Endpoint {
     }
 
     pub fn config_write(&self, offset: u64, data: &[u8]) {
-        let eff = lock(&self.config).write(offset, data);
+        let (eff, command) = {
+            let mut c = lock(&self.config);
+            let eff = c.write(offset, data);
+            (eff, c.read16(crate::config::OFF_COMMAND))
+        };
+        let bm = command & crate::config::COMMAND_BUS_MASTER != 0;
+        if self.bus_master.swap(bm, SeqCst) != bm {
+            tracing::debug!(endpoint = self.index, bus_master = bm, "bus mastering changed");
+            self.wake_all();
+        }
         if let ConfigEffect::Decode(d) = eff {
             tracing::debug!(endpoint = self.index, ?d, "BAR decode changed");
             self.port.set_decode(d);
@@ -336,7 +349,7 @@ impl Endpoint {
             return (Progress::Idle, false);
         };
         let poll = run.cfg.poll;
-        if !self.enabled.load(Acquire) {
+        if !self.enabled.load(Acquire) || !self.bus_master.load(Acquire) {
             return (Progress::Idle, false);
         }
         let ctx = QueueCtx {

@@ -50,6 +50,7 @@ fn rig() -> Rig {
     ep.start().unwrap();
     let irqs = Arc::new(Irqs::default());
     ep.connect(Ports { mem: mem.clone(), irq: irqs.clone() });
+    ep.config_write(0x04, &0x0006u16.to_le_bytes()); // memory decode + bus master
     Rig { ep, mem, irqs }
 }
 
@@ -245,4 +246,17 @@ fn reset_while_worker_waits_on_a_dma_message_returns_at_once_and_moves_no_data_a
     r.submit(0, 0, &Command::new(Opcode::Nop, 5, DmaRange::default(), DmaRange::default()));
     r.w32(doorbell(0, DB_SQ_TAIL), 1);
     assert_eq!(r.wait_completion(0, 0, true).command_id, 5);
+}
+
+#[test]
+fn without_bus_master_enable_no_command_is_fetched() {
+    let r = rig();
+    r.ep.config_write(0x04, &0x0002u16.to_le_bytes());
+    r.setup(0, 4, 0);
+    r.submit(0, 0, &Command::new(Opcode::Nop, 1, DmaRange::default(), DmaRange::default()));
+    r.w32(doorbell(0, DB_SQ_TAIL), 1);
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(!r.completion(0, 0).phase, "a device without BUS_MASTER must not DMA");
+    r.ep.config_write(0x04, &0x0006u16.to_le_bytes());
+    assert_eq!(r.wait_completion(0, 0, true).command_id, 1);
 }
