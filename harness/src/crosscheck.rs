@@ -62,34 +62,74 @@ fn num(s: &str) -> Option<u64> {
     }
 }
 
+fn seg(x: &str) -> Option<Seg> {
+    let (space, rest) = x.split_once(':')?;
+    let (addr, len) = rest.split_once('+')?;
+    Some(Seg {
+        bus: space == "bus",
+        addr: num(addr)?,
+        len: num(len)?,
+    })
+}
+
 fn segs(s: &str) -> Option<Vec<Seg>> {
     let inner = s.strip_prefix('[')?.strip_suffix(']')?;
     if inner.is_empty() {
         return Some(vec![]);
     }
-    inner
-        .split(',')
-        .map(|x| {
-            let (space, rest) = x.split_once(':')?;
-            let (addr, len) = rest.split_once('+')?;
-            Some(Seg {
-                bus: space == "bus",
-                addr: num(addr)?,
-                len: num(len)?,
-            })
-        })
-        .collect()
+    inner.split(',').map(seg).collect()
 }
 
-/// Parses one `# phyr-cmd ...` line; `None` for anything else or a malformed line.
-pub fn parse_cmd_line(line: &str) -> Option<DriverCmd> {
+/// A range-list field of a phyr-cmd line: inline, or a reference `@N/K` to `K` ranges that
+/// follow on `# phyr-ranges N I/T ...` lines.
+enum Field {
+    Inline(Vec<Seg>),
+    Ref { n: u64, k: usize },
+}
+
+fn field(s: &str) -> Option<Field> {
+    match s.strip_prefix('@') {
+        Some(r) => {
+            let (n, k) = r.split_once('/')?;
+            Some(Field::Ref {
+                n: n.parse().ok()?,
+                k: k.parse().ok()?,
+            })
+        }
+        None => segs(s).map(Field::Inline),
+    }
+}
+
+/// Which range list of a command a reference fills.
+#[derive(Debug, Clone, Copy)]
+enum Which {
+    Src,
+    Dst,
+    Lists,
+}
+
+/// Parses a phyr-cmd line; referenced range lists are left empty and returned to be filled.
+fn parse_cmd_fields(line: &str) -> Option<(DriverCmd, Vec<(Which, u64, usize)>)> {
     let rest = line.trim().strip_prefix("# phyr-cmd ")?;
     let mut f = BTreeMap::new();
     for kv in rest.split_whitespace() {
         let (k, v) = kv.split_once('=')?;
         f.insert(k, v);
     }
-    Some(DriverCmd {
+    let mut refs = Vec::new();
+    let mut take = |which, v: &str| -> Option<Vec<Seg>> {
+        match field(v)? {
+            Field::Inline(segs) => Some(segs),
+            Field::Ref { n, k } => {
+                refs.push((which, n, k));
+                Some(Vec::new())
+            }
+        }
+    };
+    let src = take(Which::Src, f.get("src")?)?;
+    let dst = take(Which::Dst, f.get("dst")?)?;
+    let lists = take(Which::Lists, f.get("lists")?)?;
+    let cmd = DriverCmd {
         ep: num(f.get("ep")?)?.try_into().ok()?,
         q: num(f.get("q")?)?.try_into().ok()?,
         id: num(f.get("id")?)?.try_into().ok()?,
@@ -98,10 +138,70 @@ pub fn parse_cmd_line(line: &str) -> Option<DriverCmd> {
         result: num(f.get("result")?)?,
         bytes: num(f.get("bytes")?)?,
         crc32c: f.get("crc32c").and_then(|c| num(c)).map(|c| c as u32),
-        src: segs(f.get("src")?)?,
-        dst: segs(f.get("dst")?)?,
-        lists: segs(f.get("lists")?)?,
-    })
+        src,
+        dst,
+        lists,
+    };
+    Some((cmd, refs))
+}
+
+/// Parses a `# phyr-ranges N I/T R R ...` line into (N, ranges).
+fn parse_ranges_line(line: &str) -> Option<(u64, Vec<Seg>)> {
+    let mut words = line.trim().strip_prefix("# phyr-ranges ")?.split_whitespace();
+    let n = words.next()?.parse().ok()?;
+    let _part = words.next()?.split_once('/')?;
+    Some((n, words.map(seg).collect::<Option<Vec<_>>>()?))
+}
+
+/// Every command the driver reported on the console, with `@N/K` references resolved from
+/// the `# phyr-ranges` lines; a reference that does not add up to K ranges (a lost console
+/// line) is a problem.
+pub fn parse_driver_log(log: &str) -> (Vec<DriverCmd>, Vec<String>) {
+    let mut cmds: Vec<DriverCmd> = Vec::new();
+    let mut problems = Vec::new();
+    // reference number -> (command index, which list, expected count, ranges so far)
+    let mut pending: BTreeMap<u64, (usize, Which, usize, Vec<Seg>)> = BTreeMap::new();
+    let mut settle = |pending: &mut BTreeMap<u64, (usize, Which, usize, Vec<Seg>)>, cmds: &mut Vec<DriverCmd>| {
+        for (n, (i, which, k, got)) in std::mem::take(pending) {
+            if got.len() != k {
+                problems.push(format!(
+                    "console: range reference @{n}/{k} of command id {} has {} ranges (a console line was lost?)",
+                    cmds[i].id,
+                    got.len()
+                ));
+            }
+            let c = &mut cmds[i];
+            match which {
+                Which::Src => c.src = got,
+                Which::Dst => c.dst = got,
+                Which::Lists => c.lists = got,
+            }
+        }
+    };
+    for line in log.lines() {
+        if let Some((n, ranges)) = parse_ranges_line(line) {
+            if let Some(p) = pending.get_mut(&n) {
+                p.3.extend(ranges);
+            }
+        } else if let Some((cmd, refs)) = parse_cmd_fields(line) {
+            settle(&mut pending, &mut cmds);
+            for (which, n, k) in refs {
+                pending.insert(n, (cmds.len(), which, k, Vec::new()));
+            }
+            cmds.push(cmd);
+        }
+    }
+    settle(&mut pending, &mut cmds);
+    (cmds, problems)
+}
+
+/// Parses one `# phyr-cmd ...` line with inline range lists; `None` for anything else, a
+/// malformed line, or one with `@N/K` references (see [`parse_driver_log`]).
+pub fn parse_cmd_line(line: &str) -> Option<DriverCmd> {
+    match parse_cmd_fields(line)? {
+        (cmd, refs) if refs.is_empty() => Some(cmd),
+        _ => None,
+    }
 }
 
 fn same_status(driver: &str, code: u16) -> bool {
@@ -180,7 +280,8 @@ fn device_commands(trace_dir: &Path, unfinished: &mut usize) -> Result<DeviceCom
 /// Cross-checks the console log of a suite run against the run's traces.
 pub fn check(serial_log: &str, trace_dir: &Path) -> Report {
     let mut report = Report::default();
-    let driver: Vec<DriverCmd> = serial_log.lines().filter_map(parse_cmd_line).collect();
+    let (driver, problems) = parse_driver_log(serial_log);
+    report.problems.extend(problems);
     if driver.is_empty() {
         report
             .problems
@@ -272,6 +373,47 @@ mod tests {
 
     const LINE: &str = "# phyr-cmd ep=0 q=1 id=17 op=COPY status=SUCCESS result=0x2000 bytes=8192 crc32c=0x1a2b3c4d \
 src=[iova:0x100000+0x1000,bus:0xfe000000+0x1000] dst=[iova:0x200000+0x2000] lists=[iova:0x5000+0x20] fault=-";
+
+    #[test]
+    fn range_references_are_resolved_from_phyr_ranges_lines() {
+        let log = "# phyr-cmd ep=0 q=2 id=5 op=COPY status=SUCCESS result=0x80 bytes=128 crc32c=0x0badf00d \
+src=@7/3 dst=[iova:0x900000+0x80] lists=@8/1 fault=-
+# phyr-ranges 7 1/2 iova:0x100000+0x40 iova:0x100080+0x20
+# phyr-ranges 7 2/2 bus:0xfe010000+0x20
+# phyr-ranges 8 1/1 iova:0x5000+0x30
+ok 1 something";
+        let (cmds, problems) = parse_driver_log(log);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(cmds.len(), 1);
+        assert_eq!(cmds[0].src.len(), 3);
+        assert_eq!(
+            cmds[0].src[2],
+            Seg {
+                bus: true,
+                addr: 0xfe010000,
+                len: 0x20
+            }
+        );
+        assert_eq!(
+            cmds[0].lists,
+            vec![Seg {
+                bus: false,
+                addr: 0x5000,
+                len: 0x30
+            }]
+        );
+        assert!(parse_cmd_line(log.lines().next().unwrap()).is_none());
+    }
+
+    #[test]
+    fn lost_phyr_ranges_line_is_a_problem() {
+        let log = "# phyr-cmd ep=0 q=2 id=5 op=COPY status=SUCCESS result=0x80 bytes=128 crc32c=- \
+src=@7/3 dst=[iova:0x900000+0x80] lists=[] fault=-
+# phyr-ranges 7 1/2 iova:0x100000+0x40 iova:0x100080+0x20";
+        let (cmds, problems) = parse_driver_log(log);
+        assert_eq!(cmds[0].src.len(), 2);
+        assert!(problems[0].contains("@7/3"), "{problems:?}");
+    }
 
     #[test]
     fn parses_the_driver_line() {
