@@ -109,7 +109,10 @@ enum Which {
 }
 
 /// Parses a phyr-cmd line; referenced range lists are left empty and returned to be filled.
-fn parse_cmd_fields(line: &str) -> Option<(DriverCmd, Vec<(Which, u64, usize)>)> {
+/// The `@N/K` references of one phyr-cmd line: (which list, N, K).
+type Refs = Vec<(Which, u64, usize)>;
+
+fn parse_cmd_fields(line: &str) -> Option<(DriverCmd, Refs)> {
     let rest = line.trim().strip_prefix("# phyr-cmd ")?;
     let mut f = BTreeMap::new();
     for kv in rest.split_whitespace() {
@@ -193,15 +196,6 @@ pub fn parse_driver_log(log: &str) -> (Vec<DriverCmd>, Vec<String>) {
     }
     settle(&mut pending, &mut cmds);
     (cmds, problems)
-}
-
-/// Parses one `# phyr-cmd ...` line with inline range lists; `None` for anything else, a
-/// malformed line, or one with `@N/K` references (see [`parse_driver_log`]).
-pub fn parse_cmd_line(line: &str) -> Option<DriverCmd> {
-    match parse_cmd_fields(line)? {
-        (cmd, refs) if refs.is_empty() => Some(cmd),
-        _ => None,
-    }
 }
 
 fn same_status(driver: &str, code: u16) -> bool {
@@ -370,6 +364,15 @@ fn check_data(d: &DriverCmd, dev: &DeviceCmd, what: &str, report: &mut Report) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Parses one `# phyr-cmd ...` line with inline range lists; `None` for anything else, a
+    /// malformed line, or one with `@N/K` references (see [`parse_driver_log`]).
+    fn parse_cmd_line(line: &str) -> Option<DriverCmd> {
+        match parse_cmd_fields(line)? {
+            (cmd, refs) if refs.is_empty() => Some(cmd),
+            _ => None,
+        }
+    }
 
     const LINE: &str = "# phyr-cmd ep=0 q=1 id=17 op=COPY status=SUCCESS result=0x2000 bytes=8192 crc32c=0x1a2b3c4d \
 src=[iova:0x100000+0x1000,bus:0xfe000000+0x1000] dst=[iova:0x200000+0x2000] lists=[iova:0x5000+0x20] fault=-";
