@@ -157,7 +157,7 @@ fn rate_table() {
 
 fn trace_table() {
     let size = 64 * KIB;
-    let mut results = Vec::new();
+    let mut rigs = Vec::new();
     for (trace, crc) in [(false, false), (true, false), (true, true)] {
         let dir = tmpdir("bench-trace");
         let cfg = FleetConfig {
@@ -166,19 +166,27 @@ fn trace_table() {
             trace: trace.then(|| TraceSettings { dir: dir.clone(), data_crc: crc }),
             ..Default::default()
         };
-        let r = rig_with(cfg, 256 * MIB);
-        let e = &r.eps[0];
-        let mut q = QueueDrv::new(e, 0, 64, QCTRL_POLL);
-        let sh = e.list(lists(0), &[iova(RAM_IOVA + SRC_OFF, size as u32)]);
-        let dh = e.list(lists(0x100), &[iova(RAM_IOVA + DST_OFF, size as u32)]);
-        results.push(device_gbps(e, &mut q, sh, dh, size));
+        let r = rig_with(cfg, 128 * MIB);
+        let q = QueueDrv::new(&r.eps[0], 0, 64, QCTRL_POLL);
+        let sh = r.eps[0].list(lists(0), &[iova(RAM_IOVA + SRC_OFF, size as u32)]);
+        let dh = r.eps[0].list(lists(0x100), &[iova(RAM_IOVA + 64 * MIB, size as u32)]);
+        rigs.push((r, q, sh, dh, dir));
+    }
+    // Interleaved rounds, best of each: the three configurations see the same machine load.
+    let mut best = [0f64; 3];
+    for _ in 0..5 {
+        for (i, (r, q, sh, dh, _)) in rigs.iter_mut().enumerate() {
+            best[i] = best[i].max(device_gbps(&r.eps[0], q, *sh, *dh, size));
+        }
+    }
+    for (r, _, _, _, dir) in rigs {
         drop(r);
         let _ = std::fs::remove_dir_all(&dir);
     }
-    println!("Tracing cost, COPY 64 KiB IOVA->IOVA");
-    println!("{:>26} {:>8.2} GB/s", "tracing off", results[0]);
-    for (name, g) in [("tracing on, no data CRC", results[1]), ("tracing on, data CRC32C", results[2])] {
-        println!("{:>26} {:>8.2} GB/s  ({:+.1}%)", name, g, (g / results[0] - 1.0) * 100.0);
+    println!("Tracing cost, COPY 64 KiB IOVA->IOVA (interleaved rounds, best of each)");
+    println!("{:>26} {:>8.2} GB/s", "tracing off", best[0]);
+    for (name, g) in [("tracing on, no data CRC", best[1]), ("tracing on, data CRC32C", best[2])] {
+        println!("{:>26} {:>8.2} GB/s  ({:+.1}%)", name, g, (g / best[0] - 1.0) * 100.0);
     }
     println!();
 }
