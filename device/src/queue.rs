@@ -249,6 +249,18 @@ pub fn process(run: &mut QueueRun, q: &QueueShared, ctx: &QueueCtx<'_>) -> Progr
         k += 1;
     }
     let k = k as u32;
+    // Recorded whether or not the completion can be posted.
+    if ctx.hook.enabled() {
+        for (c, op) in done[..k as usize].iter().zip(opcodes) {
+            ctx.hook.event(|| phyr_trace::Event::CommandDone {
+                queue: ctx.queue,
+                command_id: c.command_id,
+                opcode: op,
+                status: c.status,
+                result: c.result,
+            });
+        }
+    }
     let pending = q.stop_pending.load(SeqCst);
     if let Err(s) = post(run, &mut done[..k as usize], ctx) {
         return stop_unless_pending(q, s);
@@ -262,17 +274,6 @@ pub fn process(run: &mut QueueRun, q: &QueueShared, ctx: &QueueCtx<'_>) -> Progr
     let failed = done[..k as usize].iter().filter(|c| c.status().is_none_or(|s| s.is_failure())).count();
     ctx.counters.completed.fetch_add(u64::from(k), Relaxed);
     ctx.counters.failed.fetch_add(failed as u64, Relaxed);
-    if ctx.hook.enabled() {
-        for (c, op) in done[..k as usize].iter().zip(opcodes) {
-            ctx.hook.event(|| phyr_trace::Event::CommandDone {
-                queue: ctx.queue,
-                command_id: c.command_id,
-                opcode: op,
-                status: c.status,
-                result: c.result,
-            });
-        }
-    }
     if run.irq {
         ctx.irq.msix(cfg.vector);
         ctx.hook.event(|| phyr_trace::Event::Interrupt { vector: cfg.vector });
