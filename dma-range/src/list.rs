@@ -8,8 +8,6 @@
 //! `addr + len` overflows, block sizes, a bound on entries, a bound on chain links and a
 //! check against cycles (a block address visited twice).
 
-use std::collections::HashSet;
-
 use crate::completion::Status;
 use crate::entry::{AddrSpace, DmaRange, ENTRY_SIZE, RANGE_FLAGS_KNOWN};
 
@@ -69,7 +67,7 @@ fn check_block(entry: &DmaRange, limits: &ListLimits, segment: u32) -> Result<()
         return Err(fault(Status::LIST_BAD_FLAGS));
     }
     let max_bytes = u64::from(limits.max_entries) * ENTRY_SIZE as u64 + ENTRY_SIZE as u64;
-    if entry.len == 0 || !(entry.len as usize).is_multiple_of(ENTRY_SIZE) || u64::from(entry.len) > max_bytes {
+    if entry.len == 0 || entry.len as usize & (ENTRY_SIZE - 1) != 0 || u64::from(entry.len) > max_bytes {
         return Err(fault(Status::LIST_BAD_BLOCK));
     }
     if entry.end().is_none() {
@@ -87,20 +85,22 @@ pub fn walk(
     mut read: impl FnMut(AddrSpace, u64, &mut [u8]) -> Result<(), ReadFault>,
 ) -> Result<WalkedList, ListFault> {
     let mut out = WalkedList::default();
-    let mut visited = HashSet::new();
+    // Blocks visited so far: at most MAX_CHAIN + 1, so a scan beats hashing.
+    let mut visited: Vec<(AddrSpace, u64)> = Vec::new();
     let mut chains = 0u32;
     let mut block = head;
     check_block(&block, &limits, 0)?;
     let mut buf = Vec::new();
     loop {
         let seg_now = out.segments.len() as u32;
-        if !visited.insert((block.space(), block.addr)) {
+        if visited.contains(&(block.space(), block.addr)) {
             return Err(ListFault {
                 status: Status::LIST_CHAIN_CYCLE,
                 segment: seg_now,
                 addr: block.addr,
             });
         }
+        visited.push((block.space(), block.addr));
         buf.resize(block.len as usize, 0);
         read(block.space(), block.addr, &mut buf).map_err(|f| ListFault {
             status: f.status,
