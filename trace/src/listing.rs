@@ -69,6 +69,8 @@ pub fn write_line(w: &mut impl Write, ts_ns: u64, rec: &Record, style: Style) ->
                 status_name(d.status)
             };
             let crc = d.crc32c.map(|c| style.dim(&format!(" crc {c:08x}"))).unwrap_or_default();
+            // Queue traffic (SQ fetch, CQ write) and list blocks belong to no data segment.
+            let segment = if d.segment == u32::MAX { "-".to_owned() } else { d.segment.to_string() };
             writeln!(
                 w,
                 "{t} {:<4} {:<4} {:>5} {:<7} {:<5} {:>5} {:<5} {:<7} {:#018x} {:>8}  {:<22} {status}{crc}",
@@ -77,7 +79,7 @@ pub fn write_line(w: &mut impl Write, ts_ns: u64, rec: &Record, style: Style) ->
                 d.command_id,
                 opcode_name(d.opcode),
                 list_name(d.list),
-                d.segment,
+                segment,
                 direction_name(d.direction),
                 space_name(d.space),
                 d.addr,
