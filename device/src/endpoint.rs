@@ -359,6 +359,7 @@ impl Endpoint {
             counters: &self.counters,
             limits: ListLimits::default(),
             queue: qi as u16,
+            bus_master: &self.bus_master,
         };
         let p = process(run, q, &ctx);
         if let Progress::Stopped(_) = p {

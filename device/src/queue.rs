@@ -162,6 +162,25 @@ pub struct QueueCtx<'a> {
     pub counters: &'a Counters,
     pub limits: ListLimits,
     pub queue: u16,
+    /// COMMAND.BUS_MASTER of the endpoint: while it is clear the queue does no DMA at all.
+    pub bus_master: &'a AtomicBool,
+}
+
+/// How often a command held up by a clear Bus Master looks again.
+const BUS_MASTER_NAP: std::time::Duration = std::time::Duration::from_micros(100);
+
+/// Waits while Bus Master is clear (ABI §1: no DMA without it, commands wait), unless an
+/// abort (reset, queue disable) is pending. Returns whether Bus Master is set.
+fn wait_for_bus_master(q: &QueueShared, bus_master: &AtomicBool) -> bool {
+    loop {
+        if bus_master.load(Acquire) {
+            return true;
+        }
+        if q.abort.load(Acquire) != 0 {
+            return false;
+        }
+        std::thread::sleep(BUS_MASTER_NAP);
+    }
 }
 
 fn ring_fault(e: AccessError) -> Status {
@@ -220,9 +239,14 @@ pub fn process(run: &mut QueueRun, q: &QueueShared, ctx: &QueueCtx<'_>) -> Progr
     if let Err(e) = r {
         return stop_unless_pending(q, ring_fault(e));
     }
-    let abort = || match q.abort.load(Relaxed) {
-        0 => None,
-        code => Some(Status::from_u16(code).unwrap_or(Status::ABORTED_RESET)),
+    // Called before every data step and DMA message: also holds the command while Bus
+    // Master is clear.
+    let abort = || {
+        wait_for_bus_master(q, ctx.bus_master);
+        match q.abort.load(Relaxed) {
+            0 => None,
+            code => Some(Status::from_u16(code).unwrap_or(Status::ABORTED_RESET)),
+        }
     };
     let mut done = [Completion::ok(0, Status::SUCCESS, 0); BATCH as usize];
     let mut opcodes = [0u8; BATCH as usize];
@@ -260,6 +284,12 @@ pub fn process(run: &mut QueueRun, q: &QueueShared, ctx: &QueueCtx<'_>) -> Progr
                 result: c.result,
             });
         }
+    }
+    if !wait_for_bus_master(q, ctx.bus_master) {
+        // Reset or disabled while Bus Master is clear (Linux clears it around a
+        // VFIO_DEVICE_RESET): the completions cannot be written; the queue is gone anyway.
+        tracing::debug!(queue = ctx.queue, commands = k, "completions dropped: Bus Master clear at a reset");
+        return Progress::Idle;
     }
     let pending = q.stop_pending.load(SeqCst);
     if let Err(s) = post(run, &mut done[..k as usize], ctx) {

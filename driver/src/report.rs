@@ -6,6 +6,7 @@
 //! # phyr-map kind=bar ep=1 bar=2 offset=0x0 iova=0x200000+0x200000 perm=rw
 //! # phyr-queue ep=0 q=0 mode=irq size=64 vector=0 sq=iova:0x...+0x1000 cq=iova:0x...+0x1000 [shadow=iova:..+..]
 //! # phyr-cmd ep=0 q=0 id=17 op=COPY status=SUCCESS result=0x10000 bytes=65536 crc32c=0x1a2b3c4d src=[iova:0x100000+0x8000,bus:0xfe000000+0x8000] dst=[iova:0x300000+0x10000] lists=[iova:0x500000+0x20,iova:0x502000+0x20] fault=-
+//! # phyr-reset ep=0 kind=ctrl
 //! ```
 //!
 //! # The phyr-cmd line
@@ -24,6 +25,16 @@
 //!   blocks of both lists, plus hand-made blocks of negative tests).
 //! - `fault`: `-` or `list=src|dst,seg=N,addr=0x..` from the completion.
 //!
+//! # The phyr-reset line
+//!
+//! `# phyr-reset ep=N kind=ctrl|vfio`: the driver reset endpoint `N` (ENDPOINT_ID, as in
+//! phyr-cmd) by CTRL.RESET (`ctrl`) or VFIO_DEVICE_RESET (`vfio`); printed once the reset
+//! returned, before any later phyr-cmd line of that endpoint. Command ids restart after it
+//! (queues are re-created), and commands in flight at the reset may have completed on the
+//! device without a phyr-cmd line. The device records the reset too (`Event::Reset`), so a
+//! checker scopes (ep, q, id) to the epoch between two resets. Resets the driver did not
+//! ask for (the kernel's, when vfio-pci opens or releases the device) have no line.
+//!
 //! # Range lists
 //!
 //! A range list is either inline, `[R,R,...]` (`[]` when empty), or a reference `@N/K`.
@@ -33,7 +44,10 @@
 //! (`iova:0x1000+0x20`); list order is otherwise kept and nothing else is merged. So the
 //! printed ranges cover exactly the bytes of the segments the driver handed out, but a range
 //! may span several segments: check coverage ("does this DMA access lie inside a range"),
-//! not segment indices.
+//! not segment indices. A range followed by the very same range (space, address and length)
+//! is printed once with a repeat count, `R*N` (decimal `N` >= 2): a list that names the same
+//! bytes N times in a row (`bus:0xe0000000+0x2000000*4096`); it covers the bytes of `R`, and
+//! stands for `N * len` bytes of the list.
 //!
 //! If the inline line would exceed [`MAX_CMD_LINE`] bytes, the longest range lists are
 //! replaced by references `@N/K` until it fits: `N` is a reference number (decimal, unique
@@ -89,15 +103,18 @@ pub struct Span {
     pub space: AddrSpace,
     pub addr: u64,
     pub len: u64,
+    /// How many times the range occurs in a row in the list (printed `R*N` when above 1).
+    pub reps: u64,
 }
 
 impl Span {
     pub fn new(space: AddrSpace, addr: u64, len: u64) -> Self {
-        Self { space, addr, len }
+        Self { space, addr, len, reps: 1 }
     }
 
     fn text(&self) -> String {
-        format!("{}:{:#x}+{:#x}", space_name(self.space), self.addr, self.len)
+        let reps = if self.reps > 1 { format!("*{}", self.reps) } else { String::new() };
+        format!("{}:{:#x}+{:#x}{reps}", space_name(self.space), self.addr, self.len)
     }
 }
 
@@ -113,18 +130,22 @@ impl From<&(AddrSpace, u64, u32)> for Span {
     }
 }
 
-/// Merges consecutive spans that are contiguous in the same space; keeps the order.
+/// Merges consecutive spans that are contiguous in the same space, and counts consecutive
+/// repeats of the same span (`R*N`); keeps the order.
 pub fn merge(spans: impl IntoIterator<Item = Span>) -> Vec<Span> {
     let mut out: Vec<Span> = Vec::new();
     for s in spans {
         match out.last_mut() {
             Some(p)
-                if p.space == s.space
+                if p.reps == 1
+                    && s.reps == 1
+                    && p.space == s.space
                     && p.addr.checked_add(p.len) == Some(s.addr)
                     && p.len.checked_add(s.len).is_some() =>
             {
                 p.len += s.len;
             }
+            Some(p) if (p.space, p.addr, p.len) == (s.space, s.addr, s.len) => p.reps += s.reps,
             _ => out.push(s),
         }
     }
@@ -183,6 +204,24 @@ pub fn fault_text(c: &Completion) -> String {
         _ => return "-".into(),
     };
     format!("list={list},seg={},addr={:#x}", c.segment, c.fault_addr)
+}
+
+/// How the driver reset an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetKind {
+    /// CTRL.RESET.
+    Ctrl,
+    /// VFIO_DEVICE_RESET.
+    Vfio,
+}
+
+/// The `# phyr-reset` line; `ep` is the ENDPOINT_ID register.
+pub fn reset_line(ep: u32, kind: ResetKind) -> String {
+    let k = match kind {
+        ResetKind::Ctrl => "ctrl",
+        ResetKind::Vfio => "vfio",
+    };
+    format!("# phyr-reset ep={ep} kind={k}")
 }
 
 /// Everything a phyr-cmd line says.
@@ -360,6 +399,24 @@ mod tests {
         );
     }
 
+    #[test]
+    fn repeated_ranges_print_once_with_a_count() {
+        let m = merge([
+            Span::new(AddrSpace::Bus, 0xe000_0000, 0x10),
+            Span::new(AddrSpace::Bus, 0xe000_0000, 0x10),
+            Span::new(AddrSpace::Bus, 0xe000_0000, 0x10),
+            Span::new(AddrSpace::Bus, 0xe000_0010, 0x10), // contiguous, but after a repeat: apart
+            Span::new(AddrSpace::Iova, 0xe000_0010, 0x10), // same numbers, other space
+        ]);
+        let texts: Vec<String> = m.iter().map(Span::text).collect();
+        assert_eq!(texts, ["bus:0xe0000000+0x10*3", "bus:0xe0000010+0x10", "iova:0xe0000010+0x10"]);
+        let src: Vec<DmaRange> = (0..4096).map(|_| DmaRange::segment(AddrSpace::Bus, 0xe000_0000, 0x200_0000)).collect();
+        let c = Completion::ok(3, Status::ABORTED_RESET, 0x80_0000);
+        let line = CmdLine { ep: 0, q: 0, opcode: 1, completion: &c, bytes: 4096 << 25, crc32c: None, src: &src, dst: &[], lists: &[] }.render();
+        assert!(line.contains(" src=[bus:0xe0000000+0x2000000*4096] "), "{line}");
+        assert_eq!(parse(&line)[0].1, [Span { reps: 4096, ..Span::new(AddrSpace::Bus, 0xe000_0000, 0x200_0000) }]);
+    }
+
     /// Parses what `render_with` printed back into (space, addr, len) per field, the way the
     /// harness is meant to.
     fn parse(out: &str) -> Vec<(String, Vec<Span>)> {
@@ -369,8 +426,9 @@ mod tests {
         let span = |t: &str| {
             let (sp, r) = t.split_once(':').unwrap();
             let (a, l) = r.split_once('+').unwrap();
+            let (l, reps) = l.split_once('*').map_or((l, 1), |(l, k)| (l, k.parse().unwrap()));
             let n = |x: &str| u64::from_str_radix(x.strip_prefix("0x").unwrap(), 16).unwrap();
-            Span::new(if sp == "bus" { AddrSpace::Bus } else { AddrSpace::Iova }, n(a), n(l))
+            Span { reps, ..Span::new(if sp == "bus" { AddrSpace::Bus } else { AddrSpace::Iova }, n(a), n(l)) }
         };
         let mut out = Vec::new();
         for kv in cmd.split_whitespace().skip(2) {

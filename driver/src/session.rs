@@ -13,6 +13,7 @@ use crate::hostmem::HostMem;
 use crate::iova::{IovaAllocator, PAGE};
 use crate::p2p::{self, Decision};
 use crate::queue::{Queue, QueueMode};
+pub use crate::report::ResetKind;
 use crate::vfio::{Container, DmaBuffer, DmaPerm};
 
 /// Peer BAR windows are mapped into the IOMMU lazily, this many bytes at a time (aligned).
@@ -171,7 +172,33 @@ impl Session {
         let t = self.timeout;
         let e = self.ep(ep)?;
         e.dev.enable_bus_master()?;
-        e.reset_and_enable(t)
+        e.w32(dma_range::regs::REG_CTRL, dma_range::regs::CTRL_RESET)?;
+        self.note_reset(ep, ResetKind::Ctrl);
+        self.ep(ep)?.enable(t)
+    }
+
+    /// CTRL.RESET only (the endpoint stays disabled, the driver's queue state is kept until
+    /// `reset_endpoint`/`drop_queues`).
+    pub fn ctrl_reset(&self, ep: usize) -> Result<()> {
+        self.ep(ep)?.w32(dma_range::regs::REG_CTRL, dma_range::regs::CTRL_RESET)?;
+        self.note_reset(ep, ResetKind::Ctrl);
+        Ok(())
+    }
+
+    /// VFIO_DEVICE_RESET (Linux clears Bus Master around it and restores config space).
+    pub fn vfio_reset(&self, ep: usize) -> Result<()> {
+        self.ep(ep)?.dev.reset()?;
+        self.note_reset(ep, ResetKind::Vfio);
+        Ok(())
+    }
+
+    /// Prints the `# phyr-reset` line (see `report`) for a reset of `ep` that has returned.
+    fn note_reset(&self, ep: usize, kind: ResetKind) {
+        if self.trace_lines {
+            if let Ok(e) = self.ep(ep) {
+                println!("{}", crate::report::reset_line(e.id.endpoint_id, kind));
+            }
+        }
     }
 
     pub fn endpoint_and_queue(&mut self, ep: usize, q: u32, mode: QueueMode) -> Result<(&Endpoint, &mut Queue)> {

@@ -260,3 +260,56 @@ fn without_bus_master_enable_no_command_is_fetched() {
     r.ep.config_write(0x04, &0x0006u16.to_le_bytes());
     assert_eq!(r.wait_completion(0, 0, true).command_id, 1);
 }
+
+/// Starts a COPY (4 KiB through a held DMA message, then 4 KiB of plain memory) and waits
+/// until the worker is inside the message; the destination's second half holds 0x11.
+fn copy_stuck_in_message(r: &Rig) {
+    r.setup(0, 4, 0);
+    let src = r.list(DATA + 0x1000, &[iova(MSG, 4096), iova(DATA, 4096)]);
+    let dst = r.list(DATA + 0x1100, &[iova(DATA + 0x4000, 8192)]);
+    r.mem.put(DATA + 0x4000 + 4096, &[0x11; 4096]);
+    r.mem.set_hold(true);
+    r.submit(0, 0, &Command::new(Opcode::Copy, 42, src, dst));
+    r.w32(doorbell(0, DB_SQ_TAIL), 1);
+    let t = Instant::now();
+    while !r.mem.entered.load(Ordering::SeqCst) {
+        assert!(t.elapsed() < Duration::from_secs(5));
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn bus_master_cleared_mid_command_holds_it_until_set_again() {
+    let r = rig();
+    copy_stuck_in_message(&r);
+    r.ep.config_write(0x04, &0x0002u16.to_le_bytes());
+    r.mem.set_hold(false);
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(r.mem.get(DATA + 0x4000 + 4096, 4096), vec![0x11; 4096], "data moved without Bus Master");
+    assert!(!r.completion(0, 0).phase, "completion written without Bus Master");
+    r.ep.config_write(0x04, &0x0006u16.to_le_bytes());
+    let c = r.wait_completion(0, 0, true);
+    assert_eq!((c.command_id, c.status(), c.result), (42, Some(Status::SUCCESS), 8192));
+}
+
+#[test]
+fn reset_with_bus_master_clear_posts_no_completion_and_moves_no_data() {
+    // As Linux does a VFIO_DEVICE_RESET: Bus Master off, reset, config restored.
+    let r = rig();
+    r.mem.report_in_flight.store(true, Ordering::SeqCst);
+    copy_stuck_in_message(&r);
+    r.ep.config_write(0x04, &0x0002u16.to_le_bytes());
+    r.ep.reset();
+    r.mem.set_hold(false);
+    std::thread::sleep(Duration::from_millis(100));
+    r.ep.config_write(0x04, &0x0006u16.to_le_bytes());
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(!r.completion(0, 0).phase, "completion written around a reset with Bus Master clear");
+    assert_eq!(r.mem.get(DATA + 0x4000 + 4096, 4096), vec![0x11; 4096], "no data DMA after the reset");
+    assert_eq!(r.r32(queue_reg(0, Q_STATUS)), 0);
+    // The queue works again once re-enabled.
+    r.setup(0, 4, 0);
+    r.submit(0, 0, &Command::new(Opcode::Nop, 5, DmaRange::default(), DmaRange::default()));
+    r.w32(doorbell(0, DB_SQ_TAIL), 1);
+    assert_eq!(r.wait_completion(0, 0, true).command_id, 5);
+}
