@@ -109,11 +109,20 @@ pub struct Span {
 
 impl Span {
     pub fn new(space: AddrSpace, addr: u64, len: u64) -> Self {
-        Self { space, addr, len, reps: 1 }
+        Self {
+            space,
+            addr,
+            len,
+            reps: 1,
+        }
     }
 
     fn text(&self) -> String {
-        let reps = if self.reps > 1 { format!("*{}", self.reps) } else { String::new() };
+        let reps = if self.reps > 1 {
+            format!("*{}", self.reps)
+        } else {
+            String::new()
+        };
         format!("{}:{:#x}+{:#x}{reps}", space_name(self.space), self.addr, self.len)
     }
 }
@@ -409,12 +418,34 @@ mod tests {
             Span::new(AddrSpace::Iova, 0xe000_0010, 0x10), // same numbers, other space
         ]);
         let texts: Vec<String> = m.iter().map(Span::text).collect();
-        assert_eq!(texts, ["bus:0xe0000000+0x10*3", "bus:0xe0000010+0x10", "iova:0xe0000010+0x10"]);
-        let src: Vec<DmaRange> = (0..4096).map(|_| DmaRange::segment(AddrSpace::Bus, 0xe000_0000, 0x200_0000)).collect();
+        assert_eq!(
+            texts,
+            ["bus:0xe0000000+0x10*3", "bus:0xe0000010+0x10", "iova:0xe0000010+0x10"]
+        );
+        let src: Vec<DmaRange> = (0..4096)
+            .map(|_| DmaRange::segment(AddrSpace::Bus, 0xe000_0000, 0x200_0000))
+            .collect();
         let c = Completion::ok(3, Status::ABORTED_RESET, 0x80_0000);
-        let line = CmdLine { ep: 0, q: 0, opcode: 1, completion: &c, bytes: 4096 << 25, crc32c: None, src: &src, dst: &[], lists: &[] }.render();
+        let line = CmdLine {
+            ep: 0,
+            q: 0,
+            opcode: 1,
+            completion: &c,
+            bytes: 4096 << 25,
+            crc32c: None,
+            src: &src,
+            dst: &[],
+            lists: &[],
+        }
+        .render();
         assert!(line.contains(" src=[bus:0xe0000000+0x2000000*4096] "), "{line}");
-        assert_eq!(parse(&line)[0].1, [Span { reps: 4096, ..Span::new(AddrSpace::Bus, 0xe000_0000, 0x200_0000) }]);
+        assert_eq!(
+            parse(&line)[0].1,
+            [Span {
+                reps: 4096,
+                ..Span::new(AddrSpace::Bus, 0xe000_0000, 0x200_0000)
+            }]
+        );
     }
 
     /// Parses what `render_with` printed back into (space, addr, len) per field, the way the
@@ -428,7 +459,10 @@ mod tests {
             let (a, l) = r.split_once('+').unwrap();
             let (l, reps) = l.split_once('*').map_or((l, 1), |(l, k)| (l, k.parse().unwrap()));
             let n = |x: &str| u64::from_str_radix(x.strip_prefix("0x").unwrap(), 16).unwrap();
-            Span { reps, ..Span::new(if sp == "bus" { AddrSpace::Bus } else { AddrSpace::Iova }, n(a), n(l)) }
+            Span {
+                reps,
+                ..Span::new(if sp == "bus" { AddrSpace::Bus } else { AddrSpace::Iova }, n(a), n(l))
+            }
         };
         let mut out = Vec::new();
         for kv in cmd.split_whitespace().skip(2) {

@@ -7,7 +7,15 @@
 //! - every access that reached memory lies inside a segment the driver handed out for that
 //!   list (src, dst, or the list blocks), in the same address space.
 //!
-//! Commands are matched per (endpoint, queue, id) in order of completion.
+//! Commands are matched per (endpoint, queue, id) in order of completion, scoped to *reset
+//! epochs*: the driver prints `# phyr-reset ep=N kind=ctrl|vfio` when it resets an endpoint
+//! (ids restart), the device records `Event::Reset`. All commands the driver reports for an
+//! endpoint between two of its resets must match device completions of one device epoch, and
+//! after a driver reset a later device epoch (at least one device reset per driver reset; the
+//! kernel resets the device on its own too, at open and release). A device completion the
+//! driver never reported (a command in flight at a reset, a case that gave up waiting) is
+//! counted as `unreported`, not an error; a reported command without a matching completion
+//! (same opcode, status and result) in its epoch is.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
@@ -36,11 +44,15 @@ pub struct DriverCmd {
     pub src: Vec<Seg>,
     pub dst: Vec<Seg>,
     pub lists: Vec<Seg>,
+    /// `# phyr-reset` lines for this endpoint before this command.
+    pub resets: u32,
 }
 
 /// What the device did for one command.
 #[derive(Debug, Default)]
 struct DeviceCmd {
+    /// `Event::Reset` records of the endpoint before the completion.
+    epoch: u32,
     opcode: u8,
     status: u16,
     result: u64,
@@ -52,6 +64,8 @@ pub struct Report {
     pub commands_checked: usize,
     /// Commands the device started but a reset ended without a completion (not checked).
     pub unfinished: usize,
+    /// Device completions no `# phyr-cmd` line reported (not checked, not an error).
+    pub unreported: usize,
     pub problems: Vec<String>,
 }
 
@@ -62,9 +76,17 @@ fn num(s: &str) -> Option<u64> {
     }
 }
 
+/// `space:addr+len`, optionally `*N` (the same range N times in a row: same coverage).
 fn seg(x: &str) -> Option<Seg> {
     let (space, rest) = x.split_once(':')?;
     let (addr, len) = rest.split_once('+')?;
+    let len = match len.split_once('*') {
+        Some((len, reps)) => {
+            reps.parse::<u64>().ok().filter(|&n| n >= 2)?;
+            len
+        }
+        None => len,
+    };
     Some(Seg {
         bus: space == "bus",
         addr: num(addr)?,
@@ -144,6 +166,7 @@ fn parse_cmd_fields(line: &str) -> Option<(DriverCmd, Refs)> {
         src,
         dst,
         lists,
+        resets: 0,
     };
     Some((cmd, refs))
 }
@@ -154,6 +177,13 @@ fn parse_ranges_line(line: &str) -> Option<(u64, Vec<Seg>)> {
     let n = words.next()?.parse().ok()?;
     let _part = words.next()?.split_once('/')?;
     Some((n, words.map(seg).collect::<Option<Vec<_>>>()?))
+}
+
+/// The endpoint of a `# phyr-reset ep=N kind=ctrl|vfio` line.
+fn parse_reset_line(line: &str) -> Option<u16> {
+    let rest = line.trim().strip_prefix("# phyr-reset ")?;
+    let ep = rest.split_whitespace().find_map(|kv| kv.strip_prefix("ep="))?;
+    num(ep)?.try_into().ok()
 }
 
 /// Every command the driver reported on the console, with `@N/K` references resolved from
@@ -181,8 +211,11 @@ pub fn parse_driver_log(log: &str) -> (Vec<DriverCmd>, Vec<String>) {
             }
         }
     };
+    let mut resets: BTreeMap<u16, u32> = BTreeMap::new();
     for line in log.lines() {
-        if let Some((n, ranges)) = parse_ranges_line(line) {
+        if let Some(ep) = parse_reset_line(line) {
+            *resets.entry(ep).or_default() += 1;
+        } else if let Some((n, ranges)) = parse_ranges_line(line) {
             if let Some(p) = pending.get_mut(&n) {
                 p.3.extend(ranges);
             }
@@ -191,7 +224,8 @@ pub fn parse_driver_log(log: &str) -> (Vec<DriverCmd>, Vec<String>) {
             for (which, n, k) in refs {
                 pending.insert(n, (cmds.len(), which, k, Vec::new()));
             }
-            cmds.push(cmd);
+            let resets = resets.get(&cmd.ep).copied().unwrap_or(0);
+            cmds.push(DriverCmd { resets, ..cmd });
         }
     }
     settle(&mut pending, &mut cmds);
@@ -231,6 +265,7 @@ fn device_commands(trace_dir: &Path, unfinished: &mut usize) -> Result<DeviceCom
     for f in files {
         let mut reader = TraceReader::open(&f.path).map_err(|e| e.to_string())?;
         let mut pending: BTreeMap<(u16, u16, u16), DeviceCmd> = BTreeMap::new();
+        let mut epochs: BTreeMap<u16, u32> = BTreeMap::new();
         while let Some((_, rec)) = reader.next_record().map_err(|e| format!("{}: {e}", f.path.display()))? {
             match rec.payload {
                 Payload::Dma(d) => pending
@@ -252,6 +287,7 @@ fn device_commands(trace_dir: &Path, unfinished: &mut usize) -> Result<DeviceCom
                     let key = (endpoint, queue, command_id);
                     let mut cmd = pending.remove(&key).unwrap_or_default();
                     (cmd.opcode, cmd.status, cmd.result) = (opcode, status, result);
+                    cmd.epoch = epochs.get(&endpoint).copied().unwrap_or(0);
                     done.entry(key).or_default().push_back(cmd);
                 }
                 // A reset ends the commands in flight without completions: their records must
@@ -260,6 +296,7 @@ fn device_commands(trace_dir: &Path, unfinished: &mut usize) -> Result<DeviceCom
                     endpoint,
                     event: Event::Reset,
                 } => {
+                    *epochs.entry(endpoint).or_default() += 1;
                     let before = pending.len();
                     pending.retain(|k, _| k.0 != endpoint);
                     *unfinished += before - pending.len();
@@ -289,20 +326,44 @@ pub fn check(serial_log: &str, trace_dir: &Path) -> Report {
             return report;
         }
     };
+    let device_total: usize = device.values().map(VecDeque::len).sum();
+    let mut matched = 0usize;
+    // Per endpoint: (driver resets, device epoch) of the last command matched.
+    let mut last: BTreeMap<u16, (u32, u32)> = BTreeMap::new();
     for d in &driver {
         let what = format!("ep{} q{} cmd {} {}", d.ep, d.q, d.id, d.op);
-        let Some(dev) = device.get_mut(&(d.ep, d.q, d.id)).and_then(VecDeque::pop_front) else {
+        let mut epochs = match last.get(&d.ep) {
+            Some(&(resets, epoch)) if resets == d.resets => Epochs {
+                lo: epoch,
+                hi: Some(epoch),
+            },
+            Some(&(resets, epoch)) => Epochs {
+                lo: epoch + d.resets.saturating_sub(resets),
+                hi: None,
+            },
+            None => Epochs { lo: d.resets, hi: None },
+        };
+        // A command aborted by a reset is reported after the driver's reset line, but the
+        // device completed it before recording the reset: it may sit one epoch earlier.
+        let normal_lo = epochs.lo;
+        if d.status == "ABORTED_RESET" {
+            epochs.lo = epochs.lo.saturating_sub(1);
+        }
+        let Some(dev) = device
+            .get_mut(&(d.ep, d.q, d.id))
+            .and_then(|q| take_match(q, d, epochs))
+        else {
             report.problems.push(format!(
-                "{what}: the driver reports it ({}), the device trace has no completion",
-                d.status
+                "{what}: the driver reports it ({} result {:#x}), the device trace has no completion in its reset epoch ({epochs:?})",
+                d.status, d.result
             ));
             continue;
         };
+        matched += 1;
+        last.insert(d.ep, (d.resets, dev.epoch.max(normal_lo)));
         report.commands_checked += 1;
-        // The DMA records carry the opcode too; the completion event's may be unset (0).
-        let opcode = dev.dma.first().map_or(dev.opcode, |r| r.opcode);
-        let opcode_ok = same_opcode(&d.op, opcode) || (dev.dma.is_empty() && dev.opcode == 0);
-        if !opcode_ok || !same_status(&d.status, dev.status) || d.result != dev.result {
+        let opcode = dev_opcode(&dev);
+        if !same_cmd(d, &dev) {
             report.problems.push(format!(
                 "{what}: driver saw {} result {:#x}, device recorded {} {} result {:#x}",
                 d.status,
@@ -330,7 +391,57 @@ pub fn check(serial_log: &str, trace_dir: &Path) -> Report {
             check_data(d, &dev, &what, &mut report);
         }
     }
+    report.unreported = device_total - matched;
     report
+}
+
+/// Which device reset epochs a driver command may be matched in: `lo..=hi` (no `hi`: any
+/// later one).
+#[derive(Debug, Clone, Copy)]
+struct Epochs {
+    lo: u32,
+    hi: Option<u32>,
+}
+
+impl Epochs {
+    fn admits(self, e: u32) -> bool {
+        e >= self.lo && self.hi.is_none_or(|hi| e <= hi)
+    }
+}
+
+/// The opcode of a device command: the DMA records carry it too; the completion event's may
+/// be unset (0).
+fn dev_opcode(dev: &DeviceCmd) -> u8 {
+    dev.dma.first().map_or(dev.opcode, |r| r.opcode)
+}
+
+fn same_cmd(d: &DriverCmd, dev: &DeviceCmd) -> bool {
+    let opcode_ok = same_opcode(&d.op, dev_opcode(dev)) || (dev.dma.is_empty() && dev.opcode == 0);
+    opcode_ok && same_status(&d.status, dev.status) && d.result == dev.result
+}
+
+/// Takes the device completion of `d` from `q` (completions of one (ep, q, id) in order):
+/// the first in an admitted epoch that agrees with the driver; the completions before it were
+/// never reported (dropped). Without one that agrees, the first admitted completion (to
+/// report the mismatch), if any; completions of later epochs stay for later commands.
+fn take_match(q: &mut VecDeque<DeviceCmd>, d: &DriverCmd, epochs: Epochs) -> Option<DeviceCmd> {
+    let first = q.iter().position(|c| epochs.admits(c.epoch))?;
+    // Never skip a whole epoch to find agreement: within the admitted ones, only the first
+    // epoch and (for an aborted command, which may sit one earlier) the one after it.
+    let last = match (epochs.hi, d.status == "ABORTED_RESET") {
+        (Some(hi), _) => hi,
+        (None, true) => q[first].epoch + 1,
+        (None, false) => q[first].epoch,
+    };
+    let pos = q
+        .iter()
+        .enumerate()
+        .skip(first)
+        .take_while(|(_, c)| c.epoch <= last)
+        .find(|(_, c)| same_cmd(d, c))
+        .map_or(first, |(i, _)| i);
+    q.drain(..pos);
+    q.pop_front()
 }
 
 /// Bytes and CRC of the data side of a successful command.
@@ -492,6 +603,7 @@ src=@7/3 dst=[iova:0x900000+0x80] lists=[] fault=-
         let mut d = parse_cmd_line(LINE).unwrap();
         d.crc32c = Some(crc32c::crc32c(&data));
         let dev = DeviceCmd {
+            epoch: 0,
             opcode: 1,
             status: 0,
             result: 0x2000,
@@ -553,5 +665,157 @@ src=@7/3 dst=[iova:0x900000+0x80] lists=[] fault=-
         let missing = check(&line, &dir.join("nope"));
         assert!(missing.problems[0].contains("cannot read the device traces"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A trace directory for endpoint 0 with these events, in order.
+    fn trace_dir(tag: &str, events: &[Event]) -> std::path::PathBuf {
+        use phyr_trace::{Recorder, TraceClock, TraceConfig};
+        let dir = std::env::temp_dir().join(format!("phyr-crosscheck-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let r = Recorder::create(&dir, 0, &TraceConfig::default(), &TraceClock::new()).unwrap();
+        for e in events {
+            r.record_now(Payload::Event {
+                endpoint: 0,
+                event: e.clone(),
+            });
+        }
+        r.flush().unwrap();
+        dir
+    }
+
+    fn done(command_id: u16, opcode: u8, status: u16, result: u64) -> Event {
+        Event::CommandDone {
+            queue: 0,
+            command_id,
+            opcode,
+            status,
+            result,
+        }
+    }
+
+    fn cmd_line(id: u16, op: &str, status: &str, result: u64) -> String {
+        format!(
+            "# phyr-cmd ep=0 q=0 id={id} op={op} status={status} result={result:#x} bytes=0 crc32c=- src=[] dst=[] lists=[] fault=-"
+        )
+    }
+
+    #[test]
+    fn ids_reused_across_resets_match_within_their_epoch() {
+        let dir = trace_dir(
+            "epochs",
+            &[
+                done(1, 0, 0, 0),
+                Event::Reset,
+                done(1, 1, 0x40, 0x800),
+                Event::Reset,
+                done(1, 0, 0, 0),
+            ],
+        );
+        let nop = cmd_line(1, "NOP", "SUCCESS", 0);
+        let aborted = cmd_line(1, "COPY", "ABORTED_RESET", 0x800);
+        let log = format!("{nop}\n# phyr-reset ep=0 kind=vfio\n{aborted}\n# phyr-reset ep=0 kind=ctrl\n{nop}\n");
+        let r = check(&log, &dir);
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        assert_eq!((r.commands_checked, r.unreported), (3, 0));
+        // Without the reset lines the driver claims all three in one epoch: the COPY has no
+        // completion there.
+        let r = check(&format!("{nop}\n{aborted}\n{nop}\n"), &dir);
+        assert!(
+            r.problems
+                .iter()
+                .any(|p| p.contains("cmd 1 COPY") && p.contains("no completion in its reset epoch")),
+            "{:?}",
+            r.problems
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn unreported_device_completions_before_a_reported_one_are_not_errors() {
+        let dir = trace_dir(
+            "unreported",
+            &[
+                // cmd 1 COPY finished, but the driver never printed it; then a reset.
+                done(1, 1, 0, 0x10000),
+                Event::Reset,
+                // Same epoch, same id twice (the queue was re-created): only the NOP reported.
+                done(1, 1, 0x40, 0x800),
+                done(2, 1, 0, 0x1000),
+                done(2, 0, 0, 0),
+            ],
+        );
+        let log = format!(
+            "# phyr-reset ep=0 kind=ctrl\n{}\n{}\n",
+            cmd_line(1, "COPY", "ABORTED_RESET", 0x800),
+            cmd_line(2, "NOP", "SUCCESS", 0)
+        );
+        let r = check(&log, &dir);
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        assert_eq!((r.commands_checked, r.unreported), (2, 2));
+        // Still strict: a reported result the device never produced is a mismatch.
+        let log = format!(
+            "# phyr-reset ep=0 kind=ctrl\n{}\n",
+            cmd_line(1, "COPY", "ABORTED_RESET", 0x400)
+        );
+        let r = check(&log, &dir);
+        assert!(
+            r.problems.len() == 1 && r.problems[0].contains("driver saw ABORTED_RESET result 0x400"),
+            "{:?}",
+            r.problems
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_command_aborted_by_a_reset_is_reported_after_the_reset_line() {
+        // The device completes the aborted COPY, then records the reset; the driver prints
+        // its reset line first, then the COPY, then resets again and runs a NOP (id 1 again).
+        let dir = trace_dir(
+            "aborted",
+            &[done(1, 1, 0x40, 0x400000), Event::Reset, Event::Reset, done(1, 0, 0, 0)],
+        );
+        let log = format!(
+            "# phyr-reset ep=0 kind=ctrl\n{}\n# phyr-reset ep=0 kind=ctrl\n{}\n",
+            cmd_line(1, "COPY", "ABORTED_RESET", 0x400000),
+            cmd_line(1, "NOP", "SUCCESS", 0)
+        );
+        let r = check(&log, &dir);
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        assert_eq!((r.commands_checked, r.unreported), (2, 0));
+        // Only an aborted command gets that slack.
+        let log = format!(
+            "# phyr-reset ep=0 kind=ctrl\n{}\n",
+            cmd_line(1, "COPY", "SUCCESS", 0x400000)
+        );
+        assert!(!check(&log, &dir).problems.is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn repeated_ranges_parse_with_their_coverage() {
+        let line = LINE.replace("dst=[iova:0x200000+0x2000]", "dst=[bus:0xe0000000+0x2000000*4096]");
+        let c = parse_cmd_line(&line).unwrap();
+        assert_eq!(
+            c.dst,
+            vec![Seg {
+                bus: true,
+                addr: 0xe0000000,
+                len: 0x2000000
+            }]
+        );
+        assert!(parse_cmd_line(&LINE.replace("+0x2000]", "+0x2000*1]")).is_none());
+    }
+
+    #[test]
+    fn reset_lines_count_per_endpoint() {
+        let log = format!(
+            "# phyr-reset ep=1 kind=ctrl\n{}\n# phyr-reset ep=0 kind=vfio\n{}\n",
+            cmd_line(1, "NOP", "SUCCESS", 0),
+            cmd_line(2, "NOP", "SUCCESS", 0)
+        );
+        let (cmds, problems) = parse_driver_log(&log);
+        assert!(problems.is_empty());
+        assert_eq!((cmds[0].resets, cmds[1].resets), (0, 1));
     }
 }
