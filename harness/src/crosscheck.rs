@@ -69,6 +69,20 @@ pub struct Report {
     pub problems: Vec<String>,
 }
 
+impl Report {
+    /// One line with the counts: checked, ended by a reset, done by the device but not reported.
+    pub fn counts(&self) -> String {
+        format!(
+            "{} commands checked against the device traces, {} problem(s); {} ended by a reset without a completion \
+             and {} completed by the device but not reported by the driver (neither checked)",
+            self.commands_checked,
+            self.problems.len(),
+            self.unfinished,
+            self.unreported
+        )
+    }
+}
+
 fn num(s: &str) -> Option<u64> {
     match s.strip_prefix("0x") {
         Some(h) => u64::from_str_radix(h, 16).ok(),

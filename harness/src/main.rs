@@ -173,12 +173,7 @@ fn real_main(cli: Cli) -> Result<i32> {
             for p in &c.problems {
                 println!("{p}");
             }
-            println!(
-                "{} commands checked, {} problem(s), {} ended by a reset without a completion",
-                c.commands_checked,
-                c.problems.len(),
-                c.unfinished
-            );
+            println!("{}", c.counts());
             Ok(i32::from(!c.problems.is_empty()))
         }
     }
