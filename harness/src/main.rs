@@ -27,7 +27,7 @@ mod version;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use crate::accel::AccelChoice;
@@ -65,7 +65,7 @@ enum Cmd {
     Trace(trace_cmd::TraceArgs),
     /// Re-check a suite run's device traces against the driver's `# phyr-cmd` lines.
     Crosscheck {
-        /// A session directory holding serial.log and trace/ (e.g. runs/latest/default).
+        /// A session directory holding serial.log and trace/ (e.g. runs/latest/default), or a test run.
         dir: PathBuf,
     },
 }
@@ -166,17 +166,39 @@ fn real_main(cli: Cli) -> Result<i32> {
         Cmd::Run(a) => run_cmd(&cache()?, a),
         Cmd::Test(a) => test_cmd::run(&cache()?, a),
         Cmd::Trace(args) => trace_cmd::run(args, Path::new("runs")).map(|()| 0),
-        Cmd::Crosscheck { dir } => {
-            let serial = std::fs::read_to_string(dir.join("serial.log"))
-                .with_context(|| format!("reading {}", dir.join("serial.log").display()))?;
-            let c = crosscheck::check(&serial, &dir.join("trace"));
-            for p in &c.problems {
-                println!("{p}");
-            }
-            println!("{}", c.counts());
-            Ok(i32::from(!c.problems.is_empty()))
-        }
+        Cmd::Crosscheck { dir } => crosscheck_cmd(&dir),
     }
+}
+
+/// `crosscheck DIR`: one session directory (serial.log + trace/), or a `test` run holding one
+/// per recipe.
+fn crosscheck_cmd(dir: &Path) -> Result<i32> {
+    let sessions: Vec<PathBuf> = if dir.join("serial.log").is_file() {
+        vec![dir.to_owned()]
+    } else {
+        let mut subs: Vec<PathBuf> = std::fs::read_dir(dir)
+            .with_context(|| format!("reading {}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.join("serial.log").is_file())
+            .collect();
+        subs.sort();
+        subs
+    };
+    if sessions.is_empty() {
+        bail!("{} holds no serial.log (nor recipe directories with one): pass a run directory such as runs/latest/default", dir.display());
+    }
+    let mut failed = false;
+    for s in &sessions {
+        let serial = std::fs::read_to_string(s.join("serial.log"))
+            .with_context(|| format!("reading {}", s.join("serial.log").display()))?;
+        let c = crosscheck::check(&serial, &s.join("trace"));
+        for p in &c.problems {
+            println!("{}: {p}", s.display());
+        }
+        println!("{}: {}", s.display(), c.counts());
+        failed |= !c.problems.is_empty();
+    }
+    Ok(i32::from(failed))
 }
 
 fn provision_all(cache: &Cache, src: &SourceOpts) -> Result<i32> {
