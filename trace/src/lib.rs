@@ -9,6 +9,7 @@
 //! - Tools: [`Filter`], [`Summary`], [`write_line`] (listing), [`export`] (Perfetto, JSON Lines),
 //!   [`resolve_run_dir`] / [`trace_files`] (finding a run's traces).
 
+mod clock;
 mod crc;
 pub mod export;
 mod filter;
@@ -38,4 +39,5 @@ pub use reader::{read_bytes, FileError, ReadError, Tail, TraceContents, TraceRea
 pub use record::{Direction, DmaRecord, Event, Payload, Record, Space, Target};
 pub use run_dir::{pick_recipe_run, resolve_run_dir, trace_files, LocateError, TraceFile};
 pub use summary::{human_bytes, EndpointSummary, ErrorGroup, Flow, Summary};
-pub use writer::{trace_file_name, Recorder, TraceClock, TraceConfig, WriteError};
+pub use clock::TraceClock;
+pub use writer::{trace_file_name, Recorder, TraceConfig, WriteError};

@@ -21,8 +21,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+#[cfg(test)]
+use std::time::Instant;
 
+use crate::clock::TraceClock;
 use crate::format::{encode_frame, Header, HEADER_LEN};
 use crate::record::{Event, Payload, Record};
 
@@ -56,36 +59,6 @@ impl Default for TraceConfig {
             flush_threshold: 256 << 10,
             max_buffer: 16 << 20,
         }
-    }
-}
-
-/// The time base shared by all endpoints of one device process, so their traces line up.
-#[derive(Debug, Clone)]
-pub struct TraceClock {
-    epoch: Instant,
-    start_unix_ns: u64,
-}
-
-impl TraceClock {
-    pub fn new() -> Self {
-        let start_unix_ns = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-        TraceClock { epoch: Instant::now(), start_unix_ns }
-    }
-
-    /// Monotonic nanoseconds since the clock was created (the records' `t_ns`).
-    pub fn now_ns(&self) -> u64 {
-        self.epoch.elapsed().as_nanos() as u64
-    }
-
-    /// Wall-clock time of `t_ns = 0`.
-    pub fn start_unix_ns(&self) -> u64 {
-        self.start_unix_ns
-    }
-}
-
-impl Default for TraceClock {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
@@ -312,6 +285,11 @@ impl Drop for Handle {
     }
 }
 
+thread_local! {
+    /// Per-thread frame buffer for [`Shared::record`] (no allocation per record).
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 impl Shared {
     fn lock_state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -326,6 +304,22 @@ impl Shared {
             self.dropped.fetch_add(1, Relaxed);
             return;
         }
+        // Encode (and CRC) the frame before taking the lock: the critical section is a copy.
+        let encode = |frame: &mut Vec<u8>| {
+            frame.clear();
+            encode_frame(rec, self.cfg.frame_crc, frame);
+            self.append(frame);
+        };
+        let done = SCRATCH
+            .try_with(|scratch| scratch.try_borrow_mut().map(|mut frame| encode(&mut frame)).is_ok())
+            .unwrap_or(false);
+        if !done {
+            // Thread-local storage torn down (a record from a thread's exit path).
+            encode(&mut Vec::new());
+        }
+    }
+
+    fn append(&self, frame: &[u8]) {
         let mut st = self.lock_state();
         if self.stopped.load(Relaxed) {
             self.dropped.fetch_add(1, Relaxed);
@@ -336,10 +330,8 @@ impl Shared {
             self.lost.fetch_add(1, Relaxed);
             return;
         }
-        let start = st.buf.len();
-        let n = encode_frame(rec, self.cfg.frame_crc, &mut st.buf) as u64;
+        let n = frame.len() as u64;
         if st.committed + n + MARKER_LEN > self.cfg.max_bytes {
-            st.buf.truncate(start);
             self.stopped.store(true, Relaxed);
             self.dropped.fetch_add(1, Relaxed);
             let marker = MarkerPos { offset: st.committed, t_ns: self.clock.now_ns() };
@@ -350,6 +342,7 @@ impl Shared {
             self.wake.notify_one();
             return;
         }
+        st.buf.extend_from_slice(frame);
         st.committed += n;
         if st.buf.len() >= self.cfg.flush_threshold && !st.flush_wanted {
             st.flush_wanted = true;
