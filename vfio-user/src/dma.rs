@@ -110,6 +110,8 @@ pub enum MapError {
     Mmap { errno: Errno },
     #[error("file range [{offset:#x}, +{size:#x}) runs past the end of the file ({file_size:#x} bytes)")]
     PastEndOfFile { offset: u64, size: u64, file_size: u64 },
+    #[error("DMA_MAP fd is not sealed against shrinking (F_SEAL_SHRINK); the server refuses it because a shrink would crash the device")]
+    NotSealed,
 }
 
 impl MapError {
@@ -117,7 +119,7 @@ impl MapError {
         match self {
             MapError::Overlap { .. } => Errno::EEXIST,
             MapError::TooMany { .. } => Errno::ENOSPC,
-            MapError::BadRange { .. } | MapError::PastEndOfFile { .. } => Errno::EINVAL,
+            MapError::BadRange { .. } | MapError::PastEndOfFile { .. } | MapError::NotSealed => Errno::EINVAL,
             MapError::Mmap { errno } => *errno,
         }
     }
@@ -248,10 +250,10 @@ impl DmaSpace {
                 let off = info.fd_offset.unwrap_or(0);
                 info.fd_offset = Some(off);
                 check_file_range(fd, off, info.size)?;
-                Some(
-                    MmapRegion::map(fd, off, info.size, info.readable, info.writable)
-                        .map_err(|e| MapError::Mmap { errno: Errno::from_io(&e) })?,
-                )
+                let mem = MmapRegion::map(fd, off, info.size, info.readable, info.writable)
+                    .map_err(|e| MapError::Mmap { errno: Errno::from_io(&e) })?;
+                check_sealed(fd)?;
+                Some(mem)
             }
             None => {
                 info.fd_offset = None;
@@ -538,7 +540,8 @@ impl DmaSpace {
 }
 
 /// Touching an mmap past the end of its file raises SIGBUS: refuse such maps up front (for
-/// regular files and memfds; other fd kinds have no meaningful size).
+/// regular files and memfds; other fd kinds have no meaningful size). See [`check_sealed`]
+/// for why the size at map time is not enough.
 fn check_file_range(fd: BorrowedFd<'_>, offset: u64, size: u64) -> Result<(), MapError> {
     let file = std::fs::File::from(fd.try_clone_to_owned().map_err(|e| MapError::Mmap { errno: Errno::from_io(&e) })?);
     let meta = file.metadata().map_err(|e| MapError::Mmap { errno: Errno::from_io(&e) })?;
@@ -546,6 +549,21 @@ fn check_file_range(fd: BorrowedFd<'_>, offset: u64, size: u64) -> Result<(), Ma
         return Err(MapError::PastEndOfFile { offset, size, file_size: meta.len() });
     }
     Ok(())
+}
+
+/// The size check at map time does not stop the client from shrinking the fd later, which
+/// would make the device's next access to the mapping SIGBUS: the fd must carry F_SEAL_SHRINK
+/// (QEMU's memory-backend-memfd seals by default, `seal=on`). Fds without seals
+/// (memory-backend-file, a memfd with `seal=off`) are refused. Runs after the mmap so an
+/// fd that cannot be mapped at all still reports the mmap's errno.
+fn check_sealed(fd: BorrowedFd<'_>) -> Result<(), MapError> {
+    if crate::sys::fd::sealed_against_shrink(fd) {
+        return Ok(());
+    }
+    tracing::warn!(
+        "DMA_MAP fd is not sealed against shrinking (F_SEAL_SHRINK); the server refuses it because a shrink would crash the device"
+    );
+    Err(MapError::NotSealed)
 }
 
 fn chunk_of<'m>(mem: &'m MmapRegion, map: &Mapping, addr: u64, n: u64) -> MemSlice<'m> {
@@ -586,6 +604,24 @@ mod tests {
         assert!(matches!(s.add_mapping(info(0x10800, 0x1000, true), Some(fd.as_fd())), Err(MapError::Overlap { .. })));
         assert!(matches!(s.add_mapping(info(0xf000, 0x2000, true), Some(fd.as_fd())), Err(MapError::Overlap { .. })));
         assert_eq!(s.len(), 2);
+    }
+
+    #[test]
+    fn dma_map_of_unsealed_memfd_is_refused() {
+        // SAFETY: constant NUL-terminated name, constant flags.
+        let raw = unsafe { libc::memfd_create(c"unsealed".as_ptr(), libc::MFD_CLOEXEC) };
+        assert!(raw >= 0);
+        // SAFETY: memfd_create just returned this fd and nobody else owns it.
+        let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+        std::fs::File::from(fd.try_clone().unwrap()).set_len(4096).unwrap();
+        let s = DmaSpace::new_local(4);
+        assert_eq!(s.add_mapping(info(0, 4096, true), Some(fd.as_fd())), Err(MapError::NotSealed));
+        assert_eq!(MapError::NotSealed.errno(), Errno::EINVAL);
+        assert!(s.is_empty());
+        // The helper's memfds are sealed, so they map.
+        let sealed = memfd("t", 4096).unwrap();
+        s.add_mapping(info(0, 4096, true), Some(sealed.as_fd())).unwrap();
+        assert!(std::fs::File::from(sealed).set_len(0).is_err(), "a sealed memfd cannot shrink");
     }
 
     #[test]

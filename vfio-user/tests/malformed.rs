@@ -588,3 +588,18 @@ fn reset_with_payload_gets_einval() {
     assert_eq!(dev.resets.load(std::sync::atomic::Ordering::SeqCst), 0);
     still_works(&c);
 }
+
+#[test]
+fn dma_map_of_unsealed_memfd_is_refused() {
+    let (dev, _srv, c) = connected();
+    // SAFETY: constant NUL-terminated name, constant flags.
+    let raw = unsafe { libc::memfd_create(c"unsealed".as_ptr(), libc::MFD_CLOEXEC) };
+    assert!(raw >= 0);
+    // SAFETY: memfd_create just returned this fd and nobody else owns it.
+    let ram = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+    std::fs::File::from(ram.try_clone().unwrap()).set_len(0x1000).unwrap();
+    let e = c.dma_map(0x10000, 0x1000, ram.as_fd(), 0, true, true).unwrap_err();
+    assert_eq!(e.errno(), Some(Errno::EINVAL));
+    assert!(dev.session().dma.is_empty());
+    still_works(&c);
+}

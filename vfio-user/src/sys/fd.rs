@@ -5,18 +5,31 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
-/// Creates a memfd named `name` of `size` bytes (zero-filled), close-on-exec.
+/// Creates a memfd named `name` of `size` bytes (zero-filled), close-on-exec, sealed
+/// against shrinking and growing (as QEMU's memory-backend-memfd is): a server can map it
+/// for DMA without fearing SIGBUS from a later truncate.
 pub fn memfd(name: &str, size: u64) -> io::Result<OwnedFd> {
     let cname = CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in memfd name"))?;
     // SAFETY: cname is a valid NUL-terminated string for the duration of the call.
-    let raw = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
+    let raw = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
     if raw < 0 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: memfd_create just returned this fd and nobody else owns it.
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
     File::from(fd.try_clone()?).set_len(size)?;
+    // SAFETY: plain fcntl on an fd we own, with integer arguments.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_SHRINK | libc::F_SEAL_GROW) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
     Ok(fd)
+}
+
+/// Whether `fd` carries F_SEAL_SHRINK (false for fds that do not support seals).
+pub(crate) fn sealed_against_shrink(fd: BorrowedFd<'_>) -> bool {
+    // SAFETY: plain fcntl query on a borrowed fd; no memory is passed.
+    let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
+    seals >= 0 && seals & libc::F_SEAL_SHRINK != 0
 }
 
 /// Creates a non-blocking, close-on-exec eventfd with counter 0.

@@ -41,6 +41,11 @@ unsafe impl Sync for MmapRegion {}
 
 impl MmapRegion {
     /// Maps `len` bytes of `fd` from `offset`, with PROT_READ/PROT_WRITE as asked.
+    ///
+    /// Accesses through the mapping stay valid only while the file covers `offset + len`:
+    /// a later truncate makes them SIGBUS. For fds from an untrusted peer the caller must
+    /// check the size and require F_SEAL_SHRINK (the server's DMA_MAP path does both; the
+    /// client trusts the server's BAR fds).
     pub fn map(fd: BorrowedFd<'_>, offset: u64, len: u64, readable: bool, writable: bool) -> io::Result<MmapRegion> {
         let invalid = |m: &str| io::Error::new(io::ErrorKind::InvalidInput, m.to_string());
         if len == 0 {
