@@ -9,7 +9,7 @@ use std::sync::Mutex;
 
 use crate::device::IrqInfo;
 use crate::errno::Errno;
-use crate::sys::fd::eventfd_signal;
+use crate::sys::fd::{eventfd_signal, prepare_irq_eventfd};
 use crate::wire::{IrqAction, IrqData, SetIrqs};
 
 /// What a trigger did.
@@ -33,6 +33,8 @@ pub enum IrqError {
     Signal { index: u32, vector: u32, errno: Errno },
     #[error("the client is disconnected")]
     Disconnected,
+    #[error("the fd for IRQ {index}/{vector} is not a usable eventfd: {errno}")]
+    NotAnEventfd { index: u32, vector: u32, errno: Errno },
 }
 
 #[derive(Debug, Default)]
@@ -111,13 +113,25 @@ impl Irqs {
 
     /// Installs (or removes, with `None`) the eventfd of one vector: what SET_IRQS does,
     /// for device tests that run without a socket.
+    /// The fd must be an eventfd; it is made non-blocking.
     pub fn set_eventfd(&self, index: u32, vector: u32, fd: Option<OwnedFd>) -> Result<(), IrqError> {
+        if let Some(fd) = &fd {
+            prepare_irq_eventfd(fd.as_fd()).map_err(|e| IrqError::NotAnEventfd { index, vector, errno: Errno::from_io(&e) })?;
+        }
         vector_mut(&mut self.lock(), index, vector)?.fd = fd;
         Ok(())
     }
 
     /// Applies a parsed SET_IRQS with the fds that came with it.
+    /// Every fd must be an eventfd (else EINVAL); each is made non-blocking before it is
+    /// installed, so a trigger never blocks while holding the table's lock.
     pub(crate) fn apply(&self, req: &SetIrqs, fds: Vec<OwnedFd>) -> Result<(), Errno> {
+        for fd in &fds {
+            if let Err(e) = prepare_irq_eventfd(fd.as_fd()) {
+                tracing::warn!("SET_IRQS refused: {e}; the server needs eventfds it can signal without blocking");
+                return Err(Errno::EINVAL);
+            }
+        }
         let mut st = self.lock();
         let idx = st.indices.get_mut(req.index as usize).ok_or(Errno::EINVAL)?;
         let count = idx.vectors.len() as u32;

@@ -4,7 +4,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
@@ -601,5 +601,41 @@ fn dma_map_of_unsealed_memfd_is_refused() {
     let e = c.dma_map(0x10000, 0x1000, ram.as_fd(), 0, true, true).unwrap_err();
     assert_eq!(e.errno(), Some(Errno::EINVAL));
     assert!(dev.session().dma.is_empty());
+    still_works(&c);
+}
+
+#[test]
+fn set_irqs_with_a_pipe_instead_of_an_eventfd_is_refused() {
+    let (dev, _srv, c) = connected();
+    let mut p = [0i32; 2];
+    // SAFETY: pipe2 writes two fds into the live two-element array.
+    assert_eq!(unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: pipe2 just returned these fds and nobody else owns them.
+    let (r, w) = unsafe { (<OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(p[0]), <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(p[1])) };
+    assert_eq!(errno_of(&c, 8, &SetIrqs::encode(TRIGGER_EVENTFD, pci_irq::MSIX, 0, 1, &[]), &[w.as_fd()]), Errno::EINVAL);
+    assert!(!dev.session().irqs.is_enabled(pci_irq::MSIX, 0).unwrap());
+    drop(r);
+    still_works(&c);
+}
+
+#[test]
+fn set_irqs_with_a_blocking_eventfd_at_its_max_counter_does_not_hang_trigger() {
+    let (dev, _srv, c) = connected();
+    // SAFETY: plain syscall with constant flags (no EFD_NONBLOCK: the hostile part).
+    let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+    assert!(raw >= 0);
+    // SAFETY: eventfd just returned this fd and nobody else owns it.
+    let e = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+    let max = (u64::MAX - 1).to_ne_bytes();
+    // SAFETY: writes 8 bytes from a live stack buffer to an fd we own.
+    assert_eq!(unsafe { libc::write(e.as_raw_fd(), max.as_ptr().cast(), 8) }, 8);
+    c.set_irq_eventfds(pci_irq::MSIX, 0, &[e.as_fd()]).unwrap();
+    let irqs = dev.session().irqs;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(irqs.trigger(pci_irq::MSIX, 0));
+    });
+    let r = rx.recv_timeout(Duration::from_secs(5)).expect("trigger blocked on a full eventfd");
+    assert_eq!(r.unwrap(), vfio_user::IrqOutcome::Fired);
     still_works(&c);
 }

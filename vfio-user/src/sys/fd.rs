@@ -43,7 +43,33 @@ pub fn eventfd() -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
-/// Adds 1 to an eventfd's counter (signals it). A counter at its maximum stays signalled.
+/// Checks that a client-supplied IRQ fd really is an eventfd and makes it non-blocking, so
+/// that [`eventfd_signal`] can never block (a pipe, or a blocking eventfd whose counter is
+/// at its maximum, would otherwise hang every thread that triggers an interrupt).
+/// O_NONBLOCK lands on the open file description shared with the client, which is fine for
+/// an eventfd (QEMU polls its irqfds non-blocking anyway).
+pub(crate) fn prepare_irq_eventfd(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let target = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
+    if target.as_os_str() != "anon_inode:[eventfd]" {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("IRQ fd is {} rather than an eventfd", target.display())));
+    }
+    // SAFETY: plain fcntl query on a borrowed fd; no memory is passed.
+    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if flags & libc::O_NONBLOCK == 0 {
+        // SAFETY: plain fcntl on a borrowed fd with an integer flag argument.
+        if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Adds 1 to an eventfd's counter (signals it). A counter at its maximum stays signalled:
+/// on a non-blocking eventfd the write fails with EAGAIN, which means the counter is already
+/// nonzero, so the consumer will wake anyway; that counts as success.
 pub fn eventfd_signal(fd: BorrowedFd<'_>) -> io::Result<()> {
     let one = 1u64.to_ne_bytes();
     // SAFETY: writes 8 bytes from a live stack buffer to a borrowed fd.
