@@ -3,8 +3,10 @@
 //! Framing: a message is read whole (header, then exactly `msg_size - 16` payload bytes,
 //! however the kernel splits them) with the fds that came along. A header whose size field
 //! cannot be trusted (below 16, above [`MAX_MESSAGE_SIZE`]) destroys framing: the caller
-//! closes the connection. Sending takes a mutex so concurrent senders (the request thread
-//! replying, device threads issuing DMA messages) never interleave bytes.
+//! closes the connection. So does a message carrying more than [`MAX_FDS_PER_MESSAGE`] fds
+//! (checked after every `recvmsg`, so a message split into many sendmsgs cannot pile up fds).
+//! Sending takes a mutex so concurrent senders (the request thread replying, device threads
+//! issuing DMA messages) never interleave bytes.
 //! Requests we send register a waiter under their message id before they go out; the reader
 //! thread hands the reply to it. A reply nobody waits for is logged and dropped.
 
@@ -19,7 +21,14 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::errno::Errno;
 use crate::sys::scm::{recv_some, send_all};
-use crate::wire::{Header, FLAG_ERROR, HEADER_SIZE, MAX_MESSAGE_SIZE, TYPE_COMMAND, TYPE_REPLY};
+use crate::wire::{Header, FLAG_ERROR, HEADER_SIZE, MAX_MESSAGE_SIZE, MAX_MSG_FDS, TYPE_COMMAND, TYPE_REPLY};
+
+/// Most fds one message may carry, however many `recvmsg` calls it takes: the most either
+/// side ever offers in VERSION (the negotiated limit is the smaller of the two offers and is
+/// enforced per command with EINVAL). Beyond this the stream is hostile (a client splitting
+/// one message into many sendmsgs, each with fds, would otherwise fill our fd table), so the
+/// fds are closed and the connection is dropped.
+const MAX_FDS_PER_MESSAGE: usize = MAX_MSG_FDS as usize;
 
 /// A whole message as read from the socket.
 #[derive(Debug)]
@@ -44,6 +53,8 @@ pub enum FrameError {
     SizeTooLarge { msg_size: u32, max: usize },
     #[error("peer sent more fds than fit in one message")]
     FdsTruncated,
+    #[error("peer attached more than {max} fds to one message")]
+    TooManyFds { max: usize },
 }
 
 pub(crate) struct Channel {
@@ -186,7 +197,12 @@ impl Channel {
         while got < buf.len() {
             let r = recv_some(self.sock.as_fd(), &mut buf[got..], fds)?;
             if r.fds_truncated {
+                fds.clear();
                 return Err(FrameError::FdsTruncated);
+            }
+            if fds.len() > MAX_FDS_PER_MESSAGE {
+                fds.clear();
+                return Err(FrameError::TooManyFds { max: MAX_FDS_PER_MESSAGE });
             }
             if r.bytes == 0 {
                 return Err(if got == 0 && at_start { FrameError::Closed } else { FrameError::Truncated { got, want: buf.len() } });

@@ -639,3 +639,22 @@ fn set_irqs_with_a_blocking_eventfd_at_its_max_counter_does_not_hang_trigger() {
     assert_eq!(r.unwrap(), vfio_user::IrqOutcome::Fired);
     still_works(&c);
 }
+
+#[test]
+fn message_split_into_many_sendmsgs_each_with_fds_is_refused_before_fd_table_fills() {
+    let (_dev, srv) = start();
+    let c = Client::connect(srv.path()).unwrap();
+    let fds: Vec<OwnedFd> = (0..8).map(|_| eventfd().unwrap()).collect();
+    let b: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
+    // A SET_IRQS header announcing a 4 KiB payload, then the payload a byte at a time, each
+    // sendmsg carrying 8 more fds: the message never completes, the fds would pile up.
+    let h = Header { msg_id: 3, command: Command::DeviceSetIrqs as u16, msg_size: (HEADER_SIZE + 4096) as u32, ..Header::default() };
+    c.send_bytes(&h.encode(), &b).unwrap();
+    for _ in 0..4 {
+        if c.send_bytes(&[0], &b).is_err() {
+            break;
+        }
+    }
+    assert!(c.wait_closed(Duration::from_secs(5)), "the server kept reading a message with 40 fds");
+    server_accepts_next(&srv);
+}
