@@ -2,8 +2,9 @@
 //! pieces (zero-copy slices of the client's mmap-ed memory, or message spans), `DmaError`s
 //! become faults with the same address, MSI-X goes to the session's eventfds.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use phyr_trace::Target;
 use vfio_user::{pci_irq, Access, DmaChunk, DmaError, DmaSpace, Irqs};
@@ -16,9 +17,10 @@ pub struct SessionMemory {
     dma: Arc<DmaSpace>,
     /// Resolve trace targets (mapping index and offset); only when tracing.
     targets: bool,
-    /// Snapshot of the mappings for target resolution, refreshed after map/unmap.
-    maps: RwLock<Arc<Vec<vfio_user::MappingInfo>>>,
-    stale: AtomicBool,
+    /// Generation of the mapping table for target resolution: a process-wide unique number,
+    /// replaced on every map/unmap. Each thread caches the table of the generation it last saw
+    /// ([`MAPS`]), so resolving a target costs one atomic load, no lock or refcount.
+    generation: AtomicU64,
     /// Threads inside a DMA message call.
     in_message: AtomicUsize,
 }
@@ -47,24 +49,16 @@ impl std::fmt::Debug for SessionMemory {
 
 impl SessionMemory {
     pub fn new(dma: Arc<DmaSpace>, targets: bool) -> Self {
-        Self { dma, targets, maps: RwLock::new(Arc::new(Vec::new())),
-            stale: AtomicBool::new(true),
+        Self { dma, targets,
+            generation: AtomicU64::new(next_generation()),
             in_message: AtomicUsize::new(0),
         }
     }
 
-    /// The mapping table changed (DMA_MAP / DMA_UNMAP): refresh the target snapshot lazily.
+    /// The mapping table changed (DMA_MAP / DMA_UNMAP): threads refresh their cached copy at
+    /// their next target resolution.
     pub fn invalidate(&self) {
-        self.stale.store(true, Ordering::Release);
-    }
-
-    fn snapshot(&self) -> Arc<Vec<vfio_user::MappingInfo>> {
-        if self.stale.swap(false, Ordering::AcqRel) {
-            let fresh = Arc::new(self.dma.mappings());
-            *self.maps.write().unwrap_or_else(|e| e.into_inner()) = fresh.clone();
-            return fresh;
-        }
-        self.maps.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.generation.store(next_generation(), Ordering::Release);
     }
 
     fn kind(e: &DmaError) -> MemFaultKind {
@@ -86,14 +80,40 @@ impl SessionMemory {
         if !self.targets {
             return Target::None;
         }
-        let maps = self.snapshot();
-        let i = maps.partition_point(|m| m.iova <= addr);
-        match i.checked_sub(1).map(|i| (i, &maps[i])) {
-            Some((i, m)) if addr - m.iova < m.size => {
-                Target::GuestMemory { mapping: i as u32, offset: addr - m.iova }
+        let generation = self.generation.load(Ordering::Acquire);
+        let cached = MAPS.try_with(|c| {
+            let mut c = c.try_borrow_mut().ok()?;
+            if c.0 != generation {
+                // Read after the generation: at least as new as it.
+                *c = (generation, self.dma.mappings());
             }
-            _ => Target::None,
+            Some(target_in(&c.1, addr))
+        });
+        match cached {
+            Ok(Some(t)) => t,
+            // Thread-local storage gone (thread exit) or re-entered: read the table directly.
+            _ => target_in(&self.dma.mappings(), addr),
         }
+    }
+}
+
+static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
+
+fn next_generation() -> u64 {
+    NEXT_GENERATION.fetch_add(1, Ordering::Relaxed)
+}
+
+thread_local! {
+    /// (generation, mapping table) last used by this thread for target resolution.
+    static MAPS: RefCell<(u64, Vec<vfio_user::MappingInfo>)> = const { RefCell::new((0, Vec::new())) };
+}
+
+/// Index (in IOVA order) and offset of the mapping holding `addr`.
+fn target_in(maps: &[vfio_user::MappingInfo], addr: u64) -> Target {
+    let i = maps.partition_point(|m| m.iova <= addr);
+    match i.checked_sub(1).map(|i| (i, &maps[i])) {
+        Some((i, m)) if addr - m.iova < m.size => Target::GuestMemory { mapping: i as u32, offset: addr - m.iova },
+        _ => Target::None,
     }
 }
 
