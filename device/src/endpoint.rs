@@ -274,11 +274,9 @@ impl Endpoint {
             RegEffect::QueueDisable(q) => {
                 self.queues[q].stop(Status::ABORTED_QUEUE_DISABLED, 0, &|| self.in_message())
             }
-            RegEffect::QueueIrq(q, on) => {
-                if let Some(run) = self.queues[q].lock().as_mut() {
-                    run.irq = on;
-                }
-            }
+            // Never the run lock here: the worker may hold it while it waits for Bus Master,
+            // which only a later config write on this (the reader) thread can set again.
+            RegEffect::QueueIrq(q, on) => self.queues[q].irq.store(on, Relaxed),
             RegEffect::SqTail(q, v) => {
                 self.queues[q].sq_tail.store(v, Release);
                 self.queues[q].sq_rung.store(true, Release);
@@ -345,6 +343,7 @@ impl Endpoint {
         };
         let mut guard = q.lock();
         q.finish_pending_stop(&mut guard);
+        q.take_start(&mut guard);
         let Some(run) = guard.as_mut() else {
             return (Progress::Idle, false);
         };

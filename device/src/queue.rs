@@ -5,6 +5,12 @@
 //! Ownership: the queue's worker thread holds `QueueShared::run` while it processes; a
 //! disable or reset sets `abort`, then takes the same lock, so once it holds the lock no
 //! command of this queue is touching memory, and the aborted command's completion is posted.
+//!
+//! The socket reader thread (register and config writes, reset, disconnect) never blocks on
+//! `run`: the IRQ flag is an atomic, an enable is a request the worker installs (`start`),
+//! and a stop only tries the lock for a bounded time, then leaves the stop pending (`stop`).
+//! The worker may be waiting for something only the reader can deliver (a config write that
+//! sets Bus Master again, a DMA message reply).
 
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering::*};
 use std::sync::Mutex;
@@ -31,12 +37,11 @@ pub struct QueueRun {
     pub sq_head: u32,
     pub cq_tail: u32,
     pub phase: bool,
-    pub irq: bool,
 }
 
 impl QueueRun {
     pub fn new(cfg: QueueConfig) -> Self {
-        Self { cfg, sq_head: 0, cq_tail: 0, phase: true, irq: cfg.irq }
+        Self { cfg, sq_head: 0, cq_tail: 0, phase: true }
     }
 }
 
@@ -58,6 +63,11 @@ pub struct QueueShared {
     pub status: AtomicU32,
     /// Non-zero: the `Status` code that aborts the running command.
     pub abort: AtomicU16,
+    /// Q_CTRL.IRQ: raise the queue's vector after posting completions.
+    pub irq: AtomicBool,
+    /// An enable the worker has not installed yet (the reader never waits for `run`). Its
+    /// lock is only ever held for a take or a store.
+    pub start_req: Mutex<Option<QueueConfig>>,
     pub run: Mutex<Option<QueueRun>>,
 }
 
@@ -66,19 +76,31 @@ impl QueueShared {
         self.run.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Starts the queue with a validated configuration.
+    /// Starts the queue with a validated configuration: the doorbells, register views and
+    /// IRQ flag are set at once; the worker installs the run itself (`take_start`), after
+    /// finishing any stop still pending. Never waits for the worker.
     pub fn start(&self, cfg: QueueConfig) {
-        let mut run = self.lock();
+        let mut req = self.start_req.lock().unwrap_or_else(|e| e.into_inner());
         self.sq_tail.store(0, Relaxed);
         self.cq_head.store(0, Relaxed);
         self.sq_head.store(0, Relaxed);
         self.cq_tail.store(0, Relaxed);
         self.sq_rung.store(false, Relaxed);
         self.cq_rung.store(false, Relaxed);
-        self.stop_pending.store(false, Relaxed);
-        self.abort.store(0, SeqCst);
+        self.irq.store(cfg.irq, Relaxed);
         self.status.store(QSTATUS_ENABLED, Relaxed);
-        *run = Some(QueueRun::new(cfg));
+        *req = Some(cfg);
+    }
+
+    /// Called by the worker with the run lock held, after `finish_pending_stop`: installs a
+    /// requested enable.
+    pub fn take_start(&self, run: &mut Option<QueueRun>) {
+        let req = self.start_req.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(cfg) = req {
+            self.sq_head.store(0, Relaxed);
+            self.cq_tail.store(0, Relaxed);
+            *run = Some(QueueRun::new(cfg));
+        }
     }
 
     /// Stops the queue; a command in flight completes with `why`. Returns once nothing of this
@@ -95,6 +117,8 @@ impl QueueShared {
     /// checks `abort` before every step and every message) and only posts the aborted
     /// command's completion, late, so the driver still learns its fate.
     pub fn stop(&self, why: Status, status_after: u32, in_message: &dyn Fn() -> bool) {
+        // An enable not yet installed is dropped with the run.
+        self.start_req.lock().unwrap_or_else(|e| e.into_inner()).take();
         self.abort.store(why as u16, SeqCst);
         self.status.store(status_after, Relaxed);
         let deadline = std::time::Instant::now() + STOP_WAIT;
@@ -304,7 +328,7 @@ pub fn process(run: &mut QueueRun, q: &QueueShared, ctx: &QueueCtx<'_>) -> Progr
     let failed = done[..k as usize].iter().filter(|c| c.status().is_none_or(|s| s.is_failure())).count();
     ctx.counters.completed.fetch_add(u64::from(k), Relaxed);
     ctx.counters.failed.fetch_add(failed as u64, Relaxed);
-    if run.irq {
+    if q.irq.load(Relaxed) {
         ctx.irq.msix(cfg.vector);
         ctx.hook.event(|| phyr_trace::Event::Interrupt { vector: cfg.vector });
     }

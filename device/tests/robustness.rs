@@ -209,3 +209,85 @@ fn device_reset_keeps_bar_addresses_for_p2p() {
     let dst = e.list(lists(0x100), &[bus(bar2_bus(0), 64)]);
     assert_eq!(q.run(e, &Command::new(Opcode::Copy, 1, src, dst)).status(), Some(Status::SUCCESS));
 }
+
+#[test]
+fn bus_master_cleared_then_q_ctrl_irq_flipped_mid_copy_returns_at_once_and_the_copy_finishes() {
+    // Before the fix the IRQ write blocked the socket reader on the queue lock the worker
+    // held while waiting for Bus Master, which only that reader could set again: a hang. A
+    // watchdog turns a hang into a failure.
+    let finished = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let f = finished.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(30));
+        if !f.load(std::sync::atomic::Ordering::SeqCst) {
+            eprintln!("deadlock: the register write never returned");
+            std::process::exit(101);
+        }
+    });
+    for attempt in 0..5 {
+        let r = big_rig();
+        let e = &r.eps[0];
+        let fds: Vec<_> = (0..MSIX_VECTORS).map(|_| vfio_user::eventfd().unwrap()).collect();
+        let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
+        e.client.set_irq_eventfds(vfio_user::pci_irq::MSIX, 0, &borrowed).unwrap();
+        let mut q = QueueDrv::new(e, 0, 4, 0);
+        start_big_copy(e, &mut q);
+        e.client.region_write(pci_region::CONFIG, 0x04, &0x0002u16.to_le_bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        let held = q.peek(e).is_none();
+        if !held && attempt < 4 {
+            continue; // the copy outran the Bus Master clear: try again
+        }
+        let t = Instant::now();
+        e.w32(queue_reg(0, Q_CTRL), QCTRL_ENABLE | QCTRL_IRQ);
+        assert_eq!(e.r32(queue_reg(0, Q_STATUS)), QSTATUS_ENABLED);
+        e.client.region_write(pci_region::CONFIG, 0x04, &0x0006u16.to_le_bytes()).unwrap();
+        assert!(t.elapsed() < Duration::from_secs(1), "register writes took {:?}", t.elapsed());
+        let c = q.wait(e);
+        assert_eq!((c.command_id, c.status(), c.result), (0xB16, Some(Status::SUCCESS), BIG));
+        if held {
+            let t = Instant::now();
+            let mut got = 0;
+            while got == 0 && t.elapsed() < Duration::from_secs(5) {
+                got = vfio_user::eventfd_take(fds[0].as_fd()).unwrap_or(0);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            assert!(got >= 1, "the IRQ bit set while held did not take effect");
+        }
+        finished.store(true, std::sync::atomic::Ordering::SeqCst);
+        return;
+    }
+}
+
+#[test]
+fn queue_re_enabled_while_the_worker_is_held_by_a_clear_bus_master_returns_at_once() {
+    // Disable leaves the stop pending after STOP_WAIT at worst, but the enable that follows
+    // must not wait for the held worker at all.
+    for attempt in 0..5 {
+        let r = big_rig();
+        let e = &r.eps[0];
+        let mut q = QueueDrv::new(e, 0, 4, 0);
+        start_big_copy(e, &mut q);
+        e.client.region_write(pci_region::CONFIG, 0x04, &0x0002u16.to_le_bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        if q.peek(e).is_some() && attempt < 4 {
+            continue;
+        }
+        e.w32(queue_reg(0, Q_CTRL), 0);
+        let t = Instant::now();
+        e.w32(queue_reg(0, Q_CTRL), QCTRL_ENABLE);
+        assert!(t.elapsed() < Duration::from_secs(1), "enable waited {:?}", t.elapsed());
+        assert_eq!(e.r32(queue_reg(0, Q_STATUS)), QSTATUS_ENABLED);
+        e.client.region_write(pci_region::CONFIG, 0x04, &0x0006u16.to_le_bytes()).unwrap();
+        // The aborted command completes (slot 0), then the re-enabled queue works from 0.
+        let t = Instant::now();
+        while q.peek(e).is_none() && t.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let mut q = QueueDrv { tail: 0, cq_head: 0, phase: true, ..q };
+        e.put(q.cq, &[0u8; 128]);
+        let c = q.run(e, &Command::new(Opcode::Nop, 9, DmaRange::default(), DmaRange::default()));
+        assert_eq!((c.command_id, c.status()), (9, Some(Status::SUCCESS)));
+        return;
+    }
+}
