@@ -110,8 +110,6 @@ pub enum MapError {
     Mmap { errno: Errno },
     #[error("file range [{offset:#x}, +{size:#x}) runs past the end of the file ({file_size:#x} bytes)")]
     PastEndOfFile { offset: u64, size: u64, file_size: u64 },
-    #[error("DMA_MAP fd is not sealed against shrinking (F_SEAL_SHRINK); the server refuses it because a shrink would crash the device")]
-    NotSealed,
 }
 
 impl MapError {
@@ -119,7 +117,7 @@ impl MapError {
         match self {
             MapError::Overlap { .. } => Errno::EEXIST,
             MapError::TooMany { .. } => Errno::ENOSPC,
-            MapError::BadRange { .. } | MapError::PastEndOfFile { .. } | MapError::NotSealed => Errno::EINVAL,
+            MapError::BadRange { .. } | MapError::PastEndOfFile { .. } => Errno::EINVAL,
             MapError::Mmap { errno } => *errno,
         }
     }
@@ -252,8 +250,13 @@ impl DmaSpace {
                 check_file_range(fd, off, info.size)?;
                 let mem = MmapRegion::map(fd, off, info.size, info.readable, info.writable)
                     .map_err(|e| MapError::Mmap { errno: Errno::from_io(&e) })?;
-                check_sealed(fd)?;
-                Some(mem)
+                if crate::sys::fd::sealed_against_shrink(fd) {
+                    Some(mem)
+                } else {
+                    unsealed_fallback(&info);
+                    info.fd_offset = None;
+                    None
+                }
             }
             None => {
                 info.fd_offset = None;
@@ -552,18 +555,20 @@ fn check_file_range(fd: BorrowedFd<'_>, offset: u64, size: u64) -> Result<(), Ma
 }
 
 /// The size check at map time does not stop the client from shrinking the fd later, which
-/// would make the device's next access to the mapping SIGBUS: the fd must carry F_SEAL_SHRINK
-/// (QEMU's memory-backend-memfd seals by default, `seal=on`). Fds without seals
-/// (memory-backend-file, a memfd with `seal=off`) are refused. Runs after the mmap so an
-/// fd that cannot be mapped at all still reports the mmap's errno.
-fn check_sealed(fd: BorrowedFd<'_>) -> Result<(), MapError> {
-    if crate::sys::fd::sealed_against_shrink(fd) {
-        return Ok(());
-    }
+/// would make the device's next access to the mapping SIGBUS. So only fds sealed against
+/// shrinking (F_SEAL_SHRINK; QEMU's memory-backend-memfd seals by default, `seal=on`) are
+/// mmap-ed; any other fd (memory-backend-file, a memfd with `seal=off`) is treated like a map
+/// without an fd: the device reaches it with DMA_READ/DMA_WRITE messages. Nothing is refused,
+/// it is only slower. (The mmap above still runs first, so an fd that cannot be mapped at all
+/// reports the mmap's errno.)
+fn unsealed_fallback(info: &MappingInfo) {
     tracing::warn!(
-        "DMA_MAP fd is not sealed against shrinking (F_SEAL_SHRINK); the server refuses it because a shrink would crash the device"
+        iova = format_args!("{:#x}", info.iova),
+        size = format_args!("{:#x}", info.size),
+        "DMA_MAP fd is not sealed against shrinking (F_SEAL_SHRINK): a shrink would crash the device, \
+         so this range is reached through DMA_READ/DMA_WRITE messages instead (slower); \
+         use memory-backend-memfd with seal=on (QEMU's default) for zero-copy DMA"
     );
-    Err(MapError::NotSealed)
 }
 
 fn chunk_of<'m>(mem: &'m MmapRegion, map: &Mapping, addr: u64, n: u64) -> MemSlice<'m> {
@@ -607,7 +612,7 @@ mod tests {
     }
 
     #[test]
-    fn dma_map_of_unsealed_memfd_is_refused() {
+    fn dma_map_of_unsealed_memfd_is_reached_through_messages_not_mmap() {
         // SAFETY: constant NUL-terminated name, constant flags.
         let raw = unsafe { libc::memfd_create(c"unsealed".as_ptr(), libc::MFD_CLOEXEC) };
         assert!(raw >= 0);
@@ -615,12 +620,14 @@ mod tests {
         let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
         std::fs::File::from(fd.try_clone().unwrap()).set_len(4096).unwrap();
         let s = DmaSpace::new_local(4);
-        assert_eq!(s.add_mapping(info(0, 4096, true), Some(fd.as_fd())), Err(MapError::NotSealed));
-        assert_eq!(MapError::NotSealed.errno(), Errno::EINVAL);
-        assert!(s.is_empty());
-        // The helper's memfds are sealed, so they map.
+        s.add_mapping(info(0, 4096, true), Some(fd.as_fd())).unwrap();
+        assert_eq!(s.mappings()[0].fd_offset, None, "an unsealed fd must not be mmap-ed");
+        // Shrinking it now cannot hurt the device: nothing of it is mapped.
+        std::fs::File::from(fd.try_clone().unwrap()).set_len(0).unwrap();
+        // The helper's memfds are sealed, so they are mmap-ed.
         let sealed = memfd("t", 4096).unwrap();
-        s.add_mapping(info(0, 4096, true), Some(sealed.as_fd())).unwrap();
+        s.add_mapping(info(0x10000, 4096, true), Some(sealed.as_fd())).unwrap();
+        assert_eq!(s.mappings()[1].fd_offset, Some(0));
         assert!(std::fs::File::from(sealed).set_len(0).is_err(), "a sealed memfd cannot shrink");
     }
 

@@ -590,7 +590,7 @@ fn reset_with_payload_gets_einval() {
 }
 
 #[test]
-fn dma_map_of_unsealed_memfd_is_refused() {
+fn dma_map_of_unsealed_memfd_is_accepted_but_never_mmapped() {
     let (dev, _srv, c) = connected();
     // SAFETY: constant NUL-terminated name, constant flags.
     let raw = unsafe { libc::memfd_create(c"unsealed".as_ptr(), libc::MFD_CLOEXEC) };
@@ -598,9 +598,11 @@ fn dma_map_of_unsealed_memfd_is_refused() {
     // SAFETY: memfd_create just returned this fd and nobody else owns it.
     let ram = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
     std::fs::File::from(ram.try_clone().unwrap()).set_len(0x1000).unwrap();
-    let e = c.dma_map(0x10000, 0x1000, ram.as_fd(), 0, true, true).unwrap_err();
-    assert_eq!(e.errno(), Some(Errno::EINVAL));
-    assert!(dev.session().dma.is_empty());
+    c.dma_map(0x10000, 0x1000, ram.as_fd(), 0, true, true).unwrap();
+    let maps = dev.session().dma.mappings();
+    assert_eq!((maps.len(), maps[0].fd_offset), (1, None), "reached through DMA messages, not mmap");
+    // The client may shrink its file now: the server holds no mapping of it to fault on.
+    std::fs::File::from(ram.try_clone().unwrap()).set_len(0).unwrap();
     still_works(&c);
 }
 
