@@ -16,6 +16,8 @@ pub enum PeerMemError {
     Memfd(#[source] std::io::Error),
     #[error("sizing the BAR2 memfd to {size:#x} bytes failed: {source}")]
     Truncate { size: u64, source: std::io::Error },
+    #[error("sealing the BAR2 memfd against resizing failed: {0}")]
+    Seal(#[source] std::io::Error),
     #[error("mapping BAR2 ({size:#x} bytes) failed: {source}")]
     Mmap { size: u64, source: std::io::Error },
 }
@@ -36,13 +38,17 @@ unsafe impl Sync for PeerMem {}
 
 impl PeerMem {
     /// Creates a zero-filled memfd of `size` bytes (a power of two >= 4 KiB) and maps it.
+    ///
+    /// The memfd is sealed against shrinking and growing (and against further seal changes)
+    /// before anyone else sees it: the client receives it for the sparse-mmap area, and an
+    /// `ftruncate` of it would turn our accesses past the new end into SIGBUS.
     pub fn new(name: &str, size: u64) -> Result<Self, PeerMemError> {
         if size < 4096 || !size.is_power_of_two() || usize::try_from(size).is_err() {
             return Err(PeerMemError::BadSize(size));
         }
         let cname = std::ffi::CString::new(name.replace('\0', "")).unwrap_or_default();
         // SAFETY: cname is a valid NUL-terminated string; memfd_create has no other preconditions.
-        let raw = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
+        let raw = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
         if raw < 0 {
             return Err(PeerMemError::Memfd(std::io::Error::last_os_error()));
         }
@@ -51,6 +57,11 @@ impl PeerMem {
         // SAFETY: ftruncate on an fd we own; size fits off_t (checked power of two, fits usize).
         if unsafe { libc::ftruncate(fd.as_raw_fd(), size as libc::off_t) } != 0 {
             return Err(PeerMemError::Truncate { size, source: std::io::Error::last_os_error() });
+        }
+        let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+        // SAFETY: plain fcntl on an fd we own, with integer arguments; no memory is passed.
+        if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
+            return Err(PeerMemError::Seal(std::io::Error::last_os_error()));
         }
         // SAFETY: mapping a fresh region (addr hint null) of a memfd that is `size` bytes long.
         let ptr = unsafe {
@@ -121,6 +132,23 @@ mod tests {
     fn size_not_power_of_two_is_rejected() {
         assert!(matches!(PeerMem::new("t", 12288), Err(PeerMemError::BadSize(12288))));
         assert!(matches!(PeerMem::new("t", 0), Err(PeerMemError::BadSize(0))));
+    }
+
+    #[test]
+    fn ftruncate_of_the_handed_out_fd_fails_with_eperm() {
+        let m = PeerMem::new("t", 8192).unwrap();
+        let fd = m.fd();
+        for len in [0, 4096, 16384] {
+            // SAFETY: ftruncate on a valid fd we hold; integer arguments only.
+            let r = unsafe { libc::ftruncate(fd.as_raw_fd(), len) };
+            assert_eq!(r, -1, "ftruncate to {len} succeeded");
+            assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(libc::EPERM));
+        }
+        // SAFETY: plain fcntl query on a valid fd.
+        let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
+        assert_eq!(seals & libc::F_SEAL_SEAL, libc::F_SEAL_SEAL, "seals can still be changed");
+        // The mapping is intact.
+        assert!(m.write(8191, &[7]));
     }
 
     #[test]

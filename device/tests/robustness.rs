@@ -291,3 +291,19 @@ fn queue_re_enabled_while_the_worker_is_held_by_a_clear_bus_master_returns_at_on
         return;
     }
 }
+
+#[test]
+fn ftruncate_of_the_bar2_fd_the_client_receives_fails_with_eperm() {
+    let r = rig(1);
+    let e = &r.eps[0];
+    let (info, fd) = e.client.region_info(pci_region::BAR2).unwrap();
+    let file = std::fs::File::from(fd.expect("BAR2 comes with an fd"));
+    for len in [0, info.size / 2, info.size * 2] {
+        let err = file.set_len(len).expect_err("the client resized BAR2's memfd");
+        assert_eq!(err.raw_os_error(), Some(libc::EPERM), "{err}");
+    }
+    // The device still serves BAR2 (no SIGBUS).
+    let last = info.size - 4;
+    e.client.region_write(pci_region::BAR2, last, &[1, 2, 3, 4]).unwrap();
+    assert_eq!(e.client.region_read(pci_region::BAR2, last, 4).unwrap(), vec![1, 2, 3, 4]);
+}
