@@ -4,7 +4,8 @@
 //! - COPY throughput for 4 KiB .. 64 MiB, IOVA->BAR, BAR->IOVA, IOVA->IOVA, BUS->BUS, as a
 //!   ratio to a single-thread memcpy of the same size measured in the same run;
 //! - small-command rate (NOP and 64-byte COPY) in POLL mode;
-//! - tracing off vs on (CRC on) at 64 KiB;
+//! - tracing off vs on (without and with data CRC) at 64 KiB, as GB/s and as device CPU time
+//!   per command (the latter is much less sensitive to a loaded machine);
 //! - device RSS (the real `phyr-device` binary) against its BAR sizes.
 
 #[path = "../tests/common/mod.rs"]
@@ -155,6 +156,30 @@ fn rate_table() {
     println!();
 }
 
+/// This process's threads: (tid, name).
+fn threads() -> Vec<(i32, String)> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else { return Vec::new() };
+    dir.filter_map(|e| {
+        let e = e.ok()?;
+        let tid = e.file_name().to_str()?.parse().ok()?;
+        let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
+        Some((tid, comm.trim().to_owned()))
+    })
+    .collect()
+}
+
+/// CPU time (ns) a thread of this process has used (Linux per-thread CPU clock).
+fn thread_cpu_ns(tid: i32) -> u64 {
+    // MAKE_THREAD_CPUCLOCK(tid, CPUCLOCK_SCHED): the thread's scheduler runtime.
+    let clock: libc::clockid_t = ((!tid) << 3) | 6;
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes the timespec we pass.
+    if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
+        return 0;
+    }
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 fn trace_table() {
     let size = 64 * KIB;
     let mut rigs = Vec::new();
@@ -166,28 +191,55 @@ fn trace_table() {
             trace: trace.then(|| TraceSettings { dir: dir.clone(), data_crc: crc }),
             ..Default::default()
         };
+        let before: Vec<i32> = threads().into_iter().map(|(t, _)| t).collect();
         let r = rig_with(cfg, 128 * MIB);
+        // The device's threads of this rig (queue workers, trace writer): their CPU time per
+        // command is the device-side cost, much less sensitive to machine load than GB/s.
+        let dev: Vec<i32> = threads()
+            .into_iter()
+            .filter(|(t, name)| !before.contains(t) && name.starts_with("phyr-"))
+            .map(|(t, _)| t)
+            .collect();
         let q = QueueDrv::new(&r.eps[0], 0, 64, QCTRL_POLL);
         let sh = r.eps[0].list(lists(0), &[iova(RAM_IOVA + SRC_OFF, size as u32)]);
         let dh = r.eps[0].list(lists(0x100), &[iova(RAM_IOVA + 64 * MIB, size as u32)]);
-        rigs.push((r, q, sh, dh, dir));
+        rigs.push((r, q, sh, dh, dir, dev));
     }
+    let cpu = |dev: &[i32]| dev.iter().map(|&t| thread_cpu_ns(t)).sum::<u64>();
+    // Commands per device_gbps call: 2 warm-up + 5 timed runs.
+    let cmds = (2 + 5 * iters(size)) as f64;
     // Interleaved rounds, best of each: the three configurations see the same machine load.
     let mut best = [0f64; 3];
+    let mut best_cpu = [f64::MAX; 3];
     for _ in 0..5 {
-        for (i, (r, q, sh, dh, _)) in rigs.iter_mut().enumerate() {
+        for (i, (r, q, sh, dh, _, dev)) in rigs.iter_mut().enumerate() {
+            let c0 = cpu(dev);
             best[i] = best[i].max(device_gbps(&r.eps[0], q, *sh, *dh, size));
+            best_cpu[i] = best_cpu[i].min((cpu(dev) - c0) as f64 / cmds);
         }
     }
-    for (r, _, _, _, dir) in rigs {
+    for (r, _, _, _, dir, _) in rigs {
         drop(r);
         let _ = std::fs::remove_dir_all(&dir);
     }
-    println!("Tracing cost, COPY 64 KiB IOVA->IOVA (interleaved rounds, best of each)");
-    println!("{:>26} {:>8.2} GB/s", "tracing off", best[0]);
-    for (name, g) in [("tracing on, no data CRC", best[1]), ("tracing on, data CRC32C", best[2])] {
-        println!("{:>26} {:>8.2} GB/s  ({:+.1}%)", name, g, (g / best[0] - 1.0) * 100.0);
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("Tracing cost, COPY 64 KiB IOVA->IOVA (interleaved rounds, best of each; target: on costs < 10%)");
+    println!("{:>26} {:>8} {:>9}  {:>22}", "", "GB/s", "vs off", "device CPU per command");
+    println!("{:>26} {:>8.2} {:>9}  {:>10.0} ns", "tracing off", best[0], "", best_cpu[0]);
+    for (i, name) in [(1, "tracing on, no data CRC"), (2, "tracing on, data CRC32C")] {
+        println!(
+            "{:>26} {:>8.2} {:>+8.1}%  {:>10.0} ns ({:+.0} ns, {:+.1}%)",
+            name,
+            best[i],
+            (best[i] / best[0] - 1.0) * 100.0,
+            best_cpu[i],
+            best_cpu[i] - best_cpu[0],
+            (best_cpu[i] / best_cpu[0] - 1.0) * 100.0
+        );
     }
+    println!("(data CRC: a CRC32C of 64 KiB is ~3 us, longer than the copy itself, so with data CRC the");
+    println!(" target is out of reach by construction; the <10% target is met or missed on the no-CRC row)");
+    println!("(load average: {})", load.trim());
     println!();
 }
 
