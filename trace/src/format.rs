@@ -170,7 +170,7 @@ pub fn encode_frame(rec: &Record, frame_crc: bool, out: &mut Vec<u8>) -> usize {
     out.extend_from_slice(&[0u8; FRAME_HEADER_LEN]);
     encode_body(rec, out);
     let body_len = out.len() - start - FRAME_HEADER_LEN;
-    let crc = if frame_crc { crc32c::crc32c(&out[start + FRAME_HEADER_LEN..]) } else { 0 };
+    let crc = if frame_crc { crate::crc::frame_crc(&out[start + FRAME_HEADER_LEN..]) } else { 0 };
     put32(&mut out[start..], 0, body_len as u32);
     put32(&mut out[start..], 4, crc);
     out.len() - start
