@@ -73,52 +73,6 @@ fn seg_index(i: usize) -> u32 {
     u32::try_from(i).unwrap_or(NO_SEGMENT)
 }
 
-/// Where a piece-to-piece move failed.
-enum MoveFault {
-    Src(MemFault),
-    Dst(MemFault),
-    /// Aborted between two DMA messages (reset or queue disable).
-    Aborted(Status),
-}
-
-/// Moves `min(src.len, dst.len)` bytes; message-backed pieces go through a bounce buffer.
-fn move_piece(
-    mem: &dyn IovaMemory,
-    src: Piece,
-    dst: Piece,
-    abort: &dyn Fn() -> Option<Status>,
-) -> Result<(), MoveFault> {
-    if let (Piece::Raw(s), Piece::Raw(d)) = (src, dst) {
-        RawPiece::copy(s, d);
-        return Ok(());
-    }
-    let n = src.len().min(dst.len());
-    let mut bounce = vec![0u8; n.min(BOUNCE)];
-    let mut off = 0;
-    while off < n {
-        // Message DMA is slow and may outlive a reset: never start another one after an abort.
-        if let Some(s) = abort() {
-            return Err(MoveFault::Aborted(s));
-        }
-        let k = (n - off).min(BOUNCE);
-        let buf = &mut bounce[..k];
-        match src.sub(off, k) {
-            Piece::Raw(r) => {
-                r.read_into(buf);
-            }
-            Piece::Message { iova, .. } => mem.message_read(iova, buf).map_err(MoveFault::Src)?,
-        }
-        match dst.sub(off, k) {
-            Piece::Raw(r) => {
-                r.write_from(buf);
-            }
-            Piece::Message { iova, .. } => mem.message_write(iova, buf).map_err(MoveFault::Dst)?,
-        }
-        off += k;
-    }
-    Ok(())
-}
-
 /// Reads a piece into a new buffer (message-backed pieces in CRC/COMPARE).
 fn fetch(mem: &dyn IovaMemory, p: Piece) -> Result<Vec<u8>, MemFault> {
     let mut buf = vec![0u8; p.len()];
@@ -361,19 +315,23 @@ impl Exec<'_> {
             let (sr, dr) = (&src[st.si], &dst[st.di]);
             let mut fail: Option<Failure> = None;
             let mut s_off = 0u64;
+            // Where the zero-copy walk met a message piece: the rest goes through `copy_bounced`.
+            let mut bounce_from: Option<u64> = None;
             let r = self.bus.pieces(sr.space(), st.s, st.len, Dir::Read, &mut |sp, stgt| {
+                if sp.is_message() {
+                    bounce_from = Some(s_off);
+                    return Err(());
+                }
                 let mut inner = 0usize;
                 let r2 = self.bus.pieces(dr.space(), st.d + s_off, sp.len() as u64, Dir::Write, &mut |dp, dtgt| {
                     let part = sp.sub(inner, dp.len());
-                    let t0 = self.hook.start();
-                    if let Err(e) = move_piece(self.bus.iova, part, dp, self.abort) {
-                        fail = Some(match e {
-                            MoveFault::Aborted(s) => Failure::plain(s),
-                            MoveFault::Src(m) => self.fault(FAULT_LIST_SRC, st.si, sr, Dir::Read, m.status(), m.addr),
-                            MoveFault::Dst(m) => self.fault(FAULT_LIST_DST, st.di, dr, Dir::Write, m.status(), m.addr),
-                        });
+                    let (Piece::Raw(s), Piece::Raw(d)) = (part, dp) else {
+                        // Never a DMA message inside the walks (see `copy_bounced`).
+                        bounce_from = Some(s_off + inner as u64);
                         return Err(());
-                    }
+                    };
+                    let t0 = self.hook.start();
+                    RawPiece::copy(s, d);
                     let a = s_off + inner as u64;
                     self.record_pair(&st, sr, dr, part, dp, a, (shift(stgt, inner as u64), dtgt), t0);
                     inner += dp.len();
@@ -391,14 +349,122 @@ impl Exec<'_> {
                 s_off += sp.len() as u64;
                 Ok(())
             });
-            match r {
-                Ok(()) => Ok(()),
-                Err(AccessError::Stopped) => Err(fail.unwrap_or(Failure::plain(Status::IOMMU_FAULT))),
-                Err(AccessError::Fault { status, addr }) => {
+            match (r, bounce_from) {
+                (Ok(()), _) => Ok(()),
+                (Err(AccessError::Stopped), Some(from)) => self.copy_bounced(&st, sr, dr, from, done),
+                (Err(AccessError::Stopped), None) => Err(fail.unwrap_or(Failure::plain(Status::IOMMU_FAULT))),
+                (Err(AccessError::Fault { status, addr }), _) => {
                     Err(self.fault(FAULT_LIST_SRC, st.si, sr, Dir::Read, status, addr))
                 }
             }
         })
+    }
+
+    /// Moves `[from, st.len)` of a step through a bounce buffer, one list at a time. A DMA
+    /// message is only ever sent while no fd-backed piece is held: an in-use mark held across
+    /// the message would make a concurrent DMA_UNMAP wait (on the socket reader) for this
+    /// worker, while the worker waits for a reply only that reader can route.
+    fn copy_bounced(&self, st: &Step, sr: &DmaRange, dr: &DmaRange, from: u64, done: &mut u64) -> Result<(), Failure> {
+        let mut buf = vec![0u8; (st.len - from).min(BOUNCE as u64) as usize];
+        let mut off = from;
+        while off < st.len {
+            let k = (st.len - off).min(BOUNCE as u64) as usize;
+            self.bounce_in(FAULT_LIST_SRC, st.si, sr, st.s + off, &mut buf[..k])?;
+            self.bounce_out(st.di, dr, st.d + off, &buf[..k], done)?;
+            off += k as u64;
+        }
+        Ok(())
+    }
+
+    /// Reads `[addr, addr + buf.len())` of list `list` segment `seg` into `buf`, piece by
+    /// piece (no nested walk: a message is never sent while another piece is held).
+    fn bounce_in(&self, list: u8, seg: usize, r: &DmaRange, addr: u64, buf: &mut [u8]) -> Result<(), Failure> {
+        let kind = if list == FAULT_LIST_DST { ListKind::Dst } else { ListKind::Src };
+        let mut fail = None;
+        let mut o = 0usize;
+        let res = self.bus.pieces(r.space(), addr, buf.len() as u64, Dir::Read, &mut |p, tgt| {
+            let t0 = self.hook.start();
+            let part = &mut buf[o..o + p.len()];
+            match p {
+                Piece::Raw(raw) => {
+                    raw.read_into(part);
+                }
+                Piece::Message { iova, .. } => {
+                    if let Some(s) = (self.abort)() {
+                        fail = Some(Failure::plain(s));
+                        return Err(());
+                    }
+                    if let Err(m) = self.bus.iova.message_read(iova, part) {
+                        fail = Some(self.fault(list, seg, r, Dir::Read, m.status(), m.addr));
+                        return Err(());
+                    }
+                }
+            }
+            self.record(kind, seg, r, Dir::Read, p, addr + o as u64, tgt, t0);
+            o += p.len();
+            Ok(())
+        });
+        match res {
+            Ok(()) => Ok(()),
+            Err(AccessError::Stopped) => Err(fail.unwrap_or(Failure::plain(Status::IOMMU_FAULT))),
+            Err(AccessError::Fault { status, addr }) => Err(self.fault(list, seg, r, Dir::Read, status, addr)),
+        }
+    }
+
+    /// Writes `data` to `[addr, addr + data.len())` of destination segment `seg`, piece by
+    /// piece, counting written bytes in `done`.
+    fn bounce_out(&self, seg: usize, r: &DmaRange, addr: u64, data: &[u8], done: &mut u64) -> Result<(), Failure> {
+        let mut fail = None;
+        let mut o = 0usize;
+        let res = self.bus.pieces(r.space(), addr, data.len() as u64, Dir::Write, &mut |p, tgt| {
+            let t0 = self.hook.start();
+            let part = &data[o..o + p.len()];
+            match p {
+                Piece::Raw(raw) => {
+                    raw.write_from(part);
+                }
+                Piece::Message { iova, .. } => {
+                    if let Some(s) = (self.abort)() {
+                        fail = Some(Failure::plain(s));
+                        return Err(());
+                    }
+                    if let Err(m) = self.bus.iova.message_write(iova, part) {
+                        fail = Some(self.fault(FAULT_LIST_DST, seg, r, Dir::Write, m.status(), m.addr));
+                        return Err(());
+                    }
+                }
+            }
+            self.record(ListKind::Dst, seg, r, Dir::Write, p, addr + o as u64, tgt, t0);
+            o += p.len();
+            *done += p.len() as u64;
+            Ok(())
+        });
+        match res {
+            Ok(()) => Ok(()),
+            Err(AccessError::Stopped) => Err(fail.unwrap_or(Failure::plain(Status::IOMMU_FAULT))),
+            Err(AccessError::Fault { status, addr }) => {
+                Err(self.fault(FAULT_LIST_DST, seg, r, Dir::Write, status, addr))
+            }
+        }
+    }
+
+    /// COMPARE of `[from, st.len)` of a step through two bounce buffers (see `copy_bounced`).
+    /// Returns the transfer offset of the first difference.
+    fn compare_bounced(&self, st: &Step, sr: &DmaRange, dr: &DmaRange, from: u64, done: &mut u64) -> Result<Option<u64>, Failure> {
+        let n = (st.len - from).min(BOUNCE as u64) as usize;
+        let (mut a, mut b) = (vec![0u8; n], vec![0u8; n]);
+        let mut off = from;
+        while off < st.len {
+            let k = (st.len - off).min(BOUNCE as u64) as usize;
+            self.bounce_in(FAULT_LIST_SRC, st.si, sr, st.s + off, &mut a[..k])?;
+            self.bounce_in(FAULT_LIST_DST, st.di, dr, st.d + off, &mut b[..k])?;
+            if let Some(i) = a[..k].iter().zip(&b[..k]).position(|(x, y)| x != y) {
+                return Ok(Some(st.off + off + i as u64));
+            }
+            *done += k as u64;
+            off += k as u64;
+        }
+        Ok(None)
     }
 
     fn compare(&self, src: &[DmaRange], dst: &[DmaRange], done: &mut u64) -> Result<Option<u64>, Failure> {
@@ -407,23 +473,23 @@ impl Exec<'_> {
             let (sr, dr) = (&src[st.si], &dst[st.di]);
             let mut fail: Option<Failure> = None;
             let mut s_off = 0u64;
+            // Where the zero-copy walk met a message piece: the rest goes through
+            // `compare_bounced` (never a DMA message inside the walks).
+            let mut bounce_from: Option<u64> = None;
             let r = self.bus.pieces(sr.space(), st.s, st.len, Dir::Read, &mut |sp, stgt| {
+                if sp.is_message() {
+                    bounce_from = Some(s_off);
+                    return Err(());
+                }
                 let mut inner = 0usize;
                 let r2 = self.bus.pieces(dr.space(), st.d + s_off, sp.len() as u64, Dir::Read, &mut |dp, dtgt| {
                     let part = sp.sub(inner, dp.len());
-                    let t0 = self.hook.start();
-                    let diff = match (part, dp) {
-                        (Piece::Raw(a), Piece::Raw(b)) => RawPiece::first_difference(a, b),
-                        _ => {
-                            let a = fetch(self.bus.iova, part).map_err(|m| {
-                                fail = Some(self.fault(FAULT_LIST_SRC, st.si, sr, Dir::Read, m.status(), m.addr));
-                            })?;
-                            let b = fetch(self.bus.iova, dp).map_err(|m| {
-                                fail = Some(self.fault(FAULT_LIST_DST, st.di, dr, Dir::Read, m.status(), m.addr));
-                            })?;
-                            a.iter().zip(&b).position(|(x, y)| x != y)
-                        }
+                    let (Piece::Raw(a), Piece::Raw(b)) = (part, dp) else {
+                        bounce_from = Some(s_off + inner as u64);
+                        return Err(());
                     };
+                    let t0 = self.hook.start();
+                    let diff = RawPiece::first_difference(a, b);
                     let a = s_off + inner as u64;
                     self.record(ListKind::Src, st.si, sr, Dir::Read, part, st.s + a, shift(stgt, inner as u64), t0);
                     self.record(ListKind::Dst, st.di, dr, Dir::Read, dp, st.d + a, dtgt, t0);
@@ -446,14 +512,21 @@ impl Exec<'_> {
                 s_off += sp.len() as u64;
                 Ok(())
             });
-            match r {
-                Ok(()) => Ok(()),
-                Err(AccessError::Stopped) => match fail {
+            match (r, bounce_from) {
+                (Err(AccessError::Stopped), Some(from)) => match self.compare_bounced(&st, sr, dr, from, done)? {
+                    Some(at) => {
+                        mismatch = Some(at);
+                        Err(Failure::plain(Status::COMPARE_MISMATCH))
+                    }
+                    None => Ok(()),
+                },
+                (Ok(()), _) => Ok(()),
+                (Err(AccessError::Stopped), None) => match fail {
                     Some(f) => Err(f),
                     // A mismatch stopped the walk: end the steps with a marker failure.
                     None => Err(Failure::plain(Status::COMPARE_MISMATCH)),
                 },
-                Err(AccessError::Fault { status, addr }) => {
+                (Err(AccessError::Fault { status, addr }), _) => {
                     Err(self.fault(FAULT_LIST_SRC, st.si, sr, Dir::Read, status, addr))
                 }
             }

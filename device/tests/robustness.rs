@@ -307,3 +307,68 @@ fn ftruncate_of_the_bar2_fd_the_client_receives_fails_with_eperm() {
     e.client.region_write(pci_region::BAR2, last, &[1, 2, 3, 4]).unwrap();
     assert_eq!(e.client.region_read(pci_region::BAR2, last, 4).unwrap(), vec![1, 2, 3, 4]);
 }
+
+#[test]
+fn dma_unmap_of_memfd_destination_during_copy_from_fd_less_source_does_not_stall() {
+    // Before the fix the worker held the destination mapping in use across each DMA_READ of
+    // the fd-less source: the unmap (on the socket reader) waited for the worker, the worker
+    // for a reply only that reader routes -> a 10 s stall and DMA_MESSAGE_FAILED.
+    const LEN: u64 = 16 << 20;
+    let r = big_rig();
+    let e = &r.eps[0];
+    let local = e.client.dma_map_local(0x4000_0000, LEN, true, true).unwrap();
+    local.write(0, &vec![0x5Au8; LEN as usize]).unwrap();
+    for i in 0..(LEN >> 20) {
+        e.client.dma_map(DST_IOVA + (i << 20), 1 << 20, e.ram_fd.as_fd(), DST_FD_OFF + (i << 20), true, true).unwrap();
+    }
+    let mut q = QueueDrv::new(e, 0, 4, 0);
+    let src = e.list(lists(0), &[iova(0x4000_0000, LEN as u32)]);
+    let dst = e.list(lists(0x1000), &[iova(DST_IOVA, LEN as u32)]);
+    q.submit(e, &Command::new(Opcode::Copy, 0xF00, src, dst));
+    let t = Instant::now();
+    while e.get(RAM_IOVA + DST_FD_OFF, 1)[0] != 0x5A {
+        assert!(t.elapsed() < Duration::from_secs(10), "copy never started");
+        std::hint::spin_loop();
+    }
+    let t = Instant::now();
+    e.client.dma_unmap(DST_IOVA + LEN - (8 << 20), 8 << 20).unwrap();
+    let c = q.wait(e);
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(2), "unmap + completion took {took:?}");
+    match c.status() {
+        Some(Status::SUCCESS) => assert_eq!(c.result, LEN),
+        Some(Status::IOMMU_FAULT) => {
+            assert_eq!(c.fault_list, FAULT_LIST_DST);
+            assert!(c.fault_addr >= DST_IOVA + LEN - (8 << 20), "fault at {:#x}", c.fault_addr);
+        }
+        s => panic!("unexpected completion {s:?}: {c:?}"),
+    }
+}
+
+#[test]
+fn dma_unmap_of_memfd_source_during_compare_with_fd_less_destination_does_not_stall() {
+    const LEN: u64 = 16 << 20;
+    let r = big_rig();
+    let e = &r.eps[0];
+    let local = e.client.dma_map_local(0x4000_0000, LEN, true, true).unwrap();
+    local.write(0, &vec![0x5Au8; LEN as usize]).unwrap();
+    e.ram.slice(DST_FD_OFF as usize, LEN as usize).unwrap().fill(0x5A).unwrap();
+    for i in 0..(LEN >> 20) {
+        e.client.dma_map(DST_IOVA + (i << 20), 1 << 20, e.ram_fd.as_fd(), DST_FD_OFF + (i << 20), true, true).unwrap();
+    }
+    let mut q = QueueDrv::new(e, 0, 4, 0);
+    let src = e.list(lists(0), &[iova(DST_IOVA, LEN as u32)]);
+    let dst = e.list(lists(0x1000), &[iova(0x4000_0000, LEN as u32)]);
+    q.submit(e, &Command::new(Opcode::Compare, 0xF01, src, dst));
+    std::thread::sleep(Duration::from_millis(30));
+    let t = Instant::now();
+    e.client.dma_unmap(DST_IOVA + LEN - (8 << 20), 8 << 20).unwrap();
+    let c = q.wait(e);
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(2), "unmap + completion took {took:?}");
+    match c.status() {
+        Some(Status::SUCCESS) => assert_eq!(c.result, LEN),
+        Some(Status::IOMMU_FAULT) => assert!(c.fault_addr >= DST_IOVA + LEN - (8 << 20), "fault at {:#x}", c.fault_addr),
+        s => panic!("unexpected completion {s:?}: {c:?}"),
+    }
+}
