@@ -7,6 +7,9 @@
 //! move bytes, never rely on their values for memory safety, and use `ptr::copy` (memmove) so
 //! overlapping source and destination (a copy inside one mapping) are fine.
 
+/// Bytes of guest-shared memory copied into a local buffer at a time for hashing/comparing.
+const CHUNK: usize = 4096;
+
 /// A span of directly addressable memory.
 #[derive(Debug, Clone, Copy)]
 pub struct RawPiece {
@@ -84,28 +87,35 @@ impl RawPiece {
     }
 
     /// CRC32C of the piece appended to `crc`.
-    pub fn crc32c(&self, crc: u32) -> u32 {
-        // SAFETY: the piece is valid for reads of len bytes; the slice lives only for this call
-        // and is only read (its bytes may change concurrently, which only changes the checksum).
-        let s = unsafe { std::slice::from_raw_parts(self.ptr, self.len) };
-        crc32c::crc32c_append(crc, s)
+    ///
+    /// The guest may write the memory while we read it, so no `&[u8]` is ever formed over it:
+    /// it is copied (`read_into`, a raw copy) into a local 4 KiB buffer, chunk by chunk, and
+    /// only that buffer is hashed. A concurrent write only changes the checksum.
+    pub fn crc32c(&self, mut crc: u32) -> u32 {
+        let mut buf = [0u8; CHUNK];
+        let mut off = 0;
+        while off < self.len {
+            let n = self.sub(off, CHUNK).read_into(&mut buf);
+            crc = crc32c::crc32c_append(crc, &buf[..n]);
+            off += n;
+        }
+        crc
     }
 
     /// Offset of the first byte that differs between `a` and `b` (over the shorter length).
+    /// Compares local copies, 4 KiB at a time (see `crc32c`: the memory is guest-shared).
     pub fn first_difference(a: RawPiece, b: RawPiece) -> Option<usize> {
         let n = a.len.min(b.len);
-        // SAFETY: both pieces are valid for reads of n bytes for the duration of this call.
-        let (x, y) = unsafe {
-            (std::slice::from_raw_parts(a.ptr, n), std::slice::from_raw_parts(b.ptr, n))
-        };
-        const STEP: usize = 4096;
+        let (mut x, mut y) = ([0u8; CHUNK], [0u8; CHUNK]);
         let mut off = 0;
         while off < n {
-            let end = (off + STEP).min(n);
-            if x[off..end] != y[off..end] {
-                return x[off..end].iter().zip(&y[off..end]).position(|(p, q)| p != q).map(|i| off + i);
+            let k = (n - off).min(CHUNK);
+            a.sub(off, k).read_into(&mut x[..k]);
+            b.sub(off, k).read_into(&mut y[..k]);
+            if x[..k] != y[..k] {
+                return x[..k].iter().zip(&y[..k]).position(|(p, q)| p != q).map(|i| off + i);
             }
-            off = end;
+            off += k;
         }
         None
     }
@@ -142,6 +152,48 @@ mod tests {
         let p = RawPiece::of_slice(&mut b);
         RawPiece::copy(p.sub(0, 16), p.sub(4, 16));
         assert_eq!(&b[4..20], &(0..16).collect::<Vec<u8>>()[..]);
+    }
+
+    #[test]
+    fn crc32c_of_a_piece_spanning_many_chunks_matches_the_slice_crc() {
+        let mut b: Vec<u8> = (0..10_001u32).map(|i| (i * 7) as u8).collect();
+        let want = crc32c::crc32c(&b);
+        let p = RawPiece::of_slice(&mut b);
+        assert_eq!(p.crc32c(0), want);
+        assert_eq!(p.sub(4096, 10_000).crc32c(p.sub(0, 4096).crc32c(0)), want);
+        assert_eq!(p.sub(0, 0).crc32c(5), 5);
+    }
+
+    #[test]
+    fn guest_rewriting_memory_during_crc32c_and_first_difference_only_changes_the_result() {
+        use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+        use std::sync::Arc;
+        // The "guest" writes through atomics; the device side only ever copies it out.
+        let mem: Arc<Vec<AtomicU8>> = Arc::new((0..3 * CHUNK + 17).map(|_| AtomicU8::new(1)).collect());
+        let stop = Arc::new(AtomicBool::new(false));
+        let (m, s) = (mem.clone(), stop.clone());
+        let writer = std::thread::spawn(move || {
+            let mut v = 0u8;
+            while !s.load(Ordering::Relaxed) {
+                for a in m.iter() {
+                    a.store(v, Ordering::Relaxed);
+                }
+                v = v.wrapping_add(1);
+            }
+        });
+        // SAFETY: AtomicU8 has the layout of u8; `mem` outlives every use of the piece below
+        // (the Arc is held until the end of the test).
+        let p = unsafe { RawPiece::new(mem.as_ptr().cast::<u8>().cast_mut(), mem.len()) };
+        for _ in 0..200 {
+            let _ = p.crc32c(0);
+            let d = RawPiece::first_difference(p, p.sub(1, usize::MAX));
+            assert!(d.is_none_or(|i| i < p.len() - 1));
+        }
+        stop.store(true, Ordering::Relaxed);
+        writer.join().unwrap();
+        let now: Vec<u8> = mem.iter().map(|a| a.load(Ordering::Relaxed)).collect();
+        assert_eq!(p.crc32c(0), crc32c::crc32c(&now));
+        assert_eq!(RawPiece::first_difference(p, p.sub(1, usize::MAX)), None);
     }
 
     #[test]
