@@ -26,7 +26,7 @@ use std::time::Duration;
 use std::time::Instant;
 
 use crate::clock::TraceClock;
-use crate::format::{encode_frame, Header, HEADER_LEN};
+use crate::format::{dma_frame, encode_frame, Header, HEADER_LEN};
 use crate::record::{Event, Payload, Record};
 
 /// Size of the `Event::Dropped` marker frame (8-byte frame header + 24-byte body).
@@ -305,6 +305,11 @@ impl Shared {
             return;
         }
         // Encode (and CRC) the frame before taking the lock: the critical section is a copy.
+        if let Payload::Dma(d) = &rec.payload {
+            // The hot path: the whole frame on the stack.
+            self.append(&dma_frame(rec.t_ns, d, self.cfg.frame_crc));
+            return;
+        }
         let encode = |frame: &mut Vec<u8>| {
             frame.clear();
             encode_frame(rec, self.cfg.frame_crc, frame);
