@@ -193,14 +193,16 @@ fn trace_table() {
         };
         let before: Vec<i32> = threads().into_iter().map(|(t, _)| t).collect();
         let r = rig_with(cfg, 128 * MIB);
-        // The device's threads of this rig (queue workers, trace writer): their CPU time per
-        // command is the device-side cost, much less sensitive to machine load than GB/s.
+        let q = QueueDrv::new(&r.eps[0], 0, 64, QCTRL_POLL);
+        // The device's threads of this rig (queue workers, trace writer), once the queue runs:
+        // their CPU time per command is the device-side cost, much less sensitive to machine
+        // load than GB/s.
         let dev: Vec<i32> = threads()
             .into_iter()
             .filter(|(t, name)| !before.contains(t) && name.starts_with("phyr-"))
             .map(|(t, _)| t)
             .collect();
-        let q = QueueDrv::new(&r.eps[0], 0, 64, QCTRL_POLL);
+        assert!(!dev.is_empty(), "no device threads found for the CPU column");
         let sh = r.eps[0].list(lists(0), &[iova(RAM_IOVA + SRC_OFF, size as u32)]);
         let dh = r.eps[0].list(lists(0x100), &[iova(RAM_IOVA + 64 * MIB, size as u32)]);
         rigs.push((r, q, sh, dh, dir, dev));

@@ -1,9 +1,13 @@
 //! The recording hook's sink: a [`Recorder`] per endpoint writing `<dir>/ep<N>.phyrtrace`.
 //!
-//! Cost model on the DMA path: [`Recorder::record`] encodes the record into a shared in-memory
-//! buffer under a mutex (a few dozen stores plus a CRC32C over 64 bytes) and returns. A writer
-//! thread per file swaps the buffer out and `write`s it whole, every `flush_interval` (100 ms)
-//! or as soon as `flush_threshold` bytes are pending. Frames are appended whole and in order,
+//! Cost model on the DMA path: [`Recorder::record`] encodes the frame on the stack (a few
+//! dozen stores plus a CRC32C over 64 bytes), then copies it into a shared in-memory buffer
+//! under an uncontended mutex, and returns; timestamps come from [`TraceClock`] (the TSC where
+//! the kernel's clocksource is the TSC). Measured per 64 KiB COPY (~4.7 records) in
+//! `cargo bench -p phyr-device`: about +550..+620 ns of device CPU on a loaded 2-core VM,
+//! writer thread included. A writer thread per file swaps the buffer out and `write`s it
+//! whole, every `flush_interval` (100 ms) or as soon as `flush_threshold` bytes are pending.
+//! Frames are appended whole and in order,
 //! so a process killed at any instant leaves a file readable up to its last written frame;
 //! at most the last `flush_interval` of records is lost to SIGKILL, none to SIGTERM if the
 //! device calls [`Recorder::flush`] (dropping the last clone flushes too).
