@@ -57,6 +57,18 @@ struct Step {
     off: u64,
 }
 
+/// How a zero-copy walk over one step ended (see `Exec::zip_raw`).
+enum Walk {
+    /// Every byte of the step went through the callback.
+    Done,
+    /// A DMA-message piece begins at this offset in the step: finish through a bounce buffer.
+    Bounce(u64),
+    /// The callback stopped the walk.
+    Stopped,
+    /// A source or destination fault.
+    Failed(Failure),
+}
+
 fn shift(t: Target, by: u64) -> Target {
     match t {
         Target::None => Target::None,
@@ -310,52 +322,77 @@ impl Exec<'_> {
         Ok(())
     }
 
+    /// Walks one step's source and destination pieces in lockstep while both sides are
+    /// directly addressable, handing each pair to `f(src, dst, offset in step, targets)`;
+    /// `dst_dir` is how the destination is accessed (COPY writes it, COMPARE reads it). The walk
+    /// stops where a DMA-message piece begins, so a message is never sent while an fd-backed
+    /// piece is held in use: the caller finishes the step through a bounce buffer.
+    fn zip_raw(
+        &self,
+        st: &Step,
+        sr: &DmaRange,
+        dr: &DmaRange,
+        dst_dir: Dir,
+        f: &mut dyn FnMut(RawPiece, RawPiece, u64, (Target, Target)) -> Result<(), ()>,
+    ) -> Walk {
+        let mut fail: Option<Failure> = None;
+        let mut bounce: Option<u64> = None;
+        let mut s_off = 0u64;
+        let r = self.bus.pieces(sr.space(), st.s, st.len, Dir::Read, &mut |sp, stgt| {
+            if sp.is_message() {
+                bounce = Some(s_off);
+                return Err(());
+            }
+            let mut inner = 0usize;
+            let r2 = self.bus.pieces(dr.space(), st.d + s_off, sp.len() as u64, dst_dir, &mut |dp, dtgt| {
+                let (Piece::Raw(s), Piece::Raw(d)) = (sp.sub(inner, dp.len()), dp) else {
+                    bounce = Some(s_off + inner as u64);
+                    return Err(());
+                };
+                f(s, d, s_off + inner as u64, (shift(stgt, inner as u64), dtgt))?;
+                inner += dp.len();
+                Ok(())
+            });
+            match r2 {
+                Ok(()) => {}
+                Err(AccessError::Stopped) => return Err(()),
+                Err(AccessError::Fault { status, addr }) => {
+                    fail = Some(self.fault(FAULT_LIST_DST, st.di, dr, dst_dir, status, addr));
+                    return Err(());
+                }
+            }
+            s_off += sp.len() as u64;
+            Ok(())
+        });
+        match r {
+            Ok(()) => Walk::Done,
+            Err(AccessError::Fault { status, addr }) => {
+                Walk::Failed(self.fault(FAULT_LIST_SRC, st.si, sr, Dir::Read, status, addr))
+            }
+            Err(AccessError::Stopped) => match (fail, bounce) {
+                (Some(f), _) => Walk::Failed(f),
+                (None, Some(from)) => Walk::Bounce(from),
+                (None, None) => Walk::Stopped,
+            },
+        }
+    }
+
     fn copy(&self, src: &[DmaRange], dst: &[DmaRange], done: &mut u64) -> Result<(), Failure> {
         self.steps(src, dst, |st| {
             let (sr, dr) = (&src[st.si], &dst[st.di]);
-            let mut fail: Option<Failure> = None;
-            let mut s_off = 0u64;
-            // Where the zero-copy walk met a message piece: the rest goes through `copy_bounced`.
-            let mut bounce_from: Option<u64> = None;
-            let r = self.bus.pieces(sr.space(), st.s, st.len, Dir::Read, &mut |sp, stgt| {
-                if sp.is_message() {
-                    bounce_from = Some(s_off);
-                    return Err(());
-                }
-                let mut inner = 0usize;
-                let r2 = self.bus.pieces(dr.space(), st.d + s_off, sp.len() as u64, Dir::Write, &mut |dp, dtgt| {
-                    let part = sp.sub(inner, dp.len());
-                    let (Piece::Raw(s), Piece::Raw(d)) = (part, dp) else {
-                        // Never a DMA message inside the walks (see `copy_bounced`).
-                        bounce_from = Some(s_off + inner as u64);
-                        return Err(());
-                    };
-                    let t0 = self.hook.start();
-                    RawPiece::copy(s, d);
-                    let a = s_off + inner as u64;
-                    self.record_pair(&st, sr, dr, part, dp, a, (shift(stgt, inner as u64), dtgt), t0);
-                    inner += dp.len();
-                    *done += dp.len() as u64;
-                    Ok(())
-                });
-                match r2 {
-                    Ok(()) => {}
-                    Err(AccessError::Stopped) => return Err(()),
-                    Err(AccessError::Fault { status, addr }) => {
-                        fail = Some(self.fault(FAULT_LIST_DST, st.di, dr, Dir::Write, status, addr));
-                        return Err(());
-                    }
-                }
-                s_off += sp.len() as u64;
+            let walk = self.zip_raw(&st, sr, dr, Dir::Write, &mut |s, d, a, targets| {
+                let t0 = self.hook.start();
+                RawPiece::copy(s, d);
+                self.record_pair(&st, sr, dr, Piece::Raw(s), Piece::Raw(d), a, targets, t0);
+                *done += d.len() as u64;
                 Ok(())
             });
-            match (r, bounce_from) {
-                (Ok(()), _) => Ok(()),
-                (Err(AccessError::Stopped), Some(from)) => self.copy_bounced(&st, sr, dr, from, done),
-                (Err(AccessError::Stopped), None) => Err(fail.unwrap_or(Failure::plain(Status::IOMMU_FAULT))),
-                (Err(AccessError::Fault { status, addr }), _) => {
-                    Err(self.fault(FAULT_LIST_SRC, st.si, sr, Dir::Read, status, addr))
-                }
+            match walk {
+                Walk::Done => Ok(()),
+                Walk::Bounce(from) => self.copy_bounced(&st, sr, dr, from, done),
+                Walk::Failed(f) => Err(f),
+                // The copy callback never stops the walk.
+                Walk::Stopped => Err(Failure::plain(Status::IOMMU_FAULT)),
             }
         })
     }
@@ -471,64 +508,30 @@ impl Exec<'_> {
         let mut mismatch = None;
         let r = self.steps(src, dst, |st| {
             let (sr, dr) = (&src[st.si], &dst[st.di]);
-            let mut fail: Option<Failure> = None;
-            let mut s_off = 0u64;
-            // Where the zero-copy walk met a message piece: the rest goes through
-            // `compare_bounced` (never a DMA message inside the walks).
-            let mut bounce_from: Option<u64> = None;
-            let r = self.bus.pieces(sr.space(), st.s, st.len, Dir::Read, &mut |sp, stgt| {
-                if sp.is_message() {
-                    bounce_from = Some(s_off);
+            let walk = self.zip_raw(&st, sr, dr, Dir::Read, &mut |a_p, b_p, a, (stgt, dtgt)| {
+                let t0 = self.hook.start();
+                let diff = RawPiece::first_difference(a_p, b_p);
+                self.record(ListKind::Src, st.si, sr, Dir::Read, Piece::Raw(a_p), st.s + a, stgt, t0);
+                self.record(ListKind::Dst, st.di, dr, Dir::Read, Piece::Raw(b_p), st.d + a, dtgt, t0);
+                if let Some(i) = diff {
+                    mismatch = Some(st.off + a + i as u64);
                     return Err(());
                 }
-                let mut inner = 0usize;
-                let r2 = self.bus.pieces(dr.space(), st.d + s_off, sp.len() as u64, Dir::Read, &mut |dp, dtgt| {
-                    let part = sp.sub(inner, dp.len());
-                    let (Piece::Raw(a), Piece::Raw(b)) = (part, dp) else {
-                        bounce_from = Some(s_off + inner as u64);
-                        return Err(());
-                    };
-                    let t0 = self.hook.start();
-                    let diff = RawPiece::first_difference(a, b);
-                    let a = s_off + inner as u64;
-                    self.record(ListKind::Src, st.si, sr, Dir::Read, part, st.s + a, shift(stgt, inner as u64), t0);
-                    self.record(ListKind::Dst, st.di, dr, Dir::Read, dp, st.d + a, dtgt, t0);
-                    if let Some(i) = diff {
-                        mismatch = Some(st.off + a + i as u64);
-                        return Err(());
-                    }
-                    inner += dp.len();
-                    *done += dp.len() as u64;
-                    Ok(())
-                });
-                match r2 {
-                    Ok(()) => {}
-                    Err(AccessError::Stopped) => return Err(()),
-                    Err(AccessError::Fault { status, addr }) => {
-                        fail = Some(self.fault(FAULT_LIST_DST, st.di, dr, Dir::Read, status, addr));
-                        return Err(());
-                    }
-                }
-                s_off += sp.len() as u64;
+                *done += b_p.len() as u64;
                 Ok(())
             });
-            match (r, bounce_from) {
-                (Err(AccessError::Stopped), Some(from)) => match self.compare_bounced(&st, sr, dr, from, done)? {
+            match walk {
+                Walk::Done => Ok(()),
+                Walk::Bounce(from) => match self.compare_bounced(&st, sr, dr, from, done)? {
                     Some(at) => {
                         mismatch = Some(at);
                         Err(Failure::plain(Status::COMPARE_MISMATCH))
                     }
                     None => Ok(()),
                 },
-                (Ok(()), _) => Ok(()),
-                (Err(AccessError::Stopped), None) => match fail {
-                    Some(f) => Err(f),
-                    // A mismatch stopped the walk: end the steps with a marker failure.
-                    None => Err(Failure::plain(Status::COMPARE_MISMATCH)),
-                },
-                (Err(AccessError::Fault { status, addr }), _) => {
-                    Err(self.fault(FAULT_LIST_SRC, st.si, sr, Dir::Read, status, addr))
-                }
+                Walk::Failed(f) => Err(f),
+                // A mismatch stopped the walk: end the steps with a marker failure.
+                Walk::Stopped => Err(Failure::plain(Status::COMPARE_MISMATCH)),
             }
         });
         match (r, mismatch) {
