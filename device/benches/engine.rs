@@ -106,7 +106,7 @@ fn copy_table() {
     let (bar0, bar1) = (r.eps[0].map_bar2(), r.eps[1].map_bar2());
     let mut q = QueueDrv::new(e, 0, 64, QCTRL_POLL);
     e.ram.slice(SRC_OFF as usize, 64 * MIB as usize).unwrap().fill(0x5A).unwrap();
-    println!("COPY throughput, device vs single-thread memcpy between the same buffers (GB/s; ratio)");
+    println!("COPY throughput, device vs single-thread memcpy between the same buffers (GB/s, best of interleaved rounds; ratio)");
     println!("{:>8} | {:>24} {:>24} {:>24} {:>24}", "size", "IOVA->BAR", "BAR->IOVA", "IOVA->IOVA", "BUS->BUS");
     for size in [4 * KIB, 64 * KIB, MIB, 64 * MIB] {
         let (s32, z) = (size as u32, size as usize);
@@ -125,8 +125,13 @@ fn copy_table() {
         for (i, (s, d, ms, md)) in cases.iter().enumerate() {
             let sh = e.list(lists(i as u64 * 0x100), &[*s]);
             let dh = e.list(lists(0x1000 + i as u64 * 0x100), &[*d]);
-            let g = device_gbps(e, &mut q, sh, dh, size);
-            let base = memcpy_gbps(*ms, *md, size);
+            // Interleaved rounds, best of each: device and memcpy see the same machine load
+            // (on a shared VM the DRAM-bound 64 MiB memcpy alone swings by 2x between runs).
+            let (mut g, mut base) = (0f64, 0f64);
+            for _ in 0..3 {
+                g = g.max(device_gbps(e, &mut q, sh, dh, size));
+                base = base.max(memcpy_gbps(*ms, *md, size));
+            }
             row += &format!(" {:>6.2} vs {:>6.2} ({:>4.2}x)", g, base, g / base);
         }
         println!("{row}");
