@@ -37,6 +37,8 @@ pub struct BootOptions<'a> {
     pub no_device: bool,
     pub append: Option<&'a str>,
     pub bar2_size: Option<u64>,
+    /// Record a CRC32C of the bytes of every DMA in the traces (phyr-device --trace-crc).
+    pub trace_crc: bool,
     pub timeout: Option<Duration>,
 }
 
@@ -88,7 +90,7 @@ pub fn harness_args(
 }
 
 /// phyr-device's arguments for a recipe.
-pub fn device_args(recipe: &Recipe, run: &RunDir, bar2_size: Option<u64>) -> Vec<String> {
+pub fn device_args(recipe: &Recipe, run: &RunDir, bar2_size: Option<u64>, trace_crc: bool) -> Vec<String> {
     let topo: Vec<String> = recipe.topology.iter().map(u32::to_string).collect();
     let mut a = vec![
         "--socket-dir".into(),
@@ -102,6 +104,9 @@ pub fn device_args(recipe: &Recipe, run: &RunDir, bar2_size: Option<u64>) -> Vec
     ];
     if let Some(b) = bar2_size.or(recipe.bar2_size) {
         a.extend(["--bar2-size".into(), b.to_string()]);
+    }
+    if !trace_crc {
+        a.extend(["--trace-crc".into(), "off".into()]);
     }
     a
 }
@@ -138,7 +143,7 @@ pub fn boot(parts: &Parts, run: &RunDir, o: &BootOptions<'_>) -> Result<Outcome>
     ));
     let device = (!o.no_device).then(|| DeviceLaunch {
         binary: parts.device_bin.clone(),
-        args: device_args(o.recipe, run, o.bar2_size),
+        args: device_args(o.recipe, run, o.bar2_size, o.trace_crc),
         sockets: (0..o.recipe.endpoints)
             .map(|i| run.socket_dir().join(format!("ep{i}.sock")))
             .collect(),
@@ -196,10 +201,12 @@ mod tests {
         let run = RunDir {
             path: PathBuf::from("/runs/x"),
         };
-        let a = device_args(&r, &run, Some(65536)).join(" ");
+        let a = device_args(&r, &run, Some(65536), true).join(" ");
         assert_eq!(
             a,
             "--socket-dir /runs/x/sock --endpoints 4 --topology 0,0,1,1 --trace-dir /runs/x/trace --bar2-size 65536"
         );
+        let a = device_args(&r, &run, None, false).join(" ");
+        assert!(a.ends_with("--trace-crc off"), "{a}");
     }
 }

@@ -125,6 +125,10 @@ pub struct GuestOpts {
     /// BAR2 size of each endpoint in bytes (passed to phyr-device).
     #[arg(long, value_name = "BYTES")]
     bar2_size: Option<u64>,
+    /// Do not record a CRC32C of the bytes of every DMA in the traces (cheaper tracing; the
+    /// test cross-check then compares lengths and addresses but not data CRCs).
+    #[arg(long)]
+    no_trace_crc: bool,
     /// Stop the guest after this many seconds.
     #[arg(long, value_name = "SECS")]
     timeout: Option<u64>,
@@ -319,6 +323,7 @@ fn run_cmd(cache: &Cache, a: RunArgs) -> Result<i32> {
         no_device: a.guest.no_device,
         append: a.guest.append.as_deref(),
         bar2_size: a.guest.bar2_size,
+        trace_crc: !a.guest.no_trace_crc,
         timeout: a.guest.timeout.map(Duration::from_secs),
     };
     let outcome = boot::boot(&parts, &run, &opts)?;

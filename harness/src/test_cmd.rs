@@ -101,6 +101,7 @@ pub fn run(cache: &Cache, a: TestArgs) -> Result<i32> {
             no_device: a.guest.no_device,
             append: a.guest.append.as_deref(),
             bar2_size: a.guest.bar2_size,
+            trace_crc: !a.guest.no_trace_crc,
             timeout: Some(a.guest.timeout.map(Duration::from_secs).unwrap_or(DEFAULT_TIMEOUT)),
         };
         let outcome = boot::boot(&parts, &run, &opts);
