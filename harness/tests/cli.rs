@@ -2,7 +2,7 @@
 //! Plus one real boot (ignored by default: it provisions ~150 MB and boots QEMU):
 //! `cargo test -p phyr-harness -- --ignored`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn harness() -> Command {
@@ -17,6 +17,14 @@ fn tmp(name: &str) -> PathBuf {
     d
 }
 
+/// `phyr-harness ARGS --cache-dir CACHE --runs-dir CACHE/runs`: a command that touches nothing
+/// outside its own temporary cache.
+fn in_cache(args: &[&str], cache: &Path) -> Command {
+    let mut c = harness();
+    c.args(args).arg("--cache-dir").arg(cache).arg("--runs-dir").arg(cache.join("runs"));
+    c
+}
+
 fn stderr_of(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -24,13 +32,7 @@ fn stderr_of(o: &Output) -> String {
 #[test]
 fn unknown_recipe_lists_the_available_ones() {
     let cache = tmp("cache1");
-    let o = harness()
-        .args(["run", "--recipe", "nope", "--cache-dir"])
-        .arg(&cache)
-        .arg("--runs-dir")
-        .arg(cache.join("runs"))
-        .output()
-        .unwrap();
+    let o = in_cache(&["run", "--recipe", "nope"], &cache).output().unwrap();
     assert!(!o.status.success());
     let e = stderr_of(&o);
     assert!(
@@ -71,15 +73,7 @@ fn kernel_that_is_not_a_bzimage_is_refused() {
     let cache = tmp("cache3");
     let fake = cache.join("bzImage");
     std::fs::write(&fake, b"not a kernel").unwrap();
-    let o = harness()
-        .args(["run", "--no-device", "--qemu", "/bin/true", "--cache-dir"])
-        .arg(&cache)
-        .arg("--kernel")
-        .arg(&fake)
-        .arg("--runs-dir")
-        .arg(cache.join("runs"))
-        .output()
-        .unwrap();
+    let o = in_cache(&["run", "--no-device", "--qemu", "/bin/true"], &cache).arg("--kernel").arg(&fake).output().unwrap();
     assert!(!o.status.success());
     let e = stderr_of(&o);
     // Either the bogus QEMU or the bogus kernel is refused, each with its own message.
@@ -156,13 +150,7 @@ fn old_qemu_and_no_way_to_provision_is_one_clear_message() {
 #[test]
 fn missing_device_binary_is_reported_before_any_download() {
     let cache = tmp("cache5");
-    let o = harness()
-        .args(["run", "--device-bin", "/nonexistent/phyr-device", "--cache-dir"])
-        .arg(&cache)
-        .arg("--runs-dir")
-        .arg(cache.join("runs"))
-        .output()
-        .unwrap();
+    let o = in_cache(&["run", "--device-bin", "/nonexistent/phyr-device"], &cache).output().unwrap();
     assert!(!o.status.success());
     let e = stderr_of(&o);
     assert!(
