@@ -240,23 +240,28 @@ impl Exec<'_> {
         self.record_with(list, seg, r, dir, p, addr, t, t0, None);
     }
 
-    /// Records the read and the write of a piece moved from `src` to `dst` (one CRC for both).
+    /// Records the read and the write of a piece moved from `src` to `dst`, with the CRC of the
+    /// bytes moved (computed by the copy itself) for both, and one end time.
     #[allow(clippy::too_many_arguments)]
-    fn record_pair(&self, st: &Step, sr: &DmaRange, dr: &DmaRange, part: Piece, dp: Piece, a: u64, targets: (Target, Target), t0: u64) {
+    fn record_pair(&self, st: &Step, sr: &DmaRange, dr: &DmaRange, part: Piece, dp: Piece, a: u64, targets: (Target, Target), t0: u64, crc: Option<u32>) {
         if !self.hook.enabled() {
             return;
         }
-        let crc = match part {
-            Piece::Raw(raw) if self.hook.wants_crc() => Some(Data::Crc(raw.crc32c(0))),
-            _ => None,
-        };
-        self.record_with(ListKind::Src, st.si, sr, Dir::Read, part, st.s + a, targets.0, t0, crc);
-        self.record_with(ListKind::Dst, st.di, dr, Dir::Write, dp, st.d + a, targets.1, t0, crc);
+        let crc = Some(crc.map_or(Data::None, Data::Crc));
+        self.hook.dma_pair(
+            &self.txn(ListKind::Src, st.si, sr, Dir::Read, part, st.s + a, targets.0, t0, crc),
+            &self.txn(ListKind::Dst, st.di, dr, Dir::Write, dp, st.d + a, targets.1, t0, crc),
+        );
     }
 
     #[allow(clippy::too_many_arguments)]
     fn record_with(&self, list: ListKind, seg: usize, r: &DmaRange, dir: Dir, p: Piece, addr: u64, t: Target, t0: u64, data: Option<Data<'_>>) {
-        self.hook.dma(&Txn {
+        self.hook.dma(&self.txn(list, seg, r, dir, p, addr, t, t0, data));
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn txn<'d>(&self, list: ListKind, seg: usize, r: &DmaRange, dir: Dir, p: Piece, addr: u64, t: Target, t0: u64, data: Option<Data<'d>>) -> Txn<'d> {
+        Txn {
             tag: self.tag,
             segment: seg_index(seg),
             list,
@@ -271,7 +276,7 @@ impl Exec<'_> {
                 Piece::Message { .. } => Data::None,
             }),
             t0,
-        });
+        }
     }
 
     /// Calls `f` for each step of a two-list transfer (lists of equal total length).
@@ -382,8 +387,13 @@ impl Exec<'_> {
             let (sr, dr) = (&src[st.si], &dst[st.di]);
             let walk = self.zip_raw(&st, sr, dr, Dir::Write, &mut |s, d, a, targets| {
                 let t0 = self.hook.start();
-                RawPiece::copy(s, d);
-                self.record_pair(&st, sr, dr, Piece::Raw(s), Piece::Raw(d), a, targets, t0);
+                let crc = if self.hook.wants_crc() {
+                    Some(RawPiece::copy_crc32c(s, d).1)
+                } else {
+                    RawPiece::copy(s, d);
+                    None
+                };
+                self.record_pair(&st, sr, dr, Piece::Raw(s), Piece::Raw(d), a, targets, t0, crc);
                 *done += d.len() as u64;
                 Ok(())
             });
@@ -594,7 +604,15 @@ impl Exec<'_> {
             let mut p_off = 0u64;
             let res = self.bus.pieces(r.space(), addr, len, Dir::Read, &mut |p, tgt| {
                 let t0 = self.hook.start();
+                let mut data = None;
                 match p {
+                    // With data CRCs on, the piece's own CRC goes to the trace and is combined
+                    // into the result: the bytes are read once.
+                    Piece::Raw(raw) if self.hook.wants_crc() => {
+                        let own = raw.crc32c(0);
+                        crc = crc32c::crc32c_combine(crc, own, raw.len());
+                        data = Some(Data::Crc(own));
+                    }
                     Piece::Raw(raw) => crc = raw.crc32c(crc),
                     Piece::Message { .. } => {
                         let buf = fetch(self.bus.iova, p).map_err(|m| {
@@ -603,7 +621,9 @@ impl Exec<'_> {
                         crc = crc32c::crc32c_append(crc, &buf);
                     }
                 }
-                self.record(ListKind::Src, i, r, Dir::Read, p, addr + p_off, tgt, t0);
+                if self.hook.enabled() {
+                    self.record_with(ListKind::Src, i, r, Dir::Read, p, addr + p_off, tgt, t0, data);
+                }
                 p_off += p.len() as u64;
                 *done += p.len() as u64;
                 Ok(())

@@ -101,8 +101,24 @@ impl Hook {
         self.record_dma(t);
     }
 
+    /// Two transactions that ended together (the read and the write of a copied piece): one
+    /// clock read for both.
+    #[inline]
+    pub fn dma_pair(&self, a: &Txn<'_>, b: &Txn<'_>) {
+        if !self.rec.is_enabled() {
+            return;
+        }
+        let now = self.rec.now_ns();
+        self.record_dma_at(a, now);
+        self.record_dma_at(b, now);
+    }
+
     #[cold]
     fn record_dma(&self, t: &Txn<'_>) {
+        self.record_dma_at(t, self.rec.now_ns());
+    }
+
+    fn record_dma_at(&self, t: &Txn<'_>, now: u64) {
         let crc32c = if t.status == 0 && self.rec.wants_crc() {
             match t.data {
                 Data::None => None,
@@ -113,7 +129,6 @@ impl Hook {
         } else {
             None
         };
-        let now = self.rec.now_ns();
         let rec = DmaRecord {
             endpoint: self.endpoint,
             queue: t.tag.queue,

@@ -4,10 +4,13 @@
 //! (the duration of the callback that hands it out), and every operation stays inside it.
 //!
 //! The memory is shared with the guest (MAP_SHARED memfds), so it can change under us; we only
-//! move bytes, never rely on their values for memory safety, and use `ptr::copy` (memmove) so
-//! overlapping source and destination (a copy inside one mapping) are fine.
+//! move bytes, never rely on their values for memory safety, never form a `&[u8]` over it, and
+//! allow overlapping source and destination (a copy inside one mapping). The byte loops
+//! themselves (copy, copy + CRC32C, CRC32C) are in `kernels`.
 
-/// Bytes of guest-shared memory copied into a local buffer at a time for hashing/comparing.
+use crate::kernels;
+
+/// Bytes of guest-shared memory copied into a local buffer at a time for comparing.
 const CHUNK: usize = 4096;
 
 /// A span of directly addressable memory.
@@ -51,9 +54,18 @@ impl RawPiece {
     pub fn copy(src: RawPiece, dst: RawPiece) -> usize {
         let n = src.len.min(dst.len);
         // SAFETY: both spans are valid for n bytes (constructor contract, n <= both lengths);
-        // ptr::copy tolerates overlap.
-        unsafe { std::ptr::copy(src.ptr, dst.ptr, n) };
+        // the kernel tolerates overlap.
+        unsafe { kernels::copy(src.ptr, dst.ptr, n) };
         n
+    }
+
+    /// Copies like [`RawPiece::copy`] and returns the CRC32C of the bytes moved (from 0), in
+    /// the same pass.
+    pub fn copy_crc32c(src: RawPiece, dst: RawPiece) -> (usize, u32) {
+        let n = src.len.min(dst.len);
+        // SAFETY: as for `copy`.
+        let crc = unsafe { kernels::copy_crc32c(src.ptr, dst.ptr, n, 0) };
+        (n, crc)
     }
 
     /// Copies from the piece into `buf` (`min` of both lengths).
@@ -86,20 +98,11 @@ impl RawPiece {
         }
     }
 
-    /// CRC32C of the piece appended to `crc`.
-    ///
-    /// The guest may write the memory while we read it, so no `&[u8]` is ever formed over it:
-    /// it is copied (`read_into`, a raw copy) into a local 4 KiB buffer, chunk by chunk, and
-    /// only that buffer is hashed. A concurrent write only changes the checksum.
-    pub fn crc32c(&self, mut crc: u32) -> u32 {
-        let mut buf = [0u8; CHUNK];
-        let mut off = 0;
-        while off < self.len {
-            let n = self.sub(off, CHUNK).read_into(&mut buf);
-            crc = crc32c::crc32c_append(crc, &buf[..n]);
-            off += n;
-        }
-        crc
+    /// CRC32C of the piece appended to `crc`. The guest may write the memory while we read
+    /// it: a concurrent write only changes the checksum.
+    pub fn crc32c(&self, crc: u32) -> u32 {
+        // SAFETY: the span is valid for reads (constructor contract).
+        unsafe { kernels::crc32c(self.ptr, self.len, crc) }
     }
 
     /// Offset of the first byte that differs between `a` and `b` (over the shorter length).
