@@ -113,9 +113,15 @@ impl Hook {
         self.record_dma_at(b, now);
     }
 
-    #[cold]
     fn record_dma(&self, t: &Txn<'_>) {
-        self.record_dma_at(t, self.rec.now_ns());
+        // List blocks and ring entries are a few dozen bytes: a second clock read would cost
+        // more than the transfer. They carry their start time only (`dur_ns` 0, "not
+        // measured" in the format).
+        let now = match t.list {
+            ListKind::Descriptor | ListKind::Queue => t.t0,
+            ListKind::Src | ListKind::Dst => self.rec.now_ns(),
+        };
+        self.record_dma_at(t, now);
     }
 
     fn record_dma_at(&self, t: &Txn<'_>, now: u64) {

@@ -31,6 +31,27 @@ pub(crate) fn frame_crc(body: &[u8]) -> u32 {
     crc32c::crc32c(body)
 }
 
+/// [`frame_crc`] of a body given as little-endian words (the DMA record's hot path: the
+/// words are checksummed from registers, never re-read from memory).
+#[inline]
+pub(crate) fn frame_crc_words(words: &[u64]) -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("sse4.2") {
+            // SAFETY: the CPU has SSE4.2 (checked just above).
+            return unsafe { frame_crc_words_sse42(words) };
+        }
+    }
+    words.iter().fold(0, |crc, w| crc32c::crc32c_append(crc, &w.to_le_bytes()))
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse4.2")]
+unsafe fn frame_crc_words_sse42(words: &[u64]) -> u32 {
+    use std::arch::x86_64::_mm_crc32_u64;
+    !(words.iter().fold(u64::from(u32::MAX), |crc, &w| _mm_crc32_u64(crc, w)) as u32)
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "sse4.2")]
 unsafe fn frame_crc_sse42(body: &[u8]) -> u32 {
@@ -61,6 +82,13 @@ mod tests {
             }
         }
         assert_eq!(frame_crc(b"123456789"), 0xe306_9283);
+    }
+
+    #[test]
+    fn frame_crc_of_words_equals_the_crc_of_their_bytes() {
+        let words: [u64; 8] = std::array::from_fn(|i| 0x0123_4567_89ab_cdef_u64.rotate_left(i as u32 * 7) ^ i as u64);
+        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        assert_eq!(frame_crc_words(&words), crc32c::crc32c(&bytes));
     }
 
     #[test]

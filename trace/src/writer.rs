@@ -30,7 +30,7 @@ use std::time::Duration;
 use std::time::Instant;
 
 use crate::clock::TraceClock;
-use crate::format::{dma_frame, encode_frame, Header, HEADER_LEN};
+use crate::format::{command_done_frame, dma_frame, encode_frame, Header, HEADER_LEN};
 use crate::record::{Event, Payload, Record};
 
 /// Size of the `Event::Dropped` marker frame (8-byte frame header + 24-byte body).
@@ -309,15 +309,19 @@ impl Shared {
             return;
         }
         // Encode (and CRC) the frame before taking the lock: the critical section is a copy.
-        if let Payload::Dma(d) = &rec.payload {
-            // The hot path: the whole frame on the stack.
-            self.append(&dma_frame(rec.t_ns, d, self.cfg.frame_crc));
-            return;
+        // The hot paths (every transfer, every command): the whole frame on the stack.
+        match &rec.payload {
+            Payload::Dma(d) => return self.append(&dma_frame(rec.t_ns, d, self.cfg.frame_crc)),
+            Payload::Event { endpoint, event } => {
+                if let Some(f) = command_done_frame(rec.t_ns, *endpoint, event, self.cfg.frame_crc) {
+                    return self.append(&f);
+                }
+            }
         }
         let encode = |frame: &mut Vec<u8>| {
             frame.clear();
             encode_frame(rec, self.cfg.frame_crc, frame);
-            self.append(frame);
+            self.append_slice(frame);
         };
         let done = SCRATCH
             .try_with(|scratch| scratch.try_borrow_mut().map(|mut frame| encode(&mut frame)).is_ok())
@@ -328,7 +332,13 @@ impl Shared {
         }
     }
 
-    fn append(&self, frame: &[u8]) {
+    /// Generic over the frame size so that the hot paths' copies have a constant length.
+    fn append<const N: usize>(&self, frame: &[u8; N]) {
+        self.append_slice(frame);
+    }
+
+    #[inline(always)]
+    fn append_slice(&self, frame: &[u8]) {
         let mut st = self.lock_state();
         if self.stopped.load(Relaxed) {
             self.dropped.fetch_add(1, Relaxed);
