@@ -1,13 +1,14 @@
 //! The recording hook's sink: a [`Recorder`] per endpoint writing `<dir>/ep<N>.phyrtrace`.
 //!
-//! Cost model on the DMA path: [`Recorder::record`] encodes the frame on the stack (a few
-//! dozen stores plus a CRC32C over 64 bytes), then copies it into a shared in-memory buffer
-//! under an uncontended mutex, and returns; timestamps come from [`TraceClock`] (the TSC where
-//! the kernel's clocksource is the TSC). Measured per 64 KiB COPY (~4.7 records) in
-//! `cargo bench -p phyr-device`: about +550..+620 ns of device CPU on a loaded 2-core VM,
-//! writer thread included. A writer thread per file swaps the buffer out and `write`s it
-//! whole, every `flush_interval` (100 ms) or as soon as `flush_threshold` bytes are pending.
-//! Frames are appended whole and in order,
+//! Cost model on the DMA path: [`Recorder::record`] encodes the frame on the stack (eight
+//! words composed in registers), copies it into a shared in-memory buffer under an
+//! uncontended mutex, and returns; timestamps come from [`TraceClock`] (the TSC where the
+//! kernel's clocksource is the TSC). A writer thread per file swaps the buffer out, fills in
+//! the frame CRCs (so they cost the DMA path nothing) and `write`s it whole, every
+//! `flush_interval` (100 ms) or as soon as `flush_threshold` bytes are pending. Measured per
+//! 64 KiB COPY (about five records, 340 bytes) in `cargo bench -p phyr-device` on a 2-core VM:
+//! about +350 ns of device CPU, of which ~140 ns on the writer thread.
+//! Frames are appended whole and in order, and reach the file whole (CRC filled in),
 //! so a process killed at any instant leaves a file readable up to its last written frame;
 //! at most the last `flush_interval` of records is lost to SIGKILL, none to SIGTERM if the
 //! device calls [`Recorder::flush`] (dropping the last clone flushes too).
@@ -30,7 +31,8 @@ use std::time::Duration;
 use std::time::Instant;
 
 use crate::clock::TraceClock;
-use crate::format::{command_done_frame, dma_frame, encode_frame, Header, HEADER_LEN};
+use crate::crc::frame_crc;
+use crate::format::{command_done_frame, dma_frame, encode_frame, Header, FRAME_HEADER_LEN, HEADER_LEN};
 use crate::record::{Event, Payload, Record};
 
 /// Size of the `Event::Dropped` marker frame (8-byte frame header + 24-byte body).
@@ -289,6 +291,20 @@ impl Drop for Handle {
     }
 }
 
+/// Fills in the frame CRCs of whole frames laid back to back (a swapped-out buffer, before
+/// it is written). Frames are buffered without their CRC: computing it here, on the writer
+/// thread, keeps it off the recording (DMA) path.
+fn seal_frames(buf: &mut [u8]) {
+    let mut at = 0;
+    while at + FRAME_HEADER_LEN <= buf.len() {
+        let body = u32::from_le_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]) as usize;
+        let end = (at + FRAME_HEADER_LEN + body).min(buf.len());
+        let crc = frame_crc(&buf[at + FRAME_HEADER_LEN..end]);
+        buf[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
+        at = end;
+    }
+}
+
 thread_local! {
     /// Per-thread frame buffer for [`Shared::record`] (no allocation per record).
     static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -311,16 +327,16 @@ impl Shared {
         // Encode (and CRC) the frame before taking the lock: the critical section is a copy.
         // The hot paths (every transfer, every command): the whole frame on the stack.
         match &rec.payload {
-            Payload::Dma(d) => return self.append(&dma_frame(rec.t_ns, d, self.cfg.frame_crc)),
+            Payload::Dma(d) => return self.append(&dma_frame(rec.t_ns, d, false)),
             Payload::Event { endpoint, event } => {
-                if let Some(f) = command_done_frame(rec.t_ns, *endpoint, event, self.cfg.frame_crc) {
+                if let Some(f) = command_done_frame(rec.t_ns, *endpoint, event, false) {
                     return self.append(&f);
                 }
             }
         }
         let encode = |frame: &mut Vec<u8>| {
             frame.clear();
-            encode_frame(rec, self.cfg.frame_crc, frame);
+            encode_frame(rec, false, frame);
             self.append_slice(frame);
         };
         let done = SCRATCH
@@ -354,7 +370,7 @@ impl Shared {
             self.stopped.store(true, Relaxed);
             self.dropped.fetch_add(1, Relaxed);
             let marker = MarkerPos { offset: st.committed, t_ns: self.clock.now_ns() };
-            encode_frame(&self.marker_record(marker, 1), self.cfg.frame_crc, &mut st.buf);
+            encode_frame(&self.marker_record(marker, 1), false, &mut st.buf);
             st.committed += MARKER_LEN;
             st.marker = Some(marker);
             st.flush_wanted = true;
@@ -398,7 +414,7 @@ impl Shared {
                 if !self.stopped.load(Relaxed) && st.committed + 2 * MARKER_LEN <= self.cfg.max_bytes {
                     let m = MarkerPos { offset: st.committed, t_ns: self.clock.now_ns() };
                     let rec = self.marker_record(m, lost);
-                    encode_frame(&rec, self.cfg.frame_crc, &mut st.buf);
+                    encode_frame(&rec, false, &mut st.buf);
                     st.committed += MARKER_LEN;
                 } else {
                     self.dropped.fetch_add(lost, Relaxed);
@@ -406,6 +422,9 @@ impl Shared {
             }
             (std::mem::replace(&mut st.buf, spare), st.marker)
         };
+        if self.cfg.frame_crc {
+            seal_frames(&mut buf);
+        }
         let result = sink.file.write_all(&buf);
         let at = sink.pos;
         let written = buf.len() as u64;
