@@ -103,7 +103,7 @@ fn main() {
     drop(on);
     let no_crc = TraceConfig { frame_crc: false, ..cfg.clone() };
     let off = Recorder::create(&dir, 1, &no_crc, &clock).expect("create trace");
-    bench_recorder("enabled, frame CRC off, 1 thread", &off, 1);
+    bench_recorder("enabled, frame CRC off (writer-side), 1 thread", &off, 1);
     drop(off);
     let full_cfg = TraceConfig { max_bytes: 4096, ..cfg };
     let full = Recorder::create(&dir, 2, &full_cfg, &clock).expect("create trace");
