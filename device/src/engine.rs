@@ -610,7 +610,7 @@ impl Exec<'_> {
                     // into the result: the bytes are read once.
                     Piece::Raw(raw) if self.hook.wants_crc() => {
                         let own = raw.crc32c(0);
-                        crc = crc32c::crc32c_combine(crc, own, raw.len());
+                        crc = crate::kernels::crc32c_combine(crc, own, raw.len() as u64);
                         data = Some(Data::Crc(own));
                     }
                     Piece::Raw(raw) => crc = raw.crc32c(crc),

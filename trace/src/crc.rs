@@ -31,8 +31,8 @@ pub(crate) fn frame_crc(body: &[u8]) -> u32 {
     crc32c::crc32c(body)
 }
 
-/// [`frame_crc`] of a body given as little-endian words (the DMA record's hot path: the
-/// words are checksummed from registers, never re-read from memory).
+/// [`frame_crc`] of a body given as little-endian words, checksummed from registers (never
+/// re-read from memory right after being stored); used by `format::dma_frame` with CRC on.
 #[inline]
 pub(crate) fn frame_crc_words(words: &[u64]) -> u32 {
     #[cfg(target_arch = "x86_64")]

@@ -182,9 +182,10 @@ pub fn encode_frame(rec: &Record, frame_crc: bool, out: &mut Vec<u8>) -> usize {
 pub const DMA_FRAME_LEN: usize = FRAME_HEADER_LEN + DMA_BODY_LEN;
 
 /// The frame of a DMA record, built on the stack (the recorder's hot path; same bytes as
-/// [`encode_frame`]). The body is composed as eight little-endian words in registers and
-/// checksummed from them: checksumming freshly stored bytes would stall on every 8-byte load
-/// of narrower stores (store-to-load forwarding), which cost as much as the rest of a record.
+/// [`encode_frame`]). The body is composed as eight little-endian words in registers (storing
+/// it field by field cost ~25 ns), and with `frame_crc` checksummed from those words:
+/// checksumming freshly stored bytes would stall on store-to-load forwarding. The recorder
+/// itself passes `frame_crc = false` and leaves the CRC to its writer thread.
 #[inline]
 pub fn dma_frame(t_ns: u64, d: &DmaRecord, frame_crc: bool) -> [u8; DMA_FRAME_LEN] {
     words_frame(&dma_words(t_ns, d), frame_crc)
@@ -196,7 +197,12 @@ pub const COMMAND_DONE_FRAME_LEN: usize = FRAME_HEADER_LEN + 32;
 /// The frame of a `CommandDone` event (once per command: the recorder's other hot path; same
 /// bytes as [`encode_frame`]).
 #[inline]
-pub fn command_done_frame(t_ns: u64, endpoint: u16, done: &Event, frame_crc: bool) -> Option<[u8; COMMAND_DONE_FRAME_LEN]> {
+pub fn command_done_frame(
+    t_ns: u64,
+    endpoint: u16,
+    done: &Event,
+    frame_crc: bool,
+) -> Option<[u8; COMMAND_DONE_FRAME_LEN]> {
     match *done {
         Event::CommandDone { queue, command_id, opcode, status, result } => {
             let words = [

@@ -298,6 +298,7 @@ fn seal_frames(buf: &mut [u8]) {
     let mut at = 0;
     while at + FRAME_HEADER_LEN <= buf.len() {
         let body = u32::from_le_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]) as usize;
+        debug_assert!(at + FRAME_HEADER_LEN + body <= buf.len(), "buffer holds whole frames only");
         let end = (at + FRAME_HEADER_LEN + body).min(buf.len());
         let crc = frame_crc(&buf[at + FRAME_HEADER_LEN..end]);
         buf[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
@@ -324,7 +325,8 @@ impl Shared {
             self.dropped.fetch_add(1, Relaxed);
             return;
         }
-        // Encode (and CRC) the frame before taking the lock: the critical section is a copy.
+        // Encode the frame before taking the lock (its CRC is left to the writer thread, see
+        // `seal_frames`): the critical section is a copy.
         // The hot paths (every transfer, every command): the whole frame on the stack.
         match &rec.payload {
             Payload::Dma(d) => return self.append(&dma_frame(rec.t_ns, d, false)),
