@@ -136,7 +136,7 @@ fn simd() -> bool {
 /// `[src, src + n)` must be valid for reads and `[dst, dst + n)` for writes.
 pub unsafe fn copy(src: *const u8, dst: *mut u8, n: usize) {
     #[cfg(target_arch = "x86_64")]
-    if (dst as usize) % 32 != 0 && !overlap(src, dst, n) && std::arch::is_x86_feature_detected!("avx2") {
+    if !(dst as usize).is_multiple_of(32) && !overlap(src, dst, n) && std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: AVX2 is present; the caller's contract covers the spans; no overlap.
         unsafe { copy_avx2(src, dst, n) };
         return;
