@@ -325,9 +325,9 @@ impl Shared {
             self.dropped.fetch_add(1, Relaxed);
             return;
         }
-        // Encode the frame before taking the lock (its CRC is left to the writer thread, see
-        // `seal_frames`): the critical section is a copy.
-        // The hot paths (every transfer, every command): the whole frame on the stack.
+        // Encode the frame before taking the lock, so the critical section is a copy; its CRC
+        // is left to the writer thread (`seal_frames`). The hot paths (every transfer, every
+        // command) build the whole frame on the stack.
         match &rec.payload {
             Payload::Dma(d) => return self.append(&dma_frame(rec.t_ns, d, false)),
             Payload::Event { endpoint, event } => {
