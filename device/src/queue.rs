@@ -273,7 +273,6 @@ pub fn process(run: &mut QueueRun, q: &QueueShared, ctx: &QueueCtx<'_>) -> Progr
         }
     };
     let mut done = [Completion::ok(0, Status::SUCCESS, 0); BATCH as usize];
-    let mut opcodes = [0u8; BATCH as usize];
     let mut k = 0usize;
     for chunk in sq_bytes.chunks_exact(COMMAND_SIZE) {
         if k > 0 && q.abort.load(Relaxed) != 0 {
@@ -290,25 +289,22 @@ pub fn process(run: &mut QueueRun, q: &QueueShared, ctx: &QueueCtx<'_>) -> Progr
             abort: &abort,
         };
         let mut c = exec.run(&cmd);
+        // Recorded as the command ends (not after the batch: a batch of 64 would stamp the
+        // first command's end many microseconds late), whether or not its completion can be
+        // posted.
+        ctx.hook.event(|| phyr_trace::Event::CommandDone {
+            queue: ctx.queue,
+            command_id: c.command_id,
+            opcode: cmd.opcode,
+            status: c.status,
+            result: c.result,
+        });
         run.sq_head = (run.sq_head + 1) & (cfg.sq_size - 1);
         c.sq_head = run.sq_head as u16;
         done[k] = c;
-        opcodes[k] = cmd.opcode;
         k += 1;
     }
     let k = k as u32;
-    // Recorded whether or not the completion can be posted.
-    if ctx.hook.enabled() {
-        for (c, op) in done[..k as usize].iter().zip(opcodes) {
-            ctx.hook.event(|| phyr_trace::Event::CommandDone {
-                queue: ctx.queue,
-                command_id: c.command_id,
-                opcode: op,
-                status: c.status,
-                result: c.result,
-            });
-        }
-    }
     if !wait_for_bus_master(q, ctx.bus_master) {
         // Reset or disabled while Bus Master is clear (Linux clears it around a
         // VFIO_DEVICE_RESET): the completions cannot be written; the queue is gone anyway.

@@ -8,6 +8,7 @@ use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use common::*;
+use phyr_device::{FleetConfig, TraceSettings};
 use dma_range::regs::*;
 use dma_range::{encode_chained, AddrSpace, Command, DmaRange, Opcode, Status};
 use vfio_user::pci_irq;
@@ -212,4 +213,56 @@ fn list_living_in_own_bar2_written_by_the_guest_cpu() {
     let head = Command::list_head(AddrSpace::Bus, bar2_bus(0) + 0x8000, 2);
     let c = q.run(e, &Command::new(Opcode::Crc32c, 1, head, DmaRange::default()));
     assert_eq!((c.status(), c.result), (Some(Status::SUCCESS), u64::from(crc32c::crc32c(&d))));
+}
+
+#[test]
+fn command_done_is_recorded_as_each_command_of_a_batch_ends() {
+    use phyr_trace::{Event, Payload};
+    let trace = tmpdir("done-order");
+    let cfg = FleetConfig {
+        endpoints: 1,
+        bar2_size: 4 << 20,
+        trace: Some(TraceSettings { dir: trace.clone(), data_crc: true }),
+        ..Default::default()
+    };
+    let r = rig_with(cfg, 16 << 20);
+    let e = &r.eps[0];
+    let mut q = QueueDrv::new(e, 0, 16, 0);
+    e.put(data(0), &pattern(200_000, 9));
+    let src = e.list(lists(0), &[iova(data(0), 200_000)]);
+    let dst = e.list(lists(0x100), &[iova(data(0x10_0000), 200_000)]);
+    // Four commands behind one doorbell: the device runs them as one batch.
+    for id in 1..=4 {
+        q.push(e, &Command::new(Opcode::Copy, id, src, dst));
+    }
+    q.ring(e);
+    for _ in 0..4 {
+        assert_eq!(q.wait(e).status(), Some(Status::SUCCESS));
+    }
+    drop(r); // flushes the trace
+    let t = phyr_trace::read_bytes(&std::fs::read(trace.join("ep0.phyrtrace")).unwrap()).unwrap();
+    // (command id, is CommandDone, t_ns) of queue 0's records, ring entries aside.
+    let seq: Vec<(u16, bool, u64)> = t
+        .records
+        .iter()
+        .filter_map(|(_, rec)| match &rec.payload {
+            Payload::Dma(d) if d.queue == 0 && d.list != 3 => Some((d.command_id, false, rec.t_ns)),
+            Payload::Event { event: Event::CommandDone { command_id, .. }, .. } => Some((*command_id, true, rec.t_ns)),
+            _ => None,
+        })
+        .collect();
+    // Each command's transfers, then its CommandDone, then the next command's: in file order
+    // and in time.
+    let ids: Vec<u16> = seq.iter().map(|s| s.0).collect();
+    let mut want = ids.clone();
+    want.sort();
+    assert_eq!(ids, want, "{seq:?}");
+    for w in seq.windows(2) {
+        assert!(w[0].2 <= w[1].2, "time goes back: {w:?}");
+        if w[0].0 != w[1].0 {
+            assert!(w[0].1 && !w[1].1, "command {} ends with its CommandDone: {seq:?}", w[0].0);
+        }
+    }
+    assert_eq!(seq.iter().filter(|s| s.1).count(), 4);
+    let _ = std::fs::remove_dir_all(trace);
 }

@@ -42,6 +42,8 @@
 //!   tag 8 Error         16 u16 n  18 [u8; n] UTF-8 message (n <= MAX_MESSAGE)  (18 + n)
 //!   tag 9 Dropped       16 u64 records                                         (24 bytes)
 //! ```
+//! `CommandDone` is stamped as the command's execution ends: after its last transfer, before
+//! the next command of its queue, before its completion entry is written.
 //!
 //! Frames are written whole and appended in order, so a writer killed at any instant leaves a
 //! file whose last frame may be cut short; the reader reports such a tail instead of failing.
