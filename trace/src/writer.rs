@@ -506,6 +506,20 @@ mod tests {
     }
 
     #[test]
+    fn sealing_fills_in_the_crc_of_every_frame() {
+        let records = sample_records();
+        for k in 0..=records.len() {
+            let (mut open, mut sealed) = (Vec::new(), Vec::new());
+            for r in &records[..k] {
+                encode_frame(r, false, &mut open);
+                encode_frame(r, true, &mut sealed);
+            }
+            seal_frames(&mut open);
+            assert_eq!(open, sealed, "{k} frames");
+        }
+    }
+
+    #[test]
     fn disabled_recorder_does_nothing() {
         let rec = Recorder::disabled();
         assert!(!rec.is_enabled() && !rec.wants_crc());
