@@ -290,7 +290,7 @@ fn trace_table() {
             .sum()
     };
     assert!(rigs.iter().any(|rig| !rig.5.is_empty()), "no device threads found");
-    // Commands per device_gbps call: 2 warm-up + 5 timed runs (9 interleaved rounds of those).
+    // Commands per device_gbps call: 2 warm-up + 5 timed runs (ROUNDS interleaved rounds of those).
     let cmds = (2 + 5 * iters(size)) as f64;
     // Interleaved rounds, best of each: the three configurations see the same machine load.
     let mut best = [0f64; 3];
@@ -299,7 +299,8 @@ fn trace_table() {
     // Per round, each traced configuration against the untraced one of the same round: the
     // median of these paired ratios is less at the mercy of one lucky or unlucky round.
     let mut paired: [Vec<f64>; 3] = Default::default();
-    for _ in 0..9 {
+    const ROUNDS: usize = 15;
+    for _ in 0..ROUNDS {
         let mut round = [0f64; 3];
         for (i, (r, q, sh, dh, _, dev)) in rigs.iter_mut().enumerate() {
             let (c0, w0) = (cpu(dev), writer(dev));
@@ -318,27 +319,31 @@ fn trace_table() {
             paired[i].push(round[i] / round[0]);
         }
     }
-    let median = |v: &mut Vec<f64>| {
+    // Median and quartiles of the paired ratios, as percent changes.
+    let quartiles = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
-        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+        let at = |q: usize| (v.get(q * (v.len() - 1) / 4).copied().unwrap_or(f64::NAN) - 1.0) * 100.0;
+        (at(2), at(1), at(3))
     };
     for (r, _, _, _, dir, _) in rigs {
         drop(r);
         let _ = std::fs::remove_dir_all(&dir);
     }
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!("Tracing cost, COPY 64 KiB IOVA->IOVA (9 interleaved rounds: best of each, and the median of per-round");
-    println!("ratios to the untraced run of the same round; target: on costs < 10%)");
-    println!("{:>26} {:>8} {:>9} {:>12}  {:>22}", "", "GB/s", "vs off", "paired med.", "device CPU per command");
-    println!("{:>26} {:>8.2} {:>9} {:>12}  {:>10.0} ns", "tracing off", best[0], "", "", best_cpu[0]);
+    println!("Tracing cost, COPY 64 KiB IOVA->IOVA ({ROUNDS} interleaved rounds: best of each; the median and quartiles of");
+    println!("per-round ratios to the untraced run of the same round; target: on costs < 10%)");
+    println!("{:>26} {:>8} {:>8} {:>22}  {:>22}", "", "GB/s", "vs off", "paired med. [q1, q3]", "device CPU per command");
+    println!("{:>26} {:>8.2} {:>8} {:>22}  {:>10.0} ns", "tracing off", best[0], "", "", best_cpu[0]);
     for (i, name) in [(1, "tracing on, no data CRC"), (2, "tracing on, data CRC32C")] {
-        let med = median(&mut paired[i]);
+        let (med, q1, q3) = quartiles(&mut paired[i]);
         println!(
-            "{:>26} {:>8.2} {:>+8.1}% {:>+11.1}%  {:>10.0} ns ({:+.0} ns, {:+.1}%; trace writer thread {:.0} ns)",
+            "{:>26} {:>8.2} {:>+7.1}% {:>+7.1}% [{:+.1}, {:+.1}]  {:>10.0} ns ({:+.0} ns, {:+.1}%; trace writer thread {:.0} ns)",
             name,
             best[i],
             (best[i] / best[0] - 1.0) * 100.0,
-            (med - 1.0) * 100.0,
+            med,
+            q1,
+            q3,
             best_cpu[i],
             best_cpu[i] - best_cpu[0],
             (best_cpu[i] / best_cpu[0] - 1.0) * 100.0,
