@@ -263,6 +263,11 @@ fn trace_table() {
     // late is attributed to the rig that was just running, and that round's CPU sample is
     // skipped (it missed the thread's start).
     let mut seen: Vec<i32> = threads().into_iter().map(|(t, _)| t).collect();
+    // The copied buffers live in one memfd that every rig maps at SHARED_IOVA: each rig's own
+    // guest RAM lands on different physical pages, and that alone moved whole runs by +-10%
+    // (one rig's cache-unlucky pages read as a tracing cost or a tracing gain).
+    const SHARED_IOVA: u64 = 0x2_0000_0000;
+    let shared = vfio_user::memfd("bench-shared", 8 * MIB).unwrap();
     for (trace, crc) in [(false, false), (true, false), (true, true)] {
         let dir = tmpdir("bench-trace");
         let cfg = FleetConfig {
@@ -271,13 +276,14 @@ fn trace_table() {
             trace: trace.then(|| TraceSettings { dir: dir.clone(), data_crc: crc }),
             ..Default::default()
         };
-        let r = rig_with(cfg, 128 * MIB);
+        let r = rig_with(cfg, 16 * MIB);
         let q = QueueDrv::new(&r.eps[0], 0, 64, QCTRL_POLL);
         // The device's threads of this rig (queue workers, trace writer): their CPU time per
         // command is the device-side cost, much less sensitive to machine load than GB/s.
         let dev = new_device_threads(&mut seen);
-        let sh = r.eps[0].list(lists(0), &[iova(RAM_IOVA + SRC_OFF, size as u32)]);
-        let dh = r.eps[0].list(lists(0x100), &[iova(RAM_IOVA + 64 * MIB, size as u32)]);
+        r.eps[0].dma_map_fd(SHARED_IOVA, 8 * MIB, shared.as_fd());
+        let sh = r.eps[0].list(lists(0), &[iova(SHARED_IOVA, size as u32)]);
+        let dh = r.eps[0].list(lists(0x100), &[iova(SHARED_IOVA + 4 * MIB, size as u32)]);
         rigs.push((r, q, sh, dh, dir, dev));
     }
     let cpu = |dev: &[i32]| dev.iter().map(|&t| thread_cpu_ns(t)).sum::<u64>();

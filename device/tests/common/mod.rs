@@ -104,6 +104,12 @@ impl Ep {
         v
     }
 
+    /// Maps `size` bytes of `fd` at `iova` for DMA too (memory shared between rigs).
+    #[allow(dead_code)] // used by the bench
+    pub fn dma_map_fd(&self, iova: u64, size: u64, fd: std::os::fd::BorrowedFd<'_>) {
+        self.client.dma_map(iova, size, fd, 0, true, true).unwrap();
+    }
+
     /// Writes a single-block list into guest RAM and returns its head.
     pub fn list(&self, iova: u64, segs: &[DmaRange]) -> DmaRange {
         let bytes: Vec<u8> = segs.iter().flat_map(|s| s.to_bytes()).collect();
