@@ -13,7 +13,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::process::{Command as Proc, Stdio};
 use std::time::{Duration, Instant};
 
@@ -256,38 +256,65 @@ fn new_device_threads(seen: &mut Vec<i32>) -> Vec<i32> {
     new
 }
 
+/// One tracing configuration's rig for `trace_table`.
+struct TraceRig {
+    r: Rig,
+    q: QueueDrv,
+    src: DmaRange,
+    dst: DmaRange,
+    dir: std::path::PathBuf,
+    /// The rig's device threads (queue workers, trace writer).
+    dev: Vec<i32>,
+}
+
+/// The three configurations of `trace_table`: (tracing, data CRC).
+const TRACE_CONFIGS: [(bool, bool); 3] = [(false, false), (true, false), (true, true)];
+
+/// A fresh rig per configuration. The copied buffers live in `shared`, a memfd every rig maps
+/// at the same IOVA: each rig's own guest RAM lands on different physical pages, and that
+/// alone moved whole runs by +-10%.
+fn trace_rigs(shared: &OwnedFd, seen: &mut Vec<i32>) -> Vec<TraceRig> {
+    const SHARED_IOVA: u64 = 0x2_0000_0000;
+    let size = 64 * KIB as u32;
+    TRACE_CONFIGS
+        .iter()
+        .map(|&(trace, crc)| {
+            let dir = tmpdir("bench-trace");
+            let cfg = FleetConfig {
+                endpoints: 1,
+                bar2_size: 4 * MIB,
+                trace: trace.then(|| TraceSettings { dir: dir.clone(), data_crc: crc }),
+                ..Default::default()
+            };
+            let r = rig_with(cfg, 16 * MIB);
+            let q = QueueDrv::new(&r.eps[0], 0, 64, QCTRL_POLL);
+            let dev = new_device_threads(seen);
+            r.eps[0].dma_map_fd(SHARED_IOVA, 8 * MIB, shared.as_fd());
+            let src = r.eps[0].list(lists(0), &[iova(SHARED_IOVA, size)]);
+            let dst = r.eps[0].list(lists(0x100), &[iova(SHARED_IOVA + 4 * MIB, size)]);
+            TraceRig { r, q, src, dst, dir, dev }
+        })
+        .collect()
+}
+
+/// Median and quartiles of `v`.
+fn quartiles(v: &mut [f64]) -> (f64, f64, f64) {
+    v.sort_by(f64::total_cmp);
+    let at = |q: usize| v.get(q * (v.len().max(1) - 1) / 4).copied().unwrap_or(f64::NAN);
+    (at(2), at(1), at(3))
+}
+
 fn trace_table() {
+    const SETS: usize = 3;
+    const ROUNDS: usize = 7;
     let size = 64 * KIB;
-    let mut rigs = Vec::new();
     // Threads already attributed (the bench's own, earlier rigs'); a device thread spawned
     // late is attributed to the rig that was just running, and that round's CPU sample is
     // skipped (it missed the thread's start).
     let mut seen: Vec<i32> = threads().into_iter().map(|(t, _)| t).collect();
-    // The copied buffers live in one memfd that every rig maps at SHARED_IOVA: each rig's own
-    // guest RAM lands on different physical pages, and that alone moved whole runs by +-10%
-    // (one rig's cache-unlucky pages read as a tracing cost or a tracing gain).
-    const SHARED_IOVA: u64 = 0x2_0000_0000;
     let shared = vfio_user::memfd("bench-shared", 8 * MIB).unwrap();
-    for (trace, crc) in [(false, false), (true, false), (true, true)] {
-        let dir = tmpdir("bench-trace");
-        let cfg = FleetConfig {
-            endpoints: 1,
-            bar2_size: 4 * MIB,
-            trace: trace.then(|| TraceSettings { dir: dir.clone(), data_crc: crc }),
-            ..Default::default()
-        };
-        let r = rig_with(cfg, 16 * MIB);
-        let q = QueueDrv::new(&r.eps[0], 0, 64, QCTRL_POLL);
-        // The device's threads of this rig (queue workers, trace writer): their CPU time per
-        // command is the device-side cost, much less sensitive to machine load than GB/s.
-        let dev = new_device_threads(&mut seen);
-        r.eps[0].dma_map_fd(SHARED_IOVA, 8 * MIB, shared.as_fd());
-        let sh = r.eps[0].list(lists(0), &[iova(SHARED_IOVA, size as u32)]);
-        let dh = r.eps[0].list(lists(0x100), &[iova(SHARED_IOVA + 4 * MIB, size as u32)]);
-        rigs.push((r, q, sh, dh, dir, dev));
-    }
     let cpu = |dev: &[i32]| dev.iter().map(|&t| thread_cpu_ns(t)).sum::<u64>();
-    // The trace writer thread's part (it runs beside the DMA path, on the other core).
+    // The trace writer thread's part (it runs beside the DMA path).
     let writer = |dev: &[i32]| -> u64 {
         let names = threads();
         dev.iter()
@@ -295,65 +322,74 @@ fn trace_table() {
             .map(|&t| thread_cpu_ns(t))
             .sum()
     };
-    assert!(rigs.iter().any(|rig| !rig.5.is_empty()), "no device threads found");
-    // Commands per device_gbps call: 2 warm-up + 5 timed runs (ROUNDS interleaved rounds of those).
+    // Commands per device_gbps call: 2 warm-up + 5 timed runs.
     let cmds = (2 + 5 * iters(size)) as f64;
-    // Interleaved rounds, best of each: the three configurations see the same machine load.
-    let mut best = [0f64; 3];
-    let mut best_cpu = [f64::MAX; 3];
-    let mut writer_cpu = [0f64; 3];
-    // Per round, each traced configuration against the untraced one of the same round: the
-    // median of these paired ratios is less at the mercy of one lucky or unlucky round.
+    // Per round: GB/s, device CPU and writer CPU per command of each configuration, and each
+    // traced configuration's ratio to the untraced run of the same round.
+    let mut gbps: [Vec<f64>; 3] = Default::default();
+    let mut dev_cpu: [Vec<f64>; 3] = Default::default();
+    let mut writer_cpu: [Vec<f64>; 3] = Default::default();
     let mut paired: [Vec<f64>; 3] = Default::default();
-    const ROUNDS: usize = 15;
-    for _ in 0..ROUNDS {
-        let mut round = [0f64; 3];
-        for (i, (r, q, sh, dh, _, dev)) in rigs.iter_mut().enumerate() {
-            let (c0, w0) = (cpu(dev), writer(dev));
-            round[i] = device_gbps(&r.eps[0], q, *sh, *dh, size);
-            best[i] = best[i].max(round[i]);
-            let (c1, w1) = (cpu(dev), writer(dev));
-            let late = new_device_threads(&mut seen);
-            let per_cmd = c1.saturating_sub(c0) as f64 / cmds;
-            if late.is_empty() && !dev.is_empty() && per_cmd < best_cpu[i] {
-                best_cpu[i] = per_cmd;
-                writer_cpu[i] = w1.saturating_sub(w0) as f64 / cmds;
+    let mut set_medians: [Vec<f64>; 3] = Default::default();
+    // Fresh rigs per set (the rigs themselves vary), interleaved rounds within a set (the
+    // three configurations see the same machine load), the order rotated every round.
+    for _ in 0..SETS {
+        let mut rigs = trace_rigs(&shared, &mut seen);
+        assert!(rigs.iter().any(|rig| !rig.dev.is_empty()), "no device threads found");
+        let mut in_set: [Vec<f64>; 3] = Default::default();
+        for round in 0..ROUNDS {
+            let mut got = [0f64; 3];
+            for k in 0..3 {
+                let i = (round + k) % 3;
+                let t = &mut rigs[i];
+                let (c0, w0) = (cpu(&t.dev), writer(&t.dev));
+                got[i] = device_gbps(&t.r.eps[0], &mut t.q, t.src, t.dst, size);
+                let (c1, w1) = (cpu(&t.dev), writer(&t.dev));
+                let late = new_device_threads(&mut seen);
+                if late.is_empty() && !t.dev.is_empty() {
+                    dev_cpu[i].push(c1.saturating_sub(c0) as f64 / cmds);
+                    writer_cpu[i].push(w1.saturating_sub(w0) as f64 / cmds);
+                }
+                t.dev.extend(late);
+                gbps[i].push(got[i]);
             }
-            dev.extend(late);
+            for i in 1..3 {
+                paired[i].push(got[i] / got[0]);
+                in_set[i].push(got[i] / got[0]);
+            }
         }
         for i in 1..3 {
-            paired[i].push(round[i] / round[0]);
+            set_medians[i].push(quartiles(&mut in_set[i]).0);
+        }
+        for t in rigs {
+            drop(t.r);
+            let _ = std::fs::remove_dir_all(&t.dir);
         }
     }
-    // Median and quartiles of the paired ratios, as percent changes.
-    let quartiles = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        let at = |q: usize| (v.get(q * (v.len() - 1) / 4).copied().unwrap_or(f64::NAN) - 1.0) * 100.0;
-        (at(2), at(1), at(3))
-    };
-    for (r, _, _, _, dir, _) in rigs {
-        drop(r);
-        let _ = std::fs::remove_dir_all(&dir);
-    }
+    let pct = |r: f64| (r - 1.0) * 100.0;
+    let med = |v: &mut Vec<f64>| quartiles(v).0;
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!("Tracing cost, COPY 64 KiB IOVA->IOVA ({ROUNDS} interleaved rounds: best of each; the median and quartiles of");
-    println!("per-round ratios to the untraced run of the same round; target: on costs < 10%)");
-    println!("{:>26} {:>8} {:>8} {:>22}  {:>22}", "", "GB/s", "vs off", "paired med. [q1, q3]", "device CPU per command");
-    println!("{:>26} {:>8.2} {:>8} {:>22}  {:>10.0} ns", "tracing off", best[0], "", "", best_cpu[0]);
+    println!("Tracing cost, COPY 64 KiB IOVA->IOVA ({SETS} sets of fresh rigs x {ROUNDS} interleaved rounds; medians over rounds,");
+    println!("each traced round against the untraced run of the same round; target: on costs < 10%)");
+    println!("{:>26} {:>8} {:>22} {:>22}  {:>22}", "", "GB/s", "paired med. [q1, q3]", "median per set", "device CPU per command");
+    let cpu0 = med(&mut dev_cpu[0]);
+    println!("{:>26} {:>8.2} {:>22} {:>22}  {:>10.0} ns", "tracing off", med(&mut gbps[0]), "", "", cpu0);
     for (i, name) in [(1, "tracing on, no data CRC"), (2, "tracing on, data CRC32C")] {
-        let (med, q1, q3) = quartiles(&mut paired[i]);
+        let (m, q1, q3) = quartiles(&mut paired[i]);
+        let sets: Vec<String> = set_medians[i].iter().map(|&r| format!("{:+.1}", pct(r))).collect();
+        let c = med(&mut dev_cpu[i]);
         println!(
-            "{:>26} {:>8.2} {:>+7.1}% {:>+7.1}% [{:+.1}, {:+.1}]  {:>10.0} ns ({:+.0} ns, {:+.1}%; trace writer thread {:.0} ns)",
+            "{:>26} {:>8.2} {:>+7.1}% [{:+.1}, {:+.1}] {:>22}  {:>10.0} ns ({:+.0} ns, {:+.1}%; trace writer thread {:.0} ns)",
             name,
-            best[i],
-            (best[i] / best[0] - 1.0) * 100.0,
-            med,
-            q1,
-            q3,
-            best_cpu[i],
-            best_cpu[i] - best_cpu[0],
-            (best_cpu[i] / best_cpu[0] - 1.0) * 100.0,
-            writer_cpu[i]
+            med(&mut gbps[i]),
+            pct(m),
+            pct(q1),
+            pct(q3),
+            sets.join(" "),
+            c,
+            c - cpu0,
+            pct(c / cpu0),
+            med(&mut writer_cpu[i])
         );
     }
     kernel_rows();
