@@ -2,11 +2,11 @@
 //! client (memfd guest RAM, POLL-mode shadow doorbells so no socket message per command),
 //! printed as tables:
 //! - COPY throughput for 4 KiB .. 64 MiB, IOVA->BAR, BAR->IOVA, IOVA->IOVA, BUS->BUS, as a
-//!   ratio to a single-thread memcpy of the same size measured in the same run;
+//!   ratio to a single-thread memcpy of the same buffers, paired per round on the same CPU;
 //! - COPY 64 KiB to destinations that are not 32-byte aligned, device vs glibc memcpy;
 //! - small-command rate (NOP and 64-byte COPY) in POLL mode;
-//! - tracing off vs on (without and with data CRC) at 64 KiB, as GB/s and as device CPU time
-//!   per command (the latter is much less sensitive to a loaded machine);
+//! - tracing off vs on (without and with data CRC) at 64 KiB: paired per-round ratios over
+//!   three sets of fresh rigs, and device CPU time per command;
 //! - device RSS (the real `phyr-device` binary) against its BAR sizes.
 
 #[path = "../tests/common/mod.rs"]
