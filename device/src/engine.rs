@@ -255,12 +255,12 @@ impl Exec<'_> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn record_with(&self, list: ListKind, seg: usize, r: &DmaRange, dir: Dir, p: Piece, addr: u64, t: Target, t0: u64, data: Option<Data<'_>>) {
+    fn record_with(&self, list: ListKind, seg: usize, r: &DmaRange, dir: Dir, p: Piece, addr: u64, t: Target, t0: u64, data: Option<Data>) {
         self.hook.dma(&self.txn(list, seg, r, dir, p, addr, t, t0, data));
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn txn<'d>(&self, list: ListKind, seg: usize, r: &DmaRange, dir: Dir, p: Piece, addr: u64, t: Target, t0: u64, data: Option<Data<'d>>) -> Txn<'d> {
+    fn txn(&self, list: ListKind, seg: usize, r: &DmaRange, dir: Dir, p: Piece, addr: u64, t: Target, t0: u64, data: Option<Data>) -> Txn {
         Txn {
             tag: self.tag,
             segment: seg_index(seg),

@@ -29,17 +29,16 @@ pub struct CmdTag {
 
 /// The bytes a transaction moved, for the optional CRC.
 #[derive(Debug, Clone, Copy)]
-pub enum Data<'a> {
+pub enum Data {
     None,
     Raw(RawPiece),
-    Bytes(&'a [u8]),
     /// Already computed (a copy records the same bytes twice: read and write).
     Crc(u32),
 }
 
 /// One transaction as the engine describes it to the hook.
 #[derive(Debug, Clone, Copy)]
-pub struct Txn<'a> {
+pub struct Txn {
     pub tag: CmdTag,
     pub segment: u32,
     pub list: ListKind,
@@ -49,7 +48,7 @@ pub struct Txn<'a> {
     pub len: u64,
     pub target: Target,
     pub status: u16,
-    pub data: Data<'a>,
+    pub data: Data,
     /// `Hook::start()` taken before the transaction.
     pub t0: u64,
 }
@@ -94,7 +93,7 @@ impl Hook {
 
     /// Every DMA transaction of the engine passes through here.
     #[inline]
-    pub fn dma(&self, t: &Txn<'_>) {
+    pub fn dma(&self, t: &Txn) {
         if !self.rec.is_enabled() {
             return;
         }
@@ -104,7 +103,7 @@ impl Hook {
     /// Two transactions that ended together (the read and the write of a copied piece): one
     /// clock read for both.
     #[inline]
-    pub fn dma_pair(&self, a: &Txn<'_>, b: &Txn<'_>) {
+    pub fn dma_pair(&self, a: &Txn, b: &Txn) {
         if !self.rec.is_enabled() {
             return;
         }
@@ -113,7 +112,7 @@ impl Hook {
         self.record_dma_at(b, now);
     }
 
-    fn record_dma(&self, t: &Txn<'_>) {
+    fn record_dma(&self, t: &Txn) {
         // List blocks and ring entries are a few dozen bytes: a second clock read would cost
         // more than the transfer. They carry their start time only (`dur_ns` 0, "not
         // measured" in the format).
@@ -124,12 +123,11 @@ impl Hook {
         self.record_dma_at(t, now);
     }
 
-    fn record_dma_at(&self, t: &Txn<'_>, now: u64) {
+    fn record_dma_at(&self, t: &Txn, now: u64) {
         let crc32c = if t.status == 0 && self.rec.wants_crc() {
             match t.data {
                 Data::None => None,
                 Data::Raw(p) => Some(p.crc32c(0)),
-                Data::Bytes(b) => Some(phyr_trace::data_crc(b)),
                 Data::Crc(c) => Some(c),
             }
         } else {

@@ -1,8 +1,9 @@
 //! Cost of `Recorder::record` on the DMA path (a plain bench binary: `cargo bench -p phyr-trace`).
 //!
 //! Prints ns per record for a disabled recorder, an enabled one (frame CRC on and off), and two
-//! threads sharing one recorder; plus, for scale, a 64 KiB memcpy and a CRC32C over 64 KiB (what
-//! the device pays per 64 KiB command when data CRCs are on).
+//! threads sharing one recorder; plus, for scale, a 64 KiB memcpy and the `crc32c` crate's
+//! CRC32C over 64 KiB (`data_crc`; the device computes its data CRCs with its own, faster
+//! kernel: see the "for scale" rows of `cargo bench -p phyr-device`).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -133,7 +134,7 @@ fn main() {
     });
     let gbps = |ns: f64| 65536.0 / ns;
     println!("{:<44} {copy:>8.1} ns  ({:.1} GB/s)", "for scale: memcpy 64 KiB", gbps(copy));
-    println!("{:<44} {crc:>8.1} ns  ({:.1} GB/s)", "for scale: CRC32C of 64 KiB (data CRC)", gbps(crc));
+    println!("{:<44} {crc:>8.1} ns  ({:.1} GB/s)", "for scale: CRC32C of 64 KiB (crc32c crate)", gbps(crc));
     std::thread::sleep(Duration::from_millis(10));
     let _ = std::fs::remove_dir_all(&dir);
 }
