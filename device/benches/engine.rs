@@ -155,11 +155,7 @@ fn copy_table() {
                 (g, base) = (g.max(dg), base.max(mg));
                 ratios.push(dg / mg);
             }
-            let all: Vec<usize> = (0..cpus).collect();
-            pin(0, &all);
-            if let Some(w) = worker {
-                pin(w, &all);
-            }
+            unpin(&[worker]);
             row += &format!(" {:>6.2} vs {:>6.2} ({:>4.2}x)", g, base, quartiles(&mut ratios).0);
         }
         println!("{row}");
@@ -282,6 +278,15 @@ fn pin(tid: i32, cpus: &[usize]) -> bool {
     }
     // SAFETY: `set` is a valid cpu_set_t of the size passed.
     unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0 }
+}
+
+/// Lets the calling thread and `workers` run on every CPU again.
+fn unpin(workers: &[Option<i32>]) {
+    let all: Vec<usize> = (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect();
+    pin(0, &all);
+    for w in workers.iter().flatten() {
+        pin(*w, &all);
+    }
 }
 
 /// Device threads (`phyr-*`) not in `seen`; adds them to it.
