@@ -11,6 +11,10 @@
 //! - A data CRC for the trace used to re-read the moved bytes (through a local buffer, since
 //!   the memory is guest-shared). The fused kernel computes the CRC from the very registers it
 //!   stores, so the checksum is of the bytes that were written, and the data is read once.
+//!   The optimizer is kept from reading the source a second time (it did, for the `crc32`
+//!   streams and the tail buffer) by `opaque` and `forget_contents`; the test
+//!   `copy_crc32c_sums_the_bytes_written_while_the_source_is_being_rewritten` races a writer
+//!   against the copy, and `just test` runs it on the release build too.
 //!
 //! CRC32C by folding (x86-64 with AVX2 + VPCLMULQDQ, detected at run time; portable
 //! fallbacks otherwise), run beside three `crc32` instruction streams for spans of 4032 bytes
@@ -159,6 +163,7 @@ pub unsafe fn copy_crc32c(src: *const u8, dst: *mut u8, n: usize, crc: u32) -> u
         // SAFETY: the source span is valid for n reads (caller's contract); `tmp` is a
         // distinct local buffer of n bytes.
         unsafe { std::ptr::copy_nonoverlapping(src, tmp.as_mut_ptr(), n) };
+        forget_contents(&mut tmp);
         // SAFETY: the destination span is valid for n writes; `tmp` does not overlap it.
         unsafe { std::ptr::copy_nonoverlapping(tmp.as_ptr(), dst, n) };
         return crc32c::crc32c_append(crc, &tmp);
@@ -179,7 +184,8 @@ pub unsafe fn copy_crc32c(src: *const u8, dst: *mut u8, n: usize, crc: u32) -> u
 pub unsafe fn crc32c(src: *const u8, n: usize, crc: u32) -> u32 {
     #[cfg(target_arch = "x86_64")]
     if simd() {
-        // SAFETY: the features are present; without stores `dst` is never used.
+        // SAFETY: the features are present; the caller's contract covers the source span;
+        // without stores `dst` is never dereferenced.
         return unsafe { fold_crc::<false>(src, std::ptr::null_mut(), n, crc) };
     }
     // SAFETY: the caller's contract.
@@ -189,6 +195,35 @@ pub unsafe fn crc32c(src: *const u8, n: usize, crc: u32) -> u32 {
 fn overlap(src: *const u8, dst: *mut u8, n: usize) -> bool {
     let (s, d) = (src as usize, dst as usize);
     s < d.wrapping_add(n) && d < s.wrapping_add(n)
+}
+
+/// Makes the compiler forget what `buf` holds, as if code it cannot see had rewritten it: the
+/// bytes later stored out of `buf` and checksummed from it are then read from `buf`, never
+/// re-read from where they were copied from. Guest memory may change between two reads, and
+/// the CRC must be of the bytes written (without this, the optimizer was seen turning
+/// "source -> buffer -> destination" into a second copy straight from the source).
+#[inline(always)]
+fn forget_contents(buf: &mut [u8]) {
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    // SAFETY: an empty template: it touches no memory; without `nomem` the compiler has to
+    // assume it may have written through the pointer it is given.
+    unsafe {
+        core::arch::asm!("/* {0} */", in(reg) buf.as_mut_ptr(), options(nostack, preserves_flags))
+    };
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    std::hint::black_box(buf);
+}
+
+/// The register value of a 32-byte load, as if produced by an instruction the compiler cannot
+/// see through: every later use (the store and the CRC) takes this one register, and none is
+/// turned into a second read of guest memory (see [`forget_contents`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+#[inline]
+fn opaque(mut v: __m256i) -> __m256i {
+    // SAFETY: an empty template on one register: no memory, stack or flags are touched.
+    unsafe { core::arch::asm!("/* {0} */", inout(ymm_reg) v, options(pure, nomem, nostack, preserves_flags)) };
+    v
 }
 
 /// The portable path: bytes go through a local buffer (never a `&[u8]` over guest-shared
@@ -203,6 +238,7 @@ unsafe fn via_buffer(src: *const u8, dst: Option<*mut u8>, n: usize, mut crc: u3
         let k = (n - off).min(buf.len());
         // SAFETY: `off + k <= n`: inside the source span; `buf` is local and holds k bytes.
         unsafe { std::ptr::copy_nonoverlapping(src.add(off), buf.as_mut_ptr(), k) };
+        forget_contents(&mut buf[..k]);
         crc = crc32c::crc32c_append(crc, &buf[..k]);
         if let Some(d) = dst {
             // SAFETY: inside the destination span, which the caller made valid for writes.
@@ -298,8 +334,12 @@ unsafe fn fold_block<const STORE: bool>(src: *const u8, dst: *mut u8, o: usize) 
     // SAFETY: the caller's contract covers [o, o + 128) of both spans.
     unsafe {
         let s = src.add(o).cast::<__m256i>();
-        let v = [_mm256_loadu_si256(s), _mm256_loadu_si256(s.add(1)), _mm256_loadu_si256(s.add(2)), _mm256_loadu_si256(s.add(3))];
+        let mut v = [_mm256_loadu_si256(s), _mm256_loadu_si256(s.add(1)), _mm256_loadu_si256(s.add(2)), _mm256_loadu_si256(s.add(3))];
         if STORE {
+            // Stored and folded from the same registers.
+            for x in v.iter_mut() {
+                *x = opaque(*x);
+            }
             let d = dst.add(o).cast::<__m256i>();
             for (i, x) in v.iter().enumerate() {
                 _mm256_storeu_si256(d.add(i), *x);
@@ -309,7 +349,8 @@ unsafe fn fold_block<const STORE: bool>(src: *const u8, dst: *mut u8, o: usize) 
     }
 }
 
-/// Folds the eight lanes 128 bytes ahead onto `v`.
+/// Moves the eight accumulated lanes 128 bytes ahead (a multiplication by x^(8 128) mod P,
+/// folded) and adds the next block `v` to them.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,vpclmulqdq")]
 #[inline]
@@ -362,6 +403,7 @@ unsafe fn fold_span<const STORE: bool>(src: *const u8, dst: *mut u8, n: usize, m
         let k = (n - o).min(SMALL);
         // SAFETY: `o + k <= n`: inside the spans; `buf` is local and holds k bytes.
         unsafe { std::ptr::copy_nonoverlapping(src.add(o), buf.as_mut_ptr(), k) };
+        forget_contents(&mut buf[..k]);
         state = raw_crc(state, &buf[..k]);
         if STORE {
             // SAFETY: as above, for the destination.
@@ -422,6 +464,7 @@ fn shift_state(state: u32, k: u64) -> u32 {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,vpclmulqdq,pclmulqdq,sse4.2")]
 unsafe fn hybrid_chunk<const STORE: bool, const ITERS: usize>(src: *const u8, dst: *mut u8, state: u32) -> u32 {
+    const { assert!(ITERS >= 1, "a chunk has at least one iteration") };
     let fold_len = FOLD_BLOCK * ITERS;
     let stream_len = STREAM_STEP * ITERS;
     let k_stream = const { shift_constant(STREAM_STEP * ITERS) };
@@ -434,6 +477,8 @@ unsafe fn hybrid_chunk<const STORE: bool, const ITERS: usize>(src: *const u8, ds
             let o = fold_len + j * stream_len + i * STREAM_STEP;
             // SAFETY: `o + 32 <= fold_len + 3 stream_len = hybrid_len(ITERS)`: inside the spans.
             let v = unsafe { _mm256_loadu_si256(src.add(o).cast::<__m256i>()) };
+            // Without this the compiler checksums straight from the source (a second read).
+            let v = if STORE { opaque(v) } else { v };
             if STORE {
                 // SAFETY: as above, for the destination.
                 unsafe { _mm256_storeu_si256(dst.add(o).cast::<__m256i>(), v) };
@@ -588,6 +633,45 @@ mod tests {
             let want = crc32c::crc32c_combine(0xDEAD_BEEF, 0x0BAD_F00D, len as usize);
             assert_eq!(crc32c_combine(0xDEAD_BEEF, 0x0BAD_F00D, len), want, "len {len:#x}");
         }
+    }
+
+    /// A guest rewriting the source while the device copies it (hostile, or a driver bug the
+    /// trace is meant to expose): the CRC returned must still be the CRC of the bytes that
+    /// landed in the destination. Meaningful in optimized builds (phyr-device's tests build
+    /// with opt-level 3, see the workspace Cargo.toml): there the compiler once checksummed a
+    /// second read of the source instead of the stored registers, and ~1 copy in 100 of this
+    /// test disagreed.
+    #[test]
+    fn copy_crc32c_sums_the_bytes_written_while_the_source_is_being_rewritten() {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+        let words: Vec<AtomicU64> = (0..70_000 / 8).map(|i| AtomicU64::new(i as u64)).collect();
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut x = 1u64;
+                while !stop.load(Relaxed) {
+                    for w in &words {
+                        x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                        w.store(x, Relaxed);
+                    }
+                }
+            });
+            let src = words.as_ptr().cast::<u8>();
+            let mut dst = vec![0u8; 70_000];
+            let mut bad = Vec::new();
+            // Lengths through the small path, the folding loop with its tail, and hybrid chunks.
+            for n in [100usize, 1000, 4032, 5000, 65_408] {
+                for _ in 0..400 {
+                    // SAFETY: `words` holds 70_000 bytes; `dst` is a distinct buffer of as many.
+                    let got = unsafe { copy_crc32c(src, dst.as_mut_ptr(), n, 0) };
+                    if got != crc32c::crc32c(&dst[..n]) {
+                        bad.push(n);
+                    }
+                }
+            }
+            stop.store(true, Relaxed);
+            assert!(bad.is_empty(), "CRC differs from the bytes written for lengths {bad:?}");
+        });
     }
 
     #[test]

@@ -63,27 +63,38 @@ pub fn run(cache: &Cache, a: TestArgs) -> Result<i32> {
     let (mut passed, mut failed, mut skipped) = (a.extra_passed, a.extra_failed, 0);
     let mut suites = Vec::new();
     if a.cargo {
-        say("cargo test --workspace ...");
-        let t = Instant::now();
-        let report = crate::cargo_test::run(&results.join("cargo-test.log"), &a.cargo_args)?;
-        say(format!(
-            "cargo test: {} passed, {} failed, {} ignored ({:.0} s); log in {}",
-            report.passed(),
-            report.failed(),
-            report.skipped(),
-            t.elapsed().as_secs_f64(),
-            results.join("cargo-test.log").display()
-        ));
-        for p in &report.problems {
-            say(format!("  problem: {p}"));
+        let mut runs = vec![("cargo", "cargo test --workspace", "cargo-test.log")];
+        if !a.cargo_args.iter().any(|x| x == "--release") {
+            runs.push(("cargo-release", "cargo test --release (the device's kernels as they ship)", "cargo-test-release.log"));
         }
-        for t in report.tests.iter().filter(|t| !t.ok) {
-            say(format!("  FAILED: {}", t.name));
+        for (suite, what, log) in runs {
+            say(format!("{what} ..."));
+            let t = Instant::now();
+            let log = results.join(log);
+            let report = if suite == "cargo" {
+                crate::cargo_test::run(&log, &a.cargo_args)?
+            } else {
+                crate::cargo_test::run_release_kernels(&log)?
+            };
+            say(format!(
+                "{what}: {} passed, {} failed, {} ignored ({:.0} s); log in {}",
+                report.passed(),
+                report.failed(),
+                report.skipped(),
+                t.elapsed().as_secs_f64(),
+                log.display()
+            ));
+            for p in &report.problems {
+                say(format!("  problem: {p}"));
+            }
+            for t in report.tests.iter().filter(|t| !t.ok) {
+                say(format!("  FAILED: {}", t.name));
+            }
+            passed += report.passed();
+            failed += report.failed();
+            skipped += report.skipped();
+            suites.push(junit::suite_xml(suite, &report, t.elapsed().as_secs_f64()));
         }
-        passed += report.passed();
-        failed += report.failed();
-        skipped += report.skipped();
-        suites.push(junit::suite_xml("cargo", &report, t.elapsed().as_secs_f64()));
     }
     for r in &recipes {
         let run = top.session(Some(&r.name))?;
