@@ -17,6 +17,10 @@ pub enum AccessError {
     Stopped,
 }
 
+/// What `read_with`/`write_with` tell their caller about each piece: its bus address, the
+/// piece, what it resolved to, and the bytes moved.
+pub type Seen<'a> = dyn FnMut(u64, &Piece, Target, &[u8]) + 'a;
+
 /// The address spaces one endpoint reaches.
 #[derive(Clone, Copy)]
 pub struct Bus<'a> {
@@ -73,16 +77,17 @@ impl<'a> Bus<'a> {
 
     /// Reads `buf.len()` bytes at `addr` (list blocks, queue entries).
     pub fn read(&self, space: AddrSpace, addr: u64, buf: &mut [u8]) -> Result<(), AccessError> {
-        self.read_with(space, addr, buf, &mut |_, _, _| {})
+        self.read_with(space, addr, buf, &mut |_, _, _, _| {})
     }
 
-    /// `read`, telling `seen` about each piece read (its address, length, target) for tracing.
+    /// `read`, telling `seen` about each piece read (its address, piece, target and the bytes
+    /// it put in `buf`) for tracing.
     pub fn read_with(
         &self,
         space: AddrSpace,
         addr: u64,
         buf: &mut [u8],
-        seen: &mut dyn FnMut(u64, &Piece, Target),
+        seen: &mut Seen<'_>,
     ) -> Result<(), AccessError> {
         let mut off = 0usize;
         let mut msg_fault = None;
@@ -100,7 +105,7 @@ impl<'a> Bus<'a> {
                     }
                 }
             }
-            seen(addr.wrapping_add(off as u64), &p, t);
+            seen(addr.wrapping_add(off as u64), &p, t, dst);
             off += dst.len();
             Ok(())
         });
@@ -112,16 +117,16 @@ impl<'a> Bus<'a> {
 
     /// Writes `data` at `addr` (completions).
     pub fn write(&self, space: AddrSpace, addr: u64, data: &[u8]) -> Result<(), AccessError> {
-        self.write_with(space, addr, data, &mut |_, _, _| {})
+        self.write_with(space, addr, data, &mut |_, _, _, _| {})
     }
 
-    /// `write`, telling `seen` about each piece written, for tracing.
+    /// `write`, telling `seen` about each piece written (and its bytes), for tracing.
     pub fn write_with(
         &self,
         space: AddrSpace,
         addr: u64,
         data: &[u8],
-        seen: &mut dyn FnMut(u64, &Piece, Target),
+        seen: &mut Seen<'_>,
     ) -> Result<(), AccessError> {
         let mut off = 0usize;
         let mut msg_fault = None;
@@ -138,7 +143,7 @@ impl<'a> Bus<'a> {
                     }
                 }
             }
-            seen(addr.wrapping_add(off as u64), &p, t);
+            seen(addr.wrapping_add(off as u64), &p, t, src);
             off += src.len();
             Ok(())
         });

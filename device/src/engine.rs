@@ -97,6 +97,13 @@ fn fetch(mem: &dyn IovaMemory, p: Piece) -> Result<Vec<u8>, MemFault> {
     Ok(buf)
 }
 
+/// The trace's data CRC of bytes that passed through a local buffer (list blocks, message-backed
+/// pieces, bounce buffers), when the trace wants one: the CRC of exactly the bytes the device
+/// read or wrote, without touching guest memory again.
+pub(crate) fn local_crc(hook: &Hook, bytes: &[u8]) -> Option<Data> {
+    hook.wants_crc().then(|| Data::Crc(crc32c::crc32c(bytes)))
+}
+
 impl Exec<'_> {
     /// Executes `cmd` and returns its completion (phase and sq_head are the queue's business).
     pub fn run(&self, cmd: &Command) -> Completion {
@@ -165,7 +172,7 @@ impl Exec<'_> {
             let t0 = self.hook.start();
             let hook = self.hook;
             let tag = self.tag;
-            let r = self.bus.read_with(space, addr, buf, &mut |a, p, target| {
+            let r = self.bus.read_with(space, addr, buf, &mut |a, p, target, bytes| {
                 hook.dma(&Txn {
                     tag,
                     segment: NO_SEGMENT,
@@ -176,10 +183,7 @@ impl Exec<'_> {
                     len: p.len() as u64,
                     target,
                     status: 0,
-                    data: match p {
-                        Piece::Raw(r) => Data::Raw(*r),
-                        Piece::Message { .. } => Data::None,
-                    },
+                    data: local_crc(hook, bytes).unwrap_or(Data::None),
                     t0,
                 });
             });
@@ -447,7 +451,10 @@ impl Exec<'_> {
                     }
                 }
             }
-            self.record(kind, seg, r, Dir::Read, p, addr + o as u64, tgt, t0);
+            if self.hook.enabled() {
+                let data = local_crc(self.hook, part);
+                self.record_with(kind, seg, r, Dir::Read, p, addr + o as u64, tgt, t0, data);
+            }
             o += p.len();
             Ok(())
         });
@@ -481,7 +488,10 @@ impl Exec<'_> {
                     }
                 }
             }
-            self.record(ListKind::Dst, seg, r, Dir::Write, p, addr + o as u64, tgt, t0);
+            if self.hook.enabled() {
+                let data = local_crc(self.hook, part);
+                self.record_with(ListKind::Dst, seg, r, Dir::Write, p, addr + o as u64, tgt, t0, data);
+            }
             o += p.len();
             *done += p.len() as u64;
             Ok(())
@@ -559,10 +569,12 @@ impl Exec<'_> {
             let res = self.bus.pieces(r.space(), addr, len, Dir::Write, &mut |p, tgt| {
                 let t0 = self.hook.start();
                 let phase = ((off + p_off) % 8) as usize;
+                let mut data = None;
                 match p {
                     Piece::Raw(raw) => raw.fill(pattern, phase),
                     Piece::Message { iova, len } => {
                         let pat = pattern.to_le_bytes();
+                        let mut sent_crc = 0u32;
                         let mut o = 0;
                         while o < len {
                             if let Some(s) = (self.abort)() {
@@ -577,11 +589,17 @@ impl Exec<'_> {
                                 fail = Some(self.fault(FAULT_LIST_DST, i, r, Dir::Write, m.status(), m.addr));
                                 return Err(());
                             }
+                            if self.hook.wants_crc() {
+                                sent_crc = crc32c::crc32c_append(sent_crc, &buf);
+                            }
                             o += k;
                         }
+                        data = self.hook.wants_crc().then_some(Data::Crc(sent_crc));
                     }
                 }
-                self.record(ListKind::Dst, i, r, Dir::Write, p, addr + p_off, tgt, t0);
+                if self.hook.enabled() {
+                    self.record_with(ListKind::Dst, i, r, Dir::Write, p, addr + p_off, tgt, t0, data);
+                }
                 p_off += p.len() as u64;
                 *done += p.len() as u64;
                 Ok(())
@@ -619,6 +637,7 @@ impl Exec<'_> {
                             fail = Some(self.fault(FAULT_LIST_SRC, i, r, Dir::Read, m.status(), m.addr));
                         })?;
                         crc = crc32c::crc32c_append(crc, &buf);
+                        data = local_crc(self.hook, &buf);
                     }
                 }
                 if self.hook.enabled() {

@@ -203,7 +203,7 @@ fn overlap(src: *const u8, dst: *mut u8, n: usize) -> bool {
 /// the CRC must be of the bytes written (without this, the optimizer was seen turning
 /// "source -> buffer -> destination" into a second copy straight from the source).
 #[inline(always)]
-fn forget_contents(buf: &mut [u8]) {
+pub(crate) fn forget_contents(buf: &mut [u8]) {
     #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     // SAFETY: an empty template: it touches no memory; without `nomem` the compiler has to
     // assume it may have written through the pointer it is given.

@@ -257,8 +257,8 @@ pub fn process(run: &mut QueueRun, q: &QueueShared, ctx: &QueueCtx<'_>) -> Progr
     let sq_bytes = &mut raw[..n as usize * COMMAND_SIZE];
     let sq_addr = cfg.sq_base + u64::from(run.sq_head) * COMMAND_SIZE as u64;
     let t0 = ctx.hook.start();
-    let r = ctx.bus.read_with(AddrSpace::Iova, sq_addr, sq_bytes, &mut |a, p, t| {
-        ring_record(ctx, Dir::Read, a, p, t, t0);
+    let r = ctx.bus.read_with(AddrSpace::Iova, sq_addr, sq_bytes, &mut |a, p, t, bytes| {
+        ring_record(ctx, Dir::Read, a, p, t, t0, bytes);
     });
     if let Err(e) = r {
         return stop_unless_pending(q, ring_fault(e));
@@ -346,8 +346,8 @@ fn post(run: &mut QueueRun, comps: &mut [Completion], ctx: &QueueCtx<'_>) -> Res
         let addr = cfg.cq_base + u64::from(run.cq_tail) * COMPLETION_SIZE as u64;
         let t0 = ctx.hook.start();
         ctx.bus
-            .write_with(AddrSpace::Iova, addr, &bytes[..take * COMPLETION_SIZE], &mut |a, p, t| {
-                ring_record(ctx, Dir::Write, a, p, t, t0);
+            .write_with(AddrSpace::Iova, addr, &bytes[..take * COMPLETION_SIZE], &mut |a, p, t, b| {
+                ring_record(ctx, Dir::Write, a, p, t, t0, b);
             })
             .map_err(ring_fault)?;
         run.cq_tail += take as u32;
@@ -360,9 +360,9 @@ fn post(run: &mut QueueRun, comps: &mut [Completion], ctx: &QueueCtx<'_>) -> Res
     Ok(())
 }
 
-/// Records a submission-entry fetch or a completion write (shadow doorbell polls are not
-/// recorded: in POLL mode they would flood the trace).
-fn ring_record(ctx: &QueueCtx<'_>, dir: Dir, addr: u64, p: &Piece, target: phyr_trace::Target, t0: u64) {
+/// Records a submission-entry fetch or a completion write, with the CRC of its `bytes` (shadow
+/// doorbell polls are not recorded: in POLL mode they would flood the trace).
+fn ring_record(ctx: &QueueCtx<'_>, dir: Dir, addr: u64, p: &Piece, target: phyr_trace::Target, t0: u64, bytes: &[u8]) {
     if !ctx.hook.enabled() {
         return;
     }
@@ -376,7 +376,7 @@ fn ring_record(ctx: &QueueCtx<'_>, dir: Dir, addr: u64, p: &Piece, target: phyr_
         len: p.len() as u64,
         target,
         status: 0,
-        data: Data::None,
+        data: crate::engine::local_crc(ctx.hook, bytes).unwrap_or(Data::None),
         t0,
     });
 }

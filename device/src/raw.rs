@@ -68,11 +68,14 @@ impl RawPiece {
         (n, crc)
     }
 
-    /// Copies from the piece into `buf` (`min` of both lengths).
+    /// Copies from the piece into `buf` (`min` of both lengths). Whatever the caller then
+    /// checks and uses is read from `buf` alone: the optimizer is kept from turning a use of
+    /// `buf` into a second read of guest memory (a double fetch the guest could race).
     pub fn read_into(&self, buf: &mut [u8]) -> usize {
         let n = self.len.min(buf.len());
         // SAFETY: the piece is valid for n reads; buf is a distinct Rust buffer of >= n bytes.
         unsafe { std::ptr::copy_nonoverlapping(self.ptr, buf.as_mut_ptr(), n) };
+        kernels::forget_contents(&mut buf[..n]);
         n
     }
 

@@ -264,5 +264,15 @@ fn command_done_is_recorded_as_each_command_of_a_batch_ends() {
         }
     }
     assert_eq!(seq.iter().filter(|s| s.1).count(), 4);
+    // Ring entries and completions carry the CRC of their bytes like every other transfer.
+    let ring: Vec<_> = t
+        .records
+        .iter()
+        .filter_map(|(_, rec)| match &rec.payload {
+            Payload::Dma(d) if d.list == 3 => Some(d.crc32c),
+            _ => None,
+        })
+        .collect();
+    assert!(ring.len() >= 2 && ring.iter().all(Option::is_some), "{ring:?}");
     let _ = std::fs::remove_dir_all(trace);
 }

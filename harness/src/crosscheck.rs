@@ -62,6 +62,9 @@ struct DeviceCmd {
 #[derive(Debug, Default)]
 pub struct Report {
     pub commands_checked: usize,
+    /// Of those, commands whose data CRC was compared too (the driver reported one and every
+    /// data record carries one: not with `--trace-crc off`).
+    pub crcs_compared: usize,
     /// Commands the device started but a reset ended without a completion (not checked).
     pub unfinished: usize,
     /// Device completions no `# phyr-cmd` line reported (not checked, not an error).
@@ -73,9 +76,10 @@ impl Report {
     /// One line with the counts: checked, ended by a reset, done by the device but not reported.
     pub fn counts(&self) -> String {
         format!(
-            "{} commands checked against the device traces, {} problem(s); {} ended by a reset without a completion \
-             and {} completed by the device but not reported by the driver (neither checked)",
+            "{} commands checked against the device traces ({} with their data CRC), {} problem(s); {} ended by a \
+             reset without a completion and {} completed by the device but not reported by the driver (neither checked)",
             self.commands_checked,
+            self.crcs_compared,
             self.problems.len(),
             self.unfinished,
             self.unreported
@@ -476,6 +480,7 @@ fn check_data(d: &DriverCmd, dev: &DeviceCmd, what: &str, report: &mut Report) {
     let (Some(want), true) = (d.crc32c, recs.iter().all(|r| r.crc32c.is_some())) else {
         return;
     };
+    report.crcs_compared += 1;
     let got = recs.iter().fold(0u32, |acc, r| {
         crc32c::crc32c_combine(acc, r.crc32c.unwrap_or(0), r.len as usize)
     });
@@ -629,6 +634,7 @@ src=@7/3 dst=[iova:0x900000+0x80] lists=[] fault=-
         let mut r = Report::default();
         check_data(&d, &dev, "t", &mut r);
         assert!(r.problems.is_empty(), "{:?}", r.problems);
+        assert_eq!(r.crcs_compared, 1);
         d.crc32c = Some(1);
         check_data(&d, &dev, "t", &mut r);
         assert!(r.problems[0].contains("CRC32C"));

@@ -176,8 +176,8 @@ fn crosscheck(run: &RunDir, report: &mut tap::SuiteReport) -> Result<()> {
     std::fs::write(run.file("results/crosscheck.txt"), &text)?;
     if c.problems.is_empty() {
         say(format!(
-            "trace cross-check: {} commands match the device's DMA records",
-            c.commands_checked
+            "trace cross-check: {} commands match the device's DMA records ({} with their data CRC)",
+            c.commands_checked, c.crcs_compared
         ));
     } else {
         say(format!(
