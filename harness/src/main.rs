@@ -46,7 +46,8 @@ use crate::session::{Console, Ending};
     about = "phyr test bench: provision QEMU and a guest, boot it with phyr endpoints, run the suite"
 )]
 struct Cli {
-    /// Cache for QEMU, the guest kernel and busybox [default: $PHYR_CACHE_DIR or ~/.cache/phyr]
+    /// Cache for QEMU, the guest kernel and busybox
+    /// [default: $PHYR_CACHE_DIR, else $XDG_CACHE_HOME/phyr, else ~/.cache/phyr]
     #[arg(long, global = true, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
     #[command(subcommand)]
