@@ -114,7 +114,8 @@ fn copy_table() {
     e.ram.slice(SRC_OFF as usize, 64 * MIB as usize).unwrap().fill(0x5A).unwrap();
     // Queue 0's worker of endpoint 0 (the one the table drives), to pin it per round.
     let worker = threads().into_iter().find(|(_, name)| name == "phyr-ep0-q0").map(|(t, _)| t);
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let allowed = allowed_cpus();
+    let cpus = allowed.len();
     println!("COPY throughput, device vs single-thread memcpy between the same buffers (GB/s, best of 8 interleaved rounds;");
     println!("ratio: median of the per-round ratios, device and memcpy on the same CPU in each round)");
     println!("{:>8} | {:>24} {:>24} {:>24} {:>24}", "size", "IOVA->BAR", "BAR->IOVA", "IOVA->IOVA", "BUS->BUS");
@@ -143,8 +144,8 @@ fn copy_table() {
             // is each round's, its median reported; the GB/s are the best rounds.
             let (mut g, mut base, mut ratios) = (0f64, 0f64, Vec::new());
             for round in 0..8 {
-                let a = round % cpus;
-                let b = (a + 1) % cpus;
+                let a = allowed[round % cpus];
+                let b = allowed[(round + 1) % cpus];
                 let pinned = worker.is_some_and(|w| pin(w, &[b])) && pin(0, &[a]);
                 let mg = memcpy_gbps(*ms, *md, size, 2);
                 if pinned {
@@ -155,7 +156,11 @@ fn copy_table() {
                 (g, base) = (g.max(dg), base.max(mg));
                 ratios.push(dg / mg);
             }
-            unpin(&[worker]);
+            // Back to every CPU (later rigs' threads inherit the driver thread's mask).
+            pin(0, &allowed);
+            if let Some(w) = worker {
+                pin(w, &allowed);
+            }
             row += &format!(" {:>6.2} vs {:>6.2} ({:>4.2}x)", g, base, quartiles(&mut ratios).0);
         }
         println!("{row}");
@@ -280,13 +285,17 @@ fn pin(tid: i32, cpus: &[usize]) -> bool {
     unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0 }
 }
 
-/// Lets the calling thread and `workers` run on every CPU again.
-fn unpin(workers: &[Option<i32>]) {
-    let all: Vec<usize> = (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect();
-    pin(0, &all);
-    for w in workers.iter().flatten() {
-        pin(*w, &all);
+/// The CPUs the calling thread may run on (taken before any pinning: threads inherit their
+/// creator's affinity, and `available_parallelism` counts the current mask).
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: an all-zero cpu_set_t is a valid empty set for the kernel to fill.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid cpu_set_t of the size passed.
+    if unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) } != 0 {
+        return vec![0];
     }
+    // SAFETY: `set` is a valid cpu_set_t; CPU_ISSET reads inside it.
+    (0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, &set) }).collect()
 }
 
 /// Device threads (`phyr-*`) not in `seen`; adds them to it.
