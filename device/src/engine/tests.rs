@@ -324,7 +324,8 @@ proptest! {
 }
 
 /// With data CRCs on, every recorded piece of a CRC32C or COPY command carries the CRC of
-/// exactly its bytes (message pieces none), and the CRC32C result is their combination.
+/// exactly its bytes (message-backed pieces and list fetches too), and the CRC32C result is
+/// their combination.
 #[test]
 fn data_crcs_in_the_trace_match_the_bytes_of_every_piece() {
     use phyr_trace::{Payload, Recorder, Space, TraceClock, TraceConfig};
