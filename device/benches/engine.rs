@@ -115,6 +115,9 @@ fn copy_table() {
     // Queue 0's worker of endpoint 0 (the one the table drives), to pin it per round.
     let worker = threads().into_iter().find(|(_, name)| name == "phyr-ep0-q0").map(|(t, _)| t);
     let allowed = allowed_cpus();
+    // Without the CPU mask the worker is never pinned (and nothing needs restoring).
+    let worker = worker.filter(|_| allowed.is_some());
+    let allowed = allowed.unwrap_or_else(|| vec![0]);
     let cpus = allowed.len();
     println!("COPY throughput, device vs single-thread memcpy between the same buffers (GB/s, best of 8 interleaved rounds;");
     println!("ratio: median of the per-round ratios, device and memcpy on the same CPU in each round)");
@@ -146,7 +149,7 @@ fn copy_table() {
             for round in 0..8 {
                 let a = allowed[round % cpus];
                 let b = allowed[(round + 1) % cpus];
-                let pinned = worker.is_some_and(|w| pin(w, &[b])) && pin(0, &[a]);
+                let pinned = worker.is_some_and(|w| pin(w, &[b]) && pin(0, &[a]));
                 let mg = memcpy_gbps(*ms, *md, size, 2);
                 if pinned {
                     let _ = worker.is_some_and(|w| pin(w, &[a]));
@@ -157,8 +160,8 @@ fn copy_table() {
                 ratios.push(dg / mg);
             }
             // Back to every CPU (later rigs' threads inherit the driver thread's mask).
-            pin(0, &allowed);
             if let Some(w) = worker {
+                pin(0, &allowed);
                 pin(w, &allowed);
             }
             row += &format!(" {:>6.2} vs {:>6.2} ({:>4.2}x)", g, base, quartiles(&mut ratios).0);
@@ -286,16 +289,18 @@ fn pin(tid: i32, cpus: &[usize]) -> bool {
 }
 
 /// The CPUs the calling thread may run on (taken before any pinning: threads inherit their
-/// creator's affinity, and `available_parallelism` counts the current mask).
-fn allowed_cpus() -> Vec<usize> {
+/// creator's affinity, and `available_parallelism` counts the current mask); `None` if the
+/// kernel will not say (then nothing is pinned).
+fn allowed_cpus() -> Option<Vec<usize>> {
     // SAFETY: an all-zero cpu_set_t is a valid empty set for the kernel to fill.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     // SAFETY: `set` is a valid cpu_set_t of the size passed.
     if unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) } != 0 {
-        return vec![0];
+        return None;
     }
     // SAFETY: `set` is a valid cpu_set_t; CPU_ISSET reads inside it.
-    (0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, &set) }).collect()
+    let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, &set) }).collect();
+    (!cpus.is_empty()).then_some(cpus)
 }
 
 /// Device threads (`phyr-*`) not in `seen`; adds them to it.

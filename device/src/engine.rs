@@ -236,14 +236,6 @@ impl Exec<'_> {
         Failure { status, list, segment: seg_index(seg), addr }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn record(&self, list: ListKind, seg: usize, r: &DmaRange, dir: Dir, p: Piece, addr: u64, t: Target, t0: u64) {
-        if !self.hook.enabled() {
-            return;
-        }
-        self.record_with(list, seg, r, dir, p, addr, t, t0, None);
-    }
-
     /// Records the read and the write of a piece moved from `src` to `dst`, with the CRC of the
     /// bytes moved (computed by the copy itself) for both, and one end time.
     #[allow(clippy::too_many_arguments)]
@@ -530,9 +522,14 @@ impl Exec<'_> {
             let (sr, dr) = (&src[st.si], &dst[st.di]);
             let walk = self.zip_raw(&st, sr, dr, Dir::Read, &mut |a_p, b_p, a, (stgt, dtgt)| {
                 let t0 = self.hook.start();
-                let diff = RawPiece::first_difference(a_p, b_p);
-                self.record(ListKind::Src, st.si, sr, Dir::Read, Piece::Raw(a_p), st.s + a, stgt, t0);
-                self.record(ListKind::Dst, st.di, dr, Dir::Read, Piece::Raw(b_p), st.d + a, dtgt, t0);
+                // With data CRCs, both pieces are read to the end and checksummed from the
+                // copies compared.
+                let (diff, crcs) = RawPiece::compare(a_p, b_p, self.hook.wants_crc());
+                if self.hook.enabled() {
+                    let (ca, cb) = crcs.map_or((None, None), |(x, y)| (Some(Data::Crc(x)), Some(Data::Crc(y))));
+                    self.record_with(ListKind::Src, st.si, sr, Dir::Read, Piece::Raw(a_p), st.s + a, stgt, t0, ca);
+                    self.record_with(ListKind::Dst, st.di, dr, Dir::Read, Piece::Raw(b_p), st.d + a, dtgt, t0, cb);
+                }
                 if let Some(i) = diff {
                     mismatch = Some(st.off + a + i as u64);
                     return Err(());
@@ -569,9 +566,9 @@ impl Exec<'_> {
             let res = self.bus.pieces(r.space(), addr, len, Dir::Write, &mut |p, tgt| {
                 let t0 = self.hook.start();
                 let phase = ((off + p_off) % 8) as usize;
-                let mut data = None;
-                match p {
-                    Piece::Raw(raw) => raw.fill(pattern, phase),
+                let data = match p {
+                    // The CRC of the pattern bytes written, not a read back of guest memory.
+                    Piece::Raw(raw) => raw.fill(pattern, phase, self.hook.wants_crc()).map(Data::Crc),
                     Piece::Message { iova, len } => {
                         let pat = pattern.to_le_bytes();
                         let mut sent_crc = 0u32;
@@ -594,9 +591,9 @@ impl Exec<'_> {
                             }
                             o += k;
                         }
-                        data = self.hook.wants_crc().then_some(Data::Crc(sent_crc));
+                        self.hook.wants_crc().then_some(Data::Crc(sent_crc))
                     }
-                }
+                };
                 if self.hook.enabled() {
                     self.record_with(ListKind::Dst, i, r, Dir::Write, p, addr + p_off, tgt, t0, data);
                 }
@@ -636,8 +633,13 @@ impl Exec<'_> {
                         let buf = fetch(self.bus.iova, p).map_err(|m| {
                             fail = Some(self.fault(FAULT_LIST_SRC, i, r, Dir::Read, m.status(), m.addr));
                         })?;
-                        crc = crc32c::crc32c_append(crc, &buf);
-                        data = local_crc(self.hook, &buf);
+                        match local_crc(self.hook, &buf) {
+                            Some(Data::Crc(own)) => {
+                                crc = crate::kernels::crc32c_combine(crc, own, buf.len() as u64);
+                                data = Some(Data::Crc(own));
+                            }
+                            _ => crc = crc32c::crc32c_append(crc, &buf),
+                        }
                     }
                 }
                 if self.hook.enabled() {

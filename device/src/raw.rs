@@ -88,17 +88,21 @@ impl RawPiece {
     }
 
     /// Fills the piece with the 8-byte `pattern`, starting at byte `phase` of the pattern.
-    pub fn fill(&self, pattern: u64, phase: usize) {
-        let pat = pattern.to_le_bytes();
-        let mut block = [0u8; 4096];
-        for (i, b) in block.iter_mut().enumerate() {
-            *b = pat[(phase + i) % 8];
-        }
+    /// Returns the CRC32C of the bytes written if `with_crc` (computed from the pattern, not by
+    /// reading guest memory back).
+    pub fn fill(&self, pattern: u64, phase: usize, with_crc: bool) -> Option<u32> {
+        let block = pattern_block(pattern, phase);
         // 4096 is a multiple of 8, so every block starts at the same phase.
         let mut done = 0;
+        let mut crc = 0u32;
         while done < self.len {
-            done += self.sub(done, block.len()).write_from(&block);
+            let k = self.sub(done, block.len()).write_from(&block);
+            if with_crc {
+                crc = crc32c::crc32c_append(crc, &block[..k]);
+            }
+            done += k;
         }
+        with_crc.then_some(crc)
     }
 
     /// CRC32C of the piece appended to `crc`. The guest may write the memory while we read
@@ -111,25 +115,50 @@ impl RawPiece {
     /// Offset of the first byte that differs between `a` and `b` (over the shorter length).
     /// Compares local copies, 4 KiB at a time (see `crc32c`: the memory is guest-shared).
     pub fn first_difference(a: RawPiece, b: RawPiece) -> Option<usize> {
+        Self::compare(a, b, false).0
+    }
+
+    /// [`first_difference`](Self::first_difference); with `with_crc`, reads both to the end
+    /// and also returns the CRC32C of the bytes read from each (from the local copies the
+    /// comparison used, not a second read of guest memory).
+    pub fn compare(a: RawPiece, b: RawPiece, with_crc: bool) -> (Option<usize>, Option<(u32, u32)>) {
         let n = a.len.min(b.len);
         let (mut x, mut y) = ([0u8; CHUNK], [0u8; CHUNK]);
+        let (mut first, mut crcs) = (None, (0u32, 0u32));
         let mut off = 0;
         while off < n {
             let k = (n - off).min(CHUNK);
             a.sub(off, k).read_into(&mut x[..k]);
             b.sub(off, k).read_into(&mut y[..k]);
-            if x[..k] != y[..k] {
-                return x[..k].iter().zip(&y[..k]).position(|(p, q)| p != q).map(|i| off + i);
+            if first.is_none() && x[..k] != y[..k] {
+                first = x[..k].iter().zip(&y[..k]).position(|(p, q)| p != q).map(|i| off + i);
+                if !with_crc {
+                    break;
+                }
+            }
+            if with_crc {
+                crcs = (crc32c::crc32c_append(crcs.0, &x[..k]), crc32c::crc32c_append(crcs.1, &y[..k]));
             }
             off += k;
         }
-        None
+        (first, with_crc.then_some(crcs))
     }
 
     /// A piece over a Rust buffer (tests and bounce buffers).
     pub fn of_slice(buf: &mut [u8]) -> RawPiece {
         RawPiece { ptr: buf.as_mut_ptr(), len: buf.len() }
     }
+}
+
+/// 4 KiB of the 8-byte `pattern` starting at byte `phase` of it (FILL's unit; 4096 is a
+/// multiple of 8, so consecutive blocks continue the pattern).
+pub fn pattern_block(pattern: u64, phase: usize) -> [u8; 4096] {
+    let pat = pattern.to_le_bytes();
+    let mut block = [0u8; 4096];
+    for (i, b) in block.iter_mut().enumerate() {
+        *b = pat[(phase + i) % 8];
+    }
+    block
 }
 
 #[cfg(test)]
@@ -148,8 +177,27 @@ mod tests {
     #[test]
     fn fill_keeps_pattern_phase() {
         let mut b = [0u8; 20];
-        RawPiece::of_slice(&mut b).fill(0x0807_0605_0403_0201, 3);
+        assert_eq!(RawPiece::of_slice(&mut b).fill(0x0807_0605_0403_0201, 3, false), None);
         assert_eq!(&b[..6], &[4, 5, 6, 7, 8, 1]);
+    }
+
+    #[test]
+    fn fill_crc_is_the_crc_of_the_bytes_written_across_blocks() {
+        let mut b = vec![0u8; 3 * 4096 + 100];
+        let crc = RawPiece::of_slice(&mut b).fill(0x1122_3344_5566_7788, 5, true);
+        assert_eq!(crc, Some(crc32c::crc32c(&b)));
+    }
+
+    #[test]
+    fn compare_with_crc_reads_both_to_the_end_past_a_difference() {
+        let mut x: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
+        let mut y = x.clone();
+        y[5000] ^= 1;
+        let (cx, cy) = (crc32c::crc32c(&x), crc32c::crc32c(&y));
+        let (a, b) = (RawPiece::of_slice(&mut x), RawPiece::of_slice(&mut y));
+        assert_eq!(RawPiece::compare(a, b, true), (Some(5000), Some((cx, cy))));
+        assert_eq!(RawPiece::compare(a, b, false), (Some(5000), None));
+        assert_eq!(RawPiece::first_difference(a, a), None);
     }
 
     #[test]

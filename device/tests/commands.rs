@@ -8,9 +8,9 @@ use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use common::*;
-use phyr_device::{FleetConfig, TraceSettings};
 use dma_range::regs::*;
 use dma_range::{encode_chained, AddrSpace, Command, DmaRange, Opcode, Status};
+use phyr_device::{FleetConfig, TraceSettings};
 use vfio_user::pci_irq;
 
 #[test]

@@ -24,7 +24,18 @@ pub fn run(log: &Path, extra_args: &[String]) -> Result<SuiteReport> {
 pub fn run_release_kernels(log: &Path) -> Result<SuiteReport> {
     let args: Vec<String> =
         ["test", "--release", "-p", "phyr-device", "--lib", "--", "kernels::"].map(String::from).to_vec();
-    run_cargo(log, &args, "release ")
+    let mut report = run_cargo(log, &args, "release ")?;
+    if report.tests.is_empty() && report.problems.is_empty() {
+        // A renamed module must not turn this run into a silent pass.
+        report.problems.push(format!("`cargo {}` ran no test; see {}", args.join(" "), log.display()));
+    }
+    Ok(report)
+}
+
+/// Whether `cargo test` extra arguments already pick an optimized profile (then the
+/// release-build kernel run would only repeat tests).
+pub fn picks_a_profile(args: &[String]) -> bool {
+    args.iter().any(|a| a == "--release" || a == "-r" || a == "--profile" || a.starts_with("--profile="))
 }
 
 fn run_cargo(log: &Path, args: &[String], prefix: &str) -> Result<SuiteReport> {
@@ -94,6 +105,14 @@ pub fn parse(output: &str) -> SuiteReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn release_or_profile_arguments_skip_the_extra_release_run() {
+        let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(picks_a_profile(&v(&["--release"])) && picks_a_profile(&v(&["-r"])));
+        assert!(picks_a_profile(&v(&["--profile", "bench"])) && picks_a_profile(&v(&["--profile=bench"])));
+        assert!(!picks_a_profile(&v(&["-p", "phyr-trace", "--", "--nocapture"])));
+    }
 
     #[test]
     fn parses_libtest_lines() {

@@ -64,7 +64,7 @@ pub fn run(cache: &Cache, a: TestArgs) -> Result<i32> {
     let mut suites = Vec::new();
     if a.cargo {
         let mut runs = vec![("cargo", "cargo test --workspace", "cargo-test.log")];
-        if !a.cargo_args.iter().any(|x| x == "--release") {
+        if !crate::cargo_test::picks_a_profile(&a.cargo_args) {
             runs.push(("cargo-release", "cargo test --release (the device's kernels as they ship)", "cargo-test-release.log"));
         }
         for (suite, what, log) in runs {

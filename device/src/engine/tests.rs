@@ -399,3 +399,44 @@ fn data_crcs_in_the_trace_match_the_bytes_of_every_piece() {
     assert_eq!(u64::from(combined), crc.result);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// With data CRCs on, FILL records the CRC of the pattern bytes it wrote and COMPARE the CRCs
+/// of the bytes it compared (read to the end of the piece even past a difference).
+#[test]
+fn fill_and_compare_records_carry_the_crc_of_their_bytes() {
+    use phyr_trace::{Payload, Recorder, TraceClock, TraceConfig};
+    let dir = std::env::temp_dir().join(format!("phyr-engine-fill-crc-{}", std::process::id()));
+    let mut r = rig();
+    let rec = Recorder::create(&dir, 0, &TraceConfig::default(), &TraceClock::new()).unwrap();
+    let path = rec.path().unwrap().to_owned();
+    r.hook = Hook::new(rec, 0);
+    let mut fill = Command::new(Opcode::Fill, 1, DmaRange::default(), r.list(RAM, &[iova(RAM + 0x1_0000, 10_000)]));
+    fill.pattern = 0x0102_0304_0506_0708;
+    assert_eq!(r.run(&fill).status(), Some(Status::SUCCESS));
+    let filled = r.mem.get(RAM + 0x1_0000, 10_000);
+    let mut other = filled.clone();
+    other[7000] ^= 0xFF;
+    r.mem.put(RAM + 0x4_0000, &other);
+    let a = r.list(RAM + 0x100, &[iova(RAM + 0x1_0000, 10_000)]);
+    let b = r.list(RAM + 0x200, &[iova(RAM + 0x4_0000, 10_000)]);
+    let cmp = r.run(&Command::new(Opcode::Compare, 2, a, b));
+    assert_eq!((cmp.status(), cmp.result), (Some(Status::COMPARE_MISMATCH), 7000));
+    drop(r);
+    let trace = phyr_trace::read_bytes(&std::fs::read(&path).unwrap()).unwrap();
+    // (list, CRC) of the data records in order: FILL's write, COMPARE's two reads.
+    let crcs: Vec<(u8, Option<u32>)> = trace
+        .records
+        .iter()
+        .filter_map(|(_, rec)| match &rec.payload {
+            Payload::Dma(d) if d.list < 2 => Some((d.list, d.crc32c)),
+            _ => None,
+        })
+        .collect();
+    let want = vec![
+        (1, Some(crc32c::crc32c(&filled))),
+        (0, Some(crc32c::crc32c(&filled))),
+        (1, Some(crc32c::crc32c(&other))),
+    ];
+    assert_eq!(crcs, want);
+    std::fs::remove_dir_all(dir).unwrap();
+}
