@@ -101,7 +101,7 @@ fn fetch(mem: &dyn IovaMemory, p: Piece) -> Result<Vec<u8>, MemFault> {
 /// pieces, bounce buffers), when the trace wants one: the CRC of exactly the bytes the device
 /// read or wrote, without touching guest memory again.
 pub(crate) fn local_crc(hook: &Hook, bytes: &[u8]) -> Option<Data> {
-    hook.wants_crc().then(|| Data::Crc(crc32c::crc32c(bytes)))
+    hook.wants_crc().then(|| Data::Crc(crate::kernels::crc32c_slice(bytes, 0)))
 }
 
 impl Exec<'_> {

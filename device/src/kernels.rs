@@ -177,6 +177,12 @@ pub unsafe fn copy_crc32c(src: *const u8, dst: *mut u8, n: usize, crc: u32) -> u
     unsafe { via_buffer(src, Some(dst), n, crc) }
 }
 
+/// CRC32C of device-local `bytes`, appended to `crc` (the fast kernel of [`crc32c`]).
+pub fn crc32c_slice(bytes: &[u8], crc: u32) -> u32 {
+    // SAFETY: a slice is valid for reads of its length.
+    unsafe { crc32c(bytes.as_ptr(), bytes.len(), crc) }
+}
+
 /// CRC32C of the `n` bytes at `src`, appended to `crc`.
 ///
 /// # Safety

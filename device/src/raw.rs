@@ -92,13 +92,19 @@ impl RawPiece {
     /// reading guest memory back).
     pub fn fill(&self, pattern: u64, phase: usize, with_crc: bool) -> Option<u32> {
         let block = pattern_block(pattern, phase);
+        // Every whole block has the same CRC: appended by a multiplication, not re-checksummed.
+        let block_crc = if with_crc { kernels::crc32c_slice(&block, 0) } else { 0 };
         // 4096 is a multiple of 8, so every block starts at the same phase.
         let mut done = 0;
         let mut crc = 0u32;
         while done < self.len {
             let k = self.sub(done, block.len()).write_from(&block);
             if with_crc {
-                crc = crc32c::crc32c_append(crc, &block[..k]);
+                crc = if k == block.len() {
+                    kernels::crc32c_combine(crc, block_crc, k as u64)
+                } else {
+                    kernels::crc32c_slice(&block[..k], crc)
+                };
             }
             done += k;
         }
@@ -137,7 +143,7 @@ impl RawPiece {
                 }
             }
             if with_crc {
-                crcs = (crc32c::crc32c_append(crcs.0, &x[..k]), crc32c::crc32c_append(crcs.1, &y[..k]));
+                crcs = (kernels::crc32c_slice(&x[..k], crcs.0), kernels::crc32c_slice(&y[..k], crcs.1));
             }
             off += k;
         }
