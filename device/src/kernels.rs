@@ -340,7 +340,12 @@ unsafe fn fold_block<const STORE: bool>(src: *const u8, dst: *mut u8, o: usize) 
     // SAFETY: the caller's contract covers [o, o + 128) of both spans.
     unsafe {
         let s = src.add(o).cast::<__m256i>();
-        let mut v = [_mm256_loadu_si256(s), _mm256_loadu_si256(s.add(1)), _mm256_loadu_si256(s.add(2)), _mm256_loadu_si256(s.add(3))];
+        let mut v = [
+            _mm256_loadu_si256(s),
+            _mm256_loadu_si256(s.add(1)),
+            _mm256_loadu_si256(s.add(2)),
+            _mm256_loadu_si256(s.add(3)),
+        ];
         if STORE {
             // Stored and folded from the same registers.
             for x in v.iter_mut() {

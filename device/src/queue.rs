@@ -362,7 +362,15 @@ fn post(run: &mut QueueRun, comps: &mut [Completion], ctx: &QueueCtx<'_>) -> Res
 
 /// Records a submission-entry fetch or a completion write, with the CRC of its `bytes` (shadow
 /// doorbell polls are not recorded: in POLL mode they would flood the trace).
-fn ring_record(ctx: &QueueCtx<'_>, dir: Dir, addr: u64, p: &Piece, target: phyr_trace::Target, t0: u64, bytes: &[u8]) {
+fn ring_record(
+    ctx: &QueueCtx<'_>,
+    dir: Dir,
+    addr: u64,
+    p: &Piece,
+    target: phyr_trace::Target,
+    t0: u64,
+    bytes: &[u8],
+) {
     if !ctx.hook.enabled() {
         return;
     }

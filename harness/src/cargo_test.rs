@@ -58,9 +58,8 @@ fn run_cargo(log: &Path, args: &[String], prefix: &str) -> Result<SuiteReport> {
         }
     }
     if !status.success() && report.failed() == 0 {
-        report
-            .problems
-            .push(format!("`{shown}` failed ({status}) without a failing test (a build error?); see {}", log.display()));
+        let why = format!("`{shown}` failed ({status}) without a failing test (a build error?)");
+        report.problems.push(format!("{why}; see {}", log.display()));
     }
     Ok(report)
 }

@@ -76,8 +76,9 @@ impl Report {
     /// One line with the counts: checked, ended by a reset, done by the device but not reported.
     pub fn counts(&self) -> String {
         format!(
-            "{} commands checked against the device traces ({} with their data CRC), {} problem(s); {} ended by a \
-             reset without a completion and {} completed by the device but not reported by the driver (neither checked)",
+            "{} commands checked against the device traces ({} with their data CRC), {} problem(s); {} ended \
+             by a reset without a completion and {} completed by the device but not reported by the driver \
+             (neither checked)",
             self.commands_checked,
             self.crcs_compared,
             self.problems.len(),

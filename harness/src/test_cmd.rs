@@ -65,7 +65,8 @@ pub fn run(cache: &Cache, a: TestArgs) -> Result<i32> {
     if a.cargo {
         let mut runs = vec![("cargo", "cargo test --workspace", "cargo-test.log")];
         if !crate::cargo_test::picks_a_profile(&a.cargo_args) {
-            runs.push(("cargo-release", "cargo test --release (the device's kernels as they ship)", "cargo-test-release.log"));
+            let what = "cargo test --release (the device's kernels as they ship)";
+            runs.push(("cargo-release", what, "cargo-test-release.log"));
         }
         for (suite, what, log) in runs {
             say(format!("{what} ..."));
