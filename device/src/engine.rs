@@ -267,10 +267,7 @@ impl Exec<'_> {
             len: p.len() as u64,
             target: t,
             status: 0,
-            data: data.unwrap_or(match p {
-                Piece::Raw(r) => Data::Raw(r),
-                Piece::Message { .. } => Data::None,
-            }),
+            data: data.unwrap_or(Data::None),
             t0,
         }
     }

@@ -6,7 +6,6 @@
 use phyr_trace::{Direction, DmaRecord, Event, Payload, Record, Recorder, Space, Target};
 
 use crate::mem::Dir;
-use crate::raw::RawPiece;
 
 /// Which list (or structure) a transaction belongs to, as `DmaRecord::list` encodes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,12 +26,12 @@ pub struct CmdTag {
     pub opcode: u8,
 }
 
-/// The bytes a transaction moved, for the optional CRC.
+/// The CRC32C of the bytes a transaction moved, computed by the engine from the very bytes it
+/// moved (the hook never reads guest memory itself).
 #[derive(Debug, Clone, Copy)]
 pub enum Data {
+    /// Not computed (data CRCs off, or a failed transfer).
     None,
-    Raw(RawPiece),
-    /// Already computed (a copy records the same bytes twice: read and write).
     Crc(u32),
 }
 
@@ -127,7 +126,6 @@ impl Hook {
         let crc32c = if t.status == 0 && self.rec.wants_crc() {
             match t.data {
                 Data::None => None,
-                Data::Raw(p) => Some(p.crc32c(0)),
                 Data::Crc(c) => Some(c),
             }
         } else {

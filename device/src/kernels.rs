@@ -310,23 +310,36 @@ fn raw_crc(state: u32, bytes: &[u8]) -> u32 {
 unsafe fn fold_crc<const STORE: bool>(src: *const u8, dst: *mut u8, n: usize, crc: u32) -> u32 {
     let mut state = !crc;
     let mut o = 0;
-    while n - o >= hybrid_len(HYBRID_ITERS[0]) {
-        // SAFETY: `o + hybrid_len <= n`: the chunk is inside the caller's spans.
-        state = unsafe { hybrid_chunk::<STORE, { HYBRID_ITERS[0] }>(src.add(o), dst.wrapping_add(o), state) };
-        o += hybrid_len(HYBRID_ITERS[0]);
-    }
-    while n - o >= hybrid_len(HYBRID_ITERS[1]) {
-        // SAFETY: as above.
-        state = unsafe { hybrid_chunk::<STORE, { HYBRID_ITERS[1] }>(src.add(o), dst.wrapping_add(o), state) };
-        o += hybrid_len(HYBRID_ITERS[1]);
-    }
-    while n - o >= hybrid_len(HYBRID_ITERS[2]) {
-        // SAFETY: as above.
-        state = unsafe { hybrid_chunk::<STORE, { HYBRID_ITERS[2] }>(src.add(o), dst.wrapping_add(o), state) };
-        o += hybrid_len(HYBRID_ITERS[2]);
+    // SAFETY: the caller's contract covers [0, n) and `o` starts at 0; `hybrid_run` stays
+    // inside [o, n).
+    unsafe {
+        hybrid_run::<STORE, { HYBRID_ITERS[0] }>(src, dst, n, &mut o, &mut state);
+        hybrid_run::<STORE, { HYBRID_ITERS[1] }>(src, dst, n, &mut o, &mut state);
+        hybrid_run::<STORE, { HYBRID_ITERS[2] }>(src, dst, n, &mut o, &mut state);
     }
     // SAFETY: `[o, n)` is inside the caller's spans.
     !unsafe { fold_span::<STORE>(src.add(o), dst.wrapping_add(o), n - o, state) }
+}
+
+/// As many whole `ITERS` chunks as fit in `[*o, n)`, advancing `*o` and `*state`.
+///
+/// # Safety
+/// As for [`fold_crc`], with `*o <= n`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,vpclmulqdq,pclmulqdq,sse4.2")]
+#[inline]
+unsafe fn hybrid_run<const STORE: bool, const ITERS: usize>(
+    src: *const u8,
+    dst: *mut u8,
+    n: usize,
+    o: &mut usize,
+    state: &mut u32,
+) {
+    while n - *o >= hybrid_len(ITERS) {
+        // SAFETY: `*o + hybrid_len <= n`: the chunk is inside the caller's spans.
+        *state = unsafe { hybrid_chunk::<STORE, ITERS>(src.add(*o), dst.wrapping_add(*o), *state) };
+        *o += hybrid_len(ITERS);
+    }
 }
 
 /// Loads 128 bytes at `src + o` (and stores them at `dst + o` with `STORE`).
