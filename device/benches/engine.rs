@@ -55,14 +55,15 @@ fn memcpy_gbps(src: MemSlice<'_>, dst: MemSlice<'_>, size: u64, runs: usize) -> 
     (size * n) as f64 / best / 1e9
 }
 
-/// Runs `n` copies of `cmd` with up to `depth` in flight; returns the elapsed time.
-fn run_pipelined(e: &Ep, q: &mut QueueDrv, cmd: &Command, n: u64, depth: u64) -> Duration {
+/// Runs `n` commands, taken from `cmds` in turn, with up to `depth` in flight; returns the
+/// elapsed time.
+fn run_pipelined(e: &Ep, q: &mut QueueDrv, cmds: &[Command], n: u64, depth: u64) -> Duration {
     let (mut sent, mut done, mut idle) = (0u64, 0u64, Instant::now());
     let t = Instant::now();
     while done < n {
         let mut pushed = false;
         while sent < n && sent - done < depth {
-            q.push(e, cmd);
+            q.push(e, &cmds[(sent % cmds.len() as u64) as usize]);
             sent += 1;
             pushed = true;
         }
@@ -95,12 +96,16 @@ fn device_gbps(e: &Ep, q: &mut QueueDrv, src: DmaRange, dst: DmaRange, size: u64
 
 /// Device COPY throughput in GB/s for src/dst list heads (best of `runs`).
 fn device_gbps_runs(e: &Ep, q: &mut QueueDrv, src: DmaRange, dst: DmaRange, size: u64, runs: usize) -> f64 {
-    let cmd = Command::new(Opcode::Copy, 1, src, dst);
-    run_pipelined(e, q, &cmd, 2, 2); // warm up: fault pages in
+    device_gbps_cmds(e, q, &[Command::new(Opcode::Copy, 1, src, dst)], size, runs)
+}
+
+/// Device throughput in GB/s running `cmds` in turn, each moving `size` bytes (best of `runs`).
+fn device_gbps_cmds(e: &Ep, q: &mut QueueDrv, cmds: &[Command], size: u64, runs: usize) -> f64 {
+    run_pipelined(e, q, cmds, 2, 2); // warm up: fault pages in
     let n = iters(size);
     let mut best = f64::MAX;
     for _ in 0..runs {
-        best = best.min(run_pipelined(e, q, &cmd, n, 16).as_secs_f64());
+        best = best.min(run_pipelined(e, q, cmds, n, 16).as_secs_f64());
     }
     (size * n) as f64 / best / 1e9
 }
@@ -232,6 +237,7 @@ fn kernel_rows() {
 }
 
 fn rate(e: &Ep, q: &mut QueueDrv, cmd: &Command) -> f64 {
+    let cmd = std::slice::from_ref(cmd);
     run_pipelined(e, q, cmd, 10_000, 4000);
     let n = 2_000_000;
     let d = run_pipelined(e, q, cmd, n, 4000);
@@ -318,8 +324,8 @@ fn new_device_threads(seen: &mut Vec<i32>) -> Vec<i32> {
 struct TraceRig {
     r: Rig,
     q: QueueDrv,
-    src: DmaRange,
-    dst: DmaRange,
+    /// The commands of each workload (`WORKLOADS`).
+    cmds: [Vec<Command>; 2],
     dir: std::path::PathBuf,
     /// The rig's device threads (queue workers, trace writer).
     dev: Vec<i32>,
@@ -328,12 +334,24 @@ struct TraceRig {
 /// The three configurations of `trace_table`: (tracing, data CRC).
 const TRACE_CONFIGS: [(bool, bool); 3] = [(false, false), (true, false), (true, true)];
 
+/// The workloads of `trace_table`: every command copies the same 64 KiB (source and
+/// destination stay in the core's L2: the recorder's worst case), or each command copies the
+/// next 64 KiB of a 96 MiB source to the next 64 KiB of a 96 MiB destination (DRAM-bound, as a
+/// device streaming through buffers the CPU has not just touched).
+const WORKLOADS: [&str; 2] = ["same 64 KiB every command (cache-hot)", "streaming through 2 x 96 MiB (DRAM)"];
+
+/// Layout of the memfd every rig shares, at `SHARED_IOVA`: the hot pair, then the streams.
+const SHARED_IOVA: u64 = 0x2_0000_0000;
+const STREAM_LEN: u64 = 96 * MIB;
+const STREAM_SRC: u64 = 8 * MIB;
+const STREAM_DST: u64 = STREAM_SRC + STREAM_LEN;
+const SHARED_LEN: u64 = STREAM_DST + STREAM_LEN;
+
 /// A fresh rig per configuration. The copied buffers live in `shared`, a memfd every rig maps
 /// at the same IOVA: each rig's own guest RAM lands on different physical pages, and that
 /// alone moved whole runs by +-10%.
 fn trace_rigs(shared: &OwnedFd, seen: &mut Vec<i32>) -> Vec<TraceRig> {
-    const SHARED_IOVA: u64 = 0x2_0000_0000;
-    let size = 64 * KIB as u32;
+    let size = 64 * KIB;
     TRACE_CONFIGS
         .iter()
         .map(|&(trace, crc)| {
@@ -345,12 +363,22 @@ fn trace_rigs(shared: &OwnedFd, seen: &mut Vec<i32>) -> Vec<TraceRig> {
                 ..Default::default()
             };
             let r = rig_with(cfg, 16 * MIB);
-            let q = QueueDrv::new(&r.eps[0], 0, 64, QCTRL_POLL);
+            let mut q = QueueDrv::new(&r.eps[0], 0, 64, QCTRL_POLL);
             let dev = new_device_threads(seen);
-            r.eps[0].dma_map_fd(SHARED_IOVA, 8 * MIB, shared.as_fd());
-            let src = r.eps[0].list(lists(0), &[iova(SHARED_IOVA, size)]);
-            let dst = r.eps[0].list(lists(0x100), &[iova(SHARED_IOVA + 4 * MIB, size)]);
-            TraceRig { r, q, src, dst, dir, dev }
+            let e = &r.eps[0];
+            e.dma_map_fd(SHARED_IOVA, SHARED_LEN, shared.as_fd());
+            let copy = |list_at: u64, src: u64, dst: u64| {
+                let s = e.list(lists(list_at), &[iova(SHARED_IOVA + src, size as u32)]);
+                let d = e.list(lists(list_at + 16), &[iova(SHARED_IOVA + dst, size as u32)]);
+                Command::new(Opcode::Copy, 1, s, d)
+            };
+            let hot = vec![copy(0, 0, 4 * MIB)];
+            let stream: Vec<Command> = (0..STREAM_LEN / size)
+                .map(|k| copy(0x1000 + 32 * k, STREAM_SRC + k * size, STREAM_DST + k * size))
+                .collect();
+            // One pass maps every page of the streams into this rig's device.
+            run_pipelined(e, &mut q, &stream, stream.len() as u64, 16);
+            TraceRig { r, q, cmds: [hot, stream], dir, dev }
         })
         .collect()
 }
@@ -362,6 +390,17 @@ fn quartiles(v: &mut [f64]) -> (f64, f64, f64) {
     (at(2), at(1), at(3))
 }
 
+/// Per workload and configuration: GB/s, device CPU and writer CPU per command, traced/untraced
+/// ratio of each round, and the median ratio of each set.
+#[derive(Default)]
+struct TraceSamples {
+    gbps: [Vec<f64>; 3],
+    dev_cpu: [Vec<f64>; 3],
+    writer_cpu: [Vec<f64>; 3],
+    paired: [Vec<f64>; 3],
+    set_medians: [Vec<f64>; 3],
+}
+
 fn trace_table() {
     const SETS: usize = 3;
     const ROUNDS: usize = 7;
@@ -370,7 +409,7 @@ fn trace_table() {
     // late is attributed to the rig that was just running, and that round's CPU sample is
     // skipped (it missed the thread's start).
     let mut seen: Vec<i32> = threads().into_iter().map(|(t, _)| t).collect();
-    let shared = vfio_user::memfd("bench-shared", 8 * MIB).unwrap();
+    let shared = vfio_user::memfd("bench-shared", SHARED_LEN).unwrap();
     let cpu = |dev: &[i32]| dev.iter().map(|&t| thread_cpu_ns(t)).sum::<u64>();
     // The trace writer thread's part (it runs beside the DMA path).
     let writer = |dev: &[i32]| -> u64 {
@@ -380,44 +419,42 @@ fn trace_table() {
             .map(|&t| thread_cpu_ns(t))
             .sum()
     };
-    // Commands per device_gbps call: 2 warm-up + 5 timed runs.
+    // Commands per measurement: 2 warm-up + 5 timed runs.
     let cmds = (2 + 5 * iters(size)) as f64;
-    // Per round: GB/s, device CPU and writer CPU per command of each configuration, and each
-    // traced configuration's ratio to the untraced run of the same round.
-    let mut gbps: [Vec<f64>; 3] = Default::default();
-    let mut dev_cpu: [Vec<f64>; 3] = Default::default();
-    let mut writer_cpu: [Vec<f64>; 3] = Default::default();
-    let mut paired: [Vec<f64>; 3] = Default::default();
-    let mut set_medians: [Vec<f64>; 3] = Default::default();
+    let mut samples: [TraceSamples; 2] = Default::default();
     // Fresh rigs per set (the rigs themselves vary), interleaved rounds within a set (the
     // three configurations see the same machine load), the order rotated every round.
     for _ in 0..SETS {
         let mut rigs = trace_rigs(&shared, &mut seen);
         assert!(rigs.iter().any(|rig| !rig.dev.is_empty()), "no device threads found");
-        let mut in_set: [Vec<f64>; 3] = Default::default();
+        let mut in_set: [[Vec<f64>; 3]; 2] = Default::default();
         for round in 0..ROUNDS {
-            let mut got = [0f64; 3];
-            for k in 0..3 {
-                let i = (round + k) % 3;
-                let t = &mut rigs[i];
-                let (c0, w0) = (cpu(&t.dev), writer(&t.dev));
-                got[i] = device_gbps(&t.r.eps[0], &mut t.q, t.src, t.dst, size);
-                let (c1, w1) = (cpu(&t.dev), writer(&t.dev));
-                let late = new_device_threads(&mut seen);
-                if late.is_empty() && !t.dev.is_empty() {
-                    dev_cpu[i].push(c1.saturating_sub(c0) as f64 / cmds);
-                    writer_cpu[i].push(w1.saturating_sub(w0) as f64 / cmds);
+            for (w, s) in samples.iter_mut().enumerate() {
+                let mut got = [0f64; 3];
+                for k in 0..3 {
+                    let i = (round + k) % 3;
+                    let t = &mut rigs[i];
+                    let (c0, w0) = (cpu(&t.dev), writer(&t.dev));
+                    got[i] = device_gbps_cmds(&t.r.eps[0], &mut t.q, &t.cmds[w], size, 5);
+                    let (c1, w1) = (cpu(&t.dev), writer(&t.dev));
+                    let late = new_device_threads(&mut seen);
+                    if late.is_empty() && !t.dev.is_empty() {
+                        s.dev_cpu[i].push(c1.saturating_sub(c0) as f64 / cmds);
+                        s.writer_cpu[i].push(w1.saturating_sub(w0) as f64 / cmds);
+                    }
+                    t.dev.extend(late);
+                    s.gbps[i].push(got[i]);
                 }
-                t.dev.extend(late);
-                gbps[i].push(got[i]);
-            }
-            for i in 1..3 {
-                paired[i].push(got[i] / got[0]);
-                in_set[i].push(got[i] / got[0]);
+                for i in 1..3 {
+                    s.paired[i].push(got[i] / got[0]);
+                    in_set[w][i].push(got[i] / got[0]);
+                }
             }
         }
-        for i in 1..3 {
-            set_medians[i].push(quartiles(&mut in_set[i]).0);
+        for (s, in_set) in samples.iter_mut().zip(&mut in_set) {
+            for (medians, ratios) in s.set_medians.iter_mut().zip(in_set.iter_mut()).skip(1) {
+                medians.push(quartiles(ratios).0);
+            }
         }
         for t in rigs {
             drop(t.r);
@@ -430,25 +467,28 @@ fn trace_table() {
     println!("Tracing cost, COPY 64 KiB IOVA->IOVA ({SETS} sets of fresh rigs x {ROUNDS} interleaved rounds; medians over rounds,");
     println!("each traced round against the untraced run of the same round; target: on costs < 10%)");
     println!("{:>26} {:>8} {:>22} {:>22}  {:>22}", "", "GB/s", "paired med. [q1, q3]", "median per set", "device CPU per command");
-    let cpu0 = med(&mut dev_cpu[0]);
-    println!("{:>26} {:>8.2} {:>22} {:>22}  {:>10.0} ns", "tracing off", med(&mut gbps[0]), "", "", cpu0);
-    for (i, name) in [(1, "tracing on, no data CRC"), (2, "tracing on, data CRC32C")] {
-        let (m, q1, q3) = quartiles(&mut paired[i]);
-        let sets: Vec<String> = set_medians[i].iter().map(|&r| format!("{:+.1}", pct(r))).collect();
-        let c = med(&mut dev_cpu[i]);
-        println!(
-            "{:>26} {:>8.2} {:>+7.1}% [{:+.1}, {:+.1}] {:>22}  {:>10.0} ns ({:+.0} ns, {:+.1}%; trace writer thread {:.0} ns)",
-            name,
-            med(&mut gbps[i]),
-            pct(m),
-            pct(q1),
-            pct(q3),
-            sets.join(" "),
-            c,
-            c - cpu0,
-            pct(c / cpu0),
-            med(&mut writer_cpu[i])
-        );
+    for (s, workload) in samples.iter_mut().zip(WORKLOADS) {
+        println!("{workload}:");
+        let cpu0 = med(&mut s.dev_cpu[0]);
+        println!("{:>26} {:>8.2} {:>22} {:>22}  {:>10.0} ns", "tracing off", med(&mut s.gbps[0]), "", "", cpu0);
+        for (i, name) in [(1, "tracing on, no data CRC"), (2, "tracing on, data CRC32C")] {
+            let (m, q1, q3) = quartiles(&mut s.paired[i]);
+            let sets: Vec<String> = s.set_medians[i].iter().map(|&r| format!("{:+.1}", pct(r))).collect();
+            let c = med(&mut s.dev_cpu[i]);
+            println!(
+                "{:>26} {:>8.2} {:>+7.1}% [{:+.1}, {:+.1}] {:>22}  {:>10.0} ns ({:+.0} ns, {:+.1}%; trace writer thread {:.0} ns)",
+                name,
+                med(&mut s.gbps[i]),
+                pct(m),
+                pct(q1),
+                pct(q3),
+                sets.join(" "),
+                c,
+                c - cpu0,
+                pct(c / cpu0),
+                med(&mut s.writer_cpu[i])
+            );
+        }
     }
     kernel_rows();
     println!("(load average: {})", load.trim());
