@@ -5,7 +5,8 @@
 //!   ratio to a single-thread memcpy of the same buffers, paired per round on the same CPU;
 //! - COPY 64 KiB to destinations that are not 32-byte aligned, device vs glibc memcpy;
 //! - small-command rate (NOP and 64-byte COPY) in POLL mode;
-//! - tracing off vs on (without and with data CRC) at 64 KiB: paired per-round ratios over
+//! - tracing off vs on (without and with data CRC) at 64 KiB, the same buffers every command
+//!   (cache-hot) and streaming through 2 x 96 MiB (DRAM-bound): paired per-round ratios over
 //!   three sets of fresh rigs, and device CPU time per command;
 //! - device RSS (the real `phyr-device` binary) against its BAR sizes.
 

@@ -8,8 +8,9 @@
 //!   free to DMA to any byte address, so the engine must not depend on that. Four 32-byte
 //!   loads and stores per iteration run at 40..100 GB/s whatever the alignment; short copies
 //!   to aligned destinations stay with glibc (see `copy`).
-//! - Copies of 16 KiB and more run as three interleaved streams, which keeps more misses in
-//!   flight: ~1.3x glibc's `memmove` when the data comes from DRAM (see `stream_len`).
+//! - Copies of 16 KiB and more run as three interleaved streams (with AVX2, spans not
+//!   overlapping), which keeps more misses in flight: ~1.3x glibc's `memmove` in a scratch
+//!   loop when the data comes from DRAM (see `stream_len`).
 //! - A data CRC for the trace used to re-read the moved bytes (through a local buffer, since
 //!   the memory is guest-shared). The fused kernel computes the CRC from the very registers it
 //!   stores, so the checksum is of the bytes that were written, and the data is read once.
@@ -127,17 +128,13 @@ pub fn crc32c_combine(crc_a: u32, crc_b: u32, len_b: u64) -> u32 {
     v.reverse_bits() ^ crc_b
 }
 
-#[cfg(not(target_arch = "x86_64"))]
-#[inline]
-fn simd() -> bool {
-    false
-}
-
 /// Copies `n` bytes from `src` to `dst`; the spans may overlap (memmove semantics).
 ///
-/// Our AVX2 loop for copies of `STREAMS_MIN` bytes and more (three interleaved streams, see
-/// `stream_len`) and for unaligned destinations (where glibc collapses, see the module docs);
-/// glibc's `memmove` for short copies to 32-byte aligned destinations and for overlapping spans.
+/// Where the CPU has AVX2 and the spans do not overlap: our loop for copies of `STREAMS_MIN`
+/// bytes and more (three interleaved streams, see `stream_len`) and for unaligned destinations
+/// (where glibc collapses, see the module docs). Everything else (short copies to 32-byte
+/// aligned destinations, overlapping spans, CPUs without AVX2, other architectures) goes to
+/// glibc's `memmove`.
 ///
 /// # Safety
 /// `[src, src + n)` must be valid for reads and `[dst, dst + n)` for writes.
@@ -260,25 +257,34 @@ unsafe fn via_buffer(src: *const u8, dst: Option<*mut u8>, n: usize, mut crc: u3
     crc
 }
 
-/// Copies of at least this many bytes run as three interleaved streams (`stream_len`).
+/// Copies of at least this many bytes run as three interleaved streams (`stream_len`), where
+/// `copy` takes the AVX2 path at all.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const STREAMS_MIN: usize = 16 << 10;
 
 /// Length of each of the three streams a copy of `n >= STREAMS_MIN` bytes is split into (the
-/// rest, under 3.5 KiB, follows as one stream): about a third, a multiple of 128, and chosen
-/// so that neither `q` nor `2q` lies within 512 bytes of a multiple of 4 KiB. A load 4 KiB
-/// away from a pending store is first taken for a dependent one ("4K aliasing"): four streams
-/// exactly 16 KiB apart copied 64 KiB at 36 GB/s instead of 50.
+/// rest, under 3 KiB, follows as one stream), 0 for shorter copies: about a third, a multiple
+/// of 128, and chosen so that neither `q` nor `2q` lies within 512 bytes of a multiple of
+/// 4 KiB. A load a multiple of 4 KiB away from a pending store (the same address bits 0..11)
+/// is first taken for a dependent one ("4K aliasing"): four streams exactly 16 KiB apart
+/// copied 64 KiB at 36 GB/s instead of 50. This keeps the streams of one side apart; how the
+/// source sits against the destination is the caller's (as for any copy loop).
 ///
 /// Why three streams: reading and writing three places at once keeps more cache-line misses
-/// in flight. Measured on this Zen 3 VM for 64 KiB copies walking through 96 MiB (DRAM-bound):
-/// 12.7..13.4 GB/s against 9.7..10.1 for glibc `memmove` and one-stream loops (prefetching
-/// ahead did not help); inside L3 (4 MiB) 35 against 30; inside L2 (64 KiB) both ~50.
+/// in flight. Measured with a scratch loop (two runs, 2026-11-24, not part of the bench) on
+/// this Zen 3 VM, 64 KiB copies walking through 96 MiB (DRAM-bound): three streams 12.7..13.4
+/// GB/s, two 10.7..12.6, four 11.4..12.4, six 12.2..12.5, against 9.0..10.1 for glibc
+/// `memmove` and a one-stream loop (prefetching 512..2048 bytes ahead did not help); inside L3
+/// (4 MiB) three streams 35 against 30; inside L2 (the same 64 KiB) both ~50. The device
+/// bench's COPY 64 MiB row is the reproducible trace of it.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const fn stream_len(n: usize) -> usize {
+    if n < STREAMS_MIN {
+        return 0;
+    }
     let q = n / 3 / FOLD_BLOCK * FOLD_BLOCK;
     let r = q % 4096;
-    // For n >= STREAMS_MIN, q >= 5376: every subtraction below stays positive.
+    // n >= STREAMS_MIN, so q >= 5376: every subtraction below stays positive.
     if r < 512 {
         q - r - 512
     } else if r > 1792 && r < 2304 {
@@ -295,13 +301,11 @@ const fn stream_len(n: usize) -> usize {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn copy_avx2(src: *const u8, dst: *mut u8, n: usize) {
-    let mut done = 0;
-    if n >= STREAMS_MIN {
-        let q = stream_len(n);
-        // SAFETY: `3 * q <= n`: the three streams lie inside both spans.
-        unsafe { copy_blocks::<3>(src, dst, q, q) };
-        done = 3 * q;
-    }
+    let q = stream_len(n);
+    // SAFETY: `stream_len` keeps `3 * q <= n` (0 for short copies): the three streams lie
+    // inside both spans.
+    unsafe { copy_blocks::<3>(src, dst, q, q) };
+    let mut done = 3 * q;
     let blocks = (n - done) / FOLD_BLOCK * FOLD_BLOCK;
     // SAFETY: `done + blocks <= n`.
     unsafe { copy_blocks::<1>(src.add(done), dst.add(done), blocks, 0) };
@@ -611,15 +615,19 @@ mod tests {
         v.extend([mid + small + 200, big + mid + 2 * small + 255, 2 * big + 1]);
         // Three-stream copies: the threshold, and streams moved off each 4 KiB trap.
         v.extend([STREAMS_MIN - 1, STREAMS_MIN, STREAMS_MIN + 129, 3 * 12_288 + 5, 3 * 10_240 + 7, 3 * 16_000 + 99]);
+        // The longest rest after the streams (3071 bytes: 23 blocks and a 127-byte tail).
+        v.push(38_399);
         v
     }
 
     #[test]
     fn three_copy_streams_stay_inside_the_copy_and_apart_from_4k_multiples() {
         let dist = |x: usize| (x % 4096).min(4096 - x % 4096);
+        assert_eq!(stream_len(STREAMS_MIN - 1), 0);
+        assert_eq!(stream_len(0), 0);
         for n in STREAMS_MIN..=(3 << 20) {
             let q = stream_len(n);
-            assert!(q.is_multiple_of(FOLD_BLOCK) && 3 * q <= n && n - 3 * q < 3584, "n {n} q {q}");
+            assert!(q.is_multiple_of(FOLD_BLOCK) && 3 * q <= n && n - 3 * q < 3072, "n {n} q {q}");
             assert!(dist(q) >= 512 && dist(2 * q) >= 512, "n {n} q {q}");
         }
     }
@@ -686,13 +694,34 @@ mod tests {
 
     #[test]
     fn copy_moves_every_length_and_alignment() {
-        let src = data(max_len(), 2);
+        let src = data(max_len() + 64, 2);
         for n in lengths() {
-            for d_off in [0, 1, 16, 33] {
-                let mut dst = vec![0u8; n + 40];
-                // SAFETY: distinct buffers of sufficient size.
-                unsafe { copy(src.as_ptr(), dst.as_mut_ptr().add(d_off), n) };
-                assert_eq!(&dst[d_off..d_off + n], &src[..n]);
+            for s_off in [0, 3, 31] {
+                for d_off in [0, 1, 16, 33] {
+                    // 32-byte aligned base, so `d_off` 0 really takes the aligned paths.
+                    let mut buf = vec![0u8; n + 80];
+                    let base = buf.as_ptr().align_offset(32);
+                    let dst = &mut buf[base..base + n + 40];
+                    // SAFETY: distinct buffers of sufficient size.
+                    unsafe { copy(src.as_ptr().add(s_off), dst.as_mut_ptr().add(d_off), n) };
+                    assert_eq!(&dst[d_off..d_off + n], &src[s_off..s_off + n], "n {n} s_off {s_off} d_off {d_off}");
+                    let outside = dst[..d_off].iter().chain(&dst[d_off + n..]);
+                    assert!(outside.into_iter().all(|&b| b == 0), "n {n} s_off {s_off} d_off {d_off}: wrote outside");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn overlapping_long_copy_moves_like_memmove() {
+        for n in [STREAMS_MIN, 65_536] {
+            for (from, to) in [(0usize, 32usize), (32, 0), (0, 4096), (4096, 0), (0, 12_289), (12_289, 0)] {
+                let mut b = data(n + 12_320, 4);
+                let want = b[from..from + n].to_vec();
+                let p = b.as_mut_ptr();
+                // SAFETY: both spans lie inside `b`.
+                unsafe { copy(p.add(from), p.add(to), n) };
+                assert_eq!(&b[to..to + n], &want[..], "n {n} from {from} to {to}");
             }
         }
     }
