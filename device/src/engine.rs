@@ -6,7 +6,7 @@
 //! failing address, and the bytes done before the fault.
 
 use dma_range::{
-    walk, Command, Completion, DmaRange, ListLimits, Opcode, ReadFault, Status, WalkedList,
+    walk_into, Command, Completion, DmaRange, ListLimits, Opcode, ReadFault, Status, WalkedList,
     FAULT_LIST_DST, FAULT_LIST_NONE, FAULT_LIST_SRC, NO_SEGMENT,
 };
 use phyr_trace::Target;
@@ -34,6 +34,15 @@ impl Failure {
     fn plain(status: Status) -> Self {
         Self { status, list: FAULT_LIST_NONE, segment: NO_SEGMENT, addr: 0 }
     }
+}
+
+/// A command's walked source and destination lists. A queue keeps one between commands so
+/// that the walks reuse its vectors: no allocation per command (that alone was ~15 % of a
+/// 64-byte COPY's device time).
+#[derive(Debug, Default)]
+pub struct Lists {
+    src: WalkedList,
+    dst: WalkedList,
 }
 
 /// Everything one command execution needs.
@@ -106,9 +115,10 @@ pub(crate) fn local_crc(hook: &Hook, bytes: &[u8]) -> Option<Data> {
 
 impl Exec<'_> {
     /// Executes `cmd` and returns its completion (phase and sq_head are the queue's business).
-    pub fn run(&self, cmd: &Command) -> Completion {
+    /// `lists` is scratch space for the walked lists.
+    pub fn run(&self, cmd: &Command, lists: &mut Lists) -> Completion {
         let mut done = 0u64;
-        let mut outcome = self.dispatch(cmd, &mut done);
+        let mut outcome = self.dispatch(cmd, &mut done, lists);
         if let (Err(_), Some(s)) = (&outcome, (self.abort)()) {
             // A fault while a reset or disable is under way is its consequence (the VMM
             // refusing DMA of a device being reset, say): report the abort.
@@ -129,7 +139,7 @@ impl Exec<'_> {
         }
     }
 
-    fn dispatch(&self, cmd: &Command, done: &mut u64) -> Result<(Status, u64), Failure> {
+    fn dispatch(&self, cmd: &Command, done: &mut u64, lists: &mut Lists) -> Result<(Status, u64), Failure> {
         let Some(op) = Opcode::from_u8(cmd.opcode) else {
             return Err(Failure::plain(Status::INVALID_OPCODE));
         };
@@ -139,8 +149,9 @@ impl Exec<'_> {
         match op {
             Opcode::Nop => Ok((Status::SUCCESS, 0)),
             Opcode::Copy | Opcode::Compare => {
-                let src = self.walk_list(cmd.src, FAULT_LIST_SRC)?;
-                let dst = self.walk_list(cmd.dst, FAULT_LIST_DST)?;
+                self.walk_list(cmd.src, FAULT_LIST_SRC, &mut lists.src)?;
+                self.walk_list(cmd.dst, FAULT_LIST_DST, &mut lists.dst)?;
+                let (src, dst) = (&lists.src, &lists.dst);
                 if src.total_len != dst.total_len {
                     return Err(Failure::plain(Status::LIST_LENGTH_MISMATCH));
                 }
@@ -155,20 +166,20 @@ impl Exec<'_> {
                 }
             }
             Opcode::Fill => {
-                let dst = self.walk_list(cmd.dst, FAULT_LIST_DST)?;
-                self.fill(&dst.segments, cmd.pattern, done)?;
+                self.walk_list(cmd.dst, FAULT_LIST_DST, &mut lists.dst)?;
+                self.fill(&lists.dst.segments, cmd.pattern, done)?;
                 Ok((Status::SUCCESS, *done))
             }
             Opcode::Crc32c => {
-                let src = self.walk_list(cmd.src, FAULT_LIST_SRC)?;
-                let crc = self.crc(&src.segments, done)?;
+                self.walk_list(cmd.src, FAULT_LIST_SRC, &mut lists.src)?;
+                let crc = self.crc(&lists.src.segments, done)?;
                 Ok((Status::SUCCESS, u64::from(crc)))
             }
         }
     }
 
-    fn walk_list(&self, head: DmaRange, list: u8) -> Result<WalkedList, Failure> {
-        walk(head, self.limits, |space, addr, buf| {
+    fn walk_list(&self, head: DmaRange, list: u8, out: &mut WalkedList) -> Result<(), Failure> {
+        let read = |space, addr, buf: &mut [u8]| {
             let t0 = self.hook.start();
             let hook = self.hook;
             let tag = self.tag;
@@ -207,8 +218,9 @@ impl Exec<'_> {
                 }
                 Err(AccessError::Stopped) => Err(ReadFault { status: Status::IOMMU_FAULT, addr }),
             }
-        })
-        .map_err(|f| Failure { status: f.status, list, segment: f.segment, addr: f.addr })
+        };
+        walk_into(head, self.limits, read, out)
+            .map_err(|f| Failure { status: f.status, list, segment: f.segment, addr: f.addr })
     }
 
     fn check_abort(&self) -> Result<(), Failure> {

@@ -19,7 +19,7 @@ use dma_range::{regs::QSTATUS_ENABLED, regs::QSTATUS_ERROR, AddrSpace, Command, 
 use dma_range::{COMMAND_SIZE, COMPLETION_SIZE};
 
 use crate::bus::{trace_space, AccessError, Bus};
-use crate::engine::Exec;
+use crate::engine::{Exec, Lists};
 use crate::hook::{CmdTag, Data, Hook, ListKind, Txn};
 use crate::mem::{Dir, IrqSink, Piece};
 use crate::regs::QueueConfig;
@@ -31,17 +31,19 @@ pub const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 pub const BATCH: u32 = 64;
 
 /// State of a running queue (owned by whoever holds `QueueShared::run`).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub struct QueueRun {
     pub cfg: QueueConfig,
     pub sq_head: u32,
     pub cq_tail: u32,
     pub phase: bool,
+    /// The engine's list scratch, reused from command to command.
+    pub lists: Lists,
 }
 
 impl QueueRun {
     pub fn new(cfg: QueueConfig) -> Self {
-        Self { cfg, sq_head: 0, cq_tail: 0, phase: true }
+        Self { cfg, sq_head: 0, cq_tail: 0, phase: true, lists: Lists::default() }
     }
 }
 
@@ -288,7 +290,7 @@ pub fn process(run: &mut QueueRun, q: &QueueShared, ctx: &QueueCtx<'_>) -> Progr
             tag: CmdTag { queue: ctx.queue, command_id: cmd.command_id, opcode: cmd.opcode },
             abort: &abort,
         };
-        let mut c = exec.run(&cmd);
+        let mut c = exec.run(&cmd, &mut run.lists);
         // Recorded as the command ends (not after the batch: a batch of 64 would stamp the
         // first command's end many microseconds late), whether or not its completion can be
         // posted.

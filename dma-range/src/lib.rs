@@ -18,5 +18,6 @@ pub use completion::{
 };
 pub use entry::{AddrSpace, DmaRange, ENTRY_SIZE, RANGE_BUS_ADDR, RANGE_CHAIN, RANGE_FLAGS_KNOWN};
 pub use list::{
-    blocks_needed, encode_chained, split_range, walk, ListFault, ListLimits, ReadFault, WalkedList, MAX_SEGMENT_LEN,
+    blocks_needed, encode_chained, split_range, walk, walk_into, ListFault, ListLimits, ReadFault, WalkedList,
+    MAX_SEGMENT_LEN,
 };

@@ -76,38 +76,65 @@ fn check_block(entry: &DmaRange, limits: &ListLimits, segment: u32) -> Result<()
     Ok(())
 }
 
+/// Blocks up to this size are read into a stack buffer by [`walk`].
+const SMALL_BLOCK: usize = 16 * ENTRY_SIZE;
+
 /// Walks and validates the list whose first block `head` names. `read` fetches a block's
 /// bytes from the given address space (the device's DMA path); its failures are reported
 /// with the index of the entry being read.
 pub fn walk(
     head: DmaRange,
     limits: ListLimits,
-    mut read: impl FnMut(AddrSpace, u64, &mut [u8]) -> Result<(), ReadFault>,
+    read: impl FnMut(AddrSpace, u64, &mut [u8]) -> Result<(), ReadFault>,
 ) -> Result<WalkedList, ListFault> {
     let mut out = WalkedList::default();
-    // Blocks visited so far: at most MAX_CHAIN + 1, so a scan beats hashing.
-    let mut visited: Vec<(AddrSpace, u64)> = Vec::new();
+    walk_into(head, limits, read, &mut out)?;
+    Ok(out)
+}
+
+/// [`walk`] into `out`, reusing its vectors (a device walks two lists per command; keeping
+/// their capacity saves the allocations). `out` is cleared first; after an error it holds the
+/// part walked so far.
+pub fn walk_into(
+    head: DmaRange,
+    limits: ListLimits,
+    mut read: impl FnMut(AddrSpace, u64, &mut [u8]) -> Result<(), ReadFault>,
+    out: &mut WalkedList,
+) -> Result<(), ListFault> {
+    out.segments.clear();
+    out.blocks.clear();
+    out.total_len = 0;
     let mut chains = 0u32;
     let mut block = head;
     check_block(&block, &limits, 0)?;
-    let mut buf = Vec::new();
+    // Short blocks (the common case: a few entries) are read into the stack, longer ones into
+    // one heap buffer: no allocation per walk for small commands.
+    let mut small = [0u8; SMALL_BLOCK];
+    let mut large = Vec::new();
     loop {
         let seg_now = out.segments.len() as u32;
-        if visited.contains(&(block.space(), block.addr)) {
+        // The blocks read so far (at most MAX_CHAIN + 1, so a scan beats hashing).
+        if out.blocks.iter().any(|&(space, addr, _)| (space, addr) == (block.space(), block.addr)) {
             return Err(ListFault {
                 status: Status::LIST_CHAIN_CYCLE,
                 segment: seg_now,
                 addr: block.addr,
             });
         }
-        visited.push((block.space(), block.addr));
-        buf.resize(block.len as usize, 0);
-        read(block.space(), block.addr, &mut buf).map_err(|f| ListFault {
+        let buf: &mut [u8] = match small.get_mut(..block.len as usize) {
+            Some(b) => b,
+            None => {
+                large.resize(block.len as usize, 0);
+                &mut large
+            }
+        };
+        read(block.space(), block.addr, buf).map_err(|f| ListFault {
             status: f.status,
             segment: seg_now,
             addr: f.addr,
         })?;
         out.blocks.push((block.space(), block.addr, block.len));
+        out.segments.reserve(buf.len() / ENTRY_SIZE);
         let n = buf.len() / ENTRY_SIZE;
         let mut next = None;
         for (i, raw) in buf.chunks_exact(ENTRY_SIZE).enumerate() {
@@ -149,7 +176,7 @@ pub fn walk(
         }
         match next {
             Some(e) => block = e,
-            None => return Ok(out),
+            None => return Ok(()),
         }
     }
 }

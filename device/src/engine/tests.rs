@@ -53,7 +53,7 @@ impl Rig {
             tag: CmdTag::default(),
             abort: &none,
         };
-        exec.run(cmd)
+        exec.run(cmd, &mut Lists::default())
     }
 
     /// Writes a single-block list at `at` (IOVA) and returns its head.
@@ -260,7 +260,7 @@ fn abort_before_a_step_stops_the_command() {
         tag: CmdTag::default(),
         abort: &abort,
     };
-    let c = exec.run(&Command::new(Opcode::Copy, 5, src, dst));
+    let c = exec.run(&Command::new(Opcode::Copy, 5, src, dst), &mut Lists::default());
     assert_eq!((c.status(), c.result), (Some(Status::ABORTED_RESET), 0));
 }
 

@@ -63,6 +63,29 @@ fn walks_a_chained_list_across_spaces() {
 }
 
 #[test]
+fn walk_into_replaces_what_the_scratch_held_and_reads_long_blocks() {
+    let mut m = Mem::default();
+    // 40 entries: longer than the stack buffer, read through the heap.
+    let long: Vec<DmaRange> = (0..40).map(|i| seg(0x10_0000 * (i + 1), 512)).collect();
+    let long_head = m.put(AddrSpace::Iova, 0x1000, &long);
+    let short_head = m.put(AddrSpace::Iova, 0x9000, &[seg(0x7000, 3)]);
+    let limits = ListLimits { max_entries: 64, max_chain: 4 };
+    let read = |space, addr, buf: &mut [u8]| {
+        let b = m.0.get(&(space, addr)).ok_or(ReadFault { status: Status::IOMMU_FAULT, addr })?;
+        buf.copy_from_slice(&b[..buf.len()]);
+        Ok(())
+    };
+    let mut out = m.walk(short_head).unwrap();
+    walk_into(long_head, limits, read, &mut out).unwrap();
+    assert_eq!(out.segments, long);
+    assert_eq!((out.total_len, out.blocks.len()), (40 * 512, 1));
+    walk_into(short_head, limits, read, &mut out).unwrap();
+    assert_eq!(out.segments, [seg(0x7000, 3)]);
+    assert_eq!((out.total_len, out.blocks.len()), (3, 1));
+    assert!(out.segments.capacity() >= 40, "the vectors are reused");
+}
+
+#[test]
 fn zero_length_entry_is_rejected_with_its_index() {
     let mut m = Mem::default();
     let head = m.put(AddrSpace::Iova, 0x1000, &[seg(0x10000, 1), seg(0x20000, 0)]);
