@@ -21,6 +21,8 @@ struct Rig {
     mem: TestMem,
     fabric: Fabric,
     hook: Hook,
+    /// One scratch for all of a test's commands, as a queue keeps it.
+    lists: std::cell::RefCell<Lists>,
 }
 
 fn rig() -> Rig {
@@ -40,7 +42,7 @@ fn rig() -> Rig {
             Arc::new(p)
         })
         .collect();
-    Rig { mem, fabric: Fabric::new(ports), hook: Hook::off(0) }
+    Rig { mem, fabric: Fabric::new(ports), hook: Hook::off(0), lists: Default::default() }
 }
 
 impl Rig {
@@ -53,7 +55,7 @@ impl Rig {
             tag: CmdTag::default(),
             abort: &none,
         };
-        exec.run(cmd, &mut Lists::default())
+        exec.run(cmd, &mut self.lists.borrow_mut())
     }
 
     /// Writes a single-block list at `at` (IOVA) and returns its head.
@@ -96,6 +98,29 @@ fn copy_mixing_iova_and_bus_segments_spanning_two_mappings() {
     assert_eq!((c.status(), c.command_id, c.result), (Some(Status::SUCCESS), 7, 12288));
     assert_eq!(r.peer_get(0, 0x2000, 10000), data[..10000]);
     assert_eq!(r.mem.get(RAM + 0x8000, 2288), data[10000..]);
+}
+
+#[test]
+fn a_short_list_after_a_long_one_moves_only_its_own_segments() {
+    let r = rig();
+    let data = pattern(4096, 9);
+    r.mem.put(RAM + 0x1000, &data);
+    let long: Vec<DmaRange> = (0..32).map(|i| iova(RAM + 0x1000 + i * 128, 128)).collect();
+    let src = r.list(RAM, &long);
+    let dst = r.list(RAM + 0x400, &[iova(RAM + 0x4000, 4096)]);
+    assert_eq!(r.run(&Command::new(Opcode::Copy, 1, src, dst)).status(), Some(Status::SUCCESS));
+    // A failing walk in between leaves partial lists behind.
+    let bad = r.list(RAM + 0x600, &[iova(RAM + 0x2000, 64), iova(RAM + 0x2040, 0)]);
+    assert_eq!(r.run(&Command::new(Opcode::Copy, 2, bad, dst)).status(), Some(Status::LIST_ZERO_LENGTH));
+    let short_src = r.list(RAM + 0x800, &[iova(RAM + 0x1000, 100)]);
+    let short_dst = r.list(RAM + 0x900, &[iova(RAM + 0x6000, 100)]);
+    let c = r.run(&Command::new(Opcode::Copy, 3, short_src, short_dst));
+    assert_eq!((c.status(), c.result), (Some(Status::SUCCESS), 100));
+    assert_eq!(r.mem.get(RAM + 0x4000, 4096), data);
+    assert_eq!(r.mem.get(RAM + 0x6000, 100), data[..100]);
+    assert_eq!(r.mem.get(RAM + 0x6000 + 100, 28), vec![0u8; 28], "nothing past the short list");
+    let crc = r.run(&Command::new(Opcode::Crc32c, 4, short_src, DmaRange::default()));
+    assert_eq!(crc.result, u64::from(crc32c::crc32c(&data[..100])));
 }
 
 #[test]
