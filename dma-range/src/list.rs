@@ -76,7 +76,7 @@ fn check_block(entry: &DmaRange, limits: &ListLimits, segment: u32) -> Result<()
     Ok(())
 }
 
-/// Blocks up to this size are read into a stack buffer by [`walk`].
+/// Blocks up to this size are read into a stack buffer by [`walk_into`] (longer ones allocate).
 const SMALL_BLOCK: usize = 16 * ENTRY_SIZE;
 
 /// Walks and validates the list whose first block `head` names. `read` fetches a block's

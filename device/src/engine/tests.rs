@@ -104,23 +104,37 @@ fn copy_mixing_iova_and_bus_segments_spanning_two_mappings() {
 fn a_short_list_after_a_long_one_moves_only_its_own_segments() {
     let r = rig();
     let data = pattern(4096, 9);
+    let other = pattern(4096, 77);
     r.mem.put(RAM + 0x1000, &data);
+    r.mem.put(RAM + 0x3000, &other);
     let long: Vec<DmaRange> = (0..32).map(|i| iova(RAM + 0x1000 + i * 128, 128)).collect();
     let src = r.list(RAM, &long);
     let dst = r.list(RAM + 0x400, &[iova(RAM + 0x4000, 4096)]);
     assert_eq!(r.run(&Command::new(Opcode::Copy, 1, src, dst)).status(), Some(Status::SUCCESS));
-    // A failing walk in between leaves partial lists behind.
+    // A source walk that fails part way leaves a partial list behind.
     let bad = r.list(RAM + 0x600, &[iova(RAM + 0x2000, 64), iova(RAM + 0x2040, 0)]);
-    assert_eq!(r.run(&Command::new(Opcode::Copy, 2, bad, dst)).status(), Some(Status::LIST_ZERO_LENGTH));
-    let short_src = r.list(RAM + 0x800, &[iova(RAM + 0x1000, 100)]);
+    let c = r.run(&Command::new(Opcode::Copy, 2, bad, dst));
+    assert_eq!(c.status(), Some(Status::LIST_ZERO_LENGTH));
+    assert_eq!((c.fault_list, c.segment, c.fault_addr), (FAULT_LIST_SRC, 1, RAM + 0x2040));
+    // Then a destination walk fails after a good source walk.
+    let short_src = r.list(RAM + 0x800, &[iova(RAM + 0x3000, 100)]);
+    let c = r.run(&Command::new(Opcode::Copy, 3, short_src, bad));
+    assert_eq!((c.status(), c.fault_list), (Some(Status::LIST_ZERO_LENGTH), FAULT_LIST_DST));
     let short_dst = r.list(RAM + 0x900, &[iova(RAM + 0x6000, 100)]);
-    let c = r.run(&Command::new(Opcode::Copy, 3, short_src, short_dst));
+    let c = r.run(&Command::new(Opcode::Copy, 4, short_src, short_dst));
     assert_eq!((c.status(), c.result), (Some(Status::SUCCESS), 100));
-    assert_eq!(r.mem.get(RAM + 0x4000, 4096), data);
-    assert_eq!(r.mem.get(RAM + 0x6000, 100), data[..100]);
+    assert_eq!(r.mem.get(RAM + 0x4000, 4096), data, "the long copy's destination is untouched");
+    assert_eq!(r.mem.get(RAM + 0x6000, 100), other[..100]);
     assert_eq!(r.mem.get(RAM + 0x6000 + 100, 28), vec![0u8; 28], "nothing past the short list");
-    let crc = r.run(&Command::new(Opcode::Crc32c, 4, short_src, DmaRange::default()));
-    assert_eq!(crc.result, u64::from(crc32c::crc32c(&data[..100])));
+    // FILL refills only the destination; CRC32C then walks a source the scratch never held.
+    let fill_dst = r.list(RAM + 0xA00, &[iova(RAM + 0x7000, 48)]);
+    let mut fill = Command::new(Opcode::Fill, 5, DmaRange::default(), fill_dst);
+    fill.pattern = 0x0102_0304_0506_0708;
+    assert_eq!(r.run(&fill).result, 48);
+    assert_eq!(r.mem.get(RAM + 0x7000, 8), 0x0102_0304_0506_0708u64.to_le_bytes());
+    let crc_src = r.list(RAM + 0xB00, &[iova(RAM + 0x1000, 300)]);
+    let crc = r.run(&Command::new(Opcode::Crc32c, 6, crc_src, DmaRange::default()));
+    assert_eq!(crc.result, u64::from(crc32c::crc32c(&data[..300])));
 }
 
 #[test]

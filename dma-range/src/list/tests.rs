@@ -248,13 +248,27 @@ proptest! {
 
     /// Arbitrary bytes as a list block never panic the walk.
     #[test]
-    fn walking_garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 16..512)) {
+    fn walking_garbage_never_panics_and_a_used_scratch_walks_the_same(
+        bytes in proptest::collection::vec(any::<u8>(), 16..512),
+    ) {
         let n = bytes.len() / 16 * 16;
         let block = bytes[..n].to_vec();
         let head = DmaRange::segment(AddrSpace::Iova, 0x1000, n as u32);
-        let _ = walk(head, ListLimits::default(), |_, a, buf| {
+        let read = |_, a, buf: &mut [u8]| {
             if a == 0x1000 { buf.copy_from_slice(&block[..buf.len()]); Ok(()) }
             else { Err(ReadFault { status: Status::IOMMU_FAULT, addr: a }) }
-        });
+        };
+        let fresh = walk(head, ListLimits::default(), read);
+        // A scratch left by another walk: were its blocks kept, the head would look visited.
+        let mut used = WalkedList {
+            segments: vec![seg(0x5000, 1); 40],
+            total_len: 40,
+            blocks: vec![(AddrSpace::Iova, 0x1000, 16)],
+        };
+        match (fresh, walk_into(head, ListLimits::default(), read, &mut used)) {
+            (Ok(w), Ok(())) => prop_assert_eq!(w, used),
+            (Err(a), Err(b)) => prop_assert_eq!(a, b),
+            (a, b) => prop_assert!(false, "walk {:?} but walk_into {:?}", a, b),
+        }
     }
 }
