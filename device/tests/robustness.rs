@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use dma_range::regs::*;
-use dma_range::{Command, DmaRange, Opcode, Status, FAULT_LIST_DST};
+use dma_range::{Command, Completion, DmaRange, Opcode, Status, FAULT_LIST_DST};
 use phyr_device::FleetConfig;
-use vfio_user::{pci_region, Client, MmapRegion};
+use vfio_user::{pci_region, Client, LocalMemory, MmapRegion};
 
 const BIG: u64 = 64 << 20;
 /// Where the destination of the big copy is mapped, 1 MiB per DMA map.
@@ -313,16 +313,11 @@ fn dma_unmap_of_memfd_destination_during_copy_from_fd_less_source_does_not_stall
     // Before the fix the worker held the destination mapping in use across each DMA_READ of
     // the fd-less source: the unmap (on the socket reader) waited for the worker, the worker
     // for a reply only that reader routes -> a 10 s stall and DMA_MESSAGE_FAILED.
-    const LEN: u64 = 16 << 20;
     let r = big_rig();
     let e = &r.eps[0];
-    let local = e.client.dma_map_local(0x4000_0000, LEN, true, true).unwrap();
-    local.write(0, &vec![0x5Au8; LEN as usize]).unwrap();
-    for i in 0..(LEN >> 20) {
-        e.client.dma_map(DST_IOVA + (i << 20), 1 << 20, e.ram_fd.as_fd(), DST_FD_OFF + (i << 20), true, true).unwrap();
-    }
+    let _local = fd_less_and_memfd_maps(e);
     let mut q = QueueDrv::new(e, 0, 4, 0);
-    let src = e.list(lists(0), &[iova(0x4000_0000, LEN as u32)]);
+    let src = e.list(lists(0), &[iova(FD_LESS_IOVA, LEN as u32)]);
     let dst = e.list(lists(0x1000), &[iova(DST_IOVA, LEN as u32)]);
     q.submit(e, &Command::new(Opcode::Copy, 0xF00, src, dst));
     let t = Instant::now();
@@ -330,8 +325,48 @@ fn dma_unmap_of_memfd_destination_during_copy_from_fd_less_source_does_not_stall
         assert!(t.elapsed() < Duration::from_secs(10), "copy never started");
         std::hint::spin_loop();
     }
+    let c = unmap_memfd_maps_and_wait(e, &mut q);
+    if c.status() == Some(Status::IOMMU_FAULT) {
+        assert_eq!(c.fault_list, FAULT_LIST_DST);
+    }
+}
+
+#[test]
+fn dma_unmap_of_memfd_source_during_compare_with_fd_less_destination_does_not_stall() {
+    let r = big_rig();
+    let e = &r.eps[0];
+    let _local = fd_less_and_memfd_maps(e);
+    e.ram.slice(DST_FD_OFF as usize, LEN as usize).unwrap().fill(0x5A).unwrap();
+    let mut q = QueueDrv::new(e, 0, 4, 0);
+    let src = e.list(lists(0), &[iova(DST_IOVA, LEN as u32)]);
+    let dst = e.list(lists(0x1000), &[iova(FD_LESS_IOVA, LEN as u32)]);
+    q.submit(e, &Command::new(Opcode::Compare, 0xF01, src, dst));
+    std::thread::sleep(Duration::from_millis(30));
+    unmap_memfd_maps_and_wait(e, &mut q);
+}
+
+/// Size of the two mappings of the unmap-during-message-DMA tests.
+const LEN: u64 = 16 << 20;
+/// Where those tests map their fd-less (message-backed) side.
+const FD_LESS_IOVA: u64 = 0x4000_0000;
+
+/// The two sides of the unmap-during-message-DMA tests: LEN bytes of 0x5A mapped without an fd
+/// at FD_LESS_IOVA (keep the returned map alive), and LEN bytes of guest RAM at DST_IOVA as
+/// 1 MiB memfd mappings.
+fn fd_less_and_memfd_maps(e: &Ep) -> LocalMemory {
+    let local = e.client.dma_map_local(FD_LESS_IOVA, LEN, true, true).unwrap();
+    local.write(0, &vec![0x5Au8; LEN as usize]).unwrap();
+    for i in 0..(LEN >> 20) {
+        e.client.dma_map(DST_IOVA + (i << 20), 1 << 20, e.ram_fd.as_fd(), DST_FD_OFF + (i << 20), true, true).unwrap();
+    }
+    local
+}
+
+/// Unmaps all of the memfd side (the mapping the worker is using right now is among the
+/// removed) and waits for the command: it must complete within 2 s, whole or with an IOMMU
+/// fault inside the unmapped range.
+fn unmap_memfd_maps_and_wait(e: &Ep, q: &mut QueueDrv) -> Completion {
     let t = Instant::now();
-    // All of it: the mapping the worker is using right now is among the removed.
     e.client.dma_unmap(DST_IOVA, LEN).unwrap();
     let c = q.wait(e);
     let took = t.elapsed();
@@ -339,38 +374,9 @@ fn dma_unmap_of_memfd_destination_during_copy_from_fd_less_source_does_not_stall
     match c.status() {
         Some(Status::SUCCESS) => assert_eq!(c.result, LEN),
         Some(Status::IOMMU_FAULT) => {
-            assert_eq!(c.fault_list, FAULT_LIST_DST);
-            assert!(c.fault_addr >= DST_IOVA && c.fault_addr < DST_IOVA + LEN, "fault at {:#x}", c.fault_addr);
+            assert!(c.fault_addr >= DST_IOVA && c.fault_addr < DST_IOVA + LEN, "fault at {:#x}", c.fault_addr)
         }
         s => panic!("unexpected completion {s:?}: {c:?}"),
     }
-}
-
-#[test]
-fn dma_unmap_of_memfd_source_during_compare_with_fd_less_destination_does_not_stall() {
-    const LEN: u64 = 16 << 20;
-    let r = big_rig();
-    let e = &r.eps[0];
-    let local = e.client.dma_map_local(0x4000_0000, LEN, true, true).unwrap();
-    local.write(0, &vec![0x5Au8; LEN as usize]).unwrap();
-    e.ram.slice(DST_FD_OFF as usize, LEN as usize).unwrap().fill(0x5A).unwrap();
-    for i in 0..(LEN >> 20) {
-        e.client.dma_map(DST_IOVA + (i << 20), 1 << 20, e.ram_fd.as_fd(), DST_FD_OFF + (i << 20), true, true).unwrap();
-    }
-    let mut q = QueueDrv::new(e, 0, 4, 0);
-    let src = e.list(lists(0), &[iova(DST_IOVA, LEN as u32)]);
-    let dst = e.list(lists(0x1000), &[iova(0x4000_0000, LEN as u32)]);
-    q.submit(e, &Command::new(Opcode::Compare, 0xF01, src, dst));
-    std::thread::sleep(Duration::from_millis(30));
-    let t = Instant::now();
-    // All of it: the mapping the worker is using right now is among the removed.
-    e.client.dma_unmap(DST_IOVA, LEN).unwrap();
-    let c = q.wait(e);
-    let took = t.elapsed();
-    assert!(took < Duration::from_secs(2), "unmap + completion took {took:?}");
-    match c.status() {
-        Some(Status::SUCCESS) => assert_eq!(c.result, LEN),
-        Some(Status::IOMMU_FAULT) => assert!(c.fault_addr >= DST_IOVA && c.fault_addr < DST_IOVA + LEN, "fault at {:#x}", c.fault_addr),
-        s => panic!("unexpected completion {s:?}: {c:?}"),
-    }
+    c
 }

@@ -362,22 +362,35 @@ proptest! {
     }
 }
 
+/// A rig whose hook records (data CRCs on, the default) into a fresh directory; returns it too.
+fn traced_rig(tag: &str) -> (Rig, std::path::PathBuf) {
+    use phyr_trace::{Recorder, TraceClock, TraceConfig};
+    let dir = std::env::temp_dir().join(format!("phyr-engine-{tag}-{}", std::process::id()));
+    let mut r = rig();
+    let rec = Recorder::create(&dir, 0, &TraceConfig::default(), &TraceClock::new()).unwrap();
+    r.hook = Hook::new(rec, 0);
+    (r, dir)
+}
+
+/// Drops `r` (its hook holds the last recorder clone: the file is flushed), reads the trace
+/// back and removes its directory.
+fn finish_trace(r: Rig, dir: &std::path::Path) -> phyr_trace::TraceContents {
+    drop(r);
+    let path = dir.join(phyr_trace::trace_file_name(0));
+    let trace = phyr_trace::read_bytes(&std::fs::read(path).unwrap()).unwrap();
+    std::fs::remove_dir_all(dir).unwrap();
+    trace
+}
+
 /// With data CRCs on, every recorded piece of a CRC32C or COPY command carries the CRC of
 /// exactly its bytes (message-backed pieces and list fetches too), and the CRC32C result is
 /// their combination.
 #[test]
 fn data_crcs_in_the_trace_match_the_bytes_of_every_piece() {
-    use phyr_trace::{Payload, Recorder, Space, TraceClock, TraceConfig};
-    let dir = std::env::temp_dir().join(format!("phyr-engine-data-crc-{}", std::process::id()));
-    let mut r = rig();
-    let rec = Recorder::create(&dir, 0, &TraceConfig::default(), &TraceClock::new()).unwrap();
-    let path = rec.path().unwrap().to_owned();
-    r.hook = Hook::new(rec, 0);
-    let bytes = |n: usize, seed: u8| -> Vec<u8> {
-        (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
-    };
+    use phyr_trace::{Payload, Space};
+    let (r, dir) = traced_rig("data-crc");
     // Pieces: plain IOVA, a peer-BAR bus address, two adjacent mappings, a message-backed map.
-    let (a, b, c, m) = (bytes(3000, 1), bytes(2000, 2), bytes(1000, 3), bytes(700, 4));
+    let (a, b, c, m) = (pattern(3000, 1), pattern(2000, 2), pattern(1000, 3), pattern(700, 4));
     r.mem.put(RAM + 0x3000, &a);
     r.peer(1, 100, &b);
     r.mem.put(RAM + (1 << 20) - 500, &c);
@@ -398,8 +411,7 @@ fn data_crcs_in_the_trace_match_the_bytes_of_every_piece() {
     assert_eq!(r.mem.get(RAM + 0x8_0000, all.len()), all);
     // The list blocks as the device fetched them (4 and 1 entries).
     let (src_list, dst_list) = (r.mem.get(RAM, 64), r.mem.get(RAM + 0x200, 16));
-    drop(r); // the last recorder clone: flushes the file
-    let trace = phyr_trace::read_bytes(&std::fs::read(&path).unwrap()).unwrap();
+    let trace = finish_trace(r, &dir);
     let (mut combined, mut pieces, mut copied, mut fetches) = (0u32, 0, 0, 0);
     for (_, rec) in trace.records {
         let Payload::Dma(d) = rec.payload else { continue };
@@ -436,19 +448,14 @@ fn data_crcs_in_the_trace_match_the_bytes_of_every_piece() {
     assert!(copied >= 10, "{copied} copy records");
     assert_eq!(fetches, 3, "src list (CRC32C and COPY) and dst list");
     assert_eq!(u64::from(combined), crc.result);
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 /// With data CRCs on, FILL records the CRC of the pattern bytes it wrote and COMPARE the CRCs
 /// of the bytes it compared (read to the end of the piece even past a difference).
 #[test]
 fn fill_and_compare_records_carry_the_crc_of_their_bytes() {
-    use phyr_trace::{Payload, Recorder, TraceClock, TraceConfig};
-    let dir = std::env::temp_dir().join(format!("phyr-engine-fill-crc-{}", std::process::id()));
-    let mut r = rig();
-    let rec = Recorder::create(&dir, 0, &TraceConfig::default(), &TraceClock::new()).unwrap();
-    let path = rec.path().unwrap().to_owned();
-    r.hook = Hook::new(rec, 0);
+    use phyr_trace::Payload;
+    let (r, dir) = traced_rig("fill-crc");
     let mut fill = Command::new(Opcode::Fill, 1, DmaRange::default(), r.list(RAM, &[iova(RAM + 0x1_0000, 10_000)]));
     fill.pattern = 0x0102_0304_0506_0708;
     assert_eq!(r.run(&fill).status(), Some(Status::SUCCESS));
@@ -460,8 +467,7 @@ fn fill_and_compare_records_carry_the_crc_of_their_bytes() {
     let b = r.list(RAM + 0x200, &[iova(RAM + 0x4_0000, 10_000)]);
     let cmp = r.run(&Command::new(Opcode::Compare, 2, a, b));
     assert_eq!((cmp.status(), cmp.result), (Some(Status::COMPARE_MISMATCH), 7000));
-    drop(r);
-    let trace = phyr_trace::read_bytes(&std::fs::read(&path).unwrap()).unwrap();
+    let trace = finish_trace(r, &dir);
     // (list, CRC) of the data records in order: FILL's write, COMPARE's two reads.
     let crcs: Vec<(u8, Option<u32>)> = trace
         .records
@@ -477,5 +483,4 @@ fn fill_and_compare_records_carry_the_crc_of_their_bytes() {
         (1, Some(crc32c::crc32c(&other))),
     ];
     assert_eq!(crcs, want);
-    std::fs::remove_dir_all(dir).unwrap();
 }
