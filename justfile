@@ -32,6 +32,7 @@ build:
     cargo build --release -p phyr-device -p phyr-harness
     RUSTFLAGS='-C target-feature=+crt-static' cargo build --release -p phyr-driver --target {{guest_target}} --target-dir target/guest
 
-# Lints as CI wants them.
+# Lints as CI wants them: formatting (rustfmt.toml) and clippy with warnings as errors.
 lint:
+    cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings

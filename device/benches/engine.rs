@@ -32,7 +32,11 @@ const SRC_OFF: u64 = 16 * MIB;
 const DST_OFF: u64 = 96 * MIB;
 
 fn fmt_size(s: u64) -> String {
-    if s >= MIB { format!("{} MiB", s / MIB) } else { format!("{} KiB", s / KIB) }
+    if s >= MIB {
+        format!("{} MiB", s / MIB)
+    } else {
+        format!("{} KiB", s / KIB)
+    }
 }
 
 /// Iterations so that one measurement moves ~512 MiB (at least 8, at most 20000).
@@ -112,22 +116,38 @@ fn device_gbps_cmds(e: &Ep, q: &mut QueueDrv, cmds: &[Command], size: u64, runs:
 }
 
 fn copy_table() {
-    let cfg = FleetConfig { endpoints: 2, bar2_size: 128 * MIB, ..Default::default() };
+    let cfg = FleetConfig {
+        endpoints: 2,
+        bar2_size: 128 * MIB,
+        ..Default::default()
+    };
     let r = rig_with(cfg, 256 * MIB);
     let e = &r.eps[0];
     let (bar0, bar1) = (r.eps[0].map_bar2(), r.eps[1].map_bar2());
     let mut q = QueueDrv::new(e, 0, 64, QCTRL_POLL);
-    e.ram.slice(SRC_OFF as usize, 64 * MIB as usize).unwrap().fill(0x5A).unwrap();
+    e.ram
+        .slice(SRC_OFF as usize, 64 * MIB as usize)
+        .unwrap()
+        .fill(0x5A)
+        .unwrap();
     // Queue 0's worker of endpoint 0 (the one the table drives), to pin it per round.
-    let worker = threads().into_iter().find(|(_, name)| name == "phyr-ep0-q0").map(|(t, _)| t);
+    let worker = threads()
+        .into_iter()
+        .find(|(_, name)| name == "phyr-ep0-q0")
+        .map(|(t, _)| t);
     let allowed = allowed_cpus();
     // Without the CPU mask the worker is never pinned (and nothing needs restoring).
     let worker = worker.filter(|_| allowed.is_some());
     let allowed = allowed.unwrap_or_else(|| vec![0]);
     let cpus = allowed.len();
-    println!("COPY throughput, device vs single-thread memcpy between the same buffers (GB/s, best of 8 interleaved rounds;");
+    println!(
+        "COPY throughput, device vs single-thread memcpy between the same buffers (GB/s, best of 8 interleaved rounds;"
+    );
     println!("ratio: median of the per-round ratios, device and memcpy on the same CPU in each round)");
-    println!("{:>8} | {:>24} {:>24} {:>24} {:>24}", "size", "IOVA->BAR", "BAR->IOVA", "IOVA->IOVA", "BUS->BUS");
+    println!(
+        "{:>8} | {:>24} {:>24} {:>24} {:>24}",
+        "size", "IOVA->BAR", "BAR->IOVA", "IOVA->IOVA", "BUS->BUS"
+    );
     for size in [4 * KIB, 64 * KIB, MIB, 64 * MIB] {
         let (s32, z) = (size as u32, size as usize);
         let ram_src = e.ram.slice(SRC_OFF as usize, z).unwrap();
@@ -138,7 +158,12 @@ fn copy_table() {
         let cases = [
             (iova(RAM_IOVA + SRC_OFF, s32), bus(bar2_bus(1), s32), ram_src, peer),
             (bus(bar2_bus(1), s32), iova(RAM_IOVA + DST_OFF, s32), peer, ram_dst),
-            (iova(RAM_IOVA + SRC_OFF, s32), iova(RAM_IOVA + DST_OFF, s32), ram_src, ram_dst),
+            (
+                iova(RAM_IOVA + SRC_OFF, s32),
+                iova(RAM_IOVA + DST_OFF, s32),
+                ram_src,
+                ram_dst,
+            ),
             (bus(bar2_bus(0), s32), bus(bar2_bus(1) + 64 * MIB, s32), own, peer_hi),
         ];
         let mut row = format!("{:>8} |", fmt_size(size));
@@ -174,14 +199,24 @@ fn copy_table() {
         }
         println!("{row}");
     }
-    println!("(load average during the run: {})", std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim());
+    println!(
+        "(load average during the run: {})",
+        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
+    );
     println!();
 }
 
 /// COPY 64 KiB IOVA->IOVA to destinations that are not 32-byte aligned: glibc's memcpy (its
 /// `rep movsb` path) collapses there on AMD Zen 3; the device's own copy loop must not.
 fn align_table() {
-    let r = rig_with(FleetConfig { endpoints: 1, bar2_size: 4 * MIB, ..Default::default() }, 256 * MIB);
+    let r = rig_with(
+        FleetConfig {
+            endpoints: 1,
+            bar2_size: 4 * MIB,
+            ..Default::default()
+        },
+        256 * MIB,
+    );
     let e = &r.eps[0];
     let mut q = QueueDrv::new(e, 0, 64, QCTRL_POLL);
     let size = 64 * KIB;
@@ -196,7 +231,13 @@ fn align_table() {
             g = g.max(device_gbps(e, &mut q, sh, dh, size));
             base = base.max(memcpy_gbps(ms, md, size, 5));
         }
-        println!("{:>22} {:>8.2} vs {:>6.2} ({:.2}x)", format!("dst + {off}"), g, base, g / base);
+        println!(
+            "{:>22} {:>8.2} vs {:>6.2} ({:.2}x)",
+            format!("dst + {off}"),
+            g,
+            base,
+            g / base
+        );
     }
     println!();
 }
@@ -233,8 +274,16 @@ fn kernel_rows() {
         std::hint::black_box(s.crc32c(0));
     });
     let gbps = |ns: f64| 65536.0 / ns;
-    println!("(for scale, 64 KiB: copy {copy:.0} ns ({:.1} GB/s), copy + CRC32C in one pass {fused:.0} ns ({:.1} GB/s),", gbps(copy), gbps(fused));
-    println!(" CRC32C alone {crc:.0} ns ({:.1} GB/s): with data CRCs a 64 KiB COPY costs at least {:+.0} ns more)", gbps(crc), fused - copy);
+    println!(
+        "(for scale, 64 KiB: copy {copy:.0} ns ({:.1} GB/s), copy + CRC32C in one pass {fused:.0} ns ({:.1} GB/s),",
+        gbps(copy),
+        gbps(fused)
+    );
+    println!(
+        " CRC32C alone {crc:.0} ns ({:.1} GB/s): with data CRCs a 64 KiB COPY costs at least {:+.0} ns more)",
+        gbps(crc),
+        fused - copy
+    );
 }
 
 fn rate(e: &Ep, q: &mut QueueDrv, cmd: &Command) -> f64 {
@@ -246,7 +295,14 @@ fn rate(e: &Ep, q: &mut QueueDrv, cmd: &Command) -> f64 {
 }
 
 fn rate_table() {
-    let r = rig_with(FleetConfig { endpoints: 1, bar2_size: 4 * MIB, ..Default::default() }, 64 * MIB);
+    let r = rig_with(
+        FleetConfig {
+            endpoints: 1,
+            bar2_size: 4 * MIB,
+            ..Default::default()
+        },
+        64 * MIB,
+    );
     let e = &r.eps[0];
     let mut q = QueueDrv::new(e, 0, 4096, QCTRL_POLL);
     let nop = Command::new(Opcode::Nop, 1, DmaRange::default(), DmaRange::default());
@@ -255,13 +311,19 @@ fn rate_table() {
     let small = Command::new(Opcode::Copy, 2, src, dst);
     println!("Small-command rate, POLL mode, one queue (device worker on one core, driver on the other)");
     println!("{:>22} {:>12.2} M cmds/s", "NOP", rate(e, &mut q, &nop) / 1e6);
-    println!("{:>22} {:>12.2} M cmds/s", "COPY 64 B IOVA->IOVA", rate(e, &mut q, &small) / 1e6);
+    println!(
+        "{:>22} {:>12.2} M cmds/s",
+        "COPY 64 B IOVA->IOVA",
+        rate(e, &mut q, &small) / 1e6
+    );
     println!();
 }
 
 /// This process's threads: (tid, name).
 fn threads() -> Vec<(i32, String)> {
-    let Ok(dir) = std::fs::read_dir("/proc/self/task") else { return Vec::new() };
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
     dir.filter_map(|e| {
         let e = e.ok()?;
         let tid = e.file_name().to_str()?.parse().ok()?;
@@ -306,7 +368,9 @@ fn allowed_cpus() -> Option<Vec<usize>> {
         return None;
     }
     // SAFETY: `set` is a valid cpu_set_t; CPU_ISSET reads inside it.
-    let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, &set) }).collect();
+    let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        .collect();
     (!cpus.is_empty()).then_some(cpus)
 }
 
@@ -339,7 +403,10 @@ const TRACE_CONFIGS: [(bool, bool); 3] = [(false, false), (true, false), (true, 
 /// destination stay in the core's L2: the recorder's worst case), or each command copies the
 /// next 64 KiB of a 96 MiB source to the next 64 KiB of a 96 MiB destination (DRAM-bound, as a
 /// device streaming through buffers the CPU has not just touched).
-const WORKLOADS: [&str; 2] = ["same 64 KiB every command (cache-hot)", "streaming through 2 x 96 MiB (DRAM)"];
+const WORKLOADS: [&str; 2] = [
+    "same 64 KiB every command (cache-hot)",
+    "streaming through 2 x 96 MiB (DRAM)",
+];
 
 /// Layout of the memfd every rig shares, at `SHARED_IOVA`: the hot pair, then the streams.
 const SHARED_IOVA: u64 = 0x2_0000_0000;
@@ -360,7 +427,10 @@ fn trace_rigs(shared: &OwnedFd, seen: &mut Vec<i32>) -> Vec<TraceRig> {
             let cfg = FleetConfig {
                 endpoints: 1,
                 bar2_size: 4 * MIB,
-                trace: trace.then(|| TraceSettings { dir: dir.clone(), data_crc: crc }),
+                trace: trace.then(|| TraceSettings {
+                    dir: dir.clone(),
+                    data_crc: crc,
+                }),
                 ..Default::default()
             };
             let r = rig_with(cfg, 16 * MIB);
@@ -379,7 +449,13 @@ fn trace_rigs(shared: &OwnedFd, seen: &mut Vec<i32>) -> Vec<TraceRig> {
                 .collect();
             // One pass maps every page of the streams into this rig's device.
             run_pipelined(e, &mut q, &stream, stream.len() as u64, 16);
-            TraceRig { r, q, cmds: [hot, stream], dir, dev }
+            TraceRig {
+                r,
+                q,
+                cmds: [hot, stream],
+                dir,
+                dev,
+            }
         })
         .collect()
 }
@@ -467,11 +543,21 @@ fn trace_table() {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("Tracing cost, COPY 64 KiB IOVA->IOVA ({SETS} sets of fresh rigs x {ROUNDS} interleaved rounds; medians over rounds,");
     println!("each traced round against the untraced run of the same round; target: on costs < 10%)");
-    println!("{:>26} {:>8} {:>22} {:>22}  {:>22}", "", "GB/s", "paired med. [q1, q3]", "median per set", "device CPU per command");
+    println!(
+        "{:>26} {:>8} {:>22} {:>22}  {:>22}",
+        "", "GB/s", "paired med. [q1, q3]", "median per set", "device CPU per command"
+    );
     for (s, workload) in samples.iter_mut().zip(WORKLOADS) {
         println!("{workload}:");
         let cpu0 = med(&mut s.dev_cpu[0]);
-        println!("{:>26} {:>8.2} {:>22} {:>22}  {:>10.0} ns", "tracing off", med(&mut s.gbps[0]), "", "", cpu0);
+        println!(
+            "{:>26} {:>8.2} {:>22} {:>22}  {:>10.0} ns",
+            "tracing off",
+            med(&mut s.gbps[0]),
+            "",
+            "",
+            cpu0
+        );
         for (i, name) in [(1, "tracing on, no data CRC"), (2, "tracing on, data CRC32C")] {
             let (m, q1, q3) = quartiles(&mut s.paired[i]);
             let sets: Vec<String> = s.set_medians[i].iter().map(|&r| format!("{:+.1}", pct(r))).collect();
@@ -508,25 +594,45 @@ fn status_kib(pid: u32, key: &str) -> u64 {
 fn rss_table() {
     let bin = env!("CARGO_BIN_EXE_phyr-device");
     println!("Device RSS (phyr-device process, every BAR2 page written by a FILL)");
-    println!("{:>10} {:>10} {:>12} {:>12} {:>12} {:>12} {:>12}", "endpoints", "BAR2 each", "BARs total", "VmRSS", "RssShmem", "RssAnon", "target");
+    println!(
+        "{:>10} {:>10} {:>12} {:>12} {:>12} {:>12} {:>12}",
+        "endpoints", "BAR2 each", "BARs total", "VmRSS", "RssShmem", "RssAnon", "target"
+    );
     for (n, bar) in [(2u16, 64 * MIB), (4, 256 * MIB)] {
         let dir = tmpdir("bench-rss");
         let mut child = Proc::new(bin)
-            .args(["--socket-dir", dir.to_str().unwrap(), "--endpoints", &n.to_string(), "--bar2-size", &format!("{}M", bar / MIB)])
+            .args([
+                "--socket-dir",
+                dir.to_str().unwrap(),
+                "--endpoints",
+                &n.to_string(),
+                "--bar2-size",
+                &format!("{}M", bar / MIB),
+            ])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .spawn()
             .expect("spawn phyr-device");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
         assert!(line.contains("ready"), "{line}");
         let mut clients = Vec::new();
         for i in 0..n as usize {
             let client = Client::connect(dir.join(format!("ep{i}.sock"))).unwrap();
             let ram_fd = vfio_user::memfd("ram", 16 * MIB).unwrap();
-            client.dma_map(RAM_IOVA, 16 * MIB, ram_fd.as_fd(), 0, true, true).unwrap();
+            client
+                .dma_map(RAM_IOVA, 16 * MIB, ram_fd.as_fd(), 0, true, true)
+                .unwrap();
             let ram = MmapRegion::map(ram_fd.as_fd(), 0, 16 * MIB, true, true).unwrap();
-            let e = Ep { index: i, client, ram_fd, ram, ram_size: 16 * MIB };
+            let e = Ep {
+                index: i,
+                client,
+                ram_fd,
+                ram,
+                ram_size: 16 * MIB,
+            };
             e.program_bars();
             let mut q = QueueDrv::new(&e, 0, 4, 0);
             let dst = e.list(lists(0), &[bus(bar2_bus(i), bar as u32)]);
@@ -536,7 +642,11 @@ fn rss_table() {
             clients.push(e);
         }
         let pid = child.id();
-        let (rss, shmem, anon) = (status_kib(pid, "VmRSS:"), status_kib(pid, "RssShmem:"), status_kib(pid, "RssAnon:"));
+        let (rss, shmem, anon) = (
+            status_kib(pid, "VmRSS:"),
+            status_kib(pid, "RssShmem:"),
+            status_kib(pid, "RssAnon:"),
+        );
         let bars = (u64::from(n) * (bar + 16 * KIB)) / KIB;
         println!(
             "{:>10} {:>10} {:>9} MiB {:>8} MiB {:>8} MiB {:>8} MiB {:>12}",
@@ -561,7 +671,10 @@ fn main() {
     // `cargo bench` passes --bench; a filter argument picks tables by name.
     let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let want = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
-    println!("phyr-device engine benchmark ({} CPUs)\n", std::thread::available_parallelism().map_or(0, |n| n.get()));
+    println!(
+        "phyr-device engine benchmark ({} CPUs)\n",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
     if want("copy") {
         copy_table();
     }

@@ -62,14 +62,21 @@ impl<'a> Bus<'a> {
         match space {
             AddrSpace::Iova => self.iova.access(addr, len, dir, f).map_err(|e| match e.kind {
                 MemFaultKind::Stopped => AccessError::Stopped,
-                _ => AccessError::Fault { status: e.status(), addr: e.addr },
+                _ => AccessError::Fault {
+                    status: e.status(),
+                    addr: e.addr,
+                },
             }),
             AddrSpace::Bus => {
-                let r = self
-                    .fabric
-                    .route(self.me, addr, len)
-                    .map_err(|e| AccessError::Fault { status: e.status, addr: e.addr })?;
-                let target = Target::PeerBar { endpoint: r.endpoint, bar: 2, offset: r.offset };
+                let r = self.fabric.route(self.me, addr, len).map_err(|e| AccessError::Fault {
+                    status: e.status,
+                    addr: e.addr,
+                })?;
+                let target = Target::PeerBar {
+                    endpoint: r.endpoint,
+                    bar: 2,
+                    offset: r.offset,
+                };
                 f(Piece::Raw(r.piece), target).map_err(|()| AccessError::Stopped)
             }
         }
@@ -100,7 +107,10 @@ impl<'a> Bus<'a> {
                 }
                 Piece::Message { iova, .. } => {
                     if let Err(e) = self.iova.message_read(iova, dst) {
-                        msg_fault = Some(AccessError::Fault { status: e.status(), addr: e.addr });
+                        msg_fault = Some(AccessError::Fault {
+                            status: e.status(),
+                            addr: e.addr,
+                        });
                         return Err(());
                     }
                 }
@@ -121,13 +131,7 @@ impl<'a> Bus<'a> {
     }
 
     /// `write`, telling `seen` about each piece written (and its bytes), for tracing.
-    pub fn write_with(
-        &self,
-        space: AddrSpace,
-        addr: u64,
-        data: &[u8],
-        seen: &mut Seen<'_>,
-    ) -> Result<(), AccessError> {
+    pub fn write_with(&self, space: AddrSpace, addr: u64, data: &[u8], seen: &mut Seen<'_>) -> Result<(), AccessError> {
         let mut off = 0usize;
         let mut msg_fault = None;
         let r = self.pieces(space, addr, data.len() as u64, Dir::Write, &mut |p, t| {
@@ -138,7 +142,10 @@ impl<'a> Bus<'a> {
                 }
                 Piece::Message { iova, .. } => {
                     if let Err(e) = self.iova.message_write(iova, src) {
-                        msg_fault = Some(AccessError::Fault { status: e.status(), addr: e.addr });
+                        msg_fault = Some(AccessError::Fault {
+                            status: e.status(),
+                            addr: e.addr,
+                        });
                         return Err(());
                     }
                 }

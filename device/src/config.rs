@@ -75,7 +75,11 @@ impl std::fmt::Debug for ConfigSpace {
 impl ConfigSpace {
     /// A fresh config space for an endpoint whose BAR2 is `bar2_size` bytes (a power of two >= 4 KiB).
     pub fn new(bar2_size: u64) -> Self {
-        let mut c = Self { bar2_size, bytes: Box::new([0; CONFIG_SIZE]), writable: Box::new([0; CONFIG_SIZE]) };
+        let mut c = Self {
+            bar2_size,
+            bytes: Box::new([0; CONFIG_SIZE]),
+            writable: Box::new([0; CONFIG_SIZE]),
+        };
         c.put16(0x00, regs::PCI_VENDOR_ID);
         c.put16(0x02, regs::PCI_DEVICE_ID);
         c.put16(0x06, STATUS_CAP_LIST);
@@ -85,11 +89,14 @@ impl ConfigSpace {
         c.put16(0x2E, 0x0001);
         c.bytes[OFF_CAP_PTR] = OFF_PCIE_CAP as u8;
         // COMMAND: memory, bus master, parity, SERR, INTx disable.
-        c.mask16(OFF_COMMAND, COMMAND_MEMORY | COMMAND_BUS_MASTER | (1 << 6) | (1 << 8) | (1 << 10));
+        c.mask16(
+            OFF_COMMAND,
+            COMMAND_MEMORY | COMMAND_BUS_MASTER | (1 << 6) | (1 << 8) | (1 << 10),
+        );
         c.mask8(0x0C, 0xFF); // cache line size
         c.mask8(0x0D, 0xFF); // latency timer
         c.mask8(0x3C, 0xFF); // interrupt line
-        // BAR0: 32-bit non-prefetchable memory.
+                             // BAR0: 32-bit non-prefetchable memory.
         c.mask32(OFF_BAR0, !(regs::BAR0_SIZE as u32 - 1) & !0xF);
         // BAR2: 64-bit prefetchable memory.
         let size_mask = !(bar2_size.max(4096) - 1);
@@ -106,7 +113,7 @@ impl ConfigSpace {
         c.put32(p + 0x0C, 0x0000_0043); // LinkCap: 8 GT/s, x4
         c.put16(p + 0x12, 0x0043); // LinkSta: 8 GT/s, x4
         c.mask16(p + 0x10, 0x01C3); // LinkCtl: ASPM, RCB, common clock, extended synch
-        // MSI-X capability.
+                                    // MSI-X capability.
         let m = OFF_MSIX_CAP;
         c.bytes[m] = CAP_ID_MSIX;
         c.bytes[m + 1] = 0;
@@ -181,9 +188,12 @@ impl ConfigSpace {
     /// The BAR decode state the registers describe.
     pub fn decode(&self) -> BarDecode {
         let bar0 = u64::from(self.read32(OFF_BAR0) & !0xF);
-        let bar2 =
-            (u64::from(self.read32(OFF_BAR2_HI)) << 32) | u64::from(self.read32(OFF_BAR2_LO) & !0xF);
-        BarDecode { memory_enabled: self.read16(OFF_COMMAND) & COMMAND_MEMORY != 0, bar0, bar2 }
+        let bar2 = (u64::from(self.read32(OFF_BAR2_HI)) << 32) | u64::from(self.read32(OFF_BAR2_LO) & !0xF);
+        BarDecode {
+            memory_enabled: self.read16(OFF_COMMAND) & COMMAND_MEMORY != 0,
+            bar0,
+            bar2,
+        }
     }
 
     /// Device reset: back to power-on values (BARs unprogrammed, decoding off).
@@ -240,13 +250,20 @@ mod tests {
     #[test]
     fn bar_programming_and_memory_enable_are_reported() {
         let mut c = ConfigSpace::new(MIB64);
-        assert!(matches!(write32(&mut c, OFF_BAR0, 0xFE00_0000), ConfigEffect::Decode(_)));
+        assert!(matches!(
+            write32(&mut c, OFF_BAR0, 0xFE00_0000),
+            ConfigEffect::Decode(_)
+        ));
         write32(&mut c, OFF_BAR2_LO, 0x0000_000C);
         write32(&mut c, OFF_BAR2_HI, 0x0000_0080);
         let eff = c.write(OFF_COMMAND as u64, &(COMMAND_MEMORY | COMMAND_BUS_MASTER).to_le_bytes());
         assert_eq!(
             eff,
-            ConfigEffect::Decode(BarDecode { memory_enabled: true, bar0: 0xFE00_0000, bar2: 0x80_0000_0000 })
+            ConfigEffect::Decode(BarDecode {
+                memory_enabled: true,
+                bar0: 0xFE00_0000,
+                bar2: 0x80_0000_0000
+            })
         );
         // Rewriting the same value changes nothing.
         assert_eq!(write32(&mut c, OFF_BAR0, 0xFE00_0000), ConfigEffect::None);

@@ -79,7 +79,12 @@ impl Endpoint {
     /// Endpoint `index` of `fabric` with `num_queues` queues; call [`Endpoint::start`] next.
     pub fn new(fabric: Arc<Fabric>, index: u16, num_queues: u32, hook: Hook) -> Option<Arc<Self>> {
         let port = fabric.port(index as usize)?.clone();
-        let limits = Limits { endpoint: u32::from(index), switch: port.switch, bar2_size: port.bar2.size(), num_queues };
+        let limits = Limits {
+            endpoint: u32::from(index),
+            switch: port.switch,
+            bar2_size: port.bar2.size(),
+            num_queues,
+        };
         Some(Arc::new(Self {
             index,
             config: Mutex::new(ConfigSpace::new(port.bar2.size())),
@@ -271,9 +276,7 @@ impl Endpoint {
                 self.wake(q);
             }
             RegEffect::QueueEnableFailed(q, s) => self.queues[q].enable_failed(s),
-            RegEffect::QueueDisable(q) => {
-                self.queues[q].stop(Status::ABORTED_QUEUE_DISABLED, 0, &|| self.in_message())
-            }
+            RegEffect::QueueDisable(q) => self.queues[q].stop(Status::ABORTED_QUEUE_DISABLED, 0, &|| self.in_message()),
             // Never the run lock here: the worker may hold it while it waits for Bus Master,
             // which only a later config write on this (the reader) thread can set again.
             RegEffect::QueueIrq(q, on) => self.queues[q].irq.store(on, Relaxed),
@@ -352,7 +355,11 @@ impl Endpoint {
             return (Progress::Idle, false);
         }
         let ctx = QueueCtx {
-            bus: Bus { iova: &*ports.mem, fabric: &self.fabric, me: &self.port },
+            bus: Bus {
+                iova: &*ports.mem,
+                fabric: &self.fabric,
+                me: &self.port,
+            },
             hook: &self.hook,
             irq: &*ports.irq,
             counters: &self.counters,

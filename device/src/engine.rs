@@ -6,8 +6,8 @@
 //! failing address, and the bytes done before the fault.
 
 use dma_range::{
-    walk_into, Command, Completion, DmaRange, ListLimits, Opcode, ReadFault, Status, WalkedList,
-    FAULT_LIST_DST, FAULT_LIST_NONE, FAULT_LIST_SRC, NO_SEGMENT,
+    walk_into, Command, Completion, DmaRange, ListLimits, Opcode, ReadFault, Status, WalkedList, FAULT_LIST_DST,
+    FAULT_LIST_NONE, FAULT_LIST_SRC, NO_SEGMENT,
 };
 use phyr_trace::Target;
 
@@ -32,7 +32,12 @@ pub struct Failure {
 
 impl Failure {
     fn plain(status: Status) -> Self {
-        Self { status, list: FAULT_LIST_NONE, segment: NO_SEGMENT, addr: 0 }
+        Self {
+            status,
+            list: FAULT_LIST_NONE,
+            segment: NO_SEGMENT,
+            addr: 0,
+        }
     }
 }
 
@@ -83,12 +88,15 @@ enum Walk {
 fn shift(t: Target, by: u64) -> Target {
     match t {
         Target::None => Target::None,
-        Target::GuestMemory { mapping, offset } => {
-            Target::GuestMemory { mapping, offset: offset.wrapping_add(by) }
-        }
-        Target::PeerBar { endpoint, bar, offset } => {
-            Target::PeerBar { endpoint, bar, offset: offset.wrapping_add(by) }
-        }
+        Target::GuestMemory { mapping, offset } => Target::GuestMemory {
+            mapping,
+            offset: offset.wrapping_add(by),
+        },
+        Target::PeerBar { endpoint, bar, offset } => Target::PeerBar {
+            endpoint,
+            bar,
+            offset: offset.wrapping_add(by),
+        },
     }
 }
 
@@ -112,7 +120,8 @@ fn fetch(mem: &dyn IovaMemory, p: Piece) -> Result<Vec<u8>, MemFault> {
 /// pieces, bounce buffers), when the trace wants one: the CRC of exactly the bytes the device
 /// read or wrote, without touching guest memory again.
 pub(crate) fn local_crc(hook: &Hook, bytes: &[u8]) -> Option<Data> {
-    hook.wants_crc().then(|| Data::Crc(crate::kernels::crc32c_slice(bytes, 0)))
+    hook.wants_crc()
+        .then(|| Data::Crc(crate::kernels::crc32c_slice(bytes, 0)))
 }
 
 impl Exec<'_> {
@@ -218,11 +227,18 @@ impl Exec<'_> {
                     });
                     Err(ReadFault { status, addr })
                 }
-                Err(AccessError::Stopped) => Err(ReadFault { status: Status::IOMMU_FAULT, addr }),
+                Err(AccessError::Stopped) => Err(ReadFault {
+                    status: Status::IOMMU_FAULT,
+                    addr,
+                }),
             }
         };
-        walk_into(head, self.limits, read, out)
-            .map_err(|f| Failure { status: f.status, list, segment: f.segment, addr: f.addr })
+        walk_into(head, self.limits, read, out).map_err(|f| Failure {
+            status: f.status,
+            list,
+            segment: f.segment,
+            addr: f.addr,
+        })
     }
 
     fn check_abort(&self) -> Result<(), Failure> {
@@ -237,7 +253,11 @@ impl Exec<'_> {
         self.hook.dma(&Txn {
             tag: self.tag,
             segment: seg_index(seg),
-            list: if list == FAULT_LIST_DST { ListKind::Dst } else { ListKind::Src },
+            list: if list == FAULT_LIST_DST {
+                ListKind::Dst
+            } else {
+                ListKind::Src
+            },
             dir,
             space: plain_space(r.space()),
             addr,
@@ -247,13 +267,29 @@ impl Exec<'_> {
             data: Data::None,
             t0: self.hook.start(),
         });
-        Failure { status, list, segment: seg_index(seg), addr }
+        Failure {
+            status,
+            list,
+            segment: seg_index(seg),
+            addr,
+        }
     }
 
     /// Records the read and the write of a piece moved from `src` to `dst`, with the CRC of the
     /// bytes moved (computed by the copy itself) for both, and one end time.
     #[allow(clippy::too_many_arguments)]
-    fn record_pair(&self, st: &Step, sr: &DmaRange, dr: &DmaRange, part: Piece, dp: Piece, a: u64, targets: (Target, Target), t0: u64, crc: Option<u32>) {
+    fn record_pair(
+        &self,
+        st: &Step,
+        sr: &DmaRange,
+        dr: &DmaRange,
+        part: Piece,
+        dp: Piece,
+        a: u64,
+        targets: (Target, Target),
+        t0: u64,
+        crc: Option<u32>,
+    ) {
         if !self.hook.enabled() {
             return;
         }
@@ -265,12 +301,34 @@ impl Exec<'_> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn record_with(&self, list: ListKind, seg: usize, r: &DmaRange, dir: Dir, p: Piece, addr: u64, t: Target, t0: u64, data: Option<Data>) {
+    fn record_with(
+        &self,
+        list: ListKind,
+        seg: usize,
+        r: &DmaRange,
+        dir: Dir,
+        p: Piece,
+        addr: u64,
+        t: Target,
+        t0: u64,
+        data: Option<Data>,
+    ) {
         self.hook.dma(&self.txn(list, seg, r, dir, p, addr, t, t0, data));
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn txn(&self, list: ListKind, seg: usize, r: &DmaRange, dir: Dir, p: Piece, addr: u64, t: Target, t0: u64, data: Option<Data>) -> Txn {
+    fn txn(
+        &self,
+        list: ListKind,
+        seg: usize,
+        r: &DmaRange,
+        dir: Dir,
+        p: Piece,
+        addr: u64,
+        t: Target,
+        t0: u64,
+        data: Option<Data>,
+    ) -> Txn {
         Txn {
             tag: self.tag,
             segment: seg_index(seg),
@@ -298,7 +356,14 @@ impl Exec<'_> {
             self.check_abort()?;
             let (s, d) = (&src[si], &dst[di]);
             let len = (u64::from(s.len) - so).min(u64::from(d.len) - dof).min(STEP);
-            f(Step { si, s: s.addr + so, di, d: d.addr + dof, len, off })?;
+            f(Step {
+                si,
+                s: s.addr + so,
+                di,
+                d: d.addr + dof,
+                len,
+                off,
+            })?;
             so += len;
             dof += len;
             off += len;
@@ -356,15 +421,17 @@ impl Exec<'_> {
                 return Err(());
             }
             let mut inner = 0usize;
-            let r2 = self.bus.pieces(dr.space(), st.d + s_off, sp.len() as u64, dst_dir, &mut |dp, dtgt| {
-                let (Piece::Raw(s), Piece::Raw(d)) = (sp.sub(inner, dp.len()), dp) else {
-                    bounce = Some(s_off + inner as u64);
-                    return Err(());
-                };
-                f(s, d, s_off + inner as u64, (shift(stgt, inner as u64), dtgt))?;
-                inner += dp.len();
-                Ok(())
-            });
+            let r2 = self
+                .bus
+                .pieces(dr.space(), st.d + s_off, sp.len() as u64, dst_dir, &mut |dp, dtgt| {
+                    let (Piece::Raw(s), Piece::Raw(d)) = (sp.sub(inner, dp.len()), dp) else {
+                        bounce = Some(s_off + inner as u64);
+                        return Err(());
+                    };
+                    f(s, d, s_off + inner as u64, (shift(stgt, inner as u64), dtgt))?;
+                    inner += dp.len();
+                    Ok(())
+                });
             match r2 {
                 Ok(()) => {}
                 Err(AccessError::Stopped) => return Err(()),
@@ -433,34 +500,40 @@ impl Exec<'_> {
     /// Reads `[addr, addr + buf.len())` of list `list` segment `seg` into `buf`, piece by
     /// piece (no nested walk: a message is never sent while another piece is held).
     fn bounce_in(&self, list: u8, seg: usize, r: &DmaRange, addr: u64, buf: &mut [u8]) -> Result<(), Failure> {
-        let kind = if list == FAULT_LIST_DST { ListKind::Dst } else { ListKind::Src };
+        let kind = if list == FAULT_LIST_DST {
+            ListKind::Dst
+        } else {
+            ListKind::Src
+        };
         let mut fail = None;
         let mut o = 0usize;
-        let res = self.bus.pieces(r.space(), addr, buf.len() as u64, Dir::Read, &mut |p, tgt| {
-            let t0 = self.hook.start();
-            let part = &mut buf[o..o + p.len()];
-            match p {
-                Piece::Raw(raw) => {
-                    raw.read_into(part);
-                }
-                Piece::Message { iova, .. } => {
-                    if let Some(s) = (self.abort)() {
-                        fail = Some(Failure::plain(s));
-                        return Err(());
+        let res = self
+            .bus
+            .pieces(r.space(), addr, buf.len() as u64, Dir::Read, &mut |p, tgt| {
+                let t0 = self.hook.start();
+                let part = &mut buf[o..o + p.len()];
+                match p {
+                    Piece::Raw(raw) => {
+                        raw.read_into(part);
                     }
-                    if let Err(m) = self.bus.iova.message_read(iova, part) {
-                        fail = Some(self.fault(list, seg, r, Dir::Read, m.status(), m.addr));
-                        return Err(());
+                    Piece::Message { iova, .. } => {
+                        if let Some(s) = (self.abort)() {
+                            fail = Some(Failure::plain(s));
+                            return Err(());
+                        }
+                        if let Err(m) = self.bus.iova.message_read(iova, part) {
+                            fail = Some(self.fault(list, seg, r, Dir::Read, m.status(), m.addr));
+                            return Err(());
+                        }
                     }
                 }
-            }
-            if self.hook.enabled() {
-                let data = local_crc(self.hook, part);
-                self.record_with(kind, seg, r, Dir::Read, p, addr + o as u64, tgt, t0, data);
-            }
-            o += p.len();
-            Ok(())
-        });
+                if self.hook.enabled() {
+                    let data = local_crc(self.hook, part);
+                    self.record_with(kind, seg, r, Dir::Read, p, addr + o as u64, tgt, t0, data);
+                }
+                o += p.len();
+                Ok(())
+            });
         match res {
             Ok(()) => Ok(()),
             Err(AccessError::Stopped) => Err(fail.unwrap_or(Failure::plain(Status::IOMMU_FAULT))),
@@ -473,32 +546,34 @@ impl Exec<'_> {
     fn bounce_out(&self, seg: usize, r: &DmaRange, addr: u64, data: &[u8], done: &mut u64) -> Result<(), Failure> {
         let mut fail = None;
         let mut o = 0usize;
-        let res = self.bus.pieces(r.space(), addr, data.len() as u64, Dir::Write, &mut |p, tgt| {
-            let t0 = self.hook.start();
-            let part = &data[o..o + p.len()];
-            match p {
-                Piece::Raw(raw) => {
-                    raw.write_from(part);
-                }
-                Piece::Message { iova, .. } => {
-                    if let Some(s) = (self.abort)() {
-                        fail = Some(Failure::plain(s));
-                        return Err(());
+        let res = self
+            .bus
+            .pieces(r.space(), addr, data.len() as u64, Dir::Write, &mut |p, tgt| {
+                let t0 = self.hook.start();
+                let part = &data[o..o + p.len()];
+                match p {
+                    Piece::Raw(raw) => {
+                        raw.write_from(part);
                     }
-                    if let Err(m) = self.bus.iova.message_write(iova, part) {
-                        fail = Some(self.fault(FAULT_LIST_DST, seg, r, Dir::Write, m.status(), m.addr));
-                        return Err(());
+                    Piece::Message { iova, .. } => {
+                        if let Some(s) = (self.abort)() {
+                            fail = Some(Failure::plain(s));
+                            return Err(());
+                        }
+                        if let Err(m) = self.bus.iova.message_write(iova, part) {
+                            fail = Some(self.fault(FAULT_LIST_DST, seg, r, Dir::Write, m.status(), m.addr));
+                            return Err(());
+                        }
                     }
                 }
-            }
-            if self.hook.enabled() {
-                let data = local_crc(self.hook, part);
-                self.record_with(ListKind::Dst, seg, r, Dir::Write, p, addr + o as u64, tgt, t0, data);
-            }
-            o += p.len();
-            *done += p.len() as u64;
-            Ok(())
-        });
+                if self.hook.enabled() {
+                    let data = local_crc(self.hook, part);
+                    self.record_with(ListKind::Dst, seg, r, Dir::Write, p, addr + o as u64, tgt, t0, data);
+                }
+                o += p.len();
+                *done += p.len() as u64;
+                Ok(())
+            });
         match res {
             Ok(()) => Ok(()),
             Err(AccessError::Stopped) => Err(fail.unwrap_or(Failure::plain(Status::IOMMU_FAULT))),
@@ -510,7 +585,14 @@ impl Exec<'_> {
 
     /// COMPARE of `[from, st.len)` of a step through two bounce buffers (see `copy_bounced`).
     /// Returns the transfer offset of the first difference.
-    fn compare_bounced(&self, st: &Step, sr: &DmaRange, dr: &DmaRange, from: u64, done: &mut u64) -> Result<Option<u64>, Failure> {
+    fn compare_bounced(
+        &self,
+        st: &Step,
+        sr: &DmaRange,
+        dr: &DmaRange,
+        from: u64,
+        done: &mut u64,
+    ) -> Result<Option<u64>, Failure> {
         let n = (st.len - from).min(BOUNCE as u64) as usize;
         let (mut a, mut b) = (vec![0u8; n], vec![0u8; n]);
         let mut off = from;
@@ -538,8 +620,28 @@ impl Exec<'_> {
                 let (diff, crcs) = RawPiece::compare(a_p, b_p, self.hook.wants_crc());
                 if self.hook.enabled() {
                     let (ca, cb) = crcs.map_or((None, None), |(x, y)| (Some(Data::Crc(x)), Some(Data::Crc(y))));
-                    self.record_with(ListKind::Src, st.si, sr, Dir::Read, Piece::Raw(a_p), st.s + a, stgt, t0, ca);
-                    self.record_with(ListKind::Dst, st.di, dr, Dir::Read, Piece::Raw(b_p), st.d + a, dtgt, t0, cb);
+                    self.record_with(
+                        ListKind::Src,
+                        st.si,
+                        sr,
+                        Dir::Read,
+                        Piece::Raw(a_p),
+                        st.s + a,
+                        stgt,
+                        t0,
+                        ca,
+                    );
+                    self.record_with(
+                        ListKind::Dst,
+                        st.di,
+                        dr,
+                        Dir::Read,
+                        Piece::Raw(b_p),
+                        st.d + a,
+                        dtgt,
+                        t0,
+                        cb,
+                    );
                 }
                 if let Some(i) = diff {
                     mismatch = Some(st.off + a + i as u64);

@@ -28,7 +28,12 @@ pub struct Port {
 
 impl Port {
     pub fn new(endpoint: u16, switch: u32, bar2: PeerMem) -> Self {
-        Self { endpoint, switch, bar2, decode: Mutex::new(BarDecode::default()) }
+        Self {
+            endpoint,
+            switch,
+            bar2,
+            decode: Mutex::new(BarDecode::default()),
+        }
     }
 
     /// Publishes the decode state the endpoint's config space now describes.
@@ -100,7 +105,11 @@ impl Fabric {
                     return fault(Status::BUS_PAST_BAR_END, d.bar2.saturating_add(size));
                 }
                 return match p.bar2.piece(offset, len) {
-                    Some(piece) => Ok(Routed { endpoint: p.endpoint, offset, piece }),
+                    Some(piece) => Ok(Routed {
+                        endpoint: p.endpoint,
+                        offset,
+                        piece,
+                    }),
                     None => fault(Status::BUS_PAST_BAR_END, d.bar2.saturating_add(size)),
                 };
             }
@@ -145,7 +154,13 @@ mod tests {
     fn bus_address_nobody_decodes_is_unsupported_request() {
         let f = fabric(&[0]);
         let e = f.route(&f.ports()[0], 0x1000, 4).unwrap_err();
-        assert_eq!(e, RouteFault { status: Status::BUS_NO_TARGET, addr: 0x1000 });
+        assert_eq!(
+            e,
+            RouteFault {
+                status: Status::BUS_NO_TARGET,
+                addr: 0x1000
+            }
+        );
     }
 
     #[test]
@@ -159,14 +174,26 @@ mod tests {
     fn bus_address_in_bar0_is_target_abort() {
         let f = fabric(&[0, 0]);
         let e = f.route(&f.ports()[0], 0xFE10_0010, 4).unwrap_err();
-        assert_eq!(e, RouteFault { status: Status::BUS_TARGET_ABORT, addr: 0xFE10_0010 });
+        assert_eq!(
+            e,
+            RouteFault {
+                status: Status::BUS_TARGET_ABORT,
+                addr: 0xFE10_0010
+            }
+        );
     }
 
     #[test]
     fn transfer_past_bar_end_faults_at_bar_end() {
         let f = fabric(&[0]);
         let e = f.route(&f.ports()[0], 0x80_0000_0000 + (1 << 20) - 8, 16).unwrap_err();
-        assert_eq!(e, RouteFault { status: Status::BUS_PAST_BAR_END, addr: 0x80_0010_0000 });
+        assert_eq!(
+            e,
+            RouteFault {
+                status: Status::BUS_PAST_BAR_END,
+                addr: 0x80_0010_0000
+            }
+        );
     }
 
     #[test]
@@ -175,7 +202,10 @@ mod tests {
         let mut d = f.ports()[0].decode();
         d.memory_enabled = false;
         f.ports()[0].set_decode(d);
-        assert_eq!(f.route(&f.ports()[0], 0x80_0000_0000, 4).unwrap_err().status, Status::BUS_NO_TARGET);
+        assert_eq!(
+            f.route(&f.ports()[0], 0x80_0000_0000, 4).unwrap_err().status,
+            Status::BUS_NO_TARGET
+        );
     }
 
     proptest! {

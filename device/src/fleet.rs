@@ -57,7 +57,10 @@ pub enum FleetError {
     #[error("BAR2 of endpoint {endpoint}: {source}")]
     Bar2 { endpoint: u16, source: PeerMemError },
     #[error("trace file of endpoint {endpoint}: {source}")]
-    Trace { endpoint: u16, source: phyr_trace::WriteError },
+    Trace {
+        endpoint: u16,
+        source: phyr_trace::WriteError,
+    },
     #[error("starting the workers of endpoint {endpoint}: {source}")]
     Spawn { endpoint: u16, source: std::io::Error },
 }
@@ -93,7 +96,10 @@ impl Fleet {
             return Err(FleetError::Endpoints(cfg.endpoints));
         }
         if !cfg.topology.is_empty() && cfg.topology.len() != usize::from(cfg.endpoints) {
-            return Err(FleetError::Topology { got: cfg.topology.len(), want: cfg.endpoints });
+            return Err(FleetError::Topology {
+                got: cfg.topology.len(),
+                want: cfg.endpoints,
+            });
         }
         if cfg.queues == 0 || cfg.queues > MAX_QUEUES {
             return Err(FleetError::Queues(cfg.queues));
@@ -111,8 +117,12 @@ impl Fleet {
         for i in 0..cfg.endpoints {
             let rec = match &cfg.trace {
                 Some(t) => {
-                    let tc = TraceConfig { data_crc: t.data_crc, ..TraceConfig::default() };
-                    Recorder::create(&t.dir, i, &tc, &clock).map_err(|source| FleetError::Trace { endpoint: i, source })?
+                    let tc = TraceConfig {
+                        data_crc: t.data_crc,
+                        ..TraceConfig::default()
+                    };
+                    Recorder::create(&t.dir, i, &tc, &clock)
+                        .map_err(|source| FleetError::Trace { endpoint: i, source })?
                 }
                 None => Recorder::disabled(),
             };
@@ -154,19 +164,32 @@ mod tests {
 
     #[test]
     fn topology_length_mismatch_is_rejected() {
-        let cfg = FleetConfig { endpoints: 2, topology: vec![0], ..Default::default() };
-        assert!(matches!(Fleet::new(&cfg), Err(FleetError::Topology { got: 1, want: 2 })));
+        let cfg = FleetConfig {
+            endpoints: 2,
+            topology: vec![0],
+            ..Default::default()
+        };
+        assert!(matches!(
+            Fleet::new(&cfg),
+            Err(FleetError::Topology { got: 1, want: 2 })
+        ));
     }
 
     #[test]
     fn bar2_size_not_power_of_two_is_rejected() {
-        let cfg = FleetConfig { bar2_size: 3 << 20, ..Default::default() };
+        let cfg = FleetConfig {
+            bar2_size: 3 << 20,
+            ..Default::default()
+        };
         assert!(matches!(Fleet::new(&cfg), Err(FleetError::Bar2 { .. })));
     }
 
     #[test]
     fn zero_endpoints_is_rejected() {
-        let cfg = FleetConfig { endpoints: 0, ..Default::default() };
+        let cfg = FleetConfig {
+            endpoints: 0,
+            ..Default::default()
+        };
         assert!(matches!(Fleet::new(&cfg), Err(FleetError::Endpoints(0))));
     }
 }

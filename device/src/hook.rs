@@ -66,7 +66,10 @@ impl Hook {
 
     /// A hook that records nothing.
     pub fn off(endpoint: u16) -> Self {
-        Self { rec: Recorder::disabled(), endpoint }
+        Self {
+            rec: Recorder::disabled(),
+            endpoint,
+        }
     }
 
     #[inline]
@@ -150,14 +153,20 @@ impl Hook {
             crc32c,
             dur_ns: u32::try_from(now.saturating_sub(t.t0)).unwrap_or(u32::MAX),
         };
-        self.rec.record(Record { t_ns: t.t0, payload: Payload::Dma(rec) });
+        self.rec.record(Record {
+            t_ns: t.t0,
+            payload: Payload::Dma(rec),
+        });
     }
 
     /// A protocol or device event (map, unmap, reset, interrupt, completion...).
     #[inline]
     pub fn event(&self, event: impl FnOnce() -> Event) {
         if self.rec.is_enabled() {
-            self.rec.record_now(Payload::Event { endpoint: self.endpoint, event: event() });
+            self.rec.record_now(Payload::Event {
+                endpoint: self.endpoint,
+                event: event(),
+            });
         }
     }
 

@@ -446,7 +446,10 @@ fn fold_step(acc: &mut [__m256i; 4], v: [__m256i; 4]) {
     const K: (u64, u64) = fold_constant(FOLD_BLOCK as u32);
     let k = _mm256_set_epi64x(K.1 as i64, K.0 as i64, K.1 as i64, K.0 as i64);
     for (a, x) in acc.iter_mut().zip(v) {
-        let folded = _mm256_xor_si256(_mm256_clmulepi64_epi128(*a, k, 0x00), _mm256_clmulepi64_epi128(*a, k, 0x11));
+        let folded = _mm256_xor_si256(
+            _mm256_clmulepi64_epi128(*a, k, 0x00),
+            _mm256_clmulepi64_epi128(*a, k, 0x11),
+        );
         *a = _mm256_xor_si256(folded, x);
     }
 }
@@ -607,14 +610,23 @@ mod tests {
     /// Lengths around every boundary of the kernels: small path, first block, fold loop, tail,
     /// and each hybrid chunk size alone, followed by the smaller ones, and twice.
     fn lengths() -> Vec<usize> {
-        let mut v = vec![0, 1, 7, 8, 127, 128, 255, 256, 257, 383, 384, 385, 1000, 4096, 65_535, 65_536];
+        let mut v = vec![
+            0, 1, 7, 8, 127, 128, 255, 256, 257, 383, 384, 385, 1000, 4096, 65_535, 65_536,
+        ];
         let [big, mid, small] = HYBRID_ITERS.map(hybrid_len);
         for c in [small, mid, big] {
             v.extend([c - 1, c, c + 1, c + 300]);
         }
         v.extend([mid + small + 200, big + mid + 2 * small + 255, 2 * big + 1]);
         // Three-stream copies: the threshold, and streams moved off each 4 KiB trap.
-        v.extend([STREAMS_MIN - 1, STREAMS_MIN, STREAMS_MIN + 129, 3 * 12_288 + 5, 3 * 10_240 + 7, 3 * 16_000 + 99]);
+        v.extend([
+            STREAMS_MIN - 1,
+            STREAMS_MIN,
+            STREAMS_MIN + 129,
+            3 * 12_288 + 5,
+            3 * 10_240 + 7,
+            3 * 16_000 + 99,
+        ]);
         // The longest rest after the streams (3071 bytes: 23 blocks and a 127-byte tail).
         v.push(38_399);
         v
@@ -627,7 +639,10 @@ mod tests {
         assert_eq!(stream_len(0), 0);
         for n in STREAMS_MIN..=(3 << 20) {
             let q = stream_len(n);
-            assert!(q.is_multiple_of(FOLD_BLOCK) && 3 * q <= n && n - 3 * q < 3072, "n {n} q {q}");
+            assert!(
+                q.is_multiple_of(FOLD_BLOCK) && 3 * q <= n && n - 3 * q < 3072,
+                "n {n} q {q}"
+            );
             assert!(dist(q) >= 512 && dist(2 * q) >= 512, "n {n} q {q}");
         }
     }
@@ -704,9 +719,16 @@ mod tests {
                     let dst = &mut buf[base..base + n + 40];
                     // SAFETY: distinct buffers of sufficient size.
                     unsafe { copy(src.as_ptr().add(s_off), dst.as_mut_ptr().add(d_off), n) };
-                    assert_eq!(&dst[d_off..d_off + n], &src[s_off..s_off + n], "n {n} s_off {s_off} d_off {d_off}");
+                    assert_eq!(
+                        &dst[d_off..d_off + n],
+                        &src[s_off..s_off + n],
+                        "n {n} s_off {s_off} d_off {d_off}"
+                    );
                     let outside = dst[..d_off].iter().chain(&dst[d_off + n..]);
-                    assert!(outside.into_iter().all(|&b| b == 0), "n {n} s_off {s_off} d_off {d_off}: wrote outside");
+                    assert!(
+                        outside.into_iter().all(|&b| b == 0),
+                        "n {n} s_off {s_off} d_off {d_off}: wrote outside"
+                    );
                 }
             }
         }
@@ -715,7 +737,14 @@ mod tests {
     #[test]
     fn overlapping_long_copy_moves_like_memmove() {
         for n in [STREAMS_MIN, 65_536] {
-            for (from, to) in [(0usize, 32usize), (32, 0), (0, 4096), (4096, 0), (0, 12_289), (12_289, 0)] {
+            for (from, to) in [
+                (0usize, 32usize),
+                (32, 0),
+                (0, 4096),
+                (4096, 0),
+                (0, 12_289),
+                (12_289, 0),
+            ] {
                 let mut b = data(n + 12_320, 4);
                 let want = b[from..from + n].to_vec();
                 let p = b.as_mut_ptr();
@@ -811,4 +840,3 @@ mod tests {
         assert_eq!(d1, src);
     }
 }
-

@@ -54,7 +54,13 @@ fn config(a: &Args) -> Result<FleetConfig> {
         other => bail!("--trace-crc must be on or off, got {other:?}"),
     };
     let trace = a.trace_dir.clone().map(|dir| TraceSettings { dir, data_crc });
-    Ok(FleetConfig { endpoints: a.endpoints, topology, bar2_size, queues: a.queues, trace })
+    Ok(FleetConfig {
+        endpoints: a.endpoints,
+        topology,
+        bar2_size,
+        queues: a.queues,
+        trace,
+    })
 }
 
 fn main() {
@@ -85,10 +91,18 @@ fn run() -> Result<()> {
         let path = args.socket_dir.join(format!("ep{}.sock", ep.index()));
         let server = vfio_user::Server::new(&path, Arc::new(VfioEndpoint::new(ep.clone())))
             .with_context(|| format!("listening on {}", path.display()))?;
-        servers.push(server.spawn().with_context(|| format!("starting the server of {}", path.display()))?);
+        servers.push(
+            server
+                .spawn()
+                .with_context(|| format!("starting the server of {}", path.display()))?,
+        );
         paths.push(path);
     }
-    println!("phyr-device: ready: {} endpoints in {}", fleet.endpoints.len(), args.socket_dir.display());
+    println!(
+        "phyr-device: ready: {} endpoints in {}",
+        fleet.endpoints.len(),
+        args.socket_dir.display()
+    );
     let sig = signals.wait();
     tracing::info!(signal = sig, "shutting down");
     // Servers first: each disconnects its client (the endpoint resets, aborting commands in

@@ -44,7 +44,10 @@ impl Piece {
             Piece::Raw(r) => Piece::Raw(r.sub(off, len)),
             Piece::Message { iova, len: l } => {
                 let off = off.min(l);
-                Piece::Message { iova: iova.wrapping_add(off as u64), len: len.min(l - off) }
+                Piece::Message {
+                    iova: iova.wrapping_add(off as u64),
+                    len: len.min(l - off),
+                }
             }
         }
     }
@@ -81,9 +84,7 @@ impl MemFault {
     /// The completion status this fault becomes.
     pub fn status(&self) -> Status {
         match self.kind {
-            MemFaultKind::NotMapped | MemFaultKind::Disconnected | MemFaultKind::Stopped => {
-                Status::IOMMU_FAULT
-            }
+            MemFaultKind::NotMapped | MemFaultKind::Disconnected | MemFaultKind::Stopped => Status::IOMMU_FAULT,
             MemFaultKind::Permission => Status::WRITE_READ_ONLY,
             MemFaultKind::Message => Status::DMA_MESSAGE_FAILED,
         }

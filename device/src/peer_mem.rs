@@ -56,7 +56,10 @@ impl PeerMem {
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         // SAFETY: ftruncate on an fd we own; size fits off_t (checked power of two, fits usize).
         if unsafe { libc::ftruncate(fd.as_raw_fd(), size as libc::off_t) } != 0 {
-            return Err(PeerMemError::Truncate { size, source: std::io::Error::last_os_error() });
+            return Err(PeerMemError::Truncate {
+                size,
+                source: std::io::Error::last_os_error(),
+            });
         }
         let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
         // SAFETY: plain fcntl on an fd we own, with integer arguments; no memory is passed.
@@ -75,9 +78,16 @@ impl PeerMem {
             )
         };
         if ptr == libc::MAP_FAILED {
-            return Err(PeerMemError::Mmap { size, source: std::io::Error::last_os_error() });
+            return Err(PeerMemError::Mmap {
+                size,
+                source: std::io::Error::last_os_error(),
+            });
         }
-        Ok(Self { fd: Arc::new(fd), ptr: ptr.cast(), size: size as usize })
+        Ok(Self {
+            fd: Arc::new(fd),
+            ptr: ptr.cast(),
+            size: size as usize,
+        })
     }
 
     pub fn size(&self) -> u64 {
@@ -146,7 +156,11 @@ mod tests {
         }
         // SAFETY: plain fcntl query on a valid fd.
         let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
-        assert_eq!(seals & libc::F_SEAL_SEAL, libc::F_SEAL_SEAL, "seals can still be changed");
+        assert_eq!(
+            seals & libc::F_SEAL_SEAL,
+            libc::F_SEAL_SEAL,
+            "seals can still be changed"
+        );
         // The mapping is intact.
         assert!(m.write(8191, &[7]));
     }

@@ -43,7 +43,13 @@ pub struct QueueRun {
 
 impl QueueRun {
     pub fn new(cfg: QueueConfig) -> Self {
-        Self { cfg, sq_head: 0, cq_tail: 0, phase: true, lists: Lists::default() }
+        Self {
+            cfg,
+            sq_head: 0,
+            cq_tail: 0,
+            phase: true,
+            lists: Lists::default(),
+        }
     }
 }
 
@@ -158,7 +164,8 @@ impl QueueShared {
 
     /// Q_STATUS for a failed enable.
     pub fn enable_failed(&self, status: Status) {
-        self.status.store(QSTATUS_ERROR | (u32::from(status as u16) << 16), Relaxed);
+        self.status
+            .store(QSTATUS_ERROR | (u32::from(status as u16) << 16), Relaxed);
     }
 }
 
@@ -220,7 +227,10 @@ fn ring_fault(e: AccessError) -> Status {
 fn shadow(ctx: &QueueCtx<'_>, addr: u64) -> Result<(u32, u32), Status> {
     let mut b = [0u8; 8];
     ctx.bus.read(AddrSpace::Iova, addr, &mut b).map_err(ring_fault)?;
-    Ok((u32::from_le_bytes([b[0], b[1], b[2], b[3]]), u32::from_le_bytes([b[4], b[5], b[6], b[7]])))
+    Ok((
+        u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+        u32::from_le_bytes([b[4], b[5], b[6], b[7]]),
+    ))
 }
 
 /// Processes up to one batch of commands.
@@ -259,9 +269,11 @@ pub fn process(run: &mut QueueRun, q: &QueueShared, ctx: &QueueCtx<'_>) -> Progr
     let sq_bytes = &mut raw[..n as usize * COMMAND_SIZE];
     let sq_addr = cfg.sq_base + u64::from(run.sq_head) * COMMAND_SIZE as u64;
     let t0 = ctx.hook.start();
-    let r = ctx.bus.read_with(AddrSpace::Iova, sq_addr, sq_bytes, &mut |a, p, t, bytes| {
-        ring_record(ctx, Dir::Read, a, p, t, t0, bytes);
-    });
+    let r = ctx
+        .bus
+        .read_with(AddrSpace::Iova, sq_addr, sq_bytes, &mut |a, p, t, bytes| {
+            ring_record(ctx, Dir::Read, a, p, t, t0, bytes);
+        });
     if let Err(e) = r {
         return stop_unless_pending(q, ring_fault(e));
     }
@@ -287,7 +299,11 @@ pub fn process(run: &mut QueueRun, q: &QueueShared, ctx: &QueueCtx<'_>) -> Progr
             bus: ctx.bus,
             limits: ctx.limits,
             hook: ctx.hook,
-            tag: CmdTag { queue: ctx.queue, command_id: cmd.command_id, opcode: cmd.opcode },
+            tag: CmdTag {
+                queue: ctx.queue,
+                command_id: cmd.command_id,
+                opcode: cmd.opcode,
+            },
             abort: &abort,
         };
         let mut c = exec.run(&cmd, &mut run.lists);
@@ -310,7 +326,11 @@ pub fn process(run: &mut QueueRun, q: &QueueShared, ctx: &QueueCtx<'_>) -> Progr
     if !wait_for_bus_master(q, ctx.bus_master) {
         // Reset or disabled while Bus Master is clear (Linux clears it around a
         // VFIO_DEVICE_RESET): the completions cannot be written; the queue is gone anyway.
-        tracing::debug!(queue = ctx.queue, commands = k, "completions dropped: Bus Master clear at a reset");
+        tracing::debug!(
+            queue = ctx.queue,
+            commands = k,
+            "completions dropped: Bus Master clear at a reset"
+        );
         return Progress::Idle;
     }
     let pending = q.stop_pending.load(SeqCst);
@@ -323,7 +343,10 @@ pub fn process(run: &mut QueueRun, q: &QueueShared, ctx: &QueueCtx<'_>) -> Progr
     }
     q.sq_head.store(run.sq_head, Release);
     q.cq_tail.store(run.cq_tail, Release);
-    let failed = done[..k as usize].iter().filter(|c| c.status().is_none_or(|s| s.is_failure())).count();
+    let failed = done[..k as usize]
+        .iter()
+        .filter(|c| c.status().is_none_or(|s| s.is_failure()))
+        .count();
     ctx.counters.completed.fetch_add(u64::from(k), Relaxed);
     ctx.counters.failed.fetch_add(failed as u64, Relaxed);
     if q.irq.load(Relaxed) {
@@ -348,9 +371,14 @@ fn post(run: &mut QueueRun, comps: &mut [Completion], ctx: &QueueCtx<'_>) -> Res
         let addr = cfg.cq_base + u64::from(run.cq_tail) * COMPLETION_SIZE as u64;
         let t0 = ctx.hook.start();
         ctx.bus
-            .write_with(AddrSpace::Iova, addr, &bytes[..take * COMPLETION_SIZE], &mut |a, p, t, b| {
-                ring_record(ctx, Dir::Write, a, p, t, t0, b);
-            })
+            .write_with(
+                AddrSpace::Iova,
+                addr,
+                &bytes[..take * COMPLETION_SIZE],
+                &mut |a, p, t, b| {
+                    ring_record(ctx, Dir::Write, a, p, t, t0, b);
+                },
+            )
             .map_err(ring_fault)?;
         run.cq_tail += take as u32;
         if run.cq_tail == cfg.cq_size {
@@ -364,20 +392,16 @@ fn post(run: &mut QueueRun, comps: &mut [Completion], ctx: &QueueCtx<'_>) -> Res
 
 /// Records a submission-entry fetch or a completion write, with the CRC of its `bytes` (shadow
 /// doorbell polls are not recorded: in POLL mode they would flood the trace).
-fn ring_record(
-    ctx: &QueueCtx<'_>,
-    dir: Dir,
-    addr: u64,
-    p: &Piece,
-    target: phyr_trace::Target,
-    t0: u64,
-    bytes: &[u8],
-) {
+fn ring_record(ctx: &QueueCtx<'_>, dir: Dir, addr: u64, p: &Piece, target: phyr_trace::Target, t0: u64, bytes: &[u8]) {
     if !ctx.hook.enabled() {
         return;
     }
     ctx.hook.dma(&Txn {
-        tag: CmdTag { queue: ctx.queue, command_id: 0, opcode: 0 },
+        tag: CmdTag {
+            queue: ctx.queue,
+            command_id: 0,
+            opcode: 0,
+        },
         segment: dma_range::NO_SEGMENT,
         list: ListKind::Queue,
         dir,

@@ -47,7 +47,10 @@ impl RawPiece {
         let off = off.min(self.len);
         let len = len.min(self.len - off);
         // `off <= self.len`, so the pointer stays inside (or one past) the span.
-        RawPiece { ptr: self.ptr.wrapping_add(off), len }
+        RawPiece {
+            ptr: self.ptr.wrapping_add(off),
+            len,
+        }
     }
 
     /// Copies `min(src.len, dst.len)` bytes from `src` to `dst` (overlap allowed).
@@ -143,7 +146,10 @@ impl RawPiece {
                 }
             }
             if with_crc {
-                crcs = (kernels::crc32c_slice(&x[..k], crcs.0), kernels::crc32c_slice(&y[..k], crcs.1));
+                crcs = (
+                    kernels::crc32c_slice(&x[..k], crcs.0),
+                    kernels::crc32c_slice(&y[..k], crcs.1),
+                );
             }
             off += k;
         }
@@ -152,7 +158,10 @@ impl RawPiece {
 
     /// A piece over a Rust buffer (tests and bounce buffers).
     pub fn of_slice(buf: &mut [u8]) -> RawPiece {
-        RawPiece { ptr: buf.as_mut_ptr(), len: buf.len() }
+        RawPiece {
+            ptr: buf.as_mut_ptr(),
+            len: buf.len(),
+        }
     }
 }
 

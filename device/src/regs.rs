@@ -159,7 +159,8 @@ impl RegFile {
 
     fn read_inner(&self, off: u64, size: usize, live: &dyn Live) -> Option<u64> {
         let r32 = |v: u32| (size == 4).then_some(u64::from(v));
-        let r64 = |v: u64, base: u64| half64(off - base, size).map(|s| if size == 8 { v } else { (v >> s) & 0xFFFF_FFFF });
+        let r64 =
+            |v: u64, base: u64| half64(off - base, size).map(|s| if size == 8 { v } else { (v >> s) & 0xFFFF_FFFF });
         let l = &self.limits;
         match off {
             REG_ID => r32(PHYR_ID),
@@ -182,9 +183,7 @@ impl RegFile {
                 match r {
                     o if (Q_SQ_BASE..Q_SQ_BASE + 8).contains(&o) => r64(regs.sq_base, Q_SQ_BASE + (off - r)),
                     o if (Q_CQ_BASE..Q_CQ_BASE + 8).contains(&o) => r64(regs.cq_base, Q_CQ_BASE + (off - r)),
-                    o if (Q_SHADOW_BASE..Q_SHADOW_BASE + 8).contains(&o) => {
-                        r64(regs.shadow, Q_SHADOW_BASE + (off - r))
-                    }
+                    o if (Q_SHADOW_BASE..Q_SHADOW_BASE + 8).contains(&o) => r64(regs.shadow, Q_SHADOW_BASE + (off - r)),
                     Q_SQ_SIZE => r32(regs.sq_size),
                     Q_CQ_SIZE => r32(regs.cq_size),
                     Q_CTRL => r32(regs.ctrl),
@@ -321,9 +320,7 @@ impl RegFile {
                         regs.ctrl = v32;
                         RegEffect::QueueDisable(q)
                     }
-                    (true, true) if (was ^ v32) & QCTRL_POLL != 0 => {
-                        Bad("Q_CTRL.POLL changed while enabled")
-                    }
+                    (true, true) if (was ^ v32) & QCTRL_POLL != 0 => Bad("Q_CTRL.POLL changed while enabled"),
                     (true, true) if (was ^ v32) & QCTRL_IRQ != 0 => {
                         regs.ctrl = v32;
                         RegEffect::QueueIrq(q, v32 & QCTRL_IRQ != 0)

@@ -43,13 +43,18 @@ impl Drop for InMessage<'_> {
 
 impl std::fmt::Debug for SessionMemory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SessionMemory").field("dma", &self.dma).field("targets", &self.targets).finish()
+        f.debug_struct("SessionMemory")
+            .field("dma", &self.dma)
+            .field("targets", &self.targets)
+            .finish()
     }
 }
 
 impl SessionMemory {
     pub fn new(dma: Arc<DmaSpace>, targets: bool) -> Self {
-        Self { dma, targets,
+        Self {
+            dma,
+            targets,
             generation: AtomicU64::new(next_generation()),
             in_message: AtomicUsize::new(0),
         }
@@ -112,7 +117,10 @@ thread_local! {
 fn target_in(maps: &[vfio_user::MappingInfo], addr: u64) -> Target {
     let i = maps.partition_point(|m| m.iova <= addr);
     match i.checked_sub(1).map(|i| (i, &maps[i])) {
-        Some((i, m)) if addr - m.iova < m.size => Target::GuestMemory { mapping: i as u32, offset: addr - m.iova },
+        Some((i, m)) if addr - m.iova < m.size => Target::GuestMemory {
+            mapping: i as u32,
+            offset: addr - m.iova,
+        },
         _ => Target::None,
     }
 }
@@ -134,7 +142,10 @@ impl IovaMemory for SessionMemory {
                     // which the DmaSpace checked the mapping is writable.
                     Piece::Raw(unsafe { RawPiece::new(s.as_ptr().cast_mut(), s.len()) })
                 }
-                DmaChunk::Remote { iova, len } => Piece::Message { iova, len: len as usize },
+                DmaChunk::Remote { iova, len } => Piece::Message {
+                    iova,
+                    len: len as usize,
+                },
             };
             f(piece, self.target(addr)).map_err(|()| {
                 stopped = Some(addr);

@@ -47,11 +47,19 @@ impl TestMem {
     }
 
     pub fn map(&mut self, iova: u64, size: u64, writable: bool, message: bool) {
-        self.maps.push(TestMap { iova, mem: PeerMem::new("testmem", size).unwrap(), writable, message });
+        self.maps.push(TestMap {
+            iova,
+            mem: PeerMem::new("testmem", size).unwrap(),
+            writable,
+            message,
+        });
     }
 
     fn find(&self, addr: u64) -> Option<(usize, &TestMap)> {
-        self.maps.iter().enumerate().find(|(_, m)| addr >= m.iova && addr - m.iova < m.mem.size())
+        self.maps
+            .iter()
+            .enumerate()
+            .find(|(_, m)| addr >= m.iova && addr - m.iova < m.mem.size())
     }
 
     /// Writes `data` at `addr`, across adjacent mappings if need be.
@@ -83,7 +91,9 @@ impl TestMem {
 
 impl IovaMemory for TestMem {
     fn access(&self, iova: u64, len: u64, dir: Dir, f: &mut PieceFn<'_>) -> Result<(), MemFault> {
-        let end = iova.checked_add(len).ok_or(MemFault::new(MemFaultKind::NotMapped, iova))?;
+        let end = iova
+            .checked_add(len)
+            .ok_or(MemFault::new(MemFaultKind::NotMapped, iova))?;
         let mut at = iova;
         while at < end {
             let (i, m) = self.find(at).ok_or(MemFault::new(MemFaultKind::NotMapped, at))?;
@@ -93,12 +103,21 @@ impl IovaMemory for TestMem {
             let off = at - m.iova;
             let n = (end - at).min(m.mem.size() - off);
             let piece = if m.message {
-                Piece::Message { iova: at, len: n as usize }
+                Piece::Message {
+                    iova: at,
+                    len: n as usize,
+                }
             } else {
                 Piece::Raw(m.mem.piece(off, n).unwrap())
             };
-            f(piece, Target::GuestMemory { mapping: i as u32, offset: off })
-                .map_err(|()| MemFault::new(MemFaultKind::Stopped, at))?;
+            f(
+                piece,
+                Target::GuestMemory {
+                    mapping: i as u32,
+                    offset: off,
+                },
+            )
+            .map_err(|()| MemFault::new(MemFaultKind::Stopped, at))?;
             at += n;
         }
         Ok(())
@@ -110,7 +129,11 @@ impl IovaMemory for TestMem {
             return Err(MemFault::new(MemFaultKind::Message, iova));
         }
         let (_, m) = self.find(iova).ok_or(MemFault::new(MemFaultKind::NotMapped, iova))?;
-        if m.mem.read(iova - m.iova, buf) { Ok(()) } else { Err(MemFault::new(MemFaultKind::NotMapped, iova)) }
+        if m.mem.read(iova - m.iova, buf) {
+            Ok(())
+        } else {
+            Err(MemFault::new(MemFaultKind::NotMapped, iova))
+        }
     }
 
     fn messages_in_flight(&self) -> bool {
@@ -122,6 +145,10 @@ impl IovaMemory for TestMem {
             return Err(MemFault::new(MemFaultKind::Message, iova));
         }
         let (_, m) = self.find(iova).ok_or(MemFault::new(MemFaultKind::NotMapped, iova))?;
-        if m.mem.write(iova - m.iova, data) { Ok(()) } else { Err(MemFault::new(MemFaultKind::NotMapped, iova)) }
+        if m.mem.write(iova - m.iova, data) {
+            Ok(())
+        } else {
+            Err(MemFault::new(MemFaultKind::NotMapped, iova))
+        }
     }
 }

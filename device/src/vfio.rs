@@ -25,7 +25,10 @@ pub struct VfioEndpoint {
 
 impl VfioEndpoint {
     pub fn new(ep: Arc<Endpoint>) -> Self {
-        Self { ep, mem: Mutex::new(None) }
+        Self {
+            ep,
+            mem: Mutex::new(None),
+        }
     }
 
     fn invalidate(&self) {
@@ -39,7 +42,11 @@ const RW: u32 = REGION_FLAG_READ | REGION_FLAG_WRITE;
 
 impl Device for VfioEndpoint {
     fn info(&self) -> DeviceInfo {
-        DeviceInfo { flags: DEVICE_FLAG_PCI | DEVICE_FLAG_RESET, num_regions: pci_region::COUNT, num_irqs: pci_irq::COUNT }
+        DeviceInfo {
+            flags: DEVICE_FLAG_PCI | DEVICE_FLAG_RESET,
+            num_regions: pci_region::COUNT,
+            num_irqs: pci_irq::COUNT,
+        }
     }
 
     fn region_info(&self, index: u32) -> Option<RegionInfo> {
@@ -49,7 +56,11 @@ impl Device for VfioEndpoint {
             pci_region::BAR2 => RegionInfo {
                 size: bar2.size(),
                 flags: RW,
-                mmap: Some(RegionMmap { fd: bar2.fd(), file_offset: 0, sparse_areas: vec![(0, bar2.size())] }),
+                mmap: Some(RegionMmap {
+                    fd: bar2.fd(),
+                    file_offset: 0,
+                    sparse_areas: vec![(0, bar2.size())],
+                }),
             },
             pci_region::CONFIG => RegionInfo::io(CONFIG_SIZE as u64, RW),
             i if i < pci_region::COUNT => RegionInfo::io(0, 0),
@@ -83,7 +94,10 @@ impl Device for VfioEndpoint {
                 count: u32::from(regs::MSIX_VECTORS),
                 flags: IRQ_INFO_EVENTFD | IRQ_INFO_MASKABLE | IRQ_INFO_NORESIZE,
             }),
-            i if i < pci_irq::COUNT => Some(IrqInfo { count: 0, flags: IRQ_INFO_EVENTFD }),
+            i if i < pci_irq::COUNT => Some(IrqInfo {
+                count: 0,
+                flags: IRQ_INFO_EVENTFD,
+            }),
             _ => None,
         }
     }
@@ -98,7 +112,10 @@ impl Device for VfioEndpoint {
         let targets = self.ep.hook().enabled();
         let mem = Arc::new(SessionMemory::new(session.dma, targets));
         *self.mem.lock().unwrap_or_else(|e| e.into_inner()) = Some(mem.clone());
-        self.ep.connect(Ports { mem, irq: Arc::new(SessionIrqs(session.irqs)) });
+        self.ep.connect(Ports {
+            mem,
+            irq: Arc::new(SessionIrqs(session.irqs)),
+        });
     }
 
     fn disconnected(&self) {
@@ -120,6 +137,8 @@ impl Device for VfioEndpoint {
 
     fn dma_unmapped(&self, iova: u64, size: u64) {
         self.invalidate();
-        self.ep.hook().event(|| phyr_trace::Event::DmaUnmap { iova, size, all: false });
+        self.ep
+            .hook()
+            .event(|| phyr_trace::Event::DmaUnmap { iova, size, all: false });
     }
 }

@@ -30,23 +30,52 @@ fn serves_two_endpoints_records_traces_and_exits_cleanly_on_sigterm() {
     let dir = tmpdir("bin");
     let trace = dir.join("trace");
     let mut child = Proc::new(BIN)
-        .args(["--socket-dir", dir.to_str().unwrap(), "--endpoints", "2", "--topology", "0,0", "--bar2-size", "1M"])
-        .args(["--queues", "2", "--trace-dir", trace.to_str().unwrap(), "--trace-crc", "on"])
+        .args([
+            "--socket-dir",
+            dir.to_str().unwrap(),
+            "--endpoints",
+            "2",
+            "--topology",
+            "0,0",
+            "--bar2-size",
+            "1M",
+        ])
+        .args([
+            "--queues",
+            "2",
+            "--trace-dir",
+            trace.to_str().unwrap(),
+            "--trace-crc",
+            "on",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), format!("phyr-device: ready: 2 endpoints in {}", dir.display()));
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(
+        line.trim(),
+        format!("phyr-device: ready: 2 endpoints in {}", dir.display())
+    );
     {
         let mut eps = Vec::new();
         for i in 0..2 {
             let client = Client::connect(dir.join(format!("ep{i}.sock"))).unwrap();
             let ram_fd = vfio_user::memfd("ram", 16 << 20).unwrap();
-            client.dma_map(RAM_IOVA, 16 << 20, ram_fd.as_fd(), 0, true, true).unwrap();
+            client
+                .dma_map(RAM_IOVA, 16 << 20, ram_fd.as_fd(), 0, true, true)
+                .unwrap();
             let ram = MmapRegion::map(ram_fd.as_fd(), 0, 16 << 20, true, true).unwrap();
-            let e = Ep { index: i, client, ram_fd, ram, ram_size: 16 << 20 };
+            let e = Ep {
+                index: i,
+                client,
+                ram_fd,
+                ram,
+                ram_size: 16 << 20,
+            };
             e.program_bars();
             eps.push(e);
         }
@@ -59,9 +88,15 @@ fn serves_two_endpoints_records_traces_and_exits_cleanly_on_sigterm() {
         let c = q.run(e, &Command::new(Opcode::Copy, 77, src, dst));
         assert_eq!(c.status(), Some(Status::SUCCESS));
     }
-    Proc::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    Proc::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(wait_exit(&mut child).success());
-    assert!(!dir.join("ep0.sock").exists() && !dir.join("ep1.sock").exists(), "sockets removed");
+    assert!(
+        !dir.join("ep0.sock").exists() && !dir.join("ep1.sock").exists(),
+        "sockets removed"
+    );
     // The trace of endpoint 0 holds the copy: a read from guest RAM, a write to ep1's BAR2.
     let t = phyr_trace::read_bytes(&std::fs::read(trace.join("ep0.phyrtrace")).unwrap()).unwrap();
     let dmas: Vec<_> = t
@@ -72,18 +107,30 @@ fn serves_two_endpoints_records_traces_and_exits_cleanly_on_sigterm() {
             _ => None,
         })
         .collect();
-    assert!(dmas.iter().any(|d| d.space == Space::Iova && d.addr == data(0) && d.len == 5000 && d.crc32c.is_some()));
+    assert!(dmas
+        .iter()
+        .any(|d| d.space == Space::Iova && d.addr == data(0) && d.len == 5000 && d.crc32c.is_some()));
     let w = dmas.iter().find(|d| d.space == Space::Bus).expect("bus write recorded");
     assert_eq!((w.addr, w.len, w.queue), (bar2_bus(1) + 0x100, 5000, 1));
     assert_eq!(w.crc32c, Some(crc32c::crc32c(&pattern(5000, 2))));
     // Descriptor fetches (list 2) land in guest memory; SQ fetches and CQ writes are list 3.
-    let all: Vec<_> = t.records.iter().filter_map(|(_, r)| match &r.payload {
-        Payload::Dma(d) => Some(d.clone()),
-        _ => None,
-    }).collect();
-    assert!(all.iter().any(|d| d.list == 2 && d.addr == lists(0) && matches!(d.target, phyr_trace::Target::GuestMemory { .. })));
-    assert!(all.iter().any(|d| d.list == 3 && d.direction == phyr_trace::Direction::Read));
-    assert!(all.iter().any(|d| d.list == 3 && d.direction == phyr_trace::Direction::Write));
+    let all: Vec<_> = t
+        .records
+        .iter()
+        .filter_map(|(_, r)| match &r.payload {
+            Payload::Dma(d) => Some(d.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(all
+        .iter()
+        .any(|d| d.list == 2 && d.addr == lists(0) && matches!(d.target, phyr_trace::Target::GuestMemory { .. })));
+    assert!(all
+        .iter()
+        .any(|d| d.list == 3 && d.direction == phyr_trace::Direction::Read));
+    assert!(all
+        .iter()
+        .any(|d| d.list == 3 && d.direction == phyr_trace::Direction::Write));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -101,12 +148,21 @@ fn bar2_size_not_a_power_of_two_is_one_clear_error() {
 
 #[test]
 fn topology_shorter_than_endpoints_is_one_clear_error() {
-    bad_args(&["--socket-dir", "/tmp/phyr-x", "--endpoints", "3", "--topology", "0,1"], "--topology names 2 endpoints");
+    bad_args(
+        &["--socket-dir", "/tmp/phyr-x", "--endpoints", "3", "--topology", "0,1"],
+        "--topology names 2 endpoints",
+    );
 }
 
 #[test]
 fn garbage_size_and_trace_crc_are_one_clear_error() {
     bad_args(&["--socket-dir", "/tmp/phyr-x", "--bar2-size", "lots"], "--bar2-size");
-    bad_args(&["--socket-dir", "/tmp/phyr-x", "--trace-crc", "maybe"], "--trace-crc must be on or off");
-    bad_args(&["--socket-dir", "/tmp/phyr-x", "--endpoints", "0"], "--endpoints must be between");
+    bad_args(
+        &["--socket-dir", "/tmp/phyr-x", "--trace-crc", "maybe"],
+        "--trace-crc must be on or off",
+    );
+    bad_args(
+        &["--socket-dir", "/tmp/phyr-x", "--endpoints", "0"],
+        "--endpoints must be between",
+    );
 }

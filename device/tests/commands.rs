@@ -39,7 +39,10 @@ fn every_command_on_guest_ram() {
     let src = e.list(lists(0), &[iova(data(0), 60_000), iova(data(60_000), 40_000)]);
     let dst = e.list(lists(0x100), &[iova(data(0x4_0000), 100_000)]);
 
-    let c = q.run(e, &Command::new(Opcode::Nop, 1, DmaRange::default(), DmaRange::default()));
+    let c = q.run(
+        e,
+        &Command::new(Opcode::Nop, 1, DmaRange::default(), DmaRange::default()),
+    );
     assert_eq!((c.command_id, c.status()), (1, Some(Status::SUCCESS)));
 
     let c = q.run(e, &Command::new(Opcode::Copy, 2, src, dst));
@@ -78,7 +81,10 @@ fn p2p_copy_between_two_endpoints_and_to_own_bar_mixing_iova_and_bus() {
     bar2_0.slice(0x1000, 8_000).unwrap().copy_from(&d[12_000..]).unwrap();
     // Source: guest RAM (IOVA) + own BAR2 (bus address); destination: peer BAR2 + own RAM.
     let src = e0.list(lists(0), &[iova(data(0), 12_000), bus(bar2_bus(0) + 0x1000, 8_000)]);
-    let dst = e0.list(lists(0x100), &[bus(bar2_bus(1) + 0x10, 15_000), iova(data(0x8_0000), 5_000)]);
+    let dst = e0.list(
+        lists(0x100),
+        &[bus(bar2_bus(1) + 0x10, 15_000), iova(data(0x8_0000), 5_000)],
+    );
     let c = q.run(e0, &Command::new(Opcode::Copy, 7, src, dst));
     assert_eq!((c.status(), c.result), (Some(Status::SUCCESS), 20_000));
     let mut peer = vec![0u8; 15_000];
@@ -88,7 +94,10 @@ fn p2p_copy_between_two_endpoints_and_to_own_bar_mixing_iova_and_bus() {
     // BUS->BUS: peer BAR2 back into own BAR2.
     let src = e0.list(lists(0x200), &[bus(bar2_bus(1) + 0x10, 15_000)]);
     let dst = e0.list(lists(0x300), &[bus(bar2_bus(0) + 0x10_0000, 15_000)]);
-    assert_eq!(q.run(e0, &Command::new(Opcode::Copy, 8, src, dst)).status(), Some(Status::SUCCESS));
+    assert_eq!(
+        q.run(e0, &Command::new(Opcode::Copy, 8, src, dst)).status(),
+        Some(Status::SUCCESS)
+    );
     let mut own = vec![0u8; 15_000];
     bar2_0.slice(0x10_0000, 15_000).unwrap().copy_to(&mut own);
     assert_eq!(own, d[..15_000]);
@@ -125,7 +134,10 @@ fn msix_is_delivered_through_the_clients_eventfd() {
     let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
     e.client.set_irq_eventfds(pci_irq::MSIX, 0, &borrowed).unwrap();
     let mut q = QueueDrv::new(e, 3, 4, QCTRL_IRQ);
-    q.run(e, &Command::new(Opcode::Nop, 1, DmaRange::default(), DmaRange::default()));
+    q.run(
+        e,
+        &Command::new(Opcode::Nop, 1, DmaRange::default(), DmaRange::default()),
+    );
     let t = Instant::now();
     let mut got = 0;
     while got == 0 && t.elapsed() < Duration::from_secs(5) {
@@ -160,7 +172,10 @@ fn fd_less_mapping_is_reached_through_dma_messages() {
     assert_eq!(e.get(data(0), 300_000), d);
     // And back into the fd-less map.
     let back = e.list(lists(0x200), &[iova(0x4008_0000, 300_000)]);
-    assert_eq!(q.run(e, &Command::new(Opcode::Copy, 2, dst, back)).status(), Some(Status::SUCCESS));
+    assert_eq!(
+        q.run(e, &Command::new(Opcode::Copy, 2, dst, back)).status(),
+        Some(Status::SUCCESS)
+    );
     assert_eq!(local.read(0x8_0000, 300_000).unwrap(), d);
 }
 
@@ -171,7 +186,10 @@ fn poll_mode_with_shadow_doorbells_runs_many_commands() {
     let mut q = QueueDrv::new(e, 2, 64, QCTRL_POLL);
     for round in 0..10u16 {
         for i in 0..50u16 {
-            q.push(e, &Command::new(Opcode::Nop, round * 100 + i, DmaRange::default(), DmaRange::default()));
+            q.push(
+                e,
+                &Command::new(Opcode::Nop, round * 100 + i, DmaRange::default(), DmaRange::default()),
+            );
         }
         q.ring(e);
         for i in 0..50u16 {
@@ -188,14 +206,26 @@ fn guest_ram_mapped_page_by_page_like_intel_iommu() {
     // Map a second copy of guest RAM page by page at another IOVA, as QEMU does behind
     // intel-iommu, and copy across 64 page mappings in one segment.
     for p in 0..64u64 {
-        e.client.dma_map(0x2_0000_0000 + p * 4096, 4096, e.ram_fd.as_fd(), DATA_AREA + p * 4096, true, true).unwrap();
+        e.client
+            .dma_map(
+                0x2_0000_0000 + p * 4096,
+                4096,
+                e.ram_fd.as_fd(),
+                DATA_AREA + p * 4096,
+                true,
+                true,
+            )
+            .unwrap();
     }
     let d = pattern(64 * 4096 - 100, 8);
     let mut q = QueueDrv::new(e, 0, 4, 0);
     e.put(data(0x10_0000), &d);
     let src = e.list(lists(0), &[iova(data(0x10_0000), d.len() as u32)]);
     let dst = e.list(lists(0x100), &[iova(0x2_0000_0000 + 50, d.len() as u32)]);
-    assert_eq!(q.run(e, &Command::new(Opcode::Copy, 1, src, dst)).status(), Some(Status::SUCCESS));
+    assert_eq!(
+        q.run(e, &Command::new(Opcode::Copy, 1, src, dst)).status(),
+        Some(Status::SUCCESS)
+    );
     assert_eq!(e.get(data(50), d.len()), d);
 }
 
@@ -212,7 +242,10 @@ fn list_living_in_own_bar2_written_by_the_guest_cpu() {
     let mut q = QueueDrv::new(e, 0, 4, 0);
     let head = Command::list_head(AddrSpace::Bus, bar2_bus(0) + 0x8000, 2);
     let c = q.run(e, &Command::new(Opcode::Crc32c, 1, head, DmaRange::default()));
-    assert_eq!((c.status(), c.result), (Some(Status::SUCCESS), u64::from(crc32c::crc32c(&d))));
+    assert_eq!(
+        (c.status(), c.result),
+        (Some(Status::SUCCESS), u64::from(crc32c::crc32c(&d)))
+    );
 }
 
 #[test]
@@ -222,7 +255,10 @@ fn command_done_is_recorded_as_each_command_of_a_batch_ends() {
     let cfg = FleetConfig {
         endpoints: 1,
         bar2_size: 4 << 20,
-        trace: Some(TraceSettings { dir: trace.clone(), data_crc: true }),
+        trace: Some(TraceSettings {
+            dir: trace.clone(),
+            data_crc: true,
+        }),
         ..Default::default()
     };
     let r = rig_with(cfg, 16 << 20);
@@ -247,7 +283,10 @@ fn command_done_is_recorded_as_each_command_of_a_batch_ends() {
         .iter()
         .filter_map(|(_, rec)| match &rec.payload {
             Payload::Dma(d) if d.queue == 0 && d.list != 3 => Some((d.command_id, false, rec.t_ns)),
-            Payload::Event { event: Event::CommandDone { command_id, .. }, .. } => Some((*command_id, true, rec.t_ns)),
+            Payload::Event {
+                event: Event::CommandDone { command_id, .. },
+                ..
+            } => Some((*command_id, true, rec.t_ns)),
             _ => None,
         })
         .collect();
@@ -260,7 +299,11 @@ fn command_done_is_recorded_as_each_command_of_a_batch_ends() {
     for w in seq.windows(2) {
         assert!(w[0].2 <= w[1].2, "time goes back: {w:?}");
         if w[0].0 != w[1].0 {
-            assert!(w[0].1 && !w[1].1, "command {} ends with its CommandDone: {seq:?}", w[0].0);
+            assert!(
+                w[0].1 && !w[1].1,
+                "command {} ends with its CommandDone: {seq:?}",
+                w[0].0
+            );
         }
     }
     assert_eq!(seq.iter().filter(|s| s.1).count(), 4);

@@ -6,7 +6,10 @@ mod common;
 use std::os::fd::AsFd;
 
 use common::*;
-use dma_range::{AddrSpace, Command, Completion, DmaRange, Opcode, Status, FAULT_LIST_DST, FAULT_LIST_NONE, FAULT_LIST_SRC, NO_SEGMENT};
+use dma_range::{
+    AddrSpace, Command, Completion, DmaRange, Opcode, Status, FAULT_LIST_DST, FAULT_LIST_NONE, FAULT_LIST_SRC,
+    NO_SEGMENT,
+};
 use phyr_device::FleetConfig;
 
 /// Runs one COPY on endpoint 0 of `r` with the given lists (written into guest RAM).
@@ -32,7 +35,10 @@ fn unknown_opcode_completes_with_invalid_opcode() {
     let mut cmd = Command::new(Opcode::Nop, 3, DmaRange::default(), DmaRange::default());
     cmd.opcode = 0xEE;
     let c = q.run(e, &cmd);
-    assert_eq!((c.command_id, c.status(), c.fault_list, c.segment), (3, Some(Status::INVALID_OPCODE), FAULT_LIST_NONE, NO_SEGMENT));
+    assert_eq!(
+        (c.command_id, c.status(), c.fault_list, c.segment),
+        (3, Some(Status::INVALID_OPCODE), FAULT_LIST_NONE, NO_SEGMENT)
+    );
     assert_eq!(e.r64(dma_range::regs::REG_FAILED), 1);
 }
 
@@ -50,7 +56,11 @@ fn nonzero_reserved_field_completes_with_invalid_field() {
 fn unmapped_iova_in_second_source_segment_is_iommu_fault_at_first_unmapped_byte() {
     let r = rig(1);
     let end = RAM_IOVA + r.eps[0].ram_size;
-    let c = copy(&r, &[iova(data(0), 4096), iova(end - 100, 200)], &[iova(data(0x1_0000), 4296)]);
+    let c = copy(
+        &r,
+        &[iova(data(0), 4096), iova(end - 100, 200)],
+        &[iova(data(0x1_0000), 4296)],
+    );
     assert_eq!(fault(&c), (Some(Status::IOMMU_FAULT), FAULT_LIST_SRC, 1, end));
     assert_eq!(c.result, 4196, "bytes moved before the fault");
 }
@@ -59,9 +69,18 @@ fn unmapped_iova_in_second_source_segment_is_iommu_fault_at_first_unmapped_byte(
 fn write_through_read_only_mapping_is_write_read_only() {
     let r = rig(1);
     let e = &r.eps[0];
-    e.client.dma_map(0x3_0000_0000, 0x1_0000, e.ram_fd.as_fd(), 0x80_0000, true, false).unwrap();
-    let c = copy(&r, &[iova(data(0), 8192)], &[iova(data(0x1_0000), 4096), iova(0x3_0000_0000 + 0x100, 4096)]);
-    assert_eq!(fault(&c), (Some(Status::WRITE_READ_ONLY), FAULT_LIST_DST, 1, 0x3_0000_0100));
+    e.client
+        .dma_map(0x3_0000_0000, 0x1_0000, e.ram_fd.as_fd(), 0x80_0000, true, false)
+        .unwrap();
+    let c = copy(
+        &r,
+        &[iova(data(0), 8192)],
+        &[iova(data(0x1_0000), 4096), iova(0x3_0000_0000 + 0x100, 4096)],
+    );
+    assert_eq!(
+        fault(&c),
+        (Some(Status::WRITE_READ_ONLY), FAULT_LIST_DST, 1, 0x3_0000_0100)
+    );
     assert_eq!(c.result, 4096);
 }
 
@@ -72,7 +91,10 @@ fn dma_message_the_client_refuses_is_dma_message_failed() {
     let _local = e.client.dma_map_local(0x4000_0000, 0x1_0000, true, true).unwrap();
     e.client.forget_local(0x4000_0000, 0x1_0000); // the client now answers EFAULT
     let c = copy(&r, &[iova(0x4000_0040, 64)], &[iova(data(0), 64)]);
-    assert_eq!(fault(&c), (Some(Status::DMA_MESSAGE_FAILED), FAULT_LIST_SRC, 0, 0x4000_0040));
+    assert_eq!(
+        fault(&c),
+        (Some(Status::DMA_MESSAGE_FAILED), FAULT_LIST_SRC, 0, 0x4000_0040)
+    );
 }
 
 #[test]
@@ -84,16 +106,30 @@ fn bus_address_nobody_decodes_is_bus_no_target() {
 
 #[test]
 fn bus_address_of_peer_behind_other_switch_is_bus_cross_switch() {
-    let r = rig_with(FleetConfig { endpoints: 2, topology: vec![0, 1], bar2_size: 4 << 20, ..Default::default() }, 16 << 20);
+    let r = rig_with(
+        FleetConfig {
+            endpoints: 2,
+            topology: vec![0, 1],
+            bar2_size: 4 << 20,
+            ..Default::default()
+        },
+        16 << 20,
+    );
     let c = copy(&r, &[bus(bar2_bus(1) + 8, 64)], &[iova(data(0), 64)]);
-    assert_eq!(fault(&c), (Some(Status::BUS_CROSS_SWITCH), FAULT_LIST_SRC, 0, bar2_bus(1) + 8));
+    assert_eq!(
+        fault(&c),
+        (Some(Status::BUS_CROSS_SWITCH), FAULT_LIST_SRC, 0, bar2_bus(1) + 8)
+    );
 }
 
 #[test]
 fn bus_address_in_peer_registers_bar0_is_bus_target_abort() {
     let r = rig(2);
     let c = copy(&r, &[iova(data(0), 4)], &[bus(bar0_bus(1) + 0x40, 4)]);
-    assert_eq!(fault(&c), (Some(Status::BUS_TARGET_ABORT), FAULT_LIST_DST, 0, bar0_bus(1) + 0x40));
+    assert_eq!(
+        fault(&c),
+        (Some(Status::BUS_TARGET_ABORT), FAULT_LIST_DST, 0, bar0_bus(1) + 0x40)
+    );
 }
 
 #[test]
@@ -107,7 +143,10 @@ fn segment_running_past_bar2_end_is_bus_past_bar_end_at_the_bar_end() {
 #[test]
 fn bar_with_memory_decode_disabled_is_bus_no_target() {
     let r = rig(2);
-    r.eps[1].client.region_write(vfio_user::pci_region::CONFIG, 0x04, &0u16.to_le_bytes()).unwrap();
+    r.eps[1]
+        .client
+        .region_write(vfio_user::pci_region::CONFIG, 0x04, &0u16.to_le_bytes())
+        .unwrap();
     let c = copy(&r, &[bus(bar2_bus(1), 64)], &[iova(data(0), 64)]);
     assert_eq!(fault(&c), (Some(Status::BUS_NO_TARGET), FAULT_LIST_SRC, 0, bar2_bus(1)));
 }
@@ -116,14 +155,20 @@ fn bar_with_memory_decode_disabled_is_bus_no_target() {
 fn zero_length_entry_is_list_zero_length() {
     let r = rig(1);
     let c = copy(&r, &[iova(data(0), 64), iova(data(0x40), 0)], &[iova(data(0x100), 64)]);
-    assert_eq!(fault(&c), (Some(Status::LIST_ZERO_LENGTH), FAULT_LIST_SRC, 1, data(0x40)));
+    assert_eq!(
+        fault(&c),
+        (Some(Status::LIST_ZERO_LENGTH), FAULT_LIST_SRC, 1, data(0x40))
+    );
 }
 
 #[test]
 fn addr_plus_len_overflowing_is_list_addr_overflow() {
     let r = rig(1);
     let c = copy(&r, &[iova(data(0), 64)], &[iova(u64::MAX - 10, 64)]);
-    assert_eq!(fault(&c), (Some(Status::LIST_ADDR_OVERFLOW), FAULT_LIST_DST, 0, u64::MAX - 10));
+    assert_eq!(
+        fault(&c),
+        (Some(Status::LIST_ADDR_OVERFLOW), FAULT_LIST_DST, 0, u64::MAX - 10)
+    );
 }
 
 #[test]
@@ -131,14 +176,27 @@ fn list_of_4097_entries_is_list_too_many_entries() {
     let r = rig(1);
     let segs: Vec<DmaRange> = (0..4097).map(|i| iova(data(i), 1)).collect();
     let c = copy(&r, &segs, &[iova(data(0x10_0000), 4097)]);
-    assert_eq!(fault(&c), (Some(Status::LIST_TOO_MANY_ENTRIES), FAULT_LIST_SRC, 4096, data(4096)));
+    assert_eq!(
+        fault(&c),
+        (Some(Status::LIST_TOO_MANY_ENTRIES), FAULT_LIST_SRC, 4096, data(4096))
+    );
 }
 
 #[test]
 fn chain_pointing_back_at_its_own_block_is_list_chain_cycle() {
     let r = rig(1);
-    let c = copy(&r, &[iova(data(0), 16)], &[iova(data(0x100), 16), DmaRange::chain(AddrSpace::Iova, lists(0x2_0000), 32)]);
-    assert_eq!(fault(&c), (Some(Status::LIST_CHAIN_CYCLE), FAULT_LIST_DST, 1, lists(0x2_0000)));
+    let c = copy(
+        &r,
+        &[iova(data(0), 16)],
+        &[
+            iova(data(0x100), 16),
+            DmaRange::chain(AddrSpace::Iova, lists(0x2_0000), 32),
+        ],
+    );
+    assert_eq!(
+        fault(&c),
+        (Some(Status::LIST_CHAIN_CYCLE), FAULT_LIST_DST, 1, lists(0x2_0000))
+    );
 }
 
 #[test]
@@ -150,20 +208,31 @@ fn sixty_five_chain_links_is_list_chain_too_long() {
     for i in 0..66u64 {
         let mut b = vec![iova(data(i), 1)];
         if i < 65 {
-            b.push(DmaRange::chain(AddrSpace::Iova, lists(0x4_0000 + (i + 1) * 0x100), if i == 64 { 16 } else { 32 }));
+            b.push(DmaRange::chain(
+                AddrSpace::Iova,
+                lists(0x4_0000 + (i + 1) * 0x100),
+                if i == 64 { 16 } else { 32 },
+            ));
         }
         e.list(lists(0x4_0000 + i * 0x100), &b);
     }
     let src = Command::list_head(AddrSpace::Iova, lists(0x4_0000), 2);
     let dst = e.list(lists(0), &[iova(data(0x1000), 66)]);
     let c = q.run(e, &Command::new(Opcode::Copy, 1, src, dst));
-    assert_eq!((c.status(), c.fault_list, c.segment), (Some(Status::LIST_CHAIN_TOO_LONG), FAULT_LIST_SRC, 65));
+    assert_eq!(
+        (c.status(), c.fault_list, c.segment),
+        (Some(Status::LIST_CHAIN_TOO_LONG), FAULT_LIST_SRC, 65)
+    );
 }
 
 #[test]
 fn undefined_entry_flag_is_list_bad_flags() {
     let r = rig(1);
-    let bad = DmaRange { addr: data(0x40), len: 16, flags: 1 << 9 };
+    let bad = DmaRange {
+        addr: data(0x40),
+        len: 16,
+        flags: 1 << 9,
+    };
     let c = copy(&r, &[iova(data(0), 16), bad], &[iova(data(0x100), 32)]);
     assert_eq!(fault(&c), (Some(Status::LIST_BAD_FLAGS), FAULT_LIST_SRC, 1, data(0x40)));
 }
@@ -172,7 +241,10 @@ fn undefined_entry_flag_is_list_bad_flags() {
 fn source_and_destination_totals_differing_is_list_length_mismatch() {
     let r = rig(1);
     let c = copy(&r, &[iova(data(0), 100)], &[iova(data(0x100), 99)]);
-    assert_eq!(fault(&c), (Some(Status::LIST_LENGTH_MISMATCH), FAULT_LIST_NONE, NO_SEGMENT, 0));
+    assert_eq!(
+        fault(&c),
+        (Some(Status::LIST_LENGTH_MISMATCH), FAULT_LIST_NONE, NO_SEGMENT, 0)
+    );
 }
 
 #[test]
@@ -195,7 +267,10 @@ fn chain_entry_before_the_end_of_its_block_is_list_chain_not_last() {
         &[DmaRange::chain(AddrSpace::Iova, lists(0x3_0000), 16), iova(data(0), 16)],
         &[iova(data(0x100), 16)],
     );
-    assert_eq!(fault(&c), (Some(Status::LIST_CHAIN_NOT_LAST), FAULT_LIST_SRC, 0, lists(0x3_0000)));
+    assert_eq!(
+        fault(&c),
+        (Some(Status::LIST_CHAIN_NOT_LAST), FAULT_LIST_SRC, 0, lists(0x3_0000))
+    );
 }
 
 #[test]

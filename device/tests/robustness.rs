@@ -19,14 +19,30 @@ const DST_IOVA: u64 = 0x5_0000_0000;
 const DST_FD_OFF: u64 = 0x500_0000;
 
 fn big_rig() -> Rig {
-    rig_with(FleetConfig { endpoints: 1, bar2_size: 4 << 20, ..Default::default() }, 160 << 20)
+    rig_with(
+        FleetConfig {
+            endpoints: 1,
+            bar2_size: 4 << 20,
+            ..Default::default()
+        },
+        160 << 20,
+    )
 }
 
 /// Maps the destination 1 MiB at a time and starts a 64 MiB COPY into it; returns once the
 /// first destination byte has changed (the command is running).
 fn start_big_copy(e: &Ep, q: &mut QueueDrv) {
     for i in 0..(BIG >> 20) {
-        e.client.dma_map(DST_IOVA + (i << 20), 1 << 20, e.ram_fd.as_fd(), DST_FD_OFF + (i << 20), true, true).unwrap();
+        e.client
+            .dma_map(
+                DST_IOVA + (i << 20),
+                1 << 20,
+                e.ram_fd.as_fd(),
+                DST_FD_OFF + (i << 20),
+                true,
+                true,
+            )
+            .unwrap();
     }
     e.ram.slice(0x100_0000, BIG as usize).unwrap().fill(0xAB).unwrap();
     let src = e.list(lists(0), &[iova(RAM_IOVA + 0x100_0000, BIG as u32)]);
@@ -82,10 +98,17 @@ fn dma_unmap_of_destination_mid_copy_fails_the_command_and_nothing_writes_after_
         std::thread::sleep(Duration::from_millis(20));
         assert_eq!(c.status(), Some(Status::IOMMU_FAULT), "{c:?}");
         assert_eq!(c.fault_list, FAULT_LIST_DST);
-        assert!(c.fault_addr >= cut && c.fault_addr < DST_IOVA + BIG, "fault at {:#x}", c.fault_addr);
+        assert!(
+            c.fault_addr >= cut && c.fault_addr < DST_IOVA + BIG,
+            "fault at {:#x}",
+            c.fault_addr
+        );
         assert_eq!(c.segment as u64, (c.fault_addr - DST_IOVA) >> 20);
         assert_eq!(c.result, c.fault_addr - DST_IOVA, "bytes moved before the fault");
-        assert!(snapshot(e, DST_FD_OFF + BIG - (16 << 20), 16 << 20) == before, "device wrote after the unmap reply");
+        assert!(
+            snapshot(e, DST_FD_OFF + BIG - (16 << 20), 16 << 20) == before,
+            "device wrote after the unmap reply"
+        );
         return;
     }
 }
@@ -99,7 +122,10 @@ fn device_reset_mid_copy_completes_it_with_aborted_reset_before_the_reply() {
     assert!(c.result > 0 && c.result < BIG, "partial: {}", c.result);
     let before = snapshot(e, DST_FD_OFF, BIG as usize);
     std::thread::sleep(Duration::from_millis(20));
-    assert!(snapshot(e, DST_FD_OFF, BIG as usize) == before, "device wrote after the reset");
+    assert!(
+        snapshot(e, DST_FD_OFF, BIG as usize) == before,
+        "device wrote after the reset"
+    );
     assert_eq!(e.r32(queue_reg(0, Q_STATUS)) & QSTATUS_ENABLED, 0);
     assert_eq!(e.r32(REG_CTRL), 0);
 }
@@ -118,9 +144,21 @@ fn queue_disable_mid_copy_completes_it_with_aborted_queue_disabled() {
     assert_eq!(c.status(), Some(Status::ABORTED_QUEUE_DISABLED));
     // The queue can be enabled again and works.
     e.w32(queue_reg(0, Q_CTRL), QCTRL_ENABLE);
-    let mut q = QueueDrv { tail: 0, cq_head: 0, phase: true, ..q };
+    let mut q = QueueDrv {
+        tail: 0,
+        cq_head: 0,
+        phase: true,
+        ..q
+    };
     e.put(q.cq, &[0u8; 128]);
-    assert_eq!(q.run(e, &Command::new(Opcode::Nop, 9, DmaRange::default(), DmaRange::default())).command_id, 9);
+    assert_eq!(
+        q.run(
+            e,
+            &Command::new(Opcode::Nop, 9, DmaRange::default(), DmaRange::default())
+        )
+        .command_id,
+        9
+    );
 }
 
 #[test]
@@ -140,14 +178,29 @@ fn client_disconnect_mid_copy_then_a_new_client_finds_a_fresh_device() {
             Err(e) => panic!("reconnect: {e}"),
         }
     };
-    client.dma_map(RAM_IOVA, 160 << 20, ram_fd.as_fd(), 0, true, true).unwrap();
+    client
+        .dma_map(RAM_IOVA, 160 << 20, ram_fd.as_fd(), 0, true, true)
+        .unwrap();
     let ram = MmapRegion::map(ram_fd.as_fd(), 0, 160 << 20, true, true).unwrap();
-    let e = Ep { index: 0, client, ram_fd, ram, ram_size: 160 << 20 };
+    let e = Ep {
+        index: 0,
+        client,
+        ram_fd,
+        ram,
+        ram_size: 160 << 20,
+    };
     assert_eq!(e.r32(REG_CTRL), 0, "device reset on disconnect");
     assert_eq!(e.cfg_r32(0x10), 0, "BARs unprogrammed for the new client");
     e.program_bars();
     let mut q = QueueDrv::new(&e, 0, 4, 0);
-    assert_eq!(q.run(&e, &Command::new(Opcode::Nop, 1, DmaRange::default(), DmaRange::default())).status(), Some(Status::SUCCESS));
+    assert_eq!(
+        q.run(
+            &e,
+            &Command::new(Opcode::Nop, 1, DmaRange::default(), DmaRange::default())
+        )
+        .status(),
+        Some(Status::SUCCESS)
+    );
     r.eps.push(e);
 }
 
@@ -179,7 +232,10 @@ fn queue_enable_with_size_not_power_of_two_sets_q_status_error_invalid_field() {
     e.w32(queue_reg(0, Q_SQ_SIZE), 6);
     e.w32(queue_reg(0, Q_CQ_SIZE), 8);
     e.w32(queue_reg(0, Q_CTRL), QCTRL_ENABLE);
-    assert_eq!(e.r32(queue_reg(0, Q_STATUS)), QSTATUS_ERROR | ((Status::INVALID_FIELD as u32) << 16));
+    assert_eq!(
+        e.r32(queue_reg(0, Q_STATUS)),
+        QSTATUS_ERROR | ((Status::INVALID_FIELD as u32) << 16)
+    );
     assert_eq!(e.r32(queue_reg(0, Q_CTRL)), 0);
 }
 
@@ -187,15 +243,32 @@ fn queue_enable_with_size_not_power_of_two_sets_q_status_error_invalid_field() {
 fn odd_sized_and_unknown_register_accesses_read_all_ones_and_never_break_the_device() {
     let r = rig(1);
     let e = &r.eps[0];
-    assert_eq!(e.client.region_read(pci_region::BAR0, REG_ID, 2).unwrap(), vec![0xFF, 0xFF]);
-    assert_eq!(e.client.region_read(pci_region::BAR0, 0x0FF0, 4).unwrap(), vec![0xFF; 4]);
+    assert_eq!(
+        e.client.region_read(pci_region::BAR0, REG_ID, 2).unwrap(),
+        vec![0xFF, 0xFF]
+    );
+    assert_eq!(
+        e.client.region_read(pci_region::BAR0, 0x0FF0, 4).unwrap(),
+        vec![0xFF; 4]
+    );
     e.client.region_write(pci_region::BAR0, REG_CTRL, &[1, 0, 0]).unwrap();
-    e.client.region_write(pci_region::BAR0, REG_ID, &0u32.to_le_bytes()).unwrap();
+    e.client
+        .region_write(pci_region::BAR0, REG_ID, &0u32.to_le_bytes())
+        .unwrap();
     e.client.region_write(pci_region::BAR0, 0x3FFC, &[0xFF; 4]).unwrap();
-    e.client.region_write_posted(pci_region::BAR0, doorbell(0, DB_SQ_TAIL), &999u32.to_le_bytes()).unwrap();
+    e.client
+        .region_write_posted(pci_region::BAR0, doorbell(0, DB_SQ_TAIL), &999u32.to_le_bytes())
+        .unwrap();
     assert_eq!(e.r32(REG_ID), PHYR_ID);
     let mut q = QueueDrv::new(e, 0, 4, 0);
-    assert_eq!(q.run(e, &Command::new(Opcode::Nop, 1, DmaRange::default(), DmaRange::default())).status(), Some(Status::SUCCESS));
+    assert_eq!(
+        q.run(
+            e,
+            &Command::new(Opcode::Nop, 1, DmaRange::default(), DmaRange::default())
+        )
+        .status(),
+        Some(Status::SUCCESS)
+    );
 }
 
 #[test]
@@ -207,7 +280,10 @@ fn device_reset_keeps_bar_addresses_for_p2p() {
     let mut q = QueueDrv::new(e, 0, 4, 0);
     let src = e.list(lists(0), &[iova(data(0), 64)]);
     let dst = e.list(lists(0x100), &[bus(bar2_bus(0), 64)]);
-    assert_eq!(q.run(e, &Command::new(Opcode::Copy, 1, src, dst)).status(), Some(Status::SUCCESS));
+    assert_eq!(
+        q.run(e, &Command::new(Opcode::Copy, 1, src, dst)).status(),
+        Some(Status::SUCCESS)
+    );
 }
 
 #[test]
@@ -229,10 +305,14 @@ fn bus_master_cleared_then_q_ctrl_irq_flipped_mid_copy_returns_at_once_and_the_c
         let e = &r.eps[0];
         let fds: Vec<_> = (0..MSIX_VECTORS).map(|_| vfio_user::eventfd().unwrap()).collect();
         let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
-        e.client.set_irq_eventfds(vfio_user::pci_irq::MSIX, 0, &borrowed).unwrap();
+        e.client
+            .set_irq_eventfds(vfio_user::pci_irq::MSIX, 0, &borrowed)
+            .unwrap();
         let mut q = QueueDrv::new(e, 0, 4, 0);
         start_big_copy(e, &mut q);
-        e.client.region_write(pci_region::CONFIG, 0x04, &0x0002u16.to_le_bytes()).unwrap();
+        e.client
+            .region_write(pci_region::CONFIG, 0x04, &0x0002u16.to_le_bytes())
+            .unwrap();
         std::thread::sleep(Duration::from_millis(20));
         let held = q.peek(e).is_none();
         if !held && attempt < 4 {
@@ -241,10 +321,19 @@ fn bus_master_cleared_then_q_ctrl_irq_flipped_mid_copy_returns_at_once_and_the_c
         let t = Instant::now();
         e.w32(queue_reg(0, Q_CTRL), QCTRL_ENABLE | QCTRL_IRQ);
         assert_eq!(e.r32(queue_reg(0, Q_STATUS)), QSTATUS_ENABLED);
-        e.client.region_write(pci_region::CONFIG, 0x04, &0x0006u16.to_le_bytes()).unwrap();
-        assert!(t.elapsed() < Duration::from_secs(1), "register writes took {:?}", t.elapsed());
+        e.client
+            .region_write(pci_region::CONFIG, 0x04, &0x0006u16.to_le_bytes())
+            .unwrap();
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "register writes took {:?}",
+            t.elapsed()
+        );
         let c = q.wait(e);
-        assert_eq!((c.command_id, c.status(), c.result), (0xB16, Some(Status::SUCCESS), BIG));
+        assert_eq!(
+            (c.command_id, c.status(), c.result),
+            (0xB16, Some(Status::SUCCESS), BIG)
+        );
         if held {
             let t = Instant::now();
             let mut got = 0;
@@ -268,7 +357,9 @@ fn queue_re_enabled_while_the_worker_is_held_by_a_clear_bus_master_returns_at_on
         let e = &r.eps[0];
         let mut q = QueueDrv::new(e, 0, 4, 0);
         start_big_copy(e, &mut q);
-        e.client.region_write(pci_region::CONFIG, 0x04, &0x0002u16.to_le_bytes()).unwrap();
+        e.client
+            .region_write(pci_region::CONFIG, 0x04, &0x0002u16.to_le_bytes())
+            .unwrap();
         std::thread::sleep(Duration::from_millis(20));
         if q.peek(e).is_some() && attempt < 4 {
             continue;
@@ -278,15 +369,25 @@ fn queue_re_enabled_while_the_worker_is_held_by_a_clear_bus_master_returns_at_on
         e.w32(queue_reg(0, Q_CTRL), QCTRL_ENABLE);
         assert!(t.elapsed() < Duration::from_secs(1), "enable waited {:?}", t.elapsed());
         assert_eq!(e.r32(queue_reg(0, Q_STATUS)), QSTATUS_ENABLED);
-        e.client.region_write(pci_region::CONFIG, 0x04, &0x0006u16.to_le_bytes()).unwrap();
+        e.client
+            .region_write(pci_region::CONFIG, 0x04, &0x0006u16.to_le_bytes())
+            .unwrap();
         // The aborted command completes (slot 0), then the re-enabled queue works from 0.
         let t = Instant::now();
         while q.peek(e).is_none() && t.elapsed() < Duration::from_secs(5) {
             std::thread::sleep(Duration::from_millis(1));
         }
-        let mut q = QueueDrv { tail: 0, cq_head: 0, phase: true, ..q };
+        let mut q = QueueDrv {
+            tail: 0,
+            cq_head: 0,
+            phase: true,
+            ..q
+        };
         e.put(q.cq, &[0u8; 128]);
-        let c = q.run(e, &Command::new(Opcode::Nop, 9, DmaRange::default(), DmaRange::default()));
+        let c = q.run(
+            e,
+            &Command::new(Opcode::Nop, 9, DmaRange::default(), DmaRange::default()),
+        );
         assert_eq!((c.command_id, c.status()), (9, Some(Status::SUCCESS)));
         return;
     }
@@ -305,7 +406,10 @@ fn ftruncate_of_the_bar2_fd_the_client_receives_fails_with_eperm() {
     // The device still serves BAR2 (no SIGBUS).
     let last = info.size - 4;
     e.client.region_write(pci_region::BAR2, last, &[1, 2, 3, 4]).unwrap();
-    assert_eq!(e.client.region_read(pci_region::BAR2, last, 4).unwrap(), vec![1, 2, 3, 4]);
+    assert_eq!(
+        e.client.region_read(pci_region::BAR2, last, 4).unwrap(),
+        vec![1, 2, 3, 4]
+    );
 }
 
 #[test]
@@ -336,7 +440,11 @@ fn dma_unmap_of_memfd_source_during_compare_with_fd_less_destination_does_not_st
     let r = big_rig();
     let e = &r.eps[0];
     let _local = fd_less_and_memfd_maps(e);
-    e.ram.slice(DST_FD_OFF as usize, LEN as usize).unwrap().fill(0x5A).unwrap();
+    e.ram
+        .slice(DST_FD_OFF as usize, LEN as usize)
+        .unwrap()
+        .fill(0x5A)
+        .unwrap();
     let mut q = QueueDrv::new(e, 0, 4, 0);
     let src = e.list(lists(0), &[iova(DST_IOVA, LEN as u32)]);
     let dst = e.list(lists(0x1000), &[iova(FD_LESS_IOVA, LEN as u32)]);
@@ -357,7 +465,16 @@ fn fd_less_and_memfd_maps(e: &Ep) -> LocalMemory {
     let local = e.client.dma_map_local(FD_LESS_IOVA, LEN, true, true).unwrap();
     local.write(0, &vec![0x5Au8; LEN as usize]).unwrap();
     for i in 0..(LEN >> 20) {
-        e.client.dma_map(DST_IOVA + (i << 20), 1 << 20, e.ram_fd.as_fd(), DST_FD_OFF + (i << 20), true, true).unwrap();
+        e.client
+            .dma_map(
+                DST_IOVA + (i << 20),
+                1 << 20,
+                e.ram_fd.as_fd(),
+                DST_FD_OFF + (i << 20),
+                true,
+                true,
+            )
+            .unwrap();
     }
     local
 }
@@ -374,7 +491,11 @@ fn unmap_memfd_maps_and_wait(e: &Ep, q: &mut QueueDrv) -> Completion {
     match c.status() {
         Some(Status::SUCCESS) => assert_eq!(c.result, LEN),
         Some(Status::IOMMU_FAULT) => {
-            assert!(c.fault_addr >= DST_IOVA && c.fault_addr < DST_IOVA + LEN, "fault at {:#x}", c.fault_addr)
+            assert!(
+                c.fault_addr >= DST_IOVA && c.fault_addr < DST_IOVA + LEN,
+                "fault at {:#x}",
+                c.fault_addr
+            )
         }
         s => panic!("unexpected completion {s:?}: {c:?}"),
     }

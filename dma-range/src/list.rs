@@ -114,7 +114,11 @@ pub fn walk_into(
     loop {
         let seg_now = out.segments.len() as u32;
         // The blocks read so far (at most MAX_CHAIN + 1, so a scan beats hashing).
-        if out.blocks.iter().any(|&(space, addr, _)| (space, addr) == (block.space(), block.addr)) {
+        if out
+            .blocks
+            .iter()
+            .any(|&(space, addr, _)| (space, addr) == (block.space(), block.addr))
+        {
             return Err(ListFault {
                 status: Status::LIST_CHAIN_CYCLE,
                 segment: seg_now,

@@ -43,7 +43,10 @@ pub fn fill_bytes(pattern: u64, len: usize) -> Vec<u8> {
 
 /// First offset where `a` and `b` differ, if any (lengths compared too).
 pub fn first_diff(a: &[u8], b: &[u8]) -> Option<usize> {
-    a.iter().zip(b).position(|(x, y)| x != y).or((a.len() != b.len()).then_some(a.len().min(b.len())))
+    a.iter()
+        .zip(b)
+        .position(|(x, y)| x != y)
+        .or((a.len() != b.len()).then_some(a.len().min(b.len())))
 }
 
 #[cfg(test)]

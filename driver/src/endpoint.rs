@@ -40,7 +40,9 @@ impl Endpoint {
     pub fn open(container: &mut Container, index: usize, pci: PciFunction) -> Result<Self> {
         let bdf = pci.bdf.clone();
         let err = |why: String| DriverError::Endpoint { bdf: bdf.clone(), why };
-        let group = pci.iommu_group.ok_or_else(|| err("no iommu_group in sysfs (is the IOMMU enabled?)".into()))?;
+        let group = pci
+            .iommu_group
+            .ok_or_else(|| err("no iommu_group in sysfs (is the IOMMU enabled?)".into()))?;
         if pci.driver.as_deref() != Some("vfio-pci") {
             return Err(err(format!("bound to {:?}, not vfio-pci", pci.driver)));
         }
@@ -48,15 +50,30 @@ impl Endpoint {
         let bar0_info = dev.region_info(vfio::VFIO_PCI_BAR0_REGION_INDEX)?;
         let bar2_info = dev.region_info(vfio::VFIO_PCI_BAR2_REGION_INDEX)?;
         if bar0_info.size < regs::BAR0_SIZE {
-            return Err(err(format!("BAR0 is {:#x} bytes, expected {:#x}", bar0_info.size, regs::BAR0_SIZE)));
+            return Err(err(format!(
+                "BAR0 is {:#x} bytes, expected {:#x}",
+                bar0_info.size,
+                regs::BAR0_SIZE
+            )));
         }
         dev.enable_bus_master()?;
         let bar0 = dev.map_region(&bar0_info)?;
         let bar2 = dev.map_region(&bar2_info)?;
-        let mut ep = Self { index, pci, dev, bar0, bar2, id: Identity::default(), irqs: Vec::new() };
+        let mut ep = Self {
+            index,
+            pci,
+            dev,
+            bar0,
+            bar2,
+            id: Identity::default(),
+            irqs: Vec::new(),
+        };
         let idreg = ep.r32(regs::REG_ID)?;
         if idreg != regs::PHYR_ID {
-            return Err(err(format!("ID register reads {idreg:#010x}, expected {:#010x} (\"PHYR\")", regs::PHYR_ID)));
+            return Err(err(format!(
+                "ID register reads {idreg:#010x}, expected {:#010x} (\"PHYR\")",
+                regs::PHYR_ID
+            )));
         }
         ep.id = Identity {
             version: ep.r32(regs::REG_VERSION)?,
@@ -69,10 +86,16 @@ impl Endpoint {
             max_chain: ep.r32(regs::REG_MAX_CHAIN)?,
         };
         if ep.id.version >> 16 != regs::ABI_VERSION >> 16 {
-            return Err(err(format!("ABI version {:#x}, this driver speaks {:#x}", ep.id.version, regs::ABI_VERSION)));
+            return Err(err(format!(
+                "ABI version {:#x}, this driver speaks {:#x}",
+                ep.id.version,
+                regs::ABI_VERSION
+            )));
         }
         let vectors = dev_vectors(&ep.dev)?.min(ep.id.num_queues.max(1));
-        ep.irqs = (0..vectors).map(|_| EventFd::new()).collect::<std::result::Result<_, _>>()?;
+        ep.irqs = (0..vectors)
+            .map(|_| EventFd::new())
+            .collect::<std::result::Result<_, _>>()?;
         let fds: Vec<i32> = ep.irqs.iter().map(|e| e.raw()).collect();
         ep.dev.set_irq_eventfds(vfio::VFIO_PCI_MSIX_IRQ_INDEX, &fds)?;
         Ok(ep)
@@ -146,7 +169,10 @@ impl Endpoint {
 fn dev_vectors(dev: &VfioDevice) -> Result<u32> {
     let n = dev.irq_count(vfio::VFIO_PCI_MSIX_IRQ_INDEX)?;
     if n == 0 {
-        return Err(DriverError::Endpoint { bdf: dev.name().into(), why: "no MSI-X vectors offered".into() });
+        return Err(DriverError::Endpoint {
+            bdf: dev.name().into(),
+            why: "no MSI-X vectors offered".into(),
+        });
     }
     Ok(n)
 }

@@ -15,7 +15,13 @@ pub enum DriverError {
     #[error("{bdf}: {why}")]
     Endpoint { bdf: String, why: String },
     #[error("endpoint {ep} ({bdf}): device did not become READY within {ms} ms (CTRL={ctrl:#x} STATUS={status:#x})")]
-    NotReady { ep: usize, bdf: String, ms: u64, ctrl: u32, status: u32 },
+    NotReady {
+        ep: usize,
+        bdf: String,
+        ms: u64,
+        ctrl: u32,
+        status: u32,
+    },
     #[error("endpoint {ep} queue {q}: enabling failed: Q_STATUS={qstatus:#x}{}", status_note(*qstatus))]
     QueueEnable { ep: usize, q: u32, qstatus: u32 },
     #[error("no completion for command {cid} on endpoint {ep} queue {q} after {ms} ms; STATUS={status:#x} Q_STATUS={qstatus:#x}{} SQ_HEAD={sq_head} CQ_TAIL={cq_tail} (driver: sq_tail={sq_tail} cq_head={cq_head} phase={phase})", status_note(*qstatus))]
@@ -35,7 +41,13 @@ pub enum DriverError {
     #[error("endpoint {ep} queue {q} stopped with an error while command {cid} was outstanding: Q_STATUS={qstatus:#x}{}", status_note(*qstatus))]
     QueueError { ep: usize, q: u32, cid: u16, qstatus: u32 },
     #[error("endpoint {ep} queue {q}: completion for command {cid} was posted but MSI-X vector {vector} never fired within {ms} ms")]
-    NoInterrupt { ep: usize, q: u32, cid: u16, vector: u32, ms: u64 },
+    NoInterrupt {
+        ep: usize,
+        q: u32,
+        cid: u16,
+        vector: u32,
+        ms: u64,
+    },
     #[error("endpoint {ep} queue {q}: submission queue full ({size} entries outstanding)")]
     QueueFull { ep: usize, q: u32, size: u32 },
     #[error("IOVA space exhausted: cannot place {len:#x} bytes")]

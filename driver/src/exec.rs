@@ -33,7 +33,16 @@ impl<'a> Job<'a> {
             src.map_or(DmaRange::default(), |l| l.head),
             dst.map_or(DmaRange::default(), |l| l.head),
         );
-        Self { ep, q: 0, mode: QueueMode::Irq, cmd, src, dst, crc32c: None, extra_lists: Vec::new() }
+        Self {
+            ep,
+            q: 0,
+            mode: QueueMode::Irq,
+            cmd,
+            src,
+            dst,
+            crc32c: None,
+            extra_lists: Vec::new(),
+        }
     }
 
     pub fn on(mut self, q: u32, mode: QueueMode) -> Self {
@@ -92,7 +101,9 @@ impl<'a> Job<'a> {
             completion: c,
             bytes,
             // The expected CRC only describes what a successful command moved.
-            crc32c: self.crc32c.filter(|_| Status::from_u16(c.status).is_some_and(|st| !st.is_failure())),
+            crc32c: self
+                .crc32c
+                .filter(|_| Status::from_u16(c.status).is_some_and(|st| !st.is_failure())),
             src: &src,
             dst: &dst,
             lists: &lists,

@@ -18,7 +18,10 @@ pub struct IovaAllocator {
 
 impl Default for IovaAllocator {
     fn default() -> Self {
-        Self { next: IOVA_START, end: IOVA_END }
+        Self {
+            next: IOVA_START,
+            end: IOVA_END,
+        }
     }
 }
 

@@ -67,7 +67,10 @@ fn run(cli: Cli) -> Result<bool> {
                 Ok(s) => s,
                 Err(e) => {
                     // Still speak TAP so the harness sees a failure, not silence.
-                    println!("TAP version 13\n1..1\nnot ok 1 open-endpoints # {}", format!("{e:#}").replace('\n', " | "));
+                    println!(
+                        "TAP version 13\n1..1\nnot ok 1 open-endpoints # {}",
+                        format!("{e:#}").replace('\n', " | ")
+                    );
                     println!("# totals: pass:0 fail:1 xfail:0 xpass:0 skip:0 error:0");
                     return Ok(false);
                 }

@@ -46,11 +46,19 @@ pub struct PhysRange<'a> {
 
 impl<'a> PhysRange<'a> {
     pub fn host(mem: &'a HostMem, offset: u64, len: u64) -> Self {
-        Self { loc: Loc::Host { mem, offset }, len, route: Route::Auto }
+        Self {
+            loc: Loc::Host { mem, offset },
+            len,
+            route: Route::Auto,
+        }
     }
 
     pub fn bar(ep: usize, offset: u64, len: u64, route: Route) -> Self {
-        Self { loc: Loc::Bar { ep, offset }, len, route }
+        Self {
+            loc: Loc::Bar { ep, offset },
+            len,
+            route,
+        }
     }
 }
 
@@ -58,8 +66,12 @@ impl<'a> PhysRange<'a> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Via {
     HostIova,
-    PeerBus { ep: usize },
-    PeerIova { ep: usize },
+    PeerBus {
+        ep: usize,
+    },
+    PeerIova {
+        ep: usize,
+    },
     /// Given verbatim by the user (`phyr submit`) or a negative test.
     Raw,
 }
@@ -107,7 +119,11 @@ pub enum Place {
 impl PhysRange<'_> {
     pub fn place(&self) -> Place {
         match self.loc {
-            Loc::Host { mem, offset } => Place::Host { iova: mem.iova, size: mem.len(), offset },
+            Loc::Host { mem, offset } => Place::Host {
+                iova: mem.iova,
+                size: mem.len(),
+                offset,
+            },
             Loc::Bar { ep, offset } => Place::Bar { ep, offset },
         }
     }
@@ -122,7 +138,12 @@ pub fn map_ranges(s: &mut Session, client: usize, ranges: &[PhysRange], max_seg:
 /// The mapping itself: each `(place, len, route)` becomes segments of at most `max_seg`
 /// bytes, host ranges by IOVA, BAR ranges by bus address or IOVA as `route` and the P2P
 /// decision say (IOVA ranges split again where an IOMMU window ends).
-pub fn map_places(f: &mut impl Fabric, client: usize, places: &[(Place, u64, Route)], max_seg: u32) -> Result<Vec<Segment>> {
+pub fn map_places(
+    f: &mut impl Fabric,
+    client: usize,
+    places: &[(Place, u64, Route)],
+    max_seg: u32,
+) -> Result<Vec<Segment>> {
     let mut out = Vec::new();
     for &(place, len, route) in places {
         if len == 0 {
@@ -131,7 +152,12 @@ pub fn map_places(f: &mut impl Fabric, client: usize, places: &[(Place, u64, Rou
         match place {
             Place::Host { iova, size, offset } => {
                 check_bounds("host buffer", offset, len, size)?;
-                out.extend(split_range(AddrSpace::Iova, iova + offset, len, max_seg).map(|range| Segment { range, via: Via::HostIova }));
+                out.extend(
+                    split_range(AddrSpace::Iova, iova + offset, len, max_seg).map(|range| Segment {
+                        range,
+                        via: Via::HostIova,
+                    }),
+                );
             }
             Place::Bar { ep, offset } => {
                 let (bus, size) = f.bar2(ep)?;
@@ -143,14 +169,20 @@ pub fn map_places(f: &mut impl Fabric, client: usize, places: &[(Place, u64, Rou
                 };
                 if use_bus {
                     let segs = split_range(AddrSpace::Bus, bus + offset, len, max_seg);
-                    out.extend(segs.map(|range| Segment { range, via: Via::PeerBus { ep } }));
+                    out.extend(segs.map(|range| Segment {
+                        range,
+                        via: Via::PeerBus { ep },
+                    }));
                 } else {
                     let mut done = 0;
                     while done < len {
                         let (iova, contig) = f.bar_iova(ep, offset + done)?;
                         let take = contig.min(len - done);
                         let segs = split_range(AddrSpace::Iova, iova, take, max_seg);
-                        out.extend(segs.map(|range| Segment { range, via: Via::PeerIova { ep } }));
+                        out.extend(segs.map(|range| Segment {
+                            range,
+                            via: Via::PeerIova { ep },
+                        }));
                         done += take;
                     }
                 }
@@ -163,7 +195,9 @@ pub fn map_places(f: &mut impl Fabric, client: usize, places: &[(Place, u64, Rou
 fn check_bounds(what: &str, offset: u64, len: u64, size: u64) -> Result<()> {
     match offset.checked_add(len) {
         Some(end) if end <= size => Ok(()),
-        _ => Err(DriverError::Usage(format!("{what}: range {offset:#x}+{len:#x} is outside its {size:#x} bytes"))),
+        _ => Err(DriverError::Usage(format!(
+            "{what}: range {offset:#x}+{len:#x} is outside its {size:#x} bytes"
+        ))),
     }
 }
 
@@ -231,7 +265,13 @@ pub fn layout(ranges: &[DmaRange], block_entries: usize, space: AddrSpace, base:
 
 /// Where in `client`'s view a list of `bytes` bytes stored at `offset` in `ep`'s BAR2 lives:
 /// bus address if the P2P decision allows, else IOVA (which must not cross a window).
-pub fn list_base_in_bar(f: &mut impl Fabric, client: usize, ep: usize, offset: u64, bytes: u64) -> Result<(AddrSpace, u64)> {
+pub fn list_base_in_bar(
+    f: &mut impl Fabric,
+    client: usize,
+    ep: usize,
+    offset: u64,
+    bytes: u64,
+) -> Result<(AddrSpace, u64)> {
     let (bus, size) = f.bar2(ep)?;
     check_bounds(&format!("list in endpoint {ep} BAR2"), offset, bytes, size)?;
     if f.bus_addr_ok(ep, client)? {
@@ -239,14 +279,22 @@ pub fn list_base_in_bar(f: &mut impl Fabric, client: usize, ep: usize, offset: u
     }
     let (iova, contig) = f.bar_iova(ep, offset)?;
     if contig < bytes {
-        return Err(DriverError::Usage(format!("list of {bytes:#x} bytes crosses a BAR IOVA window")));
+        return Err(DriverError::Usage(format!(
+            "list of {bytes:#x} bytes crosses a BAR IOVA window"
+        )));
     }
     Ok((AddrSpace::Iova, iova))
 }
 
 /// Encodes `segments` into chained blocks of at most `block_entries` entries at `at`, for
 /// the executing endpoint `client`.
-pub fn build_list(s: &mut Session, client: usize, segments: Vec<Segment>, block_entries: usize, at: ListAt) -> Result<BuiltList> {
+pub fn build_list(
+    s: &mut Session,
+    client: usize,
+    segments: Vec<Segment>,
+    block_entries: usize,
+    at: ListAt,
+) -> Result<BuiltList> {
     if segments.is_empty() {
         return Err(DriverError::Usage("a list needs at least one segment".into()));
     }
@@ -260,7 +308,12 @@ pub fn build_list(s: &mut Session, client: usize, segments: Vec<Segment>, block_
                 mem.buf.write(addr - mem.iova, b)?;
             }
             let blocks = l.blocks.into_iter().map(|(_, p)| p).collect();
-            Ok(BuiltList { head: l.head, segments, blocks, storage: Some(mem) })
+            Ok(BuiltList {
+                head: l.head,
+                segments,
+                blocks,
+                storage: Some(mem),
+            })
         }
         ListAt::Bar { ep, offset } => {
             let (space, base) = list_base_in_bar(s, client, ep, offset, bytes)?;
@@ -270,7 +323,12 @@ pub fn build_list(s: &mut Session, client: usize, segments: Vec<Segment>, block_
                 e.bar2.write(offset + (addr - base), b)?;
             }
             let blocks = l.blocks.into_iter().map(|(_, p)| p).collect();
-            Ok(BuiltList { head: l.head, segments, blocks, storage: None })
+            Ok(BuiltList {
+                head: l.head,
+                segments,
+                blocks,
+                storage: None,
+            })
         }
     }
 }

@@ -68,12 +68,30 @@ pub fn decide(
             acs.push(a.clone());
         }
         if let Some(dist_b) = client.iter().rev().position(|b| b == a) {
-            let map_type = if acs.is_empty() { MapType::BusAddr } else { MapType::ThruHostBridge };
-            return Decision { map_type, distance: dist_a + dist_b, common: Some(a.clone()), acs_redirects: acs };
+            let map_type = if acs.is_empty() {
+                MapType::BusAddr
+            } else {
+                MapType::ThruHostBridge
+            };
+            return Decision {
+                map_type,
+                distance: dist_a + dist_b,
+                common: Some(a.clone()),
+                acs_redirects: acs,
+            };
         }
     }
-    let map_type = if host_bridge_ok { MapType::ThruHostBridge } else { MapType::NotSupported };
-    Decision { map_type, distance: provider.len() + client.len(), common: None, acs_redirects: acs }
+    let map_type = if host_bridge_ok {
+        MapType::ThruHostBridge
+    } else {
+        MapType::NotSupported
+    };
+    Decision {
+        map_type,
+        distance: provider.len() + client.len(),
+        common: None,
+        acs_redirects: acs,
+    }
 }
 
 /// Decides for `provider`'s BAR as seen by `client` from the sysfs tree at `sys`: ACS
@@ -87,14 +105,23 @@ pub fn decide_from_sysfs(sys: &Path, provider: &PciFunction, client: &PciFunctio
         .and_then(|dom_bus| sysfs::read_function(sys, &format!("{dom_bus}:00.0")).ok())
         .is_some_and(|f| host_bridge_whitelisted(f.vendor, f.device));
     // Different host bridges never share a path; `decide` finds no common ancestor.
-    decide(&provider.path, &client.path, acs, hb_ok && provider.host_bridge == client.host_bridge)
+    decide(
+        &provider.path,
+        &client.path,
+        acs,
+        hb_ok && provider.host_bridge == client.host_bridge,
+    )
 }
 
 /// Host bridges Linux's `pci_p2pdma_whitelist` trusts to route P2P between root ports
 /// (Intel Xeon E5/E7 v3/v4 and Skylake-SP root complexes). QEMU's q35 (8086:29c0) is not
 /// among them; nor is the AMD Zen CPU check relevant to a TCG guest.
 pub fn host_bridge_whitelisted(vendor: u16, device: u16) -> bool {
-    vendor == 0x8086 && matches!(device, 0x2f00 | 0x2f01 | 0x2030 | 0x2031 | 0x2032 | 0x2033 | 0x2020 | 0x09a2)
+    vendor == 0x8086
+        && matches!(
+            device,
+            0x2f00 | 0x2f01 | 0x2030 | 0x2031 | 0x2032 | 0x2033 | 0x2020 | 0x09a2
+        )
 }
 
 #[cfg(test)]
@@ -171,7 +198,10 @@ mod tests {
             w("vendor", format!("{:#06x}\n", vendor_device.0));
             w("device", format!("{:#06x}\n", vendor_device.1));
             w("class", "0x060400\n".into());
-            w("resource", "0x00000000fe000000 0x00000000fe003fff 0x0000000000040200\n".into());
+            w(
+                "resource",
+                "0x00000000fe000000 0x00000000fe003fff 0x0000000000040200\n".into(),
+            );
             if let Some(ctrl) = acs_ctrl {
                 let mut cfg = vec![0u8; 4096];
                 cfg[0x100..0x104].copy_from_slice(&(0xDu32 | 1 << 16).to_le_bytes());
@@ -224,7 +254,10 @@ mod tests {
         let (a, b, c) = (s.func("0000:03:00.0"), s.func("0000:04:00.0"), s.func("0000:07:00.0"));
         assert_eq!(a.path, [RP, USP, "0000:02:00.0", "0000:03:00.0"]);
         let d = decide_from_sysfs(&s.0, &a, &b, true);
-        assert_eq!((d.map_type, d.common.as_deref(), d.distance), (MapType::BusAddr, Some(USP), 4));
+        assert_eq!(
+            (d.map_type, d.common.as_deref(), d.distance),
+            (MapType::BusAddr, Some(USP), 4)
+        );
         assert_eq!(decide_from_sysfs(&s.0, &b, &a, true).map_type, MapType::BusAddr);
         assert_eq!(decide_from_sysfs(&s.0, &a, &a, true).map_type, MapType::BusAddr);
         let d = decide_from_sysfs(&s.0, &c, &a, true);
@@ -237,16 +270,25 @@ mod tests {
         let (a, b) = (s.func("0000:03:00.0"), s.func("0000:04:00.0"));
         // Provider a sits below the redirecting port: its TLPs go up to the root complex.
         let d = decide_from_sysfs(&s.0, &a, &b, true);
-        assert_eq!((d.map_type, d.acs_redirects.clone()), (MapType::ThruHostBridge, vec!["0000:02:00.0".to_string()]));
+        assert_eq!(
+            (d.map_type, d.acs_redirects.clone()),
+            (MapType::ThruHostBridge, vec!["0000:02:00.0".to_string()])
+        );
         // `--p2p topology` ignores ACS.
         assert_eq!(decide_from_sysfs(&s.0, &a, &b, false).map_type, MapType::BusAddr);
         // Linux only counts the provider's side of the walk.
         assert_eq!(decide_from_sysfs(&s.0, &b, &a, true).map_type, MapType::BusAddr);
         // Egress control counts as redirect too; other ACS bits (e.g. source validation) do not.
         let s = fabric("acs-ec", Q35, crate::sysfs::PCI_ACS_EC);
-        assert_eq!(decide_from_sysfs(&s.0, &s.func("0000:03:00.0"), &s.func("0000:04:00.0"), true).map_type, MapType::ThruHostBridge);
+        assert_eq!(
+            decide_from_sysfs(&s.0, &s.func("0000:03:00.0"), &s.func("0000:04:00.0"), true).map_type,
+            MapType::ThruHostBridge
+        );
         let s = fabric("acs-sv", Q35, 0x0001);
-        assert_eq!(decide_from_sysfs(&s.0, &s.func("0000:03:00.0"), &s.func("0000:04:00.0"), true).map_type, MapType::BusAddr);
+        assert_eq!(
+            decide_from_sysfs(&s.0, &s.func("0000:03:00.0"), &s.func("0000:04:00.0"), true).map_type,
+            MapType::BusAddr
+        );
     }
 
     #[test]

@@ -88,18 +88,28 @@ impl Queue {
         loop {
             let st = e.r32(r(regs::Q_STATUS))?;
             if st & regs::QSTATUS_ERROR != 0 {
-                return Err(DriverError::QueueEnable { ep: e.index, q, qstatus: st });
+                return Err(DriverError::QueueEnable {
+                    ep: e.index,
+                    q,
+                    qstatus: st,
+                });
             }
             if st & regs::QSTATUS_ENABLED != 0 {
                 break;
             }
             if t0.elapsed() > Duration::from_secs(2) {
-                return Err(DriverError::QueueEnable { ep: e.index, q, qstatus: st });
+                return Err(DriverError::QueueEnable {
+                    ep: e.index,
+                    q,
+                    qstatus: st,
+                });
             }
             std::thread::sleep(Duration::from_millis(1));
         }
         if trace {
-            let sh = shadow.as_ref().map_or(String::new(), |s| format!(" shadow=iova:{:#x}+{:#x}", s.iova, s.len()));
+            let sh = shadow
+                .as_ref()
+                .map_or(String::new(), |s| format!(" shadow=iova:{:#x}+{:#x}", s.iova, s.len()));
             println!(
                 "# phyr-queue ep={} q={q} mode={} size={size} vector={vector} sq=iova:{:#x}+{:#x} cq=iova:{:#x}+{:#x}{sh}",
                 e.id.endpoint_id,
@@ -137,7 +147,11 @@ impl Queue {
         while e.r32(regs::queue_reg(self.q, regs::Q_STATUS))? & regs::QSTATUS_ENABLED != 0 {
             if t0.elapsed() > Duration::from_secs(2) {
                 let qstatus = e.r32(regs::queue_reg(self.q, regs::Q_STATUS))?;
-                return Err(DriverError::QueueEnable { ep: e.index, q: self.q, qstatus });
+                return Err(DriverError::QueueEnable {
+                    ep: e.index,
+                    q: self.q,
+                    qstatus,
+                });
             }
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -148,12 +162,18 @@ impl Queue {
     /// doorbell. Returns the command id.
     pub fn submit(&mut self, e: &Endpoint, mut cmd: Command) -> Result<u16> {
         if self.outstanding + 1 >= self.size {
-            return Err(DriverError::QueueFull { ep: self.ep, q: self.q, size: self.size });
+            return Err(DriverError::QueueFull {
+                ep: self.ep,
+                q: self.q,
+                size: self.size,
+            });
         }
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1).max(1);
         cmd.command_id = id;
-        self.sq.buf.write(u64::from(self.sq_tail) * COMMAND_SIZE as u64, &cmd.to_bytes())?;
+        self.sq
+            .buf
+            .write(u64::from(self.sq_tail) * COMMAND_SIZE as u64, &cmd.to_bytes())?;
         self.sq_tail = (self.sq_tail + 1) % self.size;
         self.outstanding += 1;
         // The entry must be visible in memory before the device learns of it.
@@ -168,13 +188,17 @@ impl Queue {
     /// The completion at the CQ head, if the device has posted it (phase matches).
     fn peek(&mut self) -> Result<Option<Completion>> {
         let mut b = [0u8; COMPLETION_SIZE];
-        self.cq.buf.read(u64::from(self.cq_head) * COMPLETION_SIZE as u64, &mut b)?;
+        self.cq
+            .buf
+            .read(u64::from(self.cq_head) * COMPLETION_SIZE as u64, &mut b)?;
         if (b[7] & 1 != 0) != self.phase {
             return Ok(None);
         }
         fence(Ordering::Acquire);
         // Re-read after the fence so no field is older than the phase bit.
-        self.cq.buf.read(u64::from(self.cq_head) * COMPLETION_SIZE as u64, &mut b)?;
+        self.cq
+            .buf
+            .read(u64::from(self.cq_head) * COMPLETION_SIZE as u64, &mut b)?;
         Ok(Some(Completion::from_bytes(&b)))
     }
 
@@ -243,7 +267,12 @@ impl Queue {
                 last_check = Instant::now();
                 let qstatus = e.r32(regs::queue_reg(self.q, regs::Q_STATUS))?;
                 if qstatus & regs::QSTATUS_ERROR != 0 {
-                    return Err(DriverError::QueueError { ep: self.ep, q: self.q, cid, qstatus });
+                    return Err(DriverError::QueueError {
+                        ep: self.ep,
+                        q: self.q,
+                        cid,
+                        qstatus,
+                    });
                 }
             }
             let elapsed = t0.elapsed();

@@ -53,7 +53,10 @@ impl Session {
     /// Opens every phyr endpoint bound to vfio-pci (or only those in `only`) in one container.
     pub fn open(sys: &Path, only: &[String]) -> Result<Self> {
         let funcs = endpoint::find(sys, only)?;
-        let funcs: Vec<_> = funcs.into_iter().filter(|f| f.driver.as_deref() == Some("vfio-pci")).collect();
+        let funcs: Vec<_> = funcs
+            .into_iter()
+            .filter(|f| f.driver.as_deref() == Some("vfio-pci"))
+            .collect();
         if funcs.is_empty() {
             return Err(DriverError::NoEndpoints(sys.display().to_string()));
         }
@@ -80,18 +83,25 @@ impl Session {
     }
 
     pub fn ep(&self, i: usize) -> Result<&Endpoint> {
-        self.endpoints.get(i).ok_or_else(|| {
-            DriverError::Usage(format!("no endpoint {i} (this guest has {})", self.endpoints.len()))
-        })
+        self.endpoints
+            .get(i)
+            .ok_or_else(|| DriverError::Usage(format!("no endpoint {i} (this guest has {})", self.endpoints.len())))
     }
 
     /// Allocates `len` bytes of host memory and maps it at a fresh IOVA.
     pub fn alloc_host(&mut self, len: u64, perm: DmaPerm) -> Result<HostMem> {
         let buf = DmaBuffer::new(len as usize)?;
-        let iova = self.iova.alloc(buf.len(), PAGE).ok_or(DriverError::IovaExhausted { len })?;
+        let iova = self
+            .iova
+            .alloc(buf.len(), PAGE)
+            .ok_or(DriverError::IovaExhausted { len })?;
         self.container.map_dma(buf.vaddr(), iova, buf.len(), perm)?;
         if self.trace_lines {
-            println!("# phyr-map kind=host iova={iova:#x}+{:#x} perm={}", buf.len(), perm_name(perm));
+            println!(
+                "# phyr-map kind=host iova={iova:#x}+{:#x} perm={}",
+                buf.len(),
+                perm_name(perm)
+            );
         }
         Ok(HostMem::new(buf, iova, perm, self.container.clone()))
     }
@@ -106,7 +116,10 @@ impl Session {
     pub fn bar_iova(&mut self, ep: usize, offset: u64) -> Result<(u64, u64)> {
         let e = self.ep(ep)?;
         if offset >= e.bar2_len() {
-            return Err(DriverError::Usage(format!("offset {offset:#x} is past endpoint {ep}'s BAR2 ({:#x})", e.bar2_len())));
+            return Err(DriverError::Usage(format!(
+                "offset {offset:#x} is past endpoint {ep}'s BAR2 ({:#x})",
+                e.bar2_len()
+            )));
         }
         let base = offset & !(BAR_WINDOW - 1);
         let win_len = BAR_WINDOW.min(e.bar2_len() - base);
@@ -115,10 +128,15 @@ impl Session {
             None => {
                 let vaddr = e.bar2.vaddr() + base;
                 let dev_ep = e.id.endpoint_id;
-                let iova = self.iova.alloc(win_len, BAR_WINDOW).ok_or(DriverError::IovaExhausted { len: win_len })?;
+                let iova = self
+                    .iova
+                    .alloc(win_len, BAR_WINDOW)
+                    .ok_or(DriverError::IovaExhausted { len: win_len })?;
                 self.container.map_dma(vaddr, iova, win_len, DmaPerm::ReadWrite)?;
                 if self.trace_lines {
-                    println!("# phyr-map kind=bar ep={dev_ep} bar=2 offset={base:#x} iova={iova:#x}+{win_len:#x} perm=rw");
+                    println!(
+                        "# phyr-map kind=bar ep={dev_ep} bar=2 offset={base:#x} iova={iova:#x}+{win_len:#x} perm=rw"
+                    );
                 }
                 let w = BarWindow { ep, offset: base, iova };
                 self.windows.push(w);
@@ -139,7 +157,9 @@ impl Session {
     pub fn queue(&mut self, ep: usize, q: u32, mode: QueueMode) -> Result<&mut Queue> {
         let num = self.ep(ep)?.id.num_queues;
         if q >= num {
-            return Err(DriverError::Usage(format!("endpoint {ep} has {num} queues; no queue {q}")));
+            return Err(DriverError::Usage(format!(
+                "endpoint {ep} has {num} queues; no queue {q}"
+            )));
         }
         let stale = self.queues.get(&(ep, q)).is_some_and(|x| x.mode != mode);
         if stale {
@@ -180,7 +200,8 @@ impl Session {
     /// CTRL.RESET only (the endpoint stays disabled, the driver's queue state is kept until
     /// `reset_endpoint`/`drop_queues`).
     pub fn ctrl_reset(&self, ep: usize) -> Result<()> {
-        self.ep(ep)?.w32(dma_range::regs::REG_CTRL, dma_range::regs::CTRL_RESET)?;
+        self.ep(ep)?
+            .w32(dma_range::regs::REG_CTRL, dma_range::regs::CTRL_RESET)?;
         self.note_reset(ep, ResetKind::Ctrl);
         Ok(())
     }

@@ -53,7 +53,10 @@ pub fn parse_spec(spec: &str) -> Result<Vec<Piece>, SpecError> {
 }
 
 fn parse_piece(p: &str) -> Result<Piece, SpecError> {
-    let err = |why: &str| SpecError { piece: p.to_string(), why: why.to_string() };
+    let err = |why: &str| SpecError {
+        piece: p.to_string(),
+        why: why.to_string(),
+    };
     let (body, route) = match p.split_once('@') {
         Some((b, "bus")) => (b, Route::Bus),
         Some((b, "iommu")) => (b, Route::Iommu),
@@ -71,12 +74,17 @@ fn parse_piece(p: &str) -> Result<Piece, SpecError> {
             if route != Route::Auto {
                 return Err(err("host ranges have no route"));
             }
-            PieceLoc::Host { offset: parse_size(loc_part).ok_or_else(|| err("bad offset"))? }
+            PieceLoc::Host {
+                offset: parse_size(loc_part).ok_or_else(|| err("bad offset"))?,
+            }
         }
         "bar" => {
             let (ep, off) = loc_part.split_once(':').ok_or_else(|| err("bar needs EP:OFF"))?;
             let ep = ep.parse().map_err(|_| err("bad endpoint index"))?;
-            PieceLoc::Bar { ep, offset: parse_size(off).ok_or_else(|| err("bad offset"))? }
+            PieceLoc::Bar {
+                ep,
+                offset: parse_size(off).ok_or_else(|| err("bad offset"))?,
+            }
         }
         _ => return Err(err("unknown kind")),
     };
@@ -112,8 +120,22 @@ mod tests {
     #[test]
     fn spec_parses_host_and_bar_pieces_with_routes() {
         let v = parse_spec("host:0+64K,bar:1:0x1000+4K@iommu,bar:0:0+1").unwrap();
-        assert_eq!(v[0], Piece { loc: PieceLoc::Host { offset: 0 }, len: 65536, route: Route::Auto });
-        assert_eq!(v[1], Piece { loc: PieceLoc::Bar { ep: 1, offset: 0x1000 }, len: 4096, route: Route::Iommu });
+        assert_eq!(
+            v[0],
+            Piece {
+                loc: PieceLoc::Host { offset: 0 },
+                len: 65536,
+                route: Route::Auto
+            }
+        );
+        assert_eq!(
+            v[1],
+            Piece {
+                loc: PieceLoc::Bar { ep: 1, offset: 0x1000 },
+                len: 4096,
+                route: Route::Iommu
+            }
+        );
         assert_eq!(v[2].route, Route::Auto);
         assert_eq!(host_extent(&v), 65536);
     }

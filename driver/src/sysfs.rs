@@ -9,7 +9,11 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum SysfsError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, #[source] source: std::io::Error },
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot parse {path}: {why}")]
     Parse { path: PathBuf, why: String },
 }
@@ -63,13 +67,19 @@ impl PciFunction {
 }
 
 fn read(path: &Path) -> Result<String> {
-    fs::read_to_string(path).map_err(|source| SysfsError::Read { path: path.into(), source })
+    fs::read_to_string(path).map_err(|source| SysfsError::Read {
+        path: path.into(),
+        source,
+    })
 }
 
 fn parse_hex(path: &Path, s: &str) -> Result<u64> {
     let t = s.trim();
     let t = t.strip_prefix("0x").unwrap_or(t);
-    u64::from_str_radix(t, 16).map_err(|e| SysfsError::Parse { path: path.into(), why: format!("{s:?}: {e}") })
+    u64::from_str_radix(t, 16).map_err(|e| SysfsError::Parse {
+        path: path.into(),
+        why: format!("{s:?}: {e}"),
+    })
 }
 
 /// Parses the text of a sysfs `resource` file.
@@ -78,9 +88,16 @@ pub fn parse_resources(path: &Path, text: &str) -> Result<Vec<Resource>> {
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let f: Vec<&str> = line.split_whitespace().collect();
         if f.len() != 3 {
-            return Err(SysfsError::Parse { path: path.into(), why: format!("line {line:?}") });
+            return Err(SysfsError::Parse {
+                path: path.into(),
+                why: format!("line {line:?}"),
+            });
         }
-        out.push(Resource { start: parse_hex(path, f[0])?, end: parse_hex(path, f[1])?, flags: parse_hex(path, f[2])? });
+        out.push(Resource {
+            start: parse_hex(path, f[0])?,
+            end: parse_hex(path, f[1])?,
+            flags: parse_hex(path, f[2])?,
+        });
     }
     Ok(out)
 }
@@ -88,7 +105,10 @@ pub fn parse_resources(path: &Path, text: &str) -> Result<Vec<Resource>> {
 /// Splits a canonical device path (".../devices/pci0000:00/0000:00:02.0/0000:01:00.0") into
 /// the host bridge and the chain of BDFs.
 pub fn split_device_path(p: &Path) -> Option<(String, Vec<String>)> {
-    let comps: Vec<String> = p.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+    let comps: Vec<String> = p
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
     let hb = comps.iter().position(|c| c.starts_with("pci") && c.contains(':'))?;
     let chain: Vec<String> = comps[hb + 1..].iter().filter(|c| is_bdf(c)).cloned().collect();
     Some((comps[hb].clone(), chain))
@@ -97,15 +117,24 @@ pub fn split_device_path(p: &Path) -> Option<(String, Vec<String>)> {
 /// "dddd:bb:dd.f"
 pub fn is_bdf(s: &str) -> bool {
     let b = s.as_bytes();
-    b.len() == 12 && b[4] == b':' && b[7] == b':' && b[10] == b'.' && s.chars().filter(|c| c.is_ascii_hexdigit()).count() == 9
+    b.len() == 12
+        && b[4] == b':'
+        && b[7] == b':'
+        && b[10] == b'.'
+        && s.chars().filter(|c| c.is_ascii_hexdigit()).count() == 9
 }
 
 /// Reads one function's sysfs node.
 pub fn read_function(sys: &Path, bdf: &str) -> Result<PciFunction> {
     let node = sys.join("bus/pci/devices").join(bdf);
-    let canon = fs::canonicalize(&node).map_err(|source| SysfsError::Read { path: node.clone(), source })?;
-    let (host_bridge, path) = split_device_path(&canon)
-        .ok_or_else(|| SysfsError::Parse { path: canon.clone(), why: "no pciDDDD:BB component".into() })?;
+    let canon = fs::canonicalize(&node).map_err(|source| SysfsError::Read {
+        path: node.clone(),
+        source,
+    })?;
+    let (host_bridge, path) = split_device_path(&canon).ok_or_else(|| SysfsError::Parse {
+        path: canon.clone(),
+        why: "no pciDDDD:BB component".into(),
+    })?;
     let hex = |name: &str| -> Result<u64> {
         let p = node.join(name);
         parse_hex(&p, &read(&p)?)
@@ -113,7 +142,9 @@ pub fn read_function(sys: &Path, bdf: &str) -> Result<PciFunction> {
     let rpath = node.join("resource");
     let resources = parse_resources(&rpath, &read(&rpath)?)?;
     let link_name = |name: &str| {
-        fs::read_link(node.join(name)).ok().and_then(|l| l.file_name().map(|n| n.to_string_lossy().into_owned()))
+        fs::read_link(node.join(name))
+            .ok()
+            .and_then(|l| l.file_name().map(|n| n.to_string_lossy().into_owned()))
     };
     Ok(PciFunction {
         bdf: bdf.to_string(),
@@ -131,9 +162,15 @@ pub fn read_function(sys: &Path, bdf: &str) -> Result<PciFunction> {
 /// Every PCI function, sorted by BDF.
 pub fn scan(sys: &Path) -> Result<Vec<PciFunction>> {
     let dir = sys.join("bus/pci/devices");
-    let rd = fs::read_dir(&dir).map_err(|source| SysfsError::Read { path: dir.clone(), source })?;
-    let mut bdfs: Vec<String> =
-        rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| is_bdf(n)).collect();
+    let rd = fs::read_dir(&dir).map_err(|source| SysfsError::Read {
+        path: dir.clone(),
+        source,
+    })?;
+    let mut bdfs: Vec<String> = rd
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| is_bdf(n))
+        .collect();
     bdfs.sort();
     bdfs.iter().map(|b| read_function(sys, b)).collect()
 }
@@ -152,7 +189,11 @@ pub const PCI_ACS_EC: u16 = 0x0020;
 /// start at 0x100; needs the 4 KiB config space, i.e. root).
 pub fn acs_ctrl(config: &[u8]) -> Option<u16> {
     let rd16 = |o: usize| config.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
-    let rd32 = |o: usize| config.get(o..o + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let rd32 = |o: usize| {
+        config
+            .get(o..o + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
     let mut pos = 0x100usize;
     for _ in 0..64 {
         let hdr = rd32(pos)?;

@@ -22,12 +22,15 @@ pub fn run(log: &Path, extra_args: &[String]) -> Result<SuiteReport> {
 /// (device/src/kernels.rs), so only this run can catch it coming back. Test names get a
 /// `release ` prefix.
 pub fn run_release_kernels(log: &Path) -> Result<SuiteReport> {
-    let args: Vec<String> =
-        ["test", "--release", "-p", "phyr-device", "--lib", "--", "kernels::"].map(String::from).to_vec();
+    let args: Vec<String> = ["test", "--release", "-p", "phyr-device", "--lib", "--", "kernels::"]
+        .map(String::from)
+        .to_vec();
     let mut report = run_cargo(log, &args, "release ")?;
     if report.tests.is_empty() && report.problems.is_empty() {
         // A renamed module must not turn this run into a silent pass.
-        report.problems.push(format!("`cargo {}` ran no test; see {}", args.join(" "), log.display()));
+        report
+            .problems
+            .push(format!("`cargo {}` ran no test; see {}", args.join(" "), log.display()));
     }
     Ok(report)
 }
@@ -35,7 +38,8 @@ pub fn run_release_kernels(log: &Path) -> Result<SuiteReport> {
 /// Whether `cargo test` extra arguments already pick an optimized profile (then the
 /// release-build kernel run would only repeat tests).
 pub fn picks_a_profile(args: &[String]) -> bool {
-    args.iter().any(|a| a == "--release" || a == "-r" || a == "--profile" || a.starts_with("--profile="))
+    args.iter()
+        .any(|a| a == "--release" || a == "-r" || a == "--profile" || a.starts_with("--profile="))
 }
 
 fn run_cargo(log: &Path, args: &[String], prefix: &str) -> Result<SuiteReport> {
@@ -50,7 +54,9 @@ fn run_cargo(log: &Path, args: &[String], prefix: &str) -> Result<SuiteReport> {
         .with_context(|| format!("running `{shown}` (is cargo on PATH?)"))?;
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let mut report = parse(&text);
-    let file_name = log.file_name().map_or_else(String::new, |f| f.to_string_lossy().into_owned());
+    let file_name = log
+        .file_name()
+        .map_or_else(String::new, |f| f.to_string_lossy().into_owned());
     for t in &mut report.tests {
         t.name.insert_str(0, prefix);
         if !t.ok {

@@ -91,9 +91,13 @@ pub fn run(args: TraceArgs, runs_root: &Path) -> anyhow::Result<()> {
         eprintln!("{note}");
     }
     let to_terminal = args.output.is_none() && io::stdout().is_terminal();
-    let style = Style { color: to_terminal && !args.no_color && std::env::var_os("NO_COLOR").is_none() };
+    let style = Style {
+        color: to_terminal && !args.no_color && std::env::var_os("NO_COLOR").is_none(),
+    };
     let mut out: Box<dyn Write> = match &args.output {
-        Some(p) => Box::new(BufWriter::new(File::create(p).with_context(|| format!("cannot create {}", p.display()))?)),
+        Some(p) => Box::new(BufWriter::new(
+            File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+        )),
         None => Box::new(BufWriter::new(io::stdout().lock())),
     };
 
@@ -113,7 +117,10 @@ pub fn run(args: TraceArgs, runs_root: &Path) -> anyhow::Result<()> {
         None => {
             let filtered = filter != Filter::default();
             let list = args.list || (filtered && !args.summary);
-            let views = Views { list, summary: args.summary || !list };
+            let views = Views {
+                list,
+                summary: args.summary || !list,
+            };
             phyr_trace::inspect(&files, &filter, views, style, &mut out)
         }
     };
@@ -139,7 +146,10 @@ fn report(o: &Outcome, exported_to: Option<Option<&Path>>) -> anyhow::Result<()>
         for e in &o.errors {
             eprintln!("error: {e}");
         }
-        bail!("{} trace file(s) are damaged; everything readable was shown", o.errors.len());
+        bail!(
+            "{} trace file(s) are damaged; everything readable was shown",
+            o.errors.len()
+        );
     }
     Ok(())
 }

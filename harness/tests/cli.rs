@@ -21,7 +21,11 @@ fn tmp(name: &str) -> PathBuf {
 /// outside its own temporary cache.
 fn in_cache(args: &[&str], cache: &Path) -> Command {
     let mut c = harness();
-    c.args(args).arg("--cache-dir").arg(cache).arg("--runs-dir").arg(cache.join("runs"));
+    c.args(args)
+        .arg("--cache-dir")
+        .arg(cache)
+        .arg("--runs-dir")
+        .arg(cache.join("runs"));
     c
 }
 
@@ -73,7 +77,11 @@ fn kernel_that_is_not_a_bzimage_is_refused() {
     let cache = tmp("cache3");
     let fake = cache.join("bzImage");
     std::fs::write(&fake, b"not a kernel").unwrap();
-    let o = in_cache(&["run", "--no-device", "--qemu", "/bin/true"], &cache).arg("--kernel").arg(&fake).output().unwrap();
+    let o = in_cache(&["run", "--no-device", "--qemu", "/bin/true"], &cache)
+        .arg("--kernel")
+        .arg(&fake)
+        .output()
+        .unwrap();
     assert!(!o.status.success());
     let e = stderr_of(&o);
     // Either the bogus QEMU or the bogus kernel is refused, each with its own message.
@@ -150,7 +158,9 @@ fn old_qemu_and_no_way_to_provision_is_one_clear_message() {
 #[test]
 fn missing_device_binary_is_reported_before_any_download() {
     let cache = tmp("cache5");
-    let o = in_cache(&["run", "--device-bin", "/nonexistent/phyr-device"], &cache).output().unwrap();
+    let o = in_cache(&["run", "--device-bin", "/nonexistent/phyr-device"], &cache)
+        .output()
+        .unwrap();
     assert!(!o.status.success());
     let e = stderr_of(&o);
     assert!(

@@ -24,7 +24,10 @@ fn make(i: u64) -> Record {
             space: Space::Iova,
             addr: i << 12,
             len: 65536,
-            target: Target::GuestMemory { mapping: 0, offset: i << 12 },
+            target: Target::GuestMemory {
+                mapping: 0,
+                offset: i << 12,
+            },
             status: 0,
             crc32c: Some(0x1234_5678),
             dur_ns: 1000,
@@ -89,20 +92,29 @@ fn channel_alternative() {
     });
     drop(tx);
     let _ = consumer.join();
-    println!("{:<44} {ns:>8.1} ns/record", "alternative: crossbeam channel to an encoder");
+    println!(
+        "{:<44} {ns:>8.1} ns/record",
+        "alternative: crossbeam channel to an encoder"
+    );
 }
 
 fn main() {
     let dir = std::env::temp_dir().join(format!("phyr-trace-bench-{}", std::process::id()));
     let clock = TraceClock::new();
-    let cfg = TraceConfig { max_bytes: 4 << 30, ..TraceConfig::default() };
+    let cfg = TraceConfig {
+        max_bytes: 4 << 30,
+        ..TraceConfig::default()
+    };
     println!("phyr-trace record() cost");
     bench_recorder("disabled", &Recorder::disabled(), 1);
     let on = Recorder::create(&dir, 0, &cfg, &clock).expect("create trace");
     bench_recorder("enabled, frame CRC on, 1 thread", &on, 1);
     bench_recorder("enabled, frame CRC on, 2 threads (per record)", &on, 2);
     drop(on);
-    let no_crc = TraceConfig { frame_crc: false, ..cfg.clone() };
+    let no_crc = TraceConfig {
+        frame_crc: false,
+        ..cfg.clone()
+    };
     let off = Recorder::create(&dir, 1, &no_crc, &clock).expect("create trace");
     bench_recorder("enabled, frame CRC off (writer-side), 1 thread", &off, 1);
     drop(off);
@@ -133,8 +145,16 @@ fn main() {
         }
     });
     let gbps = |ns: f64| 65536.0 / ns;
-    println!("{:<44} {copy:>8.1} ns  ({:.1} GB/s)", "for scale: memcpy 64 KiB", gbps(copy));
-    println!("{:<44} {crc:>8.1} ns  ({:.1} GB/s)", "for scale: CRC32C of 64 KiB (crc32c crate)", gbps(crc));
+    println!(
+        "{:<44} {copy:>8.1} ns  ({:.1} GB/s)",
+        "for scale: memcpy 64 KiB",
+        gbps(copy)
+    );
+    println!(
+        "{:<44} {crc:>8.1} ns  ({:.1} GB/s)",
+        "for scale: CRC32C of 64 KiB (crc32c crate)",
+        gbps(crc)
+    );
     std::thread::sleep(Duration::from_millis(10));
     let _ = std::fs::remove_dir_all(&dir);
 }

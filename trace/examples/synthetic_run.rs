@@ -45,7 +45,13 @@ impl Cmd<'_> {
     }
 
     fn event(&mut self, event: Event) {
-        self.rec.record(Record { t_ns: *self.t, payload: Payload::Event { endpoint: self.ep, event } });
+        self.rec.record(Record {
+            t_ns: *self.t,
+            payload: Payload::Event {
+                endpoint: self.ep,
+                event,
+            },
+        });
         *self.t += 300;
     }
 }
@@ -58,17 +64,44 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for ep in 0..2u16 {
         let rec = Recorder::create(&trace, ep, &cfg, &clock)?;
         let mut t = 1_000 + u64::from(ep) * 700;
-        let mut c = Cmd { rec: &rec, ep, t: &mut t };
+        let mut c = Cmd {
+            rec: &rec,
+            ep,
+            t: &mut t,
+        };
         c.event(Event::Connected);
-        c.event(Event::DmaMap { iova: 0x10_0000, size: 0x40_0000, readable: true, writable: true, has_fd: true });
-        let mem = |off| Target::GuestMemory { mapping: 0, offset: off };
+        c.event(Event::DmaMap {
+            iova: 0x10_0000,
+            size: 0x40_0000,
+            readable: true,
+            writable: true,
+            has_fd: true,
+        });
+        let mem = |off| Target::GuestMemory {
+            mapping: 0,
+            offset: off,
+        };
         for cmd in 0..8u16 {
             let base = 0x10_0000 + u64::from(cmd) * 0x2_0000;
-            c.dma(cmd, 3, 0, (Direction::Read, Space::Iova, 0x8000 + u64::from(cmd) * 64, 64), mem(0x8000), 0);
+            c.dma(
+                cmd,
+                3,
+                0,
+                (Direction::Read, Space::Iova, 0x8000 + u64::from(cmd) * 64, 64),
+                mem(0x8000),
+                0,
+            );
             c.dma(cmd, 2, 0, (Direction::Read, Space::Iova, 0x9000, 32), mem(0x9000), 0);
             for seg in 0..2u32 {
                 let off = base + u64::from(seg) * 0x8000;
-                c.dma(cmd, 0, seg, (Direction::Read, Space::Iova, off, 0x8000), mem(off - 0x10_0000), 0);
+                c.dma(
+                    cmd,
+                    0,
+                    seg,
+                    (Direction::Read, Space::Iova, off, 0x8000),
+                    mem(off - 0x10_0000),
+                    0,
+                );
                 c.dma(
                     cmd,
                     1,
@@ -78,8 +111,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     0,
                 );
             }
-            c.dma(cmd, 3, 0, (Direction::Write, Space::Iova, 0xa000 + u64::from(cmd) * 32, 32), mem(0xa000), 0);
-            c.event(Event::CommandDone { queue: 0, command_id: cmd, opcode: 1, status: 0, result: 0x1_0000 });
+            c.dma(
+                cmd,
+                3,
+                0,
+                (Direction::Write, Space::Iova, 0xa000 + u64::from(cmd) * 32, 32),
+                mem(0xa000),
+                0,
+            );
+            c.event(Event::CommandDone {
+                queue: 0,
+                command_id: cmd,
+                opcode: 1,
+                status: 0,
+                result: 0x1_0000,
+            });
             c.event(Event::Interrupt { vector: 0 });
         }
         if ep == 0 {
@@ -88,15 +134,42 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 1,
                 0,
                 (Direction::Write, Space::Bus, 0xfe00_0000, 0x1000),
-                Target::PeerBar { endpoint: 1, bar: 2, offset: 0 },
+                Target::PeerBar {
+                    endpoint: 1,
+                    bar: 2,
+                    offset: 0,
+                },
                 0,
             );
-            c.event(Event::CommandDone { queue: 0, command_id: 8, opcode: 1, status: 0, result: 0x1000 });
-            c.dma(9, 0, 0, (Direction::Read, Space::Iova, 0xdead_0000, 0x1000), Target::None, 0x10);
-            c.event(Event::CommandDone { queue: 0, command_id: 9, opcode: 1, status: 0x10, result: 0 });
+            c.event(Event::CommandDone {
+                queue: 0,
+                command_id: 8,
+                opcode: 1,
+                status: 0,
+                result: 0x1000,
+            });
+            c.dma(
+                9,
+                0,
+                0,
+                (Direction::Read, Space::Iova, 0xdead_0000, 0x1000),
+                Target::None,
+                0x10,
+            );
+            c.event(Event::CommandDone {
+                queue: 0,
+                command_id: 9,
+                opcode: 1,
+                status: 0x10,
+                result: 0,
+            });
             c.event(Event::Interrupt { vector: 0 });
         }
-        c.event(Event::DmaUnmap { iova: 0x10_0000, size: 0x40_0000, all: false });
+        c.event(Event::DmaUnmap {
+            iova: 0x10_0000,
+            size: 0x40_0000,
+            all: false,
+        });
         c.event(Event::Reset);
         rec.flush()?;
     }

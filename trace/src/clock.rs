@@ -73,16 +73,32 @@ fn tsc_usable() -> bool {
 
 impl TraceClock {
     pub fn new() -> Self {
-        let start_unix_ns = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        let start_unix_ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
         let epoch = Instant::now();
         let tsc = tsc_usable().then(|| Tsc::calibrate(epoch)).flatten();
-        TraceClock { inner: Arc::new(Inner { epoch, start_unix_ns, tsc }) }
+        TraceClock {
+            inner: Arc::new(Inner {
+                epoch,
+                start_unix_ns,
+                tsc,
+            }),
+        }
     }
 
     /// A clock that always reads `Instant` (for comparison and tests).
     pub fn os() -> Self {
-        let start_unix_ns = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-        TraceClock { inner: Arc::new(Inner { epoch: Instant::now(), start_unix_ns, tsc: None }) }
+        let start_unix_ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        TraceClock {
+            inner: Arc::new(Inner {
+                epoch: Instant::now(),
+                start_unix_ns,
+                tsc: None,
+            }),
+        }
     }
 
     /// Whether this clock reads the TSC (see the module docs).
@@ -164,7 +180,11 @@ impl Tsc {
     fn mapping(&self) -> (u64, u64, u64) {
         loop {
             let s1 = self.seq.load(Acquire);
-            let m = (self.anchor_tsc.load(Relaxed), self.anchor_ns.load(Relaxed), self.mult.load(Relaxed));
+            let m = (
+                self.anchor_tsc.load(Relaxed),
+                self.anchor_ns.load(Relaxed),
+                self.mult.load(Relaxed),
+            );
             fence(Acquire);
             if s1 & 1 == 0 && self.seq.load(Relaxed) == s1 {
                 return m;
@@ -239,7 +259,12 @@ mod tests {
         }
         // The TSC mapping stays within a few microseconds of Instant (allow for preemption
         // between the two reads on a loaded machine).
-        assert!(worst < 1_000_000, "TSC clock {}us off Instant (tsc: {})", worst / 1000, clock.uses_tsc());
+        assert!(
+            worst < 1_000_000,
+            "TSC clock {}us off Instant (tsc: {})",
+            worst / 1000,
+            clock.uses_tsc()
+        );
     }
 
     #[test]

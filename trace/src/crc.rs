@@ -42,7 +42,9 @@ pub(crate) fn frame_crc_words(words: &[u64]) -> u32 {
             return unsafe { frame_crc_words_sse42(words) };
         }
     }
-    words.iter().fold(0, |crc, w| crc32c::crc32c_append(crc, &w.to_le_bytes()))
+    words
+        .iter()
+        .fold(0, |crc, w| crc32c::crc32c_append(crc, &w.to_le_bytes()))
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -86,8 +86,10 @@ impl FromStr for StatusFilter {
             return Ok(StatusFilter::Code(code));
         }
         let n = parse_u64(s).map_err(|_| FilterError::BadStatus { text: s.to_owned() })?;
-        let code =
-            u16::try_from(n).map_err(|_| FilterError::OutOfRange { text: s.to_owned(), what: "a u16 status" })?;
+        let code = u16::try_from(n).map_err(|_| FilterError::OutOfRange {
+            text: s.to_owned(),
+            what: "a u16 status",
+        })?;
         Ok(StatusFilter::Code(code))
     }
 }
@@ -183,20 +185,36 @@ mod tests {
 
     #[test]
     fn command_id_selects_dma_and_its_completion() {
-        let f = Filter { command_id: Some(5), ..Filter::default() };
+        let f = Filter {
+            command_id: Some(5),
+            ..Filter::default()
+        };
         assert_eq!(count(&f), 2);
     }
 
     #[test]
     fn addr_range_overlap_is_half_open() {
-        let f = |s: &str| Filter { addr: Some(s.parse().unwrap()), ..Filter::default() };
+        let f = |s: &str| Filter {
+            addr: Some(s.parse().unwrap()),
+            ..Filter::default()
+        };
         let rec = dma(0, 0, 0, 0x1000, 0x1000, 0);
         assert!(f("0x1000").matches(&rec));
         assert!(f("0x1fff").matches(&rec));
         assert!(!f("0x2000").matches(&rec));
         assert!(!f("0x0-0x1000").matches(&rec));
         assert!(f("0x0-0x1001").matches(&rec));
-        let map = event(0, 0, Event::DmaMap { iova: 0x1000, size: 0x10, readable: true, writable: true, has_fd: true });
+        let map = event(
+            0,
+            0,
+            Event::DmaMap {
+                iova: 0x1000,
+                size: 0x10,
+                readable: true,
+                writable: true,
+                has_fd: true,
+            },
+        );
         assert!(f("0x100f").matches(&map));
         assert!(!f("0x1010").matches(&map));
         // a record ending at the top of the address space
@@ -205,13 +223,19 @@ mod tests {
 
     #[test]
     fn space_selects_dma_records_only() {
-        let f = Filter { space: Some(Space::Bus), ..Filter::default() };
+        let f = Filter {
+            space: Some(Space::Bus),
+            ..Filter::default()
+        };
         assert_eq!(count(&f), 1);
     }
 
     #[test]
     fn status_ok_error_and_code() {
-        let f = |s: &str| Filter { status: Some(s.parse().unwrap()), ..Filter::default() };
+        let f = |s: &str| Filter {
+            status: Some(s.parse().unwrap()),
+            ..Filter::default()
+        };
         assert_eq!(count(&f("error")), 2); // the IOMMU_FAULT DMA record and the Error event
         assert_eq!(count(&f("ok")), 3); // two DMA records and one CommandDone
         assert_eq!(count(&f("0x10")), 1);
@@ -221,17 +245,41 @@ mod tests {
 
     #[test]
     fn endpoint_selects_every_record_of_it() {
-        assert_eq!(count(&Filter { endpoint: Some(1), ..Filter::default() }), sample_records().len());
-        assert_eq!(count(&Filter { endpoint: Some(9), ..Filter::default() }), 0);
+        assert_eq!(
+            count(&Filter {
+                endpoint: Some(1),
+                ..Filter::default()
+            }),
+            sample_records().len()
+        );
+        assert_eq!(
+            count(&Filter {
+                endpoint: Some(9),
+                ..Filter::default()
+            }),
+            0
+        );
     }
 
     #[test]
     fn rejects_bad_filter_text() {
-        assert_eq!("0x20-0x10".parse::<AddrRange>(), Err(FilterError::EmptyRange { start: 0x20, end: 0x10 }));
+        assert_eq!(
+            "0x20-0x10".parse::<AddrRange>(),
+            Err(FilterError::EmptyRange { start: 0x20, end: 0x10 })
+        );
         assert!(matches!("zz".parse::<AddrRange>(), Err(FilterError::BadNumber { .. })));
-        assert!(matches!("0x1-".parse::<AddrRange>(), Err(FilterError::BadNumber { .. })));
-        assert!(matches!("NOT_A_STATUS".parse::<StatusFilter>(), Err(FilterError::BadStatus { .. })));
-        assert!(matches!("70000".parse::<StatusFilter>(), Err(FilterError::OutOfRange { .. })));
+        assert!(matches!(
+            "0x1-".parse::<AddrRange>(),
+            Err(FilterError::BadNumber { .. })
+        ));
+        assert!(matches!(
+            "NOT_A_STATUS".parse::<StatusFilter>(),
+            Err(FilterError::BadStatus { .. })
+        ));
+        assert!(matches!(
+            "70000".parse::<StatusFilter>(),
+            Err(FilterError::OutOfRange { .. })
+        ));
         assert!(matches!(parse_space("dram"), Err(FilterError::BadSpace { .. })));
         assert_eq!(parse_u64("0x1_000"), Ok(4096));
     }

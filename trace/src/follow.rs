@@ -41,7 +41,11 @@ pub struct Follower {
 
 impl Follower {
     pub fn new(path: &Path) -> Self {
-        Follower { path: path.to_owned(), files: BTreeMap::new(), base_start_ns: None }
+        Follower {
+            path: path.to_owned(),
+            files: BTreeMap::new(),
+            base_start_ns: None,
+        }
     }
 
     /// Paths seen so far, indexed by [`Item::file`].
@@ -65,10 +69,16 @@ impl Follower {
         let mut items = Vec::new();
         for f in files {
             let next_index = self.files.len();
-            let st =
-                self.files.entry(f.path.clone()).or_insert(Followed { index: next_index, id: (0, 0), header: None, offset: 0 });
-            read_new(&f.path, st, &mut self.base_start_ns, &mut items)
-                .map_err(|source| FileError { path: f.path.clone(), source })?;
+            let st = self.files.entry(f.path.clone()).or_insert(Followed {
+                index: next_index,
+                id: (0, 0),
+                header: None,
+                offset: 0,
+            });
+            read_new(&f.path, st, &mut self.base_start_ns, &mut items).map_err(|source| FileError {
+                path: f.path.clone(),
+                source,
+            })?;
         }
         items.sort_by_key(|i| (i.ts_ns, i.file, i.offset));
         Ok(items)
@@ -100,7 +110,12 @@ fn read_new(path: &Path, st: &mut Followed, base: &mut Option<u64>, out: &mut Ve
     file.seek(SeekFrom::Start(st.offset)).map_err(io)?;
     let mut r = TraceReader::resume(BufReader::new(file), header, st.offset);
     while let Some((offset, record)) = r.next_record()? {
-        out.push(Item { file: st.index, offset, ts_ns: shift.saturating_add(record.t_ns), record });
+        out.push(Item {
+            file: st.index,
+            offset,
+            ts_ns: shift.saturating_add(record.t_ns),
+            record,
+        });
     }
     st.offset = r.offset();
     Ok(())
@@ -139,7 +154,13 @@ mod tests {
     fn partial_frame_waits_for_the_next_poll() {
         let dir = temp_dir("follow-partial");
         let path = dir.join("ep0.phyrtrace");
-        let h = Header { endpoint: 0, frame_crc: true, data_crc: false, start_unix_ns: 0, max_bytes: 1 << 20 };
+        let h = Header {
+            endpoint: 0,
+            frame_crc: true,
+            data_crc: false,
+            start_unix_ns: 0,
+            max_bytes: 1 << 20,
+        };
         let mut bytes = h.encode().to_vec();
         crate::format::encode_frame(&dma(1, 0, 1, 0, 8, 0), true, &mut bytes);
         std::fs::write(&path, &bytes[..bytes.len() - 10]).unwrap();

@@ -93,9 +93,18 @@ pub enum FormatError {
     #[error("frame at offset {offset}: unknown event tag {tag}")]
     UnknownEvent { offset: u64, tag: u8 },
     #[error("frame at offset {offset}: {what} body is {found} bytes, expected {expected}")]
-    BodyLength { offset: u64, what: &'static str, expected: usize, found: usize },
+    BodyLength {
+        offset: u64,
+        what: &'static str,
+        expected: usize,
+        found: usize,
+    },
     #[error("frame at offset {offset}: field `{field}` has invalid value {value}")]
-    BadField { offset: u64, field: &'static str, value: u64 },
+    BadField {
+        offset: u64,
+        field: &'static str,
+        value: u64,
+    },
     #[error("frame at offset {offset}: error message is not valid UTF-8")]
     BadUtf8 { offset: u64 },
 }
@@ -174,7 +183,11 @@ pub fn encode_frame(rec: &Record, frame_crc: bool, out: &mut Vec<u8>) -> usize {
     out.extend_from_slice(&[0u8; FRAME_HEADER_LEN]);
     encode_body(rec, out);
     let body_len = out.len() - start - FRAME_HEADER_LEN;
-    let crc = if frame_crc { crate::crc::frame_crc(&out[start + FRAME_HEADER_LEN..]) } else { 0 };
+    let crc = if frame_crc {
+        crate::crc::frame_crc(&out[start + FRAME_HEADER_LEN..])
+    } else {
+        0
+    };
     put32(&mut out[start..], 0, body_len as u32);
     put32(&mut out[start..], 4, crc);
     out.len() - start
@@ -206,7 +219,13 @@ pub fn command_done_frame(
     frame_crc: bool,
 ) -> Option<[u8; COMMAND_DONE_FRAME_LEN]> {
     match *done {
-        Event::CommandDone { queue, command_id, opcode, status, result } => {
+        Event::CommandDone {
+            queue,
+            command_id,
+            opcode,
+            status,
+            result,
+        } => {
             let words = [
                 u64::from(KIND_EVENT) | u64::from(TAG_COMMAND_DONE) << 8 | u64::from(endpoint) << 16,
                 t_ns,
@@ -224,7 +243,11 @@ pub fn command_done_frame(
 #[inline]
 fn words_frame<const F: usize>(words: &[u64], frame_crc: bool) -> [u8; F] {
     debug_assert_eq!(F, FRAME_HEADER_LEN + 8 * words.len());
-    let crc = if frame_crc { crate::crc::frame_crc_words(words) } else { 0 };
+    let crc = if frame_crc {
+        crate::crc::frame_crc_words(words)
+    } else {
+        0
+    };
     let mut f = [0u8; F];
     let body_len = (F - FRAME_HEADER_LEN) as u64;
     f[..8].copy_from_slice(&(body_len | u64::from(crc) << 32).to_le_bytes());
@@ -287,7 +310,13 @@ fn encode_body(rec: &Record, out: &mut Vec<u8>) {
             let tag_at = out.len() + 1;
             out.extend_from_slice(&p);
             let tag = match event {
-                Event::DmaMap { iova, size, readable, writable, has_fd } => {
+                Event::DmaMap {
+                    iova,
+                    size,
+                    readable,
+                    writable,
+                    has_fd,
+                } => {
                     let flags = u8::from(*readable) | u8::from(*writable) << 1 | u8::from(*has_fd) << 2;
                     push_u64s(out, &[*iova, *size]);
                     out.extend_from_slice(&[flags, 0, 0, 0, 0, 0, 0, 0]);
@@ -304,7 +333,13 @@ fn encode_body(rec: &Record, out: &mut Vec<u8>) {
                     out.extend_from_slice(&[0u8; 6]);
                     4
                 }
-                Event::CommandDone { queue, command_id, opcode, status, result } => {
+                Event::CommandDone {
+                    queue,
+                    command_id,
+                    opcode,
+                    status,
+                    result,
+                } => {
                     out.extend_from_slice(&queue.to_le_bytes());
                     out.extend_from_slice(&command_id.to_le_bytes());
                     out.extend_from_slice(&[*opcode, 0]);
@@ -342,9 +377,18 @@ pub fn decode_body(b: &[u8], offset: u64) -> Result<Record, FormatError> {
 
 fn decode_dma(b: &[u8], offset: u64) -> Result<Record, FormatError> {
     if b.len() != DMA_BODY_LEN {
-        return Err(FormatError::BodyLength { offset, what: "DMA record", expected: DMA_BODY_LEN, found: b.len() });
+        return Err(FormatError::BodyLength {
+            offset,
+            what: "DMA record",
+            expected: DMA_BODY_LEN,
+            found: b.len(),
+        });
     }
-    let bad = |field, value: u8| FormatError::BadField { offset, field, value: value.into() };
+    let bad = |field, value: u8| FormatError::BadField {
+        offset,
+        field,
+        value: value.into(),
+    };
     let direction = match b[1] {
         0 => Direction::Read,
         1 => Direction::Write,
@@ -358,8 +402,15 @@ fn decode_dma(b: &[u8], offset: u64) -> Result<Record, FormatError> {
     };
     let target = match b[3] {
         0 => Target::None,
-        1 => Target::GuestMemory { mapping: get32(b, 52), offset: get64(b, 56) },
-        2 => Target::PeerBar { endpoint: get16(b, 48), bar: b[43], offset: get64(b, 56) },
+        1 => Target::GuestMemory {
+            mapping: get32(b, 52),
+            offset: get64(b, 56),
+        },
+        2 => Target::PeerBar {
+            endpoint: get16(b, 48),
+            bar: b[43],
+            offset: get64(b, 56),
+        },
         v => return Err(bad("target kind", v)),
     };
     let crc32c = match b[42] {
@@ -390,7 +441,12 @@ fn decode_dma(b: &[u8], offset: u64) -> Result<Record, FormatError> {
 
 fn decode_event(b: &[u8], offset: u64) -> Result<Record, FormatError> {
     if b.len() < EVENT_PREFIX_LEN {
-        return Err(FormatError::BodyLength { offset, what: "event", expected: EVENT_PREFIX_LEN, found: b.len() });
+        return Err(FormatError::BodyLength {
+            offset,
+            what: "event",
+            expected: EVENT_PREFIX_LEN,
+            found: b.len(),
+        });
     }
     let tag = b[1];
     let endpoint = get16(b, 2);
@@ -400,20 +456,33 @@ fn decode_event(b: &[u8], offset: u64) -> Result<Record, FormatError> {
         if tail.len() == n {
             Ok(())
         } else {
-            Err(FormatError::BodyLength { offset, what, expected: EVENT_PREFIX_LEN + n, found: b.len() })
+            Err(FormatError::BodyLength {
+                offset,
+                what,
+                expected: EVENT_PREFIX_LEN + n,
+                found: b.len(),
+            })
         }
     };
     let bool_at = |field, v: u8| match v {
         0 => Ok(false),
         1 => Ok(true),
-        v => Err(FormatError::BadField { offset, field, value: v.into() }),
+        v => Err(FormatError::BadField {
+            offset,
+            field,
+            value: v.into(),
+        }),
     };
     let event = match tag {
         1 => {
             need("DmaMap event", 24)?;
             let flags = tail[16];
             if flags & !0b111 != 0 {
-                return Err(FormatError::BadField { offset, field: "DmaMap flags", value: flags.into() });
+                return Err(FormatError::BadField {
+                    offset,
+                    field: "DmaMap flags",
+                    value: flags.into(),
+                });
             }
             Event::DmaMap {
                 iova: get64(tail, 0),
@@ -425,7 +494,11 @@ fn decode_event(b: &[u8], offset: u64) -> Result<Record, FormatError> {
         }
         2 => {
             need("DmaUnmap event", 24)?;
-            Event::DmaUnmap { iova: get64(tail, 0), size: get64(tail, 8), all: bool_at("DmaUnmap all", tail[16])? }
+            Event::DmaUnmap {
+                iova: get64(tail, 0),
+                size: get64(tail, 8),
+                all: bool_at("DmaUnmap all", tail[16])?,
+            }
         }
         3 => {
             need("Reset event", 0)?;
@@ -464,19 +537,30 @@ fn decode_event(b: &[u8], offset: u64) -> Result<Record, FormatError> {
             }
             let n = usize::from(get16(tail, 0));
             if n > MAX_MESSAGE {
-                return Err(FormatError::BadField { offset, field: "Error message length", value: n as u64 });
+                return Err(FormatError::BadField {
+                    offset,
+                    field: "Error message length",
+                    value: n as u64,
+                });
             }
             need("Error event", 2 + n)?;
             let message = std::str::from_utf8(&tail[2..]).map_err(|_| FormatError::BadUtf8 { offset })?;
-            Event::Error { message: message.to_owned() }
+            Event::Error {
+                message: message.to_owned(),
+            }
         }
         9 => {
             need("Dropped event", 8)?;
-            Event::Dropped { records: get64(tail, 0) }
+            Event::Dropped {
+                records: get64(tail, 0),
+            }
         }
         tag => return Err(FormatError::UnknownEvent { offset, tag }),
     };
-    Ok(Record { t_ns, payload: Payload::Event { endpoint, event } })
+    Ok(Record {
+        t_ns,
+        payload: Payload::Event { endpoint, event },
+    })
 }
 
 fn truncate_at_char(s: &str, max: usize) -> &str {
@@ -571,7 +655,11 @@ mod tests {
             let n = encode_frame(&rec, true, &mut buf);
             assert_eq!(n, buf.len());
             assert_eq!(get32(&buf, 0) as usize, n - FRAME_HEADER_LEN);
-            assert_eq!(decode_body(&buf[FRAME_HEADER_LEN..], 0).as_ref(), Ok(&rec), "sample {i}");
+            assert_eq!(
+                decode_body(&buf[FRAME_HEADER_LEN..], 0).as_ref(),
+                Ok(&rec),
+                "sample {i}"
+            );
         }
     }
 
@@ -598,7 +686,10 @@ mod tests {
 
     #[test]
     fn rejects_header_shorter_than_64_bytes() {
-        assert_eq!(Header::decode(&header().encode()[..63]), Err(FormatError::HeaderTruncated { len: 63 }));
+        assert_eq!(
+            Header::decode(&header().encode()[..63]),
+            Err(FormatError::HeaderTruncated { len: 63 })
+        );
     }
 
     #[test]
@@ -608,19 +699,38 @@ mod tests {
         for (idx, field) in [(1, "direction"), (2, "space"), (3, "target kind"), (42, "has_crc")] {
             let mut body = buf[FRAME_HEADER_LEN..].to_vec();
             body[idx] = 7;
-            assert_eq!(decode_body(&body, 100), Err(FormatError::BadField { offset: 100, field, value: 7 }));
+            assert_eq!(
+                decode_body(&body, 100),
+                Err(FormatError::BadField {
+                    offset: 100,
+                    field,
+                    value: 7
+                })
+            );
         }
     }
 
     #[test]
     fn rejects_body_of_wrong_length_and_unknown_kind() {
-        assert!(matches!(decode_body(&[1; 10], 8), Err(FormatError::BodyLength { offset: 8, .. })));
-        assert!(matches!(decode_body(&[2; 10], 8), Err(FormatError::BodyLength { offset: 8, .. })));
-        assert_eq!(decode_body(&[9; 64], 8), Err(FormatError::UnknownKind { offset: 8, kind: 9 }));
+        assert!(matches!(
+            decode_body(&[1; 10], 8),
+            Err(FormatError::BodyLength { offset: 8, .. })
+        ));
+        assert!(matches!(
+            decode_body(&[2; 10], 8),
+            Err(FormatError::BodyLength { offset: 8, .. })
+        ));
+        assert_eq!(
+            decode_body(&[9; 64], 8),
+            Err(FormatError::UnknownKind { offset: 8, kind: 9 })
+        );
         let mut ev = [0u8; 16];
         ev[0] = 2;
         ev[1] = 200;
-        assert_eq!(decode_body(&ev, 8), Err(FormatError::UnknownEvent { offset: 8, tag: 200 }));
+        assert_eq!(
+            decode_body(&ev, 8),
+            Err(FormatError::UnknownEvent { offset: 8, tag: 200 })
+        );
     }
 
     #[test]
@@ -636,11 +746,20 @@ mod tests {
     #[test]
     fn long_error_messages_are_cut_at_a_char_boundary() {
         let message = "é".repeat(MAX_MESSAGE); // 2 bytes per char
-        let rec = Record { t_ns: 1, payload: Payload::Event { endpoint: 0, event: Event::Error { message } } };
+        let rec = Record {
+            t_ns: 1,
+            payload: Payload::Event {
+                endpoint: 0,
+                event: Event::Error { message },
+            },
+        };
         let mut buf = Vec::new();
         encode_frame(&rec, true, &mut buf);
         match decode_body(&buf[FRAME_HEADER_LEN..], 0).unwrap().payload {
-            Payload::Event { event: Event::Error { message }, .. } => assert_eq!(message.len(), MAX_MESSAGE),
+            Payload::Event {
+                event: Event::Error { message },
+                ..
+            } => assert_eq!(message.len(), MAX_MESSAGE),
             other => panic!("unexpected {other:?}"),
         }
     }

@@ -50,7 +50,11 @@ impl Outcome {
     fn finish(&mut self, files: &[FileReport]) {
         for f in files {
             if let Some(tail) = f.tail.filter(|t| !t.is_clean()) {
-                self.warnings.push(format!("{}: {tail}; showing the {} complete records", f.path.display(), f.records));
+                self.warnings.push(format!(
+                    "{}: {tail}; showing the {} complete records",
+                    f.path.display(),
+                    f.records
+                ));
             }
         }
         self.files = files.to_vec();
@@ -179,7 +183,10 @@ pub fn follow_target(run_or_trace: &Path) -> PathBuf {
 
 fn has_trace_files(dir: &Path) -> bool {
     std::fs::read_dir(dir)
-        .map(|rd| rd.filter_map(Result::ok).any(|e| e.path().extension().is_some_and(|x| x == "phyrtrace")))
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .any(|e| e.path().extension().is_some_and(|x| x == "phyrtrace"))
+        })
         .unwrap_or(false)
 }
 
@@ -205,8 +212,17 @@ mod tests {
         let run = run_with_trace("inspect");
         let files = trace_files(&run).unwrap();
         let mut out = Vec::new();
-        let o =
-            inspect(&files, &Filter::default(), Views { list: true, summary: true }, Style::plain(), &mut out).unwrap();
+        let o = inspect(
+            &files,
+            &Filter::default(),
+            Views {
+                list: true,
+                summary: true,
+            },
+            Style::plain(),
+            &mut out,
+        )
+        .unwrap();
         let text = String::from_utf8(out).unwrap();
         assert_eq!(o.records as usize, sample_records().len());
         assert!(o.warnings.is_empty() && o.errors.is_empty());
@@ -219,12 +235,20 @@ mod tests {
         let run = run_with_trace("inspect-trunc");
         let path = run.join("trace/ep1.phyrtrace");
         let len = std::fs::metadata(&path).unwrap().len();
-        std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(len - 3).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(len - 3)
+            .unwrap();
         let mut out = Vec::new();
         let o = inspect(
             &trace_files(&run).unwrap(),
             &Filter::default(),
-            Views { list: true, summary: false },
+            Views {
+                list: true,
+                summary: false,
+            },
             Style::plain(),
             &mut out,
         )
@@ -244,7 +268,13 @@ mod tests {
         bytes[64 + 72 + 30] ^= 0xff; // inside the second frame
         std::fs::write(&path, bytes).unwrap();
         let mut out = Vec::new();
-        let o = export(&trace_files(&run).unwrap(), &Filter::default(), ExportFormat::Jsonl, &mut out).unwrap();
+        let o = export(
+            &trace_files(&run).unwrap(),
+            &Filter::default(),
+            ExportFormat::Jsonl,
+            &mut out,
+        )
+        .unwrap();
         assert_eq!(o.shown, 1);
         assert_eq!(o.errors.len(), 1);
         assert!(o.errors[0].contains("offset 136"), "{:?}", o.errors);
@@ -254,12 +284,19 @@ mod tests {
     #[test]
     fn filtered_perfetto_export_parses() {
         let run = run_with_trace("inspect-export");
-        let filter = Filter { status: Some(StatusFilter::Error), ..Filter::default() };
+        let filter = Filter {
+            status: Some(StatusFilter::Error),
+            ..Filter::default()
+        };
         let mut out = Vec::new();
         let o = export(&trace_files(&run).unwrap(), &filter, ExportFormat::Perfetto, &mut out).unwrap();
         assert_eq!(o.shown, 2);
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
-        assert!(v["traceEvents"].as_array().unwrap().iter().any(|e| e["name"] == "FAULT IOMMU_FAULT"));
+        assert!(v["traceEvents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == "FAULT IOMMU_FAULT"));
         std::fs::remove_dir_all(run).unwrap();
     }
 

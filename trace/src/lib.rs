@@ -27,6 +27,7 @@ mod summary;
 mod testutil;
 mod writer;
 
+pub use clock::TraceClock;
 pub use crc::{data_crc, data_crc_append};
 pub use filter::{parse_space, parse_u64, AddrRange, Filter, FilterError, StatusFilter};
 pub use follow::{FollowError, Follower};
@@ -39,5 +40,4 @@ pub use reader::{read_bytes, FileError, ReadError, Tail, TraceContents, TraceRea
 pub use record::{Direction, DmaRecord, Event, Payload, Record, Space, Target};
 pub use run_dir::{pick_recipe_run, resolve_run_dir, trace_files, LocateError, TraceFile};
 pub use summary::{human_bytes, EndpointSummary, ErrorGroup, Flow, Summary};
-pub use clock::TraceClock;
 pub use writer::{trace_file_name, Recorder, TraceConfig, WriteError};

@@ -68,9 +68,16 @@ pub fn write_line(w: &mut impl Write, ts_ns: u64, rec: &Record, style: Style) ->
             } else {
                 status_name(d.status)
             };
-            let crc = d.crc32c.map(|c| style.dim(&format!(" crc {c:08x}"))).unwrap_or_default();
+            let crc = d
+                .crc32c
+                .map(|c| style.dim(&format!(" crc {c:08x}")))
+                .unwrap_or_default();
             // Queue traffic (SQ fetch, CQ write) and list blocks belong to no data segment.
-            let segment = if d.segment == u32::MAX { "-".to_owned() } else { d.segment.to_string() };
+            let segment = if d.segment == u32::MAX {
+                "-".to_owned()
+            } else {
+                d.segment.to_string()
+            };
             writeln!(
                 w,
                 "{t} {:<4} {:<4} {:>5} {:<7} {:<5} {:>5} {:<5} {:<7} {:#018x} {:>8}  {:<22} {status}{crc}",
@@ -102,8 +109,18 @@ pub fn write_line(w: &mut impl Write, ts_ns: u64, rec: &Record, style: Style) ->
 /// The fields of an event as `key=value` text.
 pub fn event_details(e: &Event) -> String {
     match e {
-        Event::DmaMap { iova, size, readable, writable, has_fd } => {
-            let prot = format!("{}{}", if *readable { "r" } else { "-" }, if *writable { "w" } else { "-" });
+        Event::DmaMap {
+            iova,
+            size,
+            readable,
+            writable,
+            has_fd,
+        } => {
+            let prot = format!(
+                "{}{}",
+                if *readable { "r" } else { "-" },
+                if *writable { "w" } else { "-" }
+            );
             let fd = if *has_fd { "fd" } else { "no fd (message access)" };
             format!("iova={iova:#x} size={size:#x} {prot} {fd}")
         }
@@ -116,7 +133,13 @@ pub fn event_details(e: &Event) -> String {
         }
         Event::Reset | Event::Connected | Event::Disconnected => String::new(),
         Event::Interrupt { vector } => format!("vector={vector}"),
-        Event::CommandDone { queue, command_id, opcode, status, result } => format!(
+        Event::CommandDone {
+            queue,
+            command_id,
+            opcode,
+            status,
+            result,
+        } => format!(
             "q{queue} cmd {command_id} {} status={} result={result:#x}",
             opcode_name(*opcode),
             status_name(*status)
@@ -146,7 +169,10 @@ mod tests {
         assert!(dma.iter().all(|l| col(l) == col(dma[0])), "{text}");
         assert!(lines[3].contains("IOMMU_FAULT"), "{text}");
         assert!(lines[2].contains("ep2.bar2+0x1000"), "{text}");
-        assert!(text.contains("command_done ep1") || text.contains("ep1  command_done"), "{text}");
+        assert!(
+            text.contains("command_done ep1") || text.contains("ep1  command_done"),
+            "{text}"
+        );
     }
 
     #[test]

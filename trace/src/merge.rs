@@ -58,7 +58,13 @@ impl MergedReader {
         let mut reports = Vec::new();
         let mut pending_errors = Vec::new();
         for f in files {
-            let mut report = FileReport { path: f.path.clone(), header: None, records: 0, tail: None, error: None };
+            let mut report = FileReport {
+                path: f.path.clone(),
+                header: None,
+                records: 0,
+                tail: None,
+                error: None,
+            };
             let reader = match TraceReader::open(&f.path) {
                 Ok(r) => {
                     report.header = Some(r.header().clone());
@@ -70,14 +76,27 @@ impl MergedReader {
                     None
                 }
             };
-            sources.push(Source { reader, head: None, shift_ns: 0 });
+            sources.push(Source {
+                reader,
+                head: None,
+                shift_ns: 0,
+            });
             reports.push(report);
         }
-        let min_start = reports.iter().filter_map(|r| r.header.as_ref()).map(|h| h.start_unix_ns).min().unwrap_or(0);
+        let min_start = reports
+            .iter()
+            .filter_map(|r| r.header.as_ref())
+            .map(|h| h.start_unix_ns)
+            .min()
+            .unwrap_or(0);
         for (s, r) in sources.iter_mut().zip(&reports) {
             s.shift_ns = r.header.as_ref().map_or(0, |h| h.start_unix_ns - min_start);
         }
-        let mut m = MergedReader { sources, reports, pending_errors };
+        let mut m = MergedReader {
+            sources,
+            reports,
+            pending_errors,
+        };
         for i in 0..m.sources.len() {
             m.refill(i);
         }
@@ -95,7 +114,12 @@ impl MergedReader {
             Ok(Some((offset, record))) => {
                 self.reports[i].records += 1;
                 let ts_ns = src.shift_ns.saturating_add(record.t_ns);
-                src.head = Some(Item { file: i, offset, ts_ns, record });
+                src.head = Some(Item {
+                    file: i,
+                    offset,
+                    ts_ns,
+                    record,
+                });
             }
             Ok(None) => {
                 self.reports[i].tail = reader.tail();
@@ -103,7 +127,10 @@ impl MergedReader {
             }
             Err(source) => {
                 self.reports[i].error = Some(source.to_string());
-                self.pending_errors.push(FileError { path: self.reports[i].path.clone(), source });
+                self.pending_errors.push(FileError {
+                    path: self.reports[i].path.clone(),
+                    source,
+                });
                 src.reader = None;
             }
         }
@@ -117,7 +144,13 @@ impl Iterator for MergedReader {
         if let Some(e) = self.pending_errors.pop() {
             return Some(Err(e));
         }
-        let i = self.sources.iter().enumerate().filter_map(|(i, s)| s.head.as_ref().map(|h| (h.ts_ns, i))).min()?.1;
+        let i = self
+            .sources
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.head.as_ref().map(|h| (h.ts_ns, i)))
+            .min()?
+            .1;
         let item = self.sources[i].head.take()?;
         self.refill(i);
         Some(Ok(item))

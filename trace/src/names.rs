@@ -26,7 +26,10 @@ pub fn status_is_failure(code: u16) -> bool {
 
 /// Parses a status name (`iommu_fault`, case-insensitive) into its code.
 pub fn status_code(name: &str) -> Option<u16> {
-    Status::ALL.iter().find(|s| s.name().eq_ignore_ascii_case(name)).map(|s| *s as u16)
+    Status::ALL
+        .iter()
+        .find(|s| s.name().eq_ignore_ascii_case(name))
+        .map(|s| *s as u16)
 }
 
 pub fn opcode_name(op: u8) -> String {

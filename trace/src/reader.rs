@@ -36,10 +36,16 @@ impl std::fmt::Display for Tail {
         match self {
             Tail::Clean => write!(f, "complete"),
             Tail::Truncated { offset, bytes } => {
-                write!(f, "truncated: an incomplete record of {bytes} bytes at offset {offset} was ignored")
+                write!(
+                    f,
+                    "truncated: an incomplete record of {bytes} bytes at offset {offset} was ignored"
+                )
             }
             Tail::TornFrame { offset, bytes } => {
-                write!(f, "torn: the last record ({bytes} bytes at offset {offset}) fails its CRC and was ignored")
+                write!(
+                    f,
+                    "torn: the last record ({bytes} bytes at offset {offset}) fails its CRC and was ignored"
+                )
             }
             Tail::ZeroFilled { offset, bytes } => write!(f, "{bytes} zero bytes from offset {offset} were ignored"),
         }
@@ -80,7 +86,10 @@ pub struct TraceReader<R> {
 impl TraceReader<BufReader<File>> {
     /// Opens a trace file and reads its header.
     pub fn open(path: &Path) -> Result<Self, FileError> {
-        let wrap = |source| FileError { path: path.to_owned(), source };
+        let wrap = |source| FileError {
+            path: path.to_owned(),
+            source,
+        };
         let file = File::open(path).map_err(|source| wrap(ReadError::Io { offset: 0, source }))?;
         TraceReader::new(BufReader::with_capacity(1 << 16, file)).map_err(wrap)
     }
@@ -98,7 +107,14 @@ impl<R: Read> TraceReader<R> {
     /// Continues reading at frame offset `offset` of a file whose header is `header`; `src`
     /// must be positioned there (follow mode re-opens a growing file this way).
     pub fn resume(src: R, header: Header, offset: u64) -> Self {
-        TraceReader { src, header, offset, tail: None, failed: false, body: Vec::with_capacity(128) }
+        TraceReader {
+            src,
+            header,
+            offset,
+            tail: None,
+            failed: false,
+            body: Vec::with_capacity(128),
+        }
     }
 
     pub fn header(&self) -> &Header {
@@ -143,7 +159,10 @@ impl<R: Read> TraceReader<R> {
         if len == 0 || len > MAX_BODY {
             if fh.iter().all(|&b| b == 0) {
                 if let Some(zeros) = self.rest_is_zero(at + FRAME_HEADER_LEN as u64)? {
-                    return self.end_with(Tail::ZeroFilled { offset: at, bytes: FRAME_HEADER_LEN as u64 + zeros });
+                    return self.end_with(Tail::ZeroFilled {
+                        offset: at,
+                        bytes: FRAME_HEADER_LEN as u64 + zeros,
+                    });
                 }
             }
             return Err(FormatError::BadFrameLength { offset: at, len }.into());
@@ -162,7 +181,12 @@ impl<R: Read> TraceReader<R> {
                     let bytes = FRAME_HEADER_LEN as u64 + u64::from(len);
                     return self.end_with(Tail::TornFrame { offset: at, bytes });
                 }
-                return Err(FormatError::FrameCrc { offset: at, stored, computed }.into());
+                return Err(FormatError::FrameCrc {
+                    offset: at,
+                    stored,
+                    computed,
+                }
+                .into());
             }
         }
         let rec = decode_body(&self.body, at)?;
@@ -245,7 +269,11 @@ pub fn read_bytes(bytes: &[u8]) -> Result<TraceContents, ReadError> {
         records.push(rec);
     }
     let tail = r.tail().unwrap_or(Tail::Clean);
-    Ok(TraceContents { header: r.header, records, tail })
+    Ok(TraceContents {
+        header: r.header,
+        records,
+        tail,
+    })
 }
 
 #[cfg(test)]
@@ -255,7 +283,13 @@ mod tests {
     use crate::testutil::sample_records;
 
     fn file(frame_crc: bool) -> (Vec<u8>, Vec<u64>) {
-        let h = Header { endpoint: 1, frame_crc, data_crc: true, start_unix_ns: 5, max_bytes: 1 << 20 };
+        let h = Header {
+            endpoint: 1,
+            frame_crc,
+            data_crc: true,
+            start_unix_ns: 5,
+            max_bytes: 1 << 20,
+        };
         let mut b = h.encode().to_vec();
         let mut ends = vec![b.len() as u64];
         for rec in sample_records() {
@@ -318,7 +352,13 @@ mod tests {
         b[n - 1] ^= 0x01;
         let c = read_bytes(&b).unwrap();
         assert_eq!(c.records.len(), sample_records().len() - 1);
-        assert_eq!(c.tail, Tail::TornFrame { offset: last as u64, bytes: (n - last) as u64 });
+        assert_eq!(
+            c.tail,
+            Tail::TornFrame {
+                offset: last as u64,
+                bytes: (n - last) as u64
+            }
+        );
     }
 
     #[test]
@@ -328,7 +368,13 @@ mod tests {
         b.resize(n + 5000, 0);
         let c = read_bytes(&b).unwrap();
         assert_eq!(c.records.len(), sample_records().len());
-        assert_eq!(c.tail, Tail::ZeroFilled { offset: n as u64, bytes: 5000 });
+        assert_eq!(
+            c.tail,
+            Tail::ZeroFilled {
+                offset: n as u64,
+                bytes: 5000
+            }
+        );
     }
 
     #[test]
@@ -347,14 +393,23 @@ mod tests {
         let (mut b, ends) = file(false);
         let victim = ends[1] as usize;
         b[victim..victim + 8].fill(0);
-        assert!(matches!(read_bytes(&b), Err(ReadError::Format(FormatError::BadFrameLength { len: 0, .. }))));
+        assert!(matches!(
+            read_bytes(&b),
+            Err(ReadError::Format(FormatError::BadFrameLength { len: 0, .. }))
+        ));
     }
 
     #[test]
     fn rejects_garbage_that_is_not_a_trace() {
         let junk = vec![0x41u8; 200];
-        assert!(matches!(read_bytes(&junk), Err(ReadError::Format(FormatError::BadMagic { .. }))));
-        assert!(matches!(read_bytes(&[]), Err(ReadError::Format(FormatError::HeaderTruncated { len: 0 }))));
+        assert!(matches!(
+            read_bytes(&junk),
+            Err(ReadError::Format(FormatError::BadMagic { .. }))
+        ));
+        assert!(matches!(
+            read_bytes(&[]),
+            Err(ReadError::Format(FormatError::HeaderTruncated { len: 0 }))
+        ));
     }
 
     #[test]

@@ -35,19 +35,35 @@ pub struct TraceFile {
 /// (by name: run directories are timestamps) directory under `runs_root`.
 pub fn resolve_run_dir(arg: Option<&Path>, runs_root: &Path) -> Result<PathBuf, LocateError> {
     if let Some(p) = arg {
-        return if p.exists() { Ok(p.to_owned()) } else { Err(LocateError::NotFound { path: p.to_owned() }) };
+        return if p.exists() {
+            Ok(p.to_owned())
+        } else {
+            Err(LocateError::NotFound { path: p.to_owned() })
+        };
     }
     let latest = runs_root.join("latest");
     if latest.is_dir() {
         return Ok(latest);
     }
-    let no_runs = || LocateError::NoRuns { runs_root: runs_root.to_owned() };
+    let no_runs = || LocateError::NoRuns {
+        runs_root: runs_root.to_owned(),
+    };
     let entries = match fs::read_dir(runs_root) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(no_runs()),
-        Err(source) => return Err(LocateError::Io { path: runs_root.to_owned(), source }),
+        Err(source) => {
+            return Err(LocateError::Io {
+                path: runs_root.to_owned(),
+                source,
+            })
+        }
     };
-    entries.filter_map(Result::ok).filter(|e| e.path().is_dir()).map(|e| e.path()).max().ok_or_else(no_runs)
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.path())
+        .max()
+        .ok_or_else(no_runs)
 }
 
 /// A `just test` run holds one sub-run per QEMU recipe (`RUN/default/trace/`,
@@ -59,18 +75,29 @@ pub fn pick_recipe_run(run: &Path) -> (PathBuf, Option<String>) {
         return (run.to_owned(), None);
     }
     let mut subs: Vec<PathBuf> = match fs::read_dir(run) {
-        Ok(entries) => entries.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.join("trace").is_dir()).collect(),
+        Ok(entries) => entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.join("trace").is_dir())
+            .collect(),
         Err(_) => return (run.to_owned(), None),
     };
     if subs.is_empty() {
         return (run.to_owned(), None);
     }
     subs.sort();
-    let pick = subs.iter().position(|p| p.file_name().is_some_and(|n| n == "default")).unwrap_or(0);
+    let pick = subs
+        .iter()
+        .position(|p| p.file_name().is_some_and(|n| n == "default"))
+        .unwrap_or(0);
     let chosen = subs.remove(pick);
     let note = (!subs.is_empty()).then(|| {
         let others: Vec<String> = subs.iter().map(|p| p.display().to_string()).collect();
-        format!("showing {} (this run has more recipes; pass one of: {})", chosen.display(), others.join(", "))
+        format!(
+            "showing {} (this run has more recipes; pass one of: {})",
+            chosen.display(),
+            others.join(", ")
+        )
     });
     (chosen, note)
 }
@@ -79,16 +106,25 @@ pub fn pick_recipe_run(run: &Path) -> (PathBuf, Option<String>) {
 /// single `.phyrtrace` file. Sorted by endpoint.
 pub fn trace_files(path: &Path) -> Result<Vec<TraceFile>, LocateError> {
     if path.is_file() {
-        return Ok(vec![TraceFile { endpoint: endpoint_of(path), path: path.to_owned() }]);
+        return Ok(vec![TraceFile {
+            endpoint: endpoint_of(path),
+            path: path.to_owned(),
+        }]);
     }
     let sub = path.join("trace");
     let dir = if sub.is_dir() { sub } else { path.to_owned() };
-    let entries = fs::read_dir(&dir).map_err(|source| LocateError::Io { path: dir.clone(), source })?;
+    let entries = fs::read_dir(&dir).map_err(|source| LocateError::Io {
+        path: dir.clone(),
+        source,
+    })?;
     let mut files: Vec<TraceFile> = entries
         .filter_map(Result::ok)
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|x| x == "phyrtrace") && p.is_file())
-        .map(|p| TraceFile { endpoint: endpoint_of(&p), path: p })
+        .map(|p| TraceFile {
+            endpoint: endpoint_of(&p),
+            path: p,
+        })
         .collect();
     if files.is_empty() {
         return Err(LocateError::NoTraces { dir: path.to_owned() });
@@ -166,7 +202,10 @@ mod tests {
         let eps: Vec<_> = trace_files(&run).unwrap().into_iter().map(|f| f.endpoint).collect();
         assert_eq!(eps, [Some(2), Some(10)]);
         assert_eq!(trace_files(&t.join("ep2.phyrtrace")).unwrap().len(), 1);
-        assert!(matches!(resolve_run_dir(Some(&run.join("nope")), &run), Err(LocateError::NotFound { .. })));
+        assert!(matches!(
+            resolve_run_dir(Some(&run.join("nope")), &run),
+            Err(LocateError::NotFound { .. })
+        ));
         fs::remove_dir_all(run).unwrap();
     }
 }

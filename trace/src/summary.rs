@@ -60,7 +60,10 @@ impl Summary {
         match &rec.payload {
             Payload::Dma(d) => {
                 let ep = self.endpoints.entry(d.endpoint).or_default();
-                let flow = ep.flows.entry((space_name(d.space), direction_name(d.direction))).or_default();
+                let flow = ep
+                    .flows
+                    .entry((space_name(d.space), direction_name(d.direction)))
+                    .or_default();
                 flow.transfers += 1;
                 if d.status == 0 {
                     flow.bytes += u64::from(d.len);
@@ -77,7 +80,13 @@ impl Summary {
                 let ep = self.endpoints.entry(*endpoint).or_default();
                 *ep.events.entry(event_kind(event)).or_default() += 1;
                 match event {
-                    Event::CommandDone { queue, command_id, opcode, status, .. } => {
+                    Event::CommandDone {
+                        queue,
+                        command_id,
+                        opcode,
+                        status,
+                        ..
+                    } => {
                         ep.commands += 1;
                         if status_is_failure(*status) {
                             ep.commands_failed += 1;
@@ -109,7 +118,13 @@ impl Summary {
                 (None, Some(t)) if !t.is_clean() => style.yellow(&t.to_string()),
                 _ => "complete".to_owned(),
             };
-            writeln!(w, "{}  {} records, {}, {state}", f.path.display(), f.records, human_bytes(size))?;
+            writeln!(
+                w,
+                "{}  {} records, {}, {state}",
+                f.path.display(),
+                f.records,
+                human_bytes(size)
+            )?;
         }
         let span = match (self.first_ns, self.last_ns) {
             (Some(a), Some(b)) => format!("{} .. {}", fmt_time(a), fmt_time(b)),
@@ -120,7 +135,11 @@ impl Summary {
             writeln!(w)?;
             writeln!(w, "{}", style.bold(&format!("endpoint {ep}")))?;
             if !s.flows.is_empty() {
-                writeln!(w, "  {:<8} {:<6} {:>10} {:>12} {:>8}", "space", "dir", "transfers", "bytes", "failed")?;
+                writeln!(
+                    w,
+                    "  {:<8} {:<6} {:>10} {:>12} {:>8}",
+                    "space", "dir", "transfers", "bytes", "failed"
+                )?;
                 let mut total = Flow::default();
                 for ((space, dir), f) in &s.flows {
                     writeln!(
@@ -152,7 +171,10 @@ impl Summary {
                 writeln!(
                     w,
                     "  {}",
-                    style.yellow(&format!("{} records dropped (trace file full or writer behind)", s.dropped))
+                    style.yellow(&format!(
+                        "{} records dropped (trace file full or writer behind)",
+                        s.dropped
+                    ))
                 )?;
             }
             let has_errors = !s.dma_errors.is_empty() || !s.command_errors.is_empty() || !s.messages.is_empty();
@@ -232,11 +254,36 @@ mod tests {
             s.add(r.t_ns, &r);
         }
         let ep = &s.endpoints[&1];
-        assert_eq!(ep.flows[&("iova", "read")], Flow { transfers: 1, bytes: 65536, failed: 0 });
-        assert_eq!(ep.flows[&("bus", "write")], Flow { transfers: 1, bytes: 4096, failed: 0 });
-        assert_eq!(ep.flows[&("message", "read")], Flow { transfers: 1, bytes: 0, failed: 1 });
+        assert_eq!(
+            ep.flows[&("iova", "read")],
+            Flow {
+                transfers: 1,
+                bytes: 65536,
+                failed: 0
+            }
+        );
+        assert_eq!(
+            ep.flows[&("bus", "write")],
+            Flow {
+                transfers: 1,
+                bytes: 4096,
+                failed: 0
+            }
+        );
+        assert_eq!(
+            ep.flows[&("message", "read")],
+            Flow {
+                transfers: 1,
+                bytes: 0,
+                failed: 1
+            }
+        );
         assert_eq!(ep.dma_errors[&0x10].count, 1);
-        assert!(ep.dma_errors[&0x10].first.contains("cmd 8"), "{}", ep.dma_errors[&0x10].first);
+        assert!(
+            ep.dma_errors[&0x10].first.contains("cmd 8"),
+            "{}",
+            ep.dma_errors[&0x10].first
+        );
         assert_eq!(ep.commands, 1);
         assert_eq!(ep.dropped, 12);
         assert_eq!(ep.messages.len(), 1);

@@ -16,7 +16,10 @@ pub fn dma(t_ns: u64, endpoint: u16, command_id: u16, addr: u64, len: u32, statu
             space: Space::Iova,
             addr,
             len,
-            target: Target::GuestMemory { mapping: 0, offset: addr },
+            target: Target::GuestMemory {
+                mapping: 0,
+                offset: addr,
+            },
             status,
             crc32c: if status == 0 { Some(0xdead_beef) } else { None },
             dur_ns: 100,
@@ -25,7 +28,10 @@ pub fn dma(t_ns: u64, endpoint: u16, command_id: u16, addr: u64, len: u32, statu
 }
 
 pub fn event(t_ns: u64, endpoint: u16, event: Event) -> Record {
-    Record { t_ns, payload: Payload::Event { endpoint, event } }
+    Record {
+        t_ns,
+        payload: Payload::Event { endpoint, event },
+    }
 }
 
 pub fn sample_records() -> Vec<Record> {
@@ -33,7 +39,11 @@ pub fn sample_records() -> Vec<Record> {
     if let Payload::Dma(d) = &mut peer.payload {
         d.direction = Direction::Write;
         d.space = Space::Bus;
-        d.target = Target::PeerBar { endpoint: 2, bar: 2, offset: 0x1000 };
+        d.target = Target::PeerBar {
+            endpoint: 2,
+            bar: 2,
+            offset: 0x1000,
+        };
         d.queue = 3;
         d.segment = 17;
         d.list = 1;
@@ -47,14 +57,48 @@ pub fn sample_records() -> Vec<Record> {
         dma(10, 1, 5, 0x1000, 65536, 0),
         peer,
         msg,
-        event(40, 1, Event::DmaMap { iova: 0x1000, size: 0x10000, readable: true, writable: false, has_fd: true }),
-        event(41, 1, Event::DmaUnmap { iova: 0x1000, size: 0x10000, all: false }),
+        event(
+            40,
+            1,
+            Event::DmaMap {
+                iova: 0x1000,
+                size: 0x10000,
+                readable: true,
+                writable: false,
+                has_fd: true,
+            },
+        ),
+        event(
+            41,
+            1,
+            Event::DmaUnmap {
+                iova: 0x1000,
+                size: 0x10000,
+                all: false,
+            },
+        ),
         event(42, 1, Event::Reset),
         event(43, 1, Event::Interrupt { vector: 3 }),
-        event(44, 1, Event::CommandDone { queue: 0, command_id: 5, opcode: 1, status: 0, result: 65536 }),
+        event(
+            44,
+            1,
+            Event::CommandDone {
+                queue: 0,
+                command_id: 5,
+                opcode: 1,
+                status: 0,
+                result: 65536,
+            },
+        ),
         event(45, 1, Event::Connected),
         event(46, 1, Event::Disconnected),
-        event(47, 1, Event::Error { message: "IOVA 0x100000 not mapped".into() }),
+        event(
+            47,
+            1,
+            Event::Error {
+                message: "IOVA 0x100000 not mapped".into(),
+            },
+        ),
         event(48, 1, Event::Dropped { records: 12 }),
     ]
 }
@@ -64,7 +108,9 @@ pub fn temp_dir(tag: &str) -> std::path::PathBuf {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
     let dir = std::env::temp_dir().join(format!("phyr-trace-{tag}-{}-{n}-{nanos}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("create temp dir");
     dir

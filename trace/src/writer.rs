@@ -171,11 +171,20 @@ impl Recorder {
     pub fn create(dir: &Path, endpoint: u16, cfg: &TraceConfig, clock: &TraceClock) -> Result<Self, WriteError> {
         let min = HEADER_LEN as u64 + MARKER_LEN;
         if cfg.max_bytes < min {
-            return Err(WriteError::CapTooSmall { max_bytes: cfg.max_bytes, min });
+            return Err(WriteError::CapTooSmall {
+                max_bytes: cfg.max_bytes,
+                min,
+            });
         }
-        fs::create_dir_all(dir).map_err(|source| WriteError::CreateDir { path: dir.to_owned(), source })?;
+        fs::create_dir_all(dir).map_err(|source| WriteError::CreateDir {
+            path: dir.to_owned(),
+            source,
+        })?;
         let path = dir.join(trace_file_name(endpoint));
-        let mut file = File::create(&path).map_err(|source| WriteError::Create { path: path.clone(), source })?;
+        let mut file = File::create(&path).map_err(|source| WriteError::Create {
+            path: path.clone(),
+            source,
+        })?;
         let header = Header {
             endpoint,
             frame_crc: cfg.frame_crc,
@@ -217,7 +226,12 @@ impl Recorder {
             .name(format!("phyr-trace-ep{endpoint}"))
             .spawn(move || worker.run())
             .map_err(WriteError::Spawn)?;
-        Ok(Recorder { inner: Some(Arc::new(Handle { shared, thread: Mutex::new(Some(thread)) })) })
+        Ok(Recorder {
+            inner: Some(Arc::new(Handle {
+                shared,
+                thread: Mutex::new(Some(thread)),
+            })),
+        })
     }
 
     /// True unless this is [`Recorder::disabled`]: build records only when this holds.
@@ -229,7 +243,9 @@ impl Recorder {
     /// Whether the device should compute a CRC32C of the bytes it moves ([`crate::data_crc`]).
     #[inline]
     pub fn wants_crc(&self) -> bool {
-        self.inner.as_ref().is_some_and(|h| h.shared.cfg.data_crc && !h.shared.stopped.load(Relaxed))
+        self.inner
+            .as_ref()
+            .is_some_and(|h| h.shared.cfg.data_crc && !h.shared.stopped.load(Relaxed))
     }
 
     /// Timestamp for a record (`t_ns`): nanoseconds on the shared [`TraceClock`]; 0 if disabled.
@@ -251,7 +267,10 @@ impl Recorder {
     #[inline]
     pub fn record_now(&self, payload: Payload) {
         if let Some(h) = &self.inner {
-            h.shared.record(&Record { t_ns: h.shared.clock.now_ns(), payload });
+            h.shared.record(&Record {
+                t_ns: h.shared.clock.now_ns(),
+                payload,
+            });
         }
     }
 
@@ -267,7 +286,9 @@ impl Recorder {
 
     /// Records not written because the file reached its cap or the writer fell behind.
     pub fn dropped(&self) -> u64 {
-        self.inner.as_ref().map_or(0, |h| h.shared.dropped.load(Relaxed) + h.shared.lost.load(Relaxed))
+        self.inner
+            .as_ref()
+            .map_or(0, |h| h.shared.dropped.load(Relaxed) + h.shared.lost.load(Relaxed))
     }
 
     /// The trace file's path, if enabled.
@@ -298,7 +319,10 @@ fn seal_frames(buf: &mut [u8]) {
     let mut at = 0;
     while at + FRAME_HEADER_LEN <= buf.len() {
         let body = u32::from_le_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]) as usize;
-        debug_assert!(at + FRAME_HEADER_LEN + body <= buf.len(), "buffer holds whole frames only");
+        debug_assert!(
+            at + FRAME_HEADER_LEN + body <= buf.len(),
+            "buffer holds whole frames only"
+        );
         let end = (at + FRAME_HEADER_LEN + body).min(buf.len());
         let crc = frame_crc(&buf[at + FRAME_HEADER_LEN..end]);
         buf[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
@@ -371,7 +395,10 @@ impl Shared {
         if st.committed + n + MARKER_LEN > self.cfg.max_bytes {
             self.stopped.store(true, Relaxed);
             self.dropped.fetch_add(1, Relaxed);
-            let marker = MarkerPos { offset: st.committed, t_ns: self.clock.now_ns() };
+            let marker = MarkerPos {
+                offset: st.committed,
+                t_ns: self.clock.now_ns(),
+            };
             encode_frame(&self.marker_record(marker, 1), false, &mut st.buf);
             st.committed += MARKER_LEN;
             st.marker = Some(marker);
@@ -388,7 +415,13 @@ impl Shared {
     }
 
     fn marker_record(&self, m: MarkerPos, records: u64) -> Record {
-        Record { t_ns: m.t_ns, payload: Payload::Event { endpoint: self.endpoint, event: Event::Dropped { records } } }
+        Record {
+            t_ns: m.t_ns,
+            payload: Payload::Event {
+                endpoint: self.endpoint,
+                event: Event::Dropped { records },
+            },
+        }
     }
 
     fn write_error(&self, sink: &Sink) -> Result<(), WriteError> {
@@ -414,7 +447,10 @@ impl Shared {
             let lost = self.lost.swap(0, Relaxed);
             if lost > 0 {
                 if !self.stopped.load(Relaxed) && st.committed + 2 * MARKER_LEN <= self.cfg.max_bytes {
-                    let m = MarkerPos { offset: st.committed, t_ns: self.clock.now_ns() };
+                    let m = MarkerPos {
+                        offset: st.committed,
+                        t_ns: self.clock.now_ns(),
+                    };
                     let rec = self.marker_record(m, lost);
                     encode_frame(&rec, false, &mut st.buf);
                     st.committed += MARKER_LEN;
@@ -501,7 +537,10 @@ mod tests {
         let c = read(&path);
         assert_eq!(c.tail, Tail::Clean);
         assert_eq!(c.header.endpoint, 1);
-        assert_eq!(c.records.into_iter().map(|(_, r)| r).collect::<Vec<_>>(), sample_records());
+        assert_eq!(
+            c.records.into_iter().map(|(_, r)| r).collect::<Vec<_>>(),
+            sample_records()
+        );
         fs::remove_dir_all(dir).unwrap();
     }
 
@@ -532,7 +571,10 @@ mod tests {
     #[test]
     fn writer_thread_flushes_within_the_interval_without_explicit_flush() {
         let dir = temp_dir("writer-interval");
-        let cfg = TraceConfig { flush_interval: Duration::from_millis(20), ..TraceConfig::default() };
+        let cfg = TraceConfig {
+            flush_interval: Duration::from_millis(20),
+            ..TraceConfig::default()
+        };
         let rec = Recorder::create(&dir, 0, &cfg, &TraceClock::new()).unwrap();
         rec.record_now(dma(0, 0, 1, 0x1000, 8, 0).payload);
         let path = rec.path().unwrap().to_owned();
@@ -548,7 +590,10 @@ mod tests {
     #[test]
     fn full_file_stops_at_the_cap_and_counts_drops_in_a_marker() {
         let dir = temp_dir("writer-cap");
-        let cfg = TraceConfig { max_bytes: 1000, ..TraceConfig::default() };
+        let cfg = TraceConfig {
+            max_bytes: 1000,
+            ..TraceConfig::default()
+        };
         let rec = Recorder::create(&dir, 2, &cfg, &TraceClock::new()).unwrap();
         for i in 0..100 {
             rec.record(dma(i, 2, i as u16, 0x1000, 8, 0));
@@ -565,7 +610,10 @@ mod tests {
             assert!(fs::metadata(&path).unwrap().len() <= 1000);
             assert_eq!(c.records.len() as u64, fits + 1);
             match &c.records.last().unwrap().1.payload {
-                Payload::Event { event: Event::Dropped { records }, endpoint: 2 } => {
+                Payload::Event {
+                    event: Event::Dropped { records },
+                    endpoint: 2,
+                } => {
                     assert_eq!(*records, expect_dropped)
                 }
                 other => panic!("expected a Dropped marker, got {other:?}"),
@@ -583,7 +631,10 @@ mod tests {
     #[test]
     fn rejects_cap_smaller_than_header_plus_marker() {
         let dir = temp_dir("writer-tiny");
-        let cfg = TraceConfig { max_bytes: 10, ..TraceConfig::default() };
+        let cfg = TraceConfig {
+            max_bytes: 10,
+            ..TraceConfig::default()
+        };
         let err = Recorder::create(&dir, 0, &cfg, &TraceClock::new()).unwrap_err();
         assert!(matches!(err, WriteError::CapTooSmall { max_bytes: 10, min: 96 }));
         fs::remove_dir_all(dir).unwrap();
@@ -606,7 +657,13 @@ mod tests {
         rec.flush().unwrap();
         let c = read(rec.path().unwrap());
         assert_eq!(c.records.len(), 11);
-        assert!(matches!(c.records[10].1.payload, Payload::Event { event: Event::Dropped { records: 20 }, .. }));
+        assert!(matches!(
+            c.records[10].1.payload,
+            Payload::Event {
+                event: Event::Dropped { records: 20 },
+                ..
+            }
+        ));
         drop(rec);
         fs::remove_dir_all(dir).unwrap();
     }
@@ -614,7 +671,10 @@ mod tests {
     #[test]
     fn many_threads_recording_concurrently_lose_nothing() {
         let dir = temp_dir("writer-threads");
-        let cfg = TraceConfig { flush_threshold: 4096, ..TraceConfig::default() };
+        let cfg = TraceConfig {
+            flush_threshold: 4096,
+            ..TraceConfig::default()
+        };
         let rec = Recorder::create(&dir, 0, &cfg, &TraceClock::new()).unwrap();
         let path = rec.path().unwrap().to_owned();
         std::thread::scope(|s| {

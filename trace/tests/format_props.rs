@@ -27,7 +27,14 @@ fn target() -> impl Strategy<Value = Target> {
 
 fn dma() -> impl Strategy<Value = DmaRecord> {
     (
-        (any::<u16>(), any::<u16>(), any::<u16>(), any::<u8>(), any::<u32>(), any::<u8>()),
+        (
+            any::<u16>(),
+            any::<u16>(),
+            any::<u16>(),
+            any::<u8>(),
+            any::<u32>(),
+            any::<u8>(),
+        ),
         (direction(), space(), any::<u64>(), any::<u32>(), target()),
         (any::<u16>(), any::<Option<u32>>(), any::<u32>()),
     )
@@ -60,7 +67,13 @@ fn dma() -> impl Strategy<Value = DmaRecord> {
 fn event() -> impl Strategy<Value = Event> {
     prop_oneof![
         (any::<u64>(), any::<u64>(), any::<bool>(), any::<bool>(), any::<bool>()).prop_map(
-            |(iova, size, readable, writable, has_fd)| Event::DmaMap { iova, size, readable, writable, has_fd }
+            |(iova, size, readable, writable, has_fd)| Event::DmaMap {
+                iova,
+                size,
+                readable,
+                writable,
+                has_fd
+            }
         ),
         (any::<u64>(), any::<u64>(), any::<bool>()).prop_map(|(iova, size, all)| Event::DmaUnmap { iova, size, all }),
         Just(Event::Reset),
@@ -90,7 +103,13 @@ fn record() -> impl Strategy<Value = Record> {
 }
 
 fn file_of(records: &[Record], frame_crc: bool) -> Vec<u8> {
-    let h = Header { endpoint: 0, frame_crc, data_crc: true, start_unix_ns: 1, max_bytes: u64::MAX };
+    let h = Header {
+        endpoint: 0,
+        frame_crc,
+        data_crc: true,
+        start_unix_ns: 1,
+        max_bytes: u64::MAX,
+    };
     let mut b = h.encode().to_vec();
     for r in records {
         encode_frame(r, frame_crc, &mut b);
@@ -136,7 +155,13 @@ proptest! {
 #[test]
 fn jsonl_form_of_every_record_kind_is_stable() {
     // The JSON Lines export is the serde form; jq users depend on these names.
-    let r = Record { t_ns: 1, payload: Payload::Event { endpoint: 2, event: Event::Interrupt { vector: 3 } } };
+    let r = Record {
+        t_ns: 1,
+        payload: Payload::Event {
+            endpoint: 2,
+            event: Event::Interrupt { vector: 3 },
+        },
+    };
     assert_eq!(
         serde_json::to_string(&r).unwrap(),
         r#"{"t_ns":1,"payload":{"type":"event","endpoint":2,"event":{"kind":"interrupt","vector":3}}}"#

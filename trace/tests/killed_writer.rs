@@ -25,7 +25,10 @@ fn record(i: u64) -> Record {
             space: Space::Iova,
             addr: i * 4096,
             len: 4096,
-            target: Target::GuestMemory { mapping: 0, offset: i * 4096 },
+            target: Target::GuestMemory {
+                mapping: 0,
+                offset: i * 4096,
+            },
             status: 0,
             crc32c: Some(i as u32),
             dur_ns: 10,
@@ -38,7 +41,10 @@ fn record(i: u64) -> Record {
 #[ignore = "run as the child of sigkill_leaves_a_readable_file"]
 fn child_records_until_killed() {
     let Ok(dir) = std::env::var(CHILD_ENV) else { return };
-    let cfg = TraceConfig { flush_interval: Duration::from_millis(10), ..TraceConfig::default() };
+    let cfg = TraceConfig {
+        flush_interval: Duration::from_millis(10),
+        ..TraceConfig::default()
+    };
     let rec = Recorder::create(Path::new(&dir), 0, &cfg, &TraceClock::new()).unwrap();
     for i in 0.. {
         rec.record(record(i));

@@ -17,10 +17,17 @@ struct BenchDevice {
 
 impl Device for BenchDevice {
     fn info(&self) -> DeviceInfo {
-        DeviceInfo { flags: DEVICE_FLAG_PCI, num_regions: pci_region::COUNT, num_irqs: 0 }
+        DeviceInfo {
+            flags: DEVICE_FLAG_PCI,
+            num_regions: pci_region::COUNT,
+            num_irqs: 0,
+        }
     }
     fn region_info(&self, index: u32) -> Option<RegionInfo> {
-        Some(RegionInfo::io(if index == 0 { 4096 } else { 0 }, REGION_FLAG_READ | REGION_FLAG_WRITE))
+        Some(RegionInfo::io(
+            if index == 0 { 4096 } else { 0 },
+            REGION_FLAG_READ | REGION_FLAG_WRITE,
+        ))
     }
     fn region_read(&self, _index: u32, offset: u64, buf: &mut [u8]) -> Result<(), Errno> {
         buf.fill(offset as u8);
@@ -55,13 +62,19 @@ fn throughput(label: &str, bytes_per_iter: usize, mut f: impl FnMut()) {
     }
     let secs = start.elapsed().as_secs_f64();
     let mib = (bytes_per_iter as f64 * iters as f64) / (1024.0 * 1024.0);
-    println!("{label:<52} {:>10.1} MiB/s  ({iters} x {} KiB)", mib / secs, bytes_per_iter / 1024);
+    println!(
+        "{label:<52} {:>10.1} MiB/s  ({iters} x {} KiB)",
+        mib / secs,
+        bytes_per_iter / 1024
+    );
 }
 
 fn main() {
     // `cargo test --benches` passes --bench-less args; run quickly when not benchmarking.
     let quick = !std::env::args().any(|a| a == "--bench");
-    let dev = Arc::new(BenchDevice { session: Mutex::new(None) });
+    let dev = Arc::new(BenchDevice {
+        session: Mutex::new(None),
+    });
     let path = std::env::temp_dir().join(format!("vfio-user-bench-{}.sock", std::process::id()));
     let srv = Server::new(&path, dev.clone()).unwrap().spawn().unwrap();
     let c = Client::connect(&path).unwrap();
@@ -107,13 +120,21 @@ fn main() {
     // Zero-copy over an fd-backed mapping split into 4 KiB maps (as behind an IOMMU).
     let ram = memfd("bench-ram", 2 * size as u64).unwrap();
     for i in 0..(2 * size / 4096) as u64 {
-        c.dma_map(0x4000_0000 + i * 4096, 4096, ram.as_fd(), i * 4096, true, true).unwrap();
+        c.dma_map(0x4000_0000 + i * 4096, 4096, ram.as_fd(), i * 4096, true, true)
+            .unwrap();
     }
     throughput("device read, fd-backed, 4 KiB maps (zero-copy)", size, || {
         session.dma.read(0x4000_0000, &mut buf).unwrap();
     });
     throughput("device copy within space, 4 KiB maps (zero-copy)", size, || {
-        vfio_user::DmaSpace::copy(&session.dma, 0x4000_0000, &session.dma, 0x4000_0000 + size as u64, size as u64).unwrap();
+        vfio_user::DmaSpace::copy(
+            &session.dma,
+            0x4000_0000,
+            &session.dma,
+            0x4000_0000 + size as u64,
+            size as u64,
+        )
+        .unwrap();
     });
     let view = MmapRegion::map(ram.as_fd(), 0, 2 * size as u64, true, true).unwrap();
     let (a, b) = (view.slice(0, size).unwrap(), view.slice(size, size).unwrap());

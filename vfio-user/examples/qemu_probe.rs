@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 
 use vfio_user::wire::DmaRwLayout;
 use vfio_user::{
-    memfd, pci_irq, pci_region, Device, MmapRegion, RegionMmap, DeviceInfo, Errno, IrqInfo, MappingInfo, RegionInfo, Server, ServerOptions, Session,
-    DEVICE_FLAG_PCI, DEVICE_FLAG_RESET, REGION_FLAG_READ, REGION_FLAG_WRITE,
+    memfd, pci_irq, pci_region, Device, DeviceInfo, Errno, IrqInfo, MappingInfo, MmapRegion, RegionInfo, RegionMmap,
+    Server, ServerOptions, Session, DEVICE_FLAG_PCI, DEVICE_FLAG_RESET, REGION_FLAG_READ, REGION_FLAG_WRITE,
 };
 
 const BAR2_SIZE: u64 = 64 * 1024;
@@ -27,7 +27,9 @@ struct Probe {
 impl Probe {
     /// Writes a pattern into guest memory and reads it back, from a worker thread.
     fn round_trip(&self) {
-        let Some(s) = self.session.lock().unwrap().clone() else { return };
+        let Some(s) = self.session.lock().unwrap().clone() else {
+            return;
+        };
         let iova = self.probe_iova;
         std::thread::spawn(move || {
             let pattern: Vec<u8> = (0..64u8).map(|i| i.wrapping_mul(37).wrapping_add(1)).collect();
@@ -37,14 +39,21 @@ impl Probe {
             eprintln!("probe: DMA round trip at {iova:#x}: write {w:?} read {r:?}");
             eprintln!("probe: wrote {:02x?}", &pattern[..12]);
             eprintln!("probe: read  {:02x?}", &back[..12]);
-            eprintln!("probe: DMA ROUND TRIP {}", if back == pattern { "MATCHES" } else { "DIFFERS" });
+            eprintln!(
+                "probe: DMA ROUND TRIP {}",
+                if back == pattern { "MATCHES" } else { "DIFFERS" }
+            );
         });
     }
 }
 
 impl Device for Probe {
     fn info(&self) -> DeviceInfo {
-        DeviceInfo { flags: DEVICE_FLAG_PCI | DEVICE_FLAG_RESET, num_regions: pci_region::COUNT, num_irqs: pci_irq::COUNT }
+        DeviceInfo {
+            flags: DEVICE_FLAG_PCI | DEVICE_FLAG_RESET,
+            num_regions: pci_region::COUNT,
+            num_irqs: pci_irq::COUNT,
+        }
     }
     fn region_info(&self, index: u32) -> Option<RegionInfo> {
         let rw = REGION_FLAG_READ | REGION_FLAG_WRITE;
@@ -53,7 +62,11 @@ impl Device for Probe {
             pci_region::BAR2 => RegionInfo {
                 size: BAR2_SIZE,
                 flags: rw,
-                mmap: Some(RegionMmap { fd: Arc::clone(&self.bar2_fd), file_offset: 0, sparse_areas: vec![(0, BAR2_SIZE)] }),
+                mmap: Some(RegionMmap {
+                    fd: Arc::clone(&self.bar2_fd),
+                    file_offset: 0,
+                    sparse_areas: vec![(0, BAR2_SIZE)],
+                }),
             },
             pci_region::CONFIG => RegionInfo::io(4096, rw),
             _ => RegionInfo::io(0, 0),
@@ -61,10 +74,17 @@ impl Device for Probe {
     }
     fn region_read(&self, index: u32, offset: u64, buf: &mut [u8]) -> Result<(), Errno> {
         if index == pci_region::BAR2 {
-            self.bar2.slice(offset as usize, buf.len()).ok_or(Errno::EINVAL)?.copy_to(buf);
+            self.bar2
+                .slice(offset as usize, buf.len())
+                .ok_or(Errno::EINVAL)?
+                .copy_to(buf);
             return Ok(());
         }
-        let b = if index == pci_region::CONFIG { self.config.lock().unwrap() } else { self.bar0.lock().unwrap() };
+        let b = if index == pci_region::CONFIG {
+            self.config.lock().unwrap()
+        } else {
+            self.bar0.lock().unwrap()
+        };
         buf.copy_from_slice(&b[offset as usize..offset as usize + buf.len()]);
         Ok(())
     }
@@ -94,7 +114,10 @@ impl Device for Probe {
         *self.session.lock().unwrap() = None;
     }
     fn dma_mapped(&self, m: &MappingInfo) {
-        eprintln!("probe: DMA_MAP iova {:#x} size {:#x} r{} w{} fd_offset {:?}", m.iova, m.size, m.readable, m.writable, m.fd_offset);
+        eprintln!(
+            "probe: DMA_MAP iova {:#x} size {:#x} r{} w{} fd_offset {:?}",
+            m.iova, m.size, m.readable, m.writable, m.fd_offset
+        );
     }
 
     fn dma_unmapped(&self, iova: u64, size: u64) {
@@ -109,7 +132,10 @@ fn main() {
         Some("packed") => DmaRwLayout::QemuPacked,
         _ => DmaRwLayout::Spec,
     };
-    let probe_iova = args.next().map(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).unwrap()).unwrap_or(0x800000);
+    let probe_iova = args
+        .next()
+        .map(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).unwrap())
+        .unwrap_or(0x800000);
     let mut config = vec![0u8; 4096];
     config[0..2].copy_from_slice(&0x1234u16.to_le_bytes()); // vendor
     config[2..4].copy_from_slice(&0x7068u16.to_le_bytes()); // device
@@ -121,8 +147,15 @@ fn main() {
     let dev = Arc::new(Probe {
         bar2_fd: Arc::new(fd),
         bar2,
-        config: Mutex::new(config), bar0: Mutex::new(vec![0; 4096]), session: Mutex::new(None), probe_iova });
-    let opts = ServerOptions { dma_layout: layout, ..Default::default() };
+        config: Mutex::new(config),
+        bar0: Mutex::new(vec![0; 4096]),
+        session: Mutex::new(None),
+        probe_iova,
+    });
+    let opts = ServerOptions {
+        dma_layout: layout,
+        ..Default::default()
+    };
     eprintln!("probe: serving {path} with layout {layout:?}");
     Server::with_options(&path, dev, opts).unwrap().serve().unwrap();
 }

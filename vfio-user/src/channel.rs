@@ -92,7 +92,8 @@ impl Channel {
     /// Sends one message whose payload is the concatenation of `parts` (no copying).
     pub(crate) fn send_parts(&self, mut header: Header, parts: &[&[u8]], fds: &[RawFd]) -> io::Result<()> {
         let total = HEADER_SIZE + parts.iter().map(|p| p.len()).sum::<usize>();
-        header.msg_size = u32::try_from(total).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "message too large"))?;
+        header.msg_size =
+            u32::try_from(total).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "message too large"))?;
         let h = header.encode();
         let mut bufs: Vec<&[u8]> = Vec::with_capacity(parts.len() + 1);
         bufs.push(&h);
@@ -109,23 +110,47 @@ impl Channel {
 
     /// Replies to `req` with a success payload.
     pub(crate) fn reply(&self, req: &Header, payload: &[u8], fds: &[RawFd]) -> io::Result<()> {
-        let h = Header { msg_id: req.msg_id, command: req.command, msg_size: 0, flags: TYPE_REPLY, error: 0 };
+        let h = Header {
+            msg_id: req.msg_id,
+            command: req.command,
+            msg_size: 0,
+            flags: TYPE_REPLY,
+            error: 0,
+        };
         self.send(h, payload, fds)
     }
 
     /// Replies to `req` with an error.
     pub(crate) fn reply_error(&self, req: &Header, errno: Errno) -> io::Result<()> {
-        let h = Header { msg_id: req.msg_id, command: req.command, msg_size: 0, flags: TYPE_REPLY | FLAG_ERROR, error: errno.raw() as u32 };
+        let h = Header {
+            msg_id: req.msg_id,
+            command: req.command,
+            msg_size: 0,
+            flags: TYPE_REPLY | FLAG_ERROR,
+            error: errno.raw() as u32,
+        };
         self.send(h, &[], &[])
     }
 
     /// Sends a request and returns its id and the receiver its reply will arrive on.
-    pub(crate) fn request(&self, command: u16, flags: u32, payload: &[u8], fds: &[RawFd]) -> io::Result<(u16, Receiver<Message>)> {
+    pub(crate) fn request(
+        &self,
+        command: u16,
+        flags: u32,
+        payload: &[u8],
+        fds: &[RawFd],
+    ) -> io::Result<(u16, Receiver<Message>)> {
         self.request_parts(command, flags, &[payload], fds)
     }
 
     /// `request` with the payload given in pieces (sent with one sendmsg, no copying).
-    pub(crate) fn request_parts(&self, command: u16, flags: u32, parts: &[&[u8]], fds: &[RawFd]) -> io::Result<(u16, Receiver<Message>)> {
+    pub(crate) fn request_parts(
+        &self,
+        command: u16,
+        flags: u32,
+        parts: &[&[u8]],
+        fds: &[RawFd],
+    ) -> io::Result<(u16, Receiver<Message>)> {
         let (tx, rx) = crossbeam_channel::bounded(1);
         let id = {
             let mut p = lock(&self.pending);
@@ -143,7 +168,13 @@ impl Channel {
             self.forget(id);
             return Err(io::Error::new(io::ErrorKind::NotConnected, "connection closed"));
         }
-        let h = Header { msg_id: id, command, msg_size: 0, flags: TYPE_COMMAND | flags, error: 0 };
+        let h = Header {
+            msg_id: id,
+            command,
+            msg_size: 0,
+            flags: TYPE_COMMAND | flags,
+            error: 0,
+        };
         if let Err(e) = self.send_parts(h, parts, fds) {
             self.forget(id);
             return Err(e);
@@ -182,10 +213,15 @@ impl Channel {
         self.read_exact(&mut hdr, &mut fds, true)?;
         let header = Header::parse(&hdr);
         if (header.msg_size as usize) < HEADER_SIZE {
-            return Err(FrameError::SizeBelowHeader { msg_size: header.msg_size });
+            return Err(FrameError::SizeBelowHeader {
+                msg_size: header.msg_size,
+            });
         }
         if header.msg_size as usize > MAX_MESSAGE_SIZE {
-            return Err(FrameError::SizeTooLarge { msg_size: header.msg_size, max: MAX_MESSAGE_SIZE });
+            return Err(FrameError::SizeTooLarge {
+                msg_size: header.msg_size,
+                max: MAX_MESSAGE_SIZE,
+            });
         }
         let mut payload = vec![0u8; header.msg_size as usize - HEADER_SIZE];
         self.read_exact(&mut payload, &mut fds, false)?;
@@ -202,10 +238,16 @@ impl Channel {
             }
             if fds.len() > MAX_FDS_PER_MESSAGE {
                 fds.clear();
-                return Err(FrameError::TooManyFds { max: MAX_FDS_PER_MESSAGE });
+                return Err(FrameError::TooManyFds {
+                    max: MAX_FDS_PER_MESSAGE,
+                });
             }
             if r.bytes == 0 {
-                return Err(if got == 0 && at_start { FrameError::Closed } else { FrameError::Truncated { got, want: buf.len() } });
+                return Err(if got == 0 && at_start {
+                    FrameError::Closed
+                } else {
+                    FrameError::Truncated { got, want: buf.len() }
+                });
             }
             got += r.bytes;
         }

@@ -91,7 +91,11 @@ pub struct RegionInfo {
 impl RegionInfo {
     /// A region only reachable through `REGION_READ`/`REGION_WRITE`.
     pub fn io(size: u64, flags: u32) -> RegionInfo {
-        RegionInfo { size, flags, mmap: None }
+        RegionInfo {
+            size,
+            flags,
+            mmap: None,
+        }
     }
 }
 

@@ -176,7 +176,10 @@ pub struct DmaSpace {
 
 impl std::fmt::Debug for DmaSpace {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DmaSpace").field("mappings", &self.len()).field("max_maps", &self.max_maps).finish()
+        f.debug_struct("DmaSpace")
+            .field("mappings", &self.len())
+            .field("max_maps", &self.max_maps)
+            .finish()
     }
 }
 
@@ -231,13 +234,21 @@ impl DmaSpace {
 
     /// The mappings, in IOVA order.
     pub fn mappings(&self) -> Vec<MappingInfo> {
-        self.table.read().unwrap_or_else(|p| p.into_inner()).values().map(|m| m.info).collect()
+        self.table
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|m| m.info)
+            .collect()
     }
 
     /// Adds a mapping (DMA_MAP). With `fd`, the range `[fd_offset, +size)` of the file is
     /// mmap-ed now; `info.fd_offset` must then be `Some`.
     pub fn add_mapping(&self, info: MappingInfo, fd: Option<BorrowedFd<'_>>) -> Result<(), MapError> {
-        let bad = MapError::BadRange { iova: info.iova, size: info.size };
+        let bad = MapError::BadRange {
+            iova: info.iova,
+            size: info.size,
+        };
         if info.size == 0 {
             return Err(bad);
         }
@@ -248,8 +259,10 @@ impl DmaSpace {
                 let off = info.fd_offset.unwrap_or(0);
                 info.fd_offset = Some(off);
                 check_file_range(fd, off, info.size)?;
-                let mem = MmapRegion::map(fd, off, info.size, info.readable, info.writable)
-                    .map_err(|e| MapError::Mmap { errno: Errno::from_io(&e) })?;
+                let mem =
+                    MmapRegion::map(fd, off, info.size, info.readable, info.writable).map_err(|e| MapError::Mmap {
+                        errno: Errno::from_io(&e),
+                    })?;
                 if crate::sys::fd::sealed_against_shrink(fd) {
                     Some(mem)
                 } else {
@@ -269,11 +282,20 @@ impl DmaSpace {
         }
         let before = t.range(..=last).next_back();
         if before.is_some_and(|(_, m)| m.last >= info.iova) {
-            return Err(MapError::Overlap { iova: info.iova, size: info.size });
+            return Err(MapError::Overlap {
+                iova: info.iova,
+                size: info.size,
+            });
         }
         t.insert(
             info.iova,
-            Arc::new(Mapping { info, last, mem, users: AtomicUsize::new(0), removed: AtomicBool::new(false) }),
+            Arc::new(Mapping {
+                info,
+                last,
+                mem,
+                users: AtomicUsize::new(0),
+                removed: AtomicBool::new(false),
+            }),
         );
         Ok(())
     }
@@ -322,8 +344,10 @@ impl DmaSpace {
         let mut g = self.drained.lock().unwrap_or_else(|p| p.into_inner());
         for m in &removed {
             while m.users.load(Ordering::SeqCst) != 0 {
-                let (ng, res) =
-                    self.drained_cv.wait_timeout(g, Duration::from_secs(1)).unwrap_or_else(|p| p.into_inner());
+                let (ng, res) = self
+                    .drained_cv
+                    .wait_timeout(g, Duration::from_secs(1))
+                    .unwrap_or_else(|p| p.into_inner());
                 g = ng;
                 if res.timed_out() && m.users.load(Ordering::SeqCst) != 0 {
                     tracing::warn!(iova = m.info.iova, "unmap still waiting for an in-flight device access");
@@ -353,7 +377,11 @@ impl DmaSpace {
             return Err(DmaError::Disconnected { addr });
         }
         let t = self.table.read().unwrap_or_else(|p| p.into_inner());
-        let (_, m) = t.range(..=addr).next_back().filter(|(_, m)| addr <= m.last).ok_or(DmaError::NotMapped { addr })?;
+        let (_, m) = t
+            .range(..=addr)
+            .next_back()
+            .filter(|(_, m)| addr <= m.last)
+            .ok_or(DmaError::NotMapped { addr })?;
         match access {
             Access::Read if !m.info.readable => return Err(DmaError::WriteOnly { addr }),
             Access::Write if !m.info.writable => return Err(DmaError::ReadOnly { addr }),
@@ -362,7 +390,13 @@ impl DmaSpace {
         m.users.fetch_add(1, Ordering::SeqCst);
         // (last - addr) + 1 can only overflow for a mapping of the whole 2^64 space.
         let avail = (m.last - addr).saturating_add(1);
-        Ok((Use { space: self, map: Arc::clone(m) }, avail))
+        Ok((
+            Use {
+                space: self,
+                map: Arc::clone(m),
+            },
+            avail,
+        ))
     }
 
     fn remote(&self, addr: u64) -> Result<&Arc<dyn RemoteDma>, DmaError> {
@@ -395,7 +429,8 @@ impl DmaSpace {
                     let src = chunk_of(mem, &u.map, addr, n);
                     let to = sub(dst, done, n);
                     // A writable destination was promised by the caller's &mut or mmap flags.
-                    to.copy_from_mem(&src).map_err(|NotWritable| DmaError::ReadOnly { addr })?;
+                    to.copy_from_mem(&src)
+                        .map_err(|NotWritable| DmaError::ReadOnly { addr })?;
                     drop(u);
                 }
                 None => {
@@ -423,7 +458,8 @@ impl DmaSpace {
             match &u.map.mem {
                 Some(mem) => {
                     let to = chunk_of(mem, &u.map, addr, n);
-                    to.copy_from_mem(&sub(src, done, n)).map_err(|NotWritable| DmaError::ReadOnly { addr })?;
+                    to.copy_from_mem(&sub(src, done, n))
+                        .map_err(|NotWritable| DmaError::ReadOnly { addr })?;
                     drop(u);
                 }
                 None => {
@@ -461,7 +497,9 @@ impl DmaSpace {
             let mut n = avail.min(len - done);
             match &u.map.mem {
                 Some(mem) => {
-                    chunk_of(mem, &u.map, addr, n).fill(byte).map_err(|NotWritable| DmaError::ReadOnly { addr })?;
+                    chunk_of(mem, &u.map, addr, n)
+                        .fill(byte)
+                        .map_err(|NotWritable| DmaError::ReadOnly { addr })?;
                 }
                 None => {
                     drop(u);
@@ -513,13 +551,16 @@ impl DmaSpace {
         while done < len {
             let (sa, da) = (src_iova + done, dst_iova + done);
             let (su, savail) = src.lookup(sa, Access::Read).map_err(|e| fail(CopySide::Src, e, done))?;
-            let (du, davail) = dst.lookup(da, Access::Write).map_err(|e| fail(CopySide::Dst, e, done))?;
+            let (du, davail) = dst
+                .lookup(da, Access::Write)
+                .map_err(|e| fail(CopySide::Dst, e, done))?;
             let mut n = savail.min(davail).min(len - done);
             match (&su.map.mem, &du.map.mem) {
                 (Some(sm), Some(dm)) => {
                     let from = chunk_of(sm, &su.map, sa, n);
                     let to = chunk_of(dm, &du.map, da, n);
-                    to.copy_from_mem(&from).map_err(|NotWritable| fail(CopySide::Dst, DmaError::ReadOnly { addr: da }, done))?;
+                    to.copy_from_mem(&from)
+                        .map_err(|NotWritable| fail(CopySide::Dst, DmaError::ReadOnly { addr: da }, done))?;
                 }
                 _ => {
                     drop(su);
@@ -546,10 +587,18 @@ impl DmaSpace {
 /// regular files and memfds; other fd kinds have no meaningful size). See [`check_sealed`]
 /// for why the size at map time is not enough.
 fn check_file_range(fd: BorrowedFd<'_>, offset: u64, size: u64) -> Result<(), MapError> {
-    let file = std::fs::File::from(fd.try_clone_to_owned().map_err(|e| MapError::Mmap { errno: Errno::from_io(&e) })?);
-    let meta = file.metadata().map_err(|e| MapError::Mmap { errno: Errno::from_io(&e) })?;
+    let file = std::fs::File::from(fd.try_clone_to_owned().map_err(|e| MapError::Mmap {
+        errno: Errno::from_io(&e),
+    })?);
+    let meta = file.metadata().map_err(|e| MapError::Mmap {
+        errno: Errno::from_io(&e),
+    })?;
     if meta.is_file() && offset.checked_add(size).is_none_or(|end| end > meta.len()) {
-        return Err(MapError::PastEndOfFile { offset, size, file_size: meta.len() });
+        return Err(MapError::PastEndOfFile {
+            offset,
+            size,
+            file_size: meta.len(),
+        });
     }
     Ok(())
 }
@@ -574,12 +623,14 @@ fn unsealed_fallback(info: &MappingInfo) {
 fn chunk_of<'m>(mem: &'m MmapRegion, map: &Mapping, addr: u64, n: u64) -> MemSlice<'m> {
     // lookup() guarantees map.info.iova <= addr and addr + n - 1 <= map.last, and the mmap
     // covers exactly [iova, last], so this slice is always in bounds.
-    mem.slice((addr - map.info.iova) as usize, n as usize).expect("chunk inside its mapping")
+    mem.slice((addr - map.info.iova) as usize, n as usize)
+        .expect("chunk inside its mapping")
 }
 
 fn sub<'a>(s: &MemSlice<'a>, off: u64, n: u64) -> MemSlice<'a> {
     // Callers walk `off + n <= s.len()` by construction of the loops above.
-    s.subslice(off as usize, n as usize).expect("piece inside the caller's buffer")
+    s.subslice(off as usize, n as usize)
+        .expect("piece inside the caller's buffer")
 }
 
 #[cfg(test)]
@@ -589,7 +640,13 @@ mod tests {
     use std::os::fd::AsFd;
 
     fn info(iova: u64, size: u64, writable: bool) -> MappingInfo {
-        MappingInfo { iova, size, readable: true, writable, fd_offset: Some(0) }
+        MappingInfo {
+            iova,
+            size,
+            readable: true,
+            writable,
+            fd_offset: Some(0),
+        }
     }
 
     fn space_with_pages(pages: u64) -> (DmaSpace, std::os::fd::OwnedFd) {
@@ -606,8 +663,14 @@ mod tests {
     #[test]
     fn overlapping_map_is_refused() {
         let (s, fd) = space_with_pages(2);
-        assert!(matches!(s.add_mapping(info(0x10800, 0x1000, true), Some(fd.as_fd())), Err(MapError::Overlap { .. })));
-        assert!(matches!(s.add_mapping(info(0xf000, 0x2000, true), Some(fd.as_fd())), Err(MapError::Overlap { .. })));
+        assert!(matches!(
+            s.add_mapping(info(0x10800, 0x1000, true), Some(fd.as_fd())),
+            Err(MapError::Overlap { .. })
+        ));
+        assert!(matches!(
+            s.add_mapping(info(0xf000, 0x2000, true), Some(fd.as_fd())),
+            Err(MapError::Overlap { .. })
+        ));
         assert_eq!(s.len(), 2);
     }
 
@@ -628,7 +691,10 @@ mod tests {
         let sealed = memfd("t", 4096).unwrap();
         s.add_mapping(info(0x10000, 4096, true), Some(sealed.as_fd())).unwrap();
         assert_eq!(s.mappings()[1].fd_offset, Some(0));
-        assert!(std::fs::File::from(sealed).set_len(0).is_err(), "a sealed memfd cannot shrink");
+        assert!(
+            std::fs::File::from(sealed).set_len(0).is_err(),
+            "a sealed memfd cannot shrink"
+        );
     }
 
     #[test]
@@ -636,13 +702,19 @@ mod tests {
         let fd = memfd("t", 4096).unwrap();
         let s = DmaSpace::new_local(1);
         s.add_mapping(info(0, 4096, true), Some(fd.as_fd())).unwrap();
-        assert_eq!(s.add_mapping(info(0x1000, 4096, true), Some(fd.as_fd())), Err(MapError::TooMany { max: 1 }));
+        assert_eq!(
+            s.add_mapping(info(0x1000, 4096, true), Some(fd.as_fd())),
+            Err(MapError::TooMany { max: 1 })
+        );
     }
 
     #[test]
     fn map_wrapping_the_address_space_is_refused() {
         let s = DmaSpace::new_local(4);
-        assert!(matches!(s.add_mapping(info(u64::MAX, 2, true), None), Err(MapError::BadRange { .. })));
+        assert!(matches!(
+            s.add_mapping(info(u64::MAX, 2, true), None),
+            Err(MapError::BadRange { .. })
+        ));
         // A map ending exactly at the top is fine.
         s.add_mapping(info(u64::MAX - 0xfff, 0x1000, true), None).unwrap();
     }
@@ -650,7 +722,10 @@ mod tests {
     #[test]
     fn access_wrapping_the_address_space_is_too_large() {
         let (s, _fd) = space_with_pages(1);
-        assert_eq!(s.fill(u64::MAX, 2, 0), Err(DmaError::TooLarge { addr: u64::MAX, len: 2 }));
+        assert_eq!(
+            s.fill(u64::MAX, 2, 0),
+            Err(DmaError::TooLarge { addr: u64::MAX, len: 2 })
+        );
     }
 
     #[test]
@@ -673,7 +748,10 @@ mod tests {
         let (b, _fb) = space_with_pages(1);
         a.fill(0x10000, 0x2000, 0x3c).unwrap();
         let e = DmaSpace::copy(&a, 0x10000, &b, 0x10000, 0x2000).unwrap_err();
-        assert_eq!((e.side, e.error.clone(), e.done), (CopySide::Dst, DmaError::NotMapped { addr: 0x11000 }, 0x1000));
+        assert_eq!(
+            (e.side, e.error.clone(), e.done),
+            (CopySide::Dst, DmaError::NotMapped { addr: 0x11000 }, 0x1000)
+        );
         let mut out = [0u8; 4];
         b.read(0x10ffc, &mut out).unwrap();
         assert_eq!(out, [0x3c; 4]);
@@ -684,7 +762,10 @@ mod tests {
         let fd = memfd("t", 0x2000).unwrap();
         let s = DmaSpace::new_local(4);
         s.add_mapping(info(0x10000, 0x2000, true), Some(fd.as_fd())).unwrap();
-        assert!(matches!(s.remove_range(0x11000, 0x1000), Err(UnmapError::Splits { .. })));
+        assert!(matches!(
+            s.remove_range(0x11000, 0x1000),
+            Err(UnmapError::Splits { .. })
+        ));
         assert!(matches!(s.remove_range(0x11000, 0), Err(UnmapError::BadRange { .. })));
         assert_eq!(s.remove_range(0x10000, 0x2000).unwrap().len(), 1);
     }

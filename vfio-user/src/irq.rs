@@ -75,7 +75,12 @@ impl Irqs {
                 vectors: (0..info.count.min(MAX_VECTORS)).map(|_| Vector::default()).collect(),
             })
             .collect();
-        Irqs { state: Mutex::new(State { indices, connected: true }) }
+        Irqs {
+            state: Mutex::new(State {
+                indices,
+                connected: true,
+            }),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -116,7 +121,11 @@ impl Irqs {
     /// The fd must be an eventfd; it is made non-blocking.
     pub fn set_eventfd(&self, index: u32, vector: u32, fd: Option<OwnedFd>) -> Result<(), IrqError> {
         if let Some(fd) = &fd {
-            prepare_irq_eventfd(fd.as_fd()).map_err(|e| IrqError::NotAnEventfd { index, vector, errno: Errno::from_io(&e) })?;
+            prepare_irq_eventfd(fd.as_fd()).map_err(|e| IrqError::NotAnEventfd {
+                index,
+                vector,
+                errno: Errno::from_io(&e),
+            })?;
         }
         vector_mut(&mut self.lock(), index, vector)?.fd = fd;
         Ok(())
@@ -135,9 +144,8 @@ impl Irqs {
         let mut st = self.lock();
         let idx = st.indices.get_mut(req.index as usize).ok_or(Errno::EINVAL)?;
         let count = idx.vectors.len() as u32;
-        let disable_all = req.action == IrqAction::Trigger
-            && req.count == 0
-            && matches!(req.data, IrqData::None | IrqData::Eventfd);
+        let disable_all =
+            req.action == IrqAction::Trigger && req.count == 0 && matches!(req.data, IrqData::None | IrqData::Eventfd);
         if disable_all {
             for v in &mut idx.vectors {
                 *v = Vector::default();
@@ -222,16 +230,25 @@ impl Irqs {
 }
 
 fn vector_mut(st: &mut State, index: u32, vector: u32) -> Result<&mut Vector, IrqError> {
-    let idx = st.indices.get_mut(index as usize).ok_or(IrqError::NoSuchIndex { index })?;
+    let idx = st
+        .indices
+        .get_mut(index as usize)
+        .ok_or(IrqError::NoSuchIndex { index })?;
     let count = idx.vectors.len() as u32;
-    idx.vectors.get_mut(vector as usize).ok_or(IrqError::NoSuchVector { index, vector, count })
+    idx.vectors
+        .get_mut(vector as usize)
+        .ok_or(IrqError::NoSuchVector { index, vector, count })
 }
 
 fn fire(v: &mut Vector, index: u32, vector: u32) -> Result<IrqOutcome, IrqError> {
     match &v.fd {
         None => Ok(IrqOutcome::NoEventfd),
         Some(fd) => {
-            eventfd_signal(fd.as_fd()).map_err(|e| IrqError::Signal { index, vector, errno: Errno::from_io(&e) })?;
+            eventfd_signal(fd.as_fd()).map_err(|e| IrqError::Signal {
+                index,
+                vector,
+                errno: Errno::from_io(&e),
+            })?;
             Ok(IrqOutcome::Fired)
         }
     }
@@ -244,7 +261,11 @@ mod tests {
     use vfio_bindings::bindings::vfio as v;
 
     fn irqs() -> Irqs {
-        Irqs::new(&[IrqInfo { count: 1, flags: 0 }, IrqInfo { count: 0, flags: 0 }, IrqInfo { count: 4, flags: 0 }])
+        Irqs::new(&[
+            IrqInfo { count: 1, flags: 0 },
+            IrqInfo { count: 0, flags: 0 },
+            IrqInfo { count: 4, flags: 0 },
+        ])
     }
 
     fn req(flags: u32, index: u32, start: u32, count: u32, bools: &[bool], nfds: usize) -> SetIrqs {
@@ -256,10 +277,25 @@ mod tests {
         let irqs = irqs();
         let e = eventfd().unwrap();
         irqs.set_eventfd(2, 1, Some(e.try_clone().unwrap())).unwrap();
-        irqs.apply(&req(v::VFIO_IRQ_SET_DATA_NONE | v::VFIO_IRQ_SET_ACTION_MASK, 2, 1, 1, &[], 0), vec![]).unwrap();
+        irqs.apply(
+            &req(v::VFIO_IRQ_SET_DATA_NONE | v::VFIO_IRQ_SET_ACTION_MASK, 2, 1, 1, &[], 0),
+            vec![],
+        )
+        .unwrap();
         assert_eq!(irqs.trigger(2, 1).unwrap(), IrqOutcome::Pending);
         assert_eq!(eventfd_take(e.as_fd()).unwrap(), 0);
-        irqs.apply(&req(v::VFIO_IRQ_SET_DATA_NONE | v::VFIO_IRQ_SET_ACTION_UNMASK, 2, 1, 1, &[], 0), vec![]).unwrap();
+        irqs.apply(
+            &req(
+                v::VFIO_IRQ_SET_DATA_NONE | v::VFIO_IRQ_SET_ACTION_UNMASK,
+                2,
+                1,
+                1,
+                &[],
+                0,
+            ),
+            vec![],
+        )
+        .unwrap();
         assert_eq!(eventfd_take(e.as_fd()).unwrap(), 1);
         assert_eq!(irqs.trigger(2, 1).unwrap(), IrqOutcome::Fired);
     }
@@ -275,7 +311,14 @@ mod tests {
 
     #[test]
     fn trigger_out_of_range_is_an_error() {
-        assert_eq!(irqs().trigger(2, 4), Err(IrqError::NoSuchVector { index: 2, vector: 4, count: 4 }));
+        assert_eq!(
+            irqs().trigger(2, 4),
+            Err(IrqError::NoSuchVector {
+                index: 2,
+                vector: 4,
+                count: 4
+            })
+        );
         assert_eq!(irqs().trigger(7, 0), Err(IrqError::NoSuchIndex { index: 7 }));
     }
 
@@ -283,7 +326,18 @@ mod tests {
     fn disable_all_drops_eventfds() {
         let irqs = irqs();
         irqs.set_eventfd(2, 0, Some(eventfd().unwrap())).unwrap();
-        irqs.apply(&req(v::VFIO_IRQ_SET_DATA_NONE | v::VFIO_IRQ_SET_ACTION_TRIGGER, 2, 0, 0, &[], 0), vec![]).unwrap();
+        irqs.apply(
+            &req(
+                v::VFIO_IRQ_SET_DATA_NONE | v::VFIO_IRQ_SET_ACTION_TRIGGER,
+                2,
+                0,
+                0,
+                &[],
+                0,
+            ),
+            vec![],
+        )
+        .unwrap();
         assert_eq!(irqs.trigger(2, 0).unwrap(), IrqOutcome::NoEventfd);
     }
 

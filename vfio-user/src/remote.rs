@@ -45,12 +45,18 @@ impl RemoteOp {
                         c.forget(*id);
                     }
                 }
-                return Err(DmaError::Timeout { addr, timeout: self.timeout });
+                return Err(DmaError::Timeout {
+                    addr,
+                    timeout: self.timeout,
+                });
             }
             Err(RecvTimeoutError::Disconnected) => return Err(DmaError::Disconnected { addr }),
         };
         if msg.header.is_error() {
-            return Err(DmaError::Remote { addr, errno: Errno::new(msg.header.error as i32) });
+            return Err(DmaError::Remote {
+                addr,
+                errno: Errno::new(msg.header.error as i32),
+            });
         }
         Ok(msg)
     }
@@ -60,12 +66,16 @@ impl RemoteOp {
         let msg = self.wait()?;
         match DmaRwReply::read_data(&msg.payload, self.count, self.layout) {
             Ok(d) => {
-                dst.copy_from(d).map_err(|NotWritable| DmaError::ReadOnly { addr: self.addr })?;
+                dst.copy_from(d)
+                    .map_err(|NotWritable| DmaError::ReadOnly { addr: self.addr })?;
                 Ok(())
             }
             Err(e) => {
                 tracing::warn!(addr = self.addr, "malformed DMA_READ reply: {e}");
-                Err(DmaError::Remote { addr: self.addr, errno: Errno::EPROTO })
+                Err(DmaError::Remote {
+                    addr: self.addr,
+                    errno: Errno::EPROTO,
+                })
             }
         }
     }
@@ -84,10 +94,26 @@ pub(crate) struct ChannelDma {
 }
 
 impl ChannelDma {
-    fn send(&self, command: Command, addr: u64, count: u32, parts: &[&[u8]], timeout: Duration) -> Result<RemoteOp, DmaError> {
+    fn send(
+        &self,
+        command: Command,
+        addr: u64,
+        count: u32,
+        parts: &[&[u8]],
+        timeout: Duration,
+    ) -> Result<RemoteOp, DmaError> {
         let chan = self.chan.upgrade().ok_or(DmaError::Disconnected { addr })?;
-        let (id, rx) = chan.request_parts(command as u16, 0, parts, &[]).map_err(|_| DmaError::Disconnected { addr })?;
-        Ok(RemoteOp { rx, addr, count, layout: self.layout, timeout, on_timeout: Some((self.chan.clone(), id)) })
+        let (id, rx) = chan
+            .request_parts(command as u16, 0, parts, &[])
+            .map_err(|_| DmaError::Disconnected { addr })?;
+        Ok(RemoteOp {
+            rx,
+            addr,
+            count,
+            layout: self.layout,
+            timeout,
+            on_timeout: Some((self.chan.clone(), id)),
+        })
     }
 }
 

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use vfio_user::wire::{Capabilities, Command, DmaMap, Header, RegionAccess, Version, HEADER_SIZE};
-use vfio_user::{memfd, pci_irq, pci_region, Access, Client, DmaChunk, DmaError, IrqError, Server, ServerError, ServerOptions};
+use vfio_user::{
+    memfd, pci_irq, pci_region, Access, Client, DmaChunk, DmaError, IrqError, Server, ServerError, ServerOptions,
+};
 
 #[test]
 fn disconnect_notifies_device_and_next_client_is_served() {
@@ -20,9 +22,14 @@ fn disconnect_notifies_device_and_next_client_is_served() {
     c.dma_map(0x1000, 0x1000, ram.as_fd(), 0, true, true).unwrap();
     let old = dev.session();
     drop(c);
-    assert!(wait_until(Duration::from_secs(5), || dev.events().contains(&Event::Disconnected)));
+    assert!(wait_until(Duration::from_secs(5), || dev
+        .events()
+        .contains(&Event::Disconnected)));
     let mut b = [0u8; 1];
-    assert_eq!(old.dma.read(0x1000, &mut b), Err(DmaError::Disconnected { addr: 0x1000 }));
+    assert_eq!(
+        old.dma.read(0x1000, &mut b),
+        Err(DmaError::Disconnected { addr: 0x1000 })
+    );
     assert_eq!(old.irqs.trigger(pci_irq::MSIX, 0), Err(IrqError::Disconnected));
     assert!(old.dma.is_empty());
     // The same server takes the next client, with a fresh session.
@@ -63,7 +70,10 @@ fn socket_path_longer_than_sun_path_is_a_clear_error() {
 fn a_regular_file_at_the_socket_path_is_not_deleted() {
     let path = sock_path();
     std::fs::write(&path, b"precious").unwrap();
-    assert!(matches!(Server::new(&path, TestDevice::new()), Err(ServerError::RemoveStale { .. })));
+    assert!(matches!(
+        Server::new(&path, TestDevice::new()),
+        Err(ServerError::RemoveStale { .. })
+    ));
     assert_eq!(std::fs::read(&path).unwrap(), b"precious");
     std::fs::remove_file(&path).unwrap();
 }
@@ -71,7 +81,10 @@ fn a_regular_file_at_the_socket_path_is_not_deleted() {
 #[test]
 fn many_endpoints_run_side_by_side() {
     let servers: Vec<_> = (0..4).map(|_| start()).collect();
-    let clients: Vec<_> = servers.iter().map(|(_, s)| Client::connect(s.path()).unwrap()).collect();
+    let clients: Vec<_> = servers
+        .iter()
+        .map(|(_, s)| Client::connect(s.path()).unwrap())
+        .collect();
     for (i, c) in clients.iter().enumerate() {
         c.region_write(pci_region::BAR0, 0, &[i as u8]).unwrap();
     }
@@ -108,9 +121,15 @@ fn dma_unmap_waits_for_in_flight_access() {
     let unmapped_at = Instant::now();
     worker.join().unwrap().unwrap();
     let done = finished.lock().unwrap().expect("access finished");
-    assert!(done <= unmapped_at, "the unmap reply came before the in-flight access ended");
+    assert!(
+        done <= unmapped_at,
+        "the unmap reply came before the in-flight access ended"
+    );
     let mut b = [0u8; 1];
-    assert_eq!(dev.session().dma.read(0x1000, &mut b), Err(DmaError::NotMapped { addr: 0x1000 }));
+    assert_eq!(
+        dev.session().dma.read(0x1000, &mut b),
+        Err(DmaError::NotMapped { addr: 0x1000 })
+    );
 }
 
 #[test]
@@ -118,12 +137,17 @@ fn dma_through_messages_from_the_request_thread_is_refused_not_deadlocked() {
     let (dev, srv) = start();
     let c = Client::connect(srv.path()).unwrap();
     let _local = c.dma_map_local(0x3000, 0x1000, true, true).unwrap();
-    c.region_write(pci_region::BAR0, DMA_FROM_REQUEST_THREAD, &0x3000u32.to_le_bytes()).unwrap();
-    assert_eq!(*dev.request_thread_dma.lock().unwrap(), Some(Err(DmaError::RequestThread { addr: 0x3000 })));
+    c.region_write(pci_region::BAR0, DMA_FROM_REQUEST_THREAD, &0x3000u32.to_le_bytes())
+        .unwrap();
+    assert_eq!(
+        *dev.request_thread_dma.lock().unwrap(),
+        Some(Err(DmaError::RequestThread { addr: 0x3000 }))
+    );
     // fd-backed memory is fine from the request thread: no message involved.
     let ram = memfd("r", 0x1000).unwrap();
     c.dma_map(0x5000, 0x1000, ram.as_fd(), 0, true, true).unwrap();
-    c.region_write(pci_region::BAR0, DMA_FROM_REQUEST_THREAD, &0x5000u32.to_le_bytes()).unwrap();
+    c.region_write(pci_region::BAR0, DMA_FROM_REQUEST_THREAD, &0x5000u32.to_le_bytes())
+        .unwrap();
     assert_eq!(*dev.request_thread_dma.lock().unwrap(), Some(Ok(())));
 }
 
@@ -131,7 +155,13 @@ fn dma_through_messages_from_the_request_thread_is_refused_not_deadlocked() {
 fn silent_client(path: &std::path::Path) -> UnixStream {
     let mut s = UnixStream::connect(path).unwrap();
     let send = |s: &mut UnixStream, id: u16, cmd: Command, p: &[u8]| {
-        let h = Header { msg_id: id, command: cmd as u16, msg_size: (HEADER_SIZE + p.len()) as u32, flags: 0, error: 0 };
+        let h = Header {
+            msg_id: id,
+            command: cmd as u16,
+            msg_size: (HEADER_SIZE + p.len()) as u32,
+            flags: 0,
+            error: 0,
+        };
         s.write_all(&h.encode()).unwrap();
         s.write_all(p).unwrap();
         let mut rh = [0u8; HEADER_SIZE];
@@ -141,18 +171,45 @@ fn silent_client(path: &std::path::Path) -> UnixStream {
         s.read_exact(&mut rest).unwrap();
         assert!(!rh.is_error());
     };
-    send(&mut s, 1, Command::Version, &Version { major: 0, minor: 0, caps: Capabilities::ours() }.encode());
-    send(&mut s, 2, Command::DmaMap, &DmaMap { flags: 3, offset: 0, iova: 0x1000, size: 0x1000 }.encode());
+    send(
+        &mut s,
+        1,
+        Command::Version,
+        &Version {
+            major: 0,
+            minor: 0,
+            caps: Capabilities::ours(),
+        }
+        .encode(),
+    );
+    send(
+        &mut s,
+        2,
+        Command::DmaMap,
+        &DmaMap {
+            flags: 3,
+            offset: 0,
+            iova: 0x1000,
+            size: 0x1000,
+        }
+        .encode(),
+    );
     s
 }
 
 #[test]
 fn dma_message_without_reply_times_out() {
-    let (dev, srv) = start_with(ServerOptions { dma_timeout: Duration::from_millis(200), ..Default::default() });
+    let (dev, srv) = start_with(ServerOptions {
+        dma_timeout: Duration::from_millis(200),
+        ..Default::default()
+    });
     let _s = silent_client(srv.path());
     let mut b = [0u8; 4];
     let t = Instant::now();
-    assert!(matches!(dev.session().dma.read(0x1000, &mut b), Err(DmaError::Timeout { addr: 0x1000, .. })));
+    assert!(matches!(
+        dev.session().dma.read(0x1000, &mut b),
+        Err(DmaError::Timeout { addr: 0x1000, .. })
+    ));
     assert!(t.elapsed() < Duration::from_secs(2));
 }
 
@@ -185,7 +242,13 @@ fn region_read_is_answered_while_a_device_thread_waits_for_dma() {
         let mut b = [0u8; 4];
         dma.read(0x1000, &mut b).map(|_| b)
     });
-    let h = Header { msg_id: 9, command: Command::RegionRead as u16, msg_size: (HEADER_SIZE + 16) as u32, flags: 0, error: 0 };
+    let h = Header {
+        msg_id: 9,
+        command: Command::RegionRead as u16,
+        msg_size: (HEADER_SIZE + 16) as u32,
+        flags: 0,
+        error: 0,
+    };
     s.write_all(&h.encode()).unwrap();
     s.write_all(&RegionAccess::encode(0, pci_region::BAR0, 4, &[])).unwrap();
     // Read messages until the REGION_READ reply shows up; remember the DMA_READ request.
@@ -216,7 +279,13 @@ fn region_read_is_answered_while_a_device_thread_waits_for_dma() {
     };
     // Answer the DMA_READ (spec layout, as QEMU 11.1: data at payload offset 16).
     let reply = vfio_user::wire::DmaRwReply::encode_read(0x1000, &[1, 2, 3, 4], Default::default());
-    let h = Header { msg_id: rh.msg_id, command: rh.command, msg_size: (HEADER_SIZE + reply.len()) as u32, flags: 1, error: 0 };
+    let h = Header {
+        msg_id: rh.msg_id,
+        command: rh.command,
+        msg_size: (HEADER_SIZE + reply.len()) as u32,
+        flags: 1,
+        error: 0,
+    };
     assert_eq!(p.len(), 16);
     s.write_all(&h.encode()).unwrap();
     s.write_all(&reply).unwrap();

@@ -9,12 +9,12 @@ use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use common::*;
+use vfio_bindings::bindings::vfio as v;
 use vfio_user::wire::{
     dma_flags, Capabilities, Command, DmaMap, DmaUnmap, Header, RegionAccess, SetIrqs, Version, FLAG_NO_REPLY,
     HEADER_SIZE, MAX_MESSAGE_SIZE, TYPE_REPLY,
 };
 use vfio_user::{eventfd, memfd, pci_irq, pci_region, Client, ClientOptions, Errno};
-use vfio_bindings::bindings::vfio as v;
 
 /// Sends a raw request and returns the errno of the (error) reply.
 fn errno_of(c: &Client, command: u16, payload: &[u8], fds: &[std::os::fd::BorrowedFd<'_>]) -> Errno {
@@ -37,7 +37,12 @@ fn connected() -> (std::sync::Arc<TestDevice>, vfio_user::ServerHandle, Client) 
 }
 
 fn version_payload() -> Vec<u8> {
-    Version { major: 0, minor: 0, caps: Capabilities::ours() }.encode()
+    Version {
+        major: 0,
+        minor: 0,
+        caps: Capabilities::ours(),
+    }
+    .encode()
 }
 
 // ---- framing ----
@@ -52,7 +57,13 @@ impl Raw {
         Raw(s)
     }
     fn send(&mut self, id: u16, command: u16, flags: u32, payload: &[u8]) {
-        let h = Header { msg_id: id, command, msg_size: (HEADER_SIZE + payload.len()) as u32, flags, error: 0 };
+        let h = Header {
+            msg_id: id,
+            command,
+            msg_size: (HEADER_SIZE + payload.len()) as u32,
+            flags,
+            error: 0,
+        };
         self.0.write_all(&h.encode()).unwrap();
         self.0.write_all(payload).unwrap();
     }
@@ -79,7 +90,13 @@ fn server_accepts_next(srv: &vfio_user::ServerHandle) {
 fn oversized_msg_size_closes_connection_and_server_accepts_next() {
     let (_dev, srv) = start();
     let mut r = Raw::connect(srv.path());
-    let h = Header { msg_id: 1, command: Command::RegionWrite as u16, msg_size: (MAX_MESSAGE_SIZE + 1) as u32, flags: 0, error: 0 };
+    let h = Header {
+        msg_id: 1,
+        command: Command::RegionWrite as u16,
+        msg_size: (MAX_MESSAGE_SIZE + 1) as u32,
+        flags: 0,
+        error: 0,
+    };
     r.0.write_all(&h.encode()).unwrap();
     assert!(r.closed_by_peer());
     server_accepts_next(&srv);
@@ -89,7 +106,13 @@ fn oversized_msg_size_closes_connection_and_server_accepts_next() {
 fn msg_size_below_header_closes_connection_and_server_accepts_next() {
     let (_dev, srv) = start();
     let mut r = Raw::connect(srv.path());
-    let h = Header { msg_id: 1, command: 1, msg_size: 8, flags: 0, error: 0 };
+    let h = Header {
+        msg_id: 1,
+        command: 1,
+        msg_size: 8,
+        flags: 0,
+        error: 0,
+    };
     r.0.write_all(&h.encode()).unwrap();
     assert!(r.closed_by_peer());
     server_accepts_next(&srv);
@@ -112,7 +135,13 @@ fn truncated_payload_then_hangup_keeps_server_serving() {
     let (_dev, srv) = start();
     {
         let mut r = Raw::connect(srv.path());
-        let h = Header { msg_id: 1, command: 1, msg_size: 100, flags: 0, error: 0 };
+        let h = Header {
+            msg_id: 1,
+            command: 1,
+            msg_size: 100,
+            flags: 0,
+            error: 0,
+        };
         r.0.write_all(&h.encode()).unwrap();
         r.0.write_all(&[0; 10]).unwrap();
     }
@@ -124,7 +153,13 @@ fn message_split_into_many_writes_is_reassembled() {
     let (_dev, srv) = start();
     let mut r = Raw::connect(srv.path());
     let p = version_payload();
-    let h = Header { msg_id: 7, command: 1, msg_size: (HEADER_SIZE + p.len()) as u32, flags: 0, error: 0 };
+    let h = Header {
+        msg_id: 7,
+        command: 1,
+        msg_size: (HEADER_SIZE + p.len()) as u32,
+        flags: 0,
+        error: 0,
+    };
     let mut bytes = h.encode().to_vec();
     bytes.extend_from_slice(&p);
     for piece in bytes.chunks(5) {
@@ -143,8 +178,13 @@ fn too_many_fds_in_one_message_closes_connection_and_server_accepts_next() {
     let fds: Vec<OwnedFd> = (0..80).map(|_| eventfd().unwrap()).collect();
     let b: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
     let flags = v::VFIO_IRQ_SET_DATA_EVENTFD | v::VFIO_IRQ_SET_ACTION_TRIGGER;
-    let h = Header { msg_id: 3, command: Command::DeviceSetIrqs as u16, ..Header::default() };
-    c.send_raw(h, &SetIrqs::encode(flags, pci_irq::MSIX, 0, 80, &[]), &b).unwrap();
+    let h = Header {
+        msg_id: 3,
+        command: Command::DeviceSetIrqs as u16,
+        ..Header::default()
+    };
+    c.send_raw(h, &SetIrqs::encode(flags, pci_irq::MSIX, 0, 80, &[]), &b)
+        .unwrap();
     assert!(c.wait_closed(Duration::from_secs(5)));
     server_accepts_next(&srv);
 }
@@ -168,8 +208,18 @@ fn posted_write_is_never_answered_even_when_invalid() {
     let mut r = Raw::connect(srv.path());
     r.send(1, 1, 0, &version_payload());
     r.recv();
-    r.send(2, Command::RegionWrite as u16, FLAG_NO_REPLY, &RegionAccess::encode(0, 0, 1, &[9]));
-    r.send(3, Command::RegionWrite as u16, FLAG_NO_REPLY, &RegionAccess::encode(0, 99, 1, &[9]));
+    r.send(
+        2,
+        Command::RegionWrite as u16,
+        FLAG_NO_REPLY,
+        &RegionAccess::encode(0, 0, 1, &[9]),
+    );
+    r.send(
+        3,
+        Command::RegionWrite as u16,
+        FLAG_NO_REPLY,
+        &RegionAccess::encode(0, 99, 1, &[9]),
+    );
     r.send(4, Command::RegionRead as u16, 0, &RegionAccess::encode(0, 0, 1, &[]));
     let (h, p) = r.recv();
     assert_eq!(h.msg_id, 4, "the posted writes got no reply");
@@ -190,7 +240,14 @@ fn unknown_message_type_gets_einval() {
 // ---- VERSION ----
 
 fn unnegotiated(srv: &vfio_user::ServerHandle) -> Client {
-    Client::connect_with(srv.path(), ClientOptions { negotiate: false, ..Default::default() }).unwrap()
+    Client::connect_with(
+        srv.path(),
+        ClientOptions {
+            negotiate: false,
+            ..Default::default()
+        },
+    )
+    .unwrap()
 }
 
 #[test]
@@ -211,7 +268,10 @@ fn version_with_bad_json_is_rejected() {
     let c = unnegotiated(&srv);
     assert_eq!(errno_of(&c, 1, b"\0\0\0\0{\"capabilities\":\0", &[]), Errno::EINVAL);
     assert_eq!(errno_of(&c, 1, b"\0\0\0\0[]\0", &[]), Errno::EINVAL);
-    assert_eq!(errno_of(&c, 1, b"\0\0\0\0{\"capabilities\":{\"max_msg_fds\":\"x\"}}\0", &[]), Errno::EINVAL);
+    assert_eq!(
+        errno_of(&c, 1, b"\0\0\0\0{\"capabilities\":{\"max_msg_fds\":\"x\"}}\0", &[]),
+        Errno::EINVAL
+    );
     c.call(Command::Version, &version_payload(), &[]).unwrap();
     still_works(&c);
 }
@@ -234,7 +294,10 @@ fn second_version_gets_einval() {
 fn command_before_version_gets_einval() {
     let (dev, srv) = start();
     let c = unnegotiated(&srv);
-    assert_eq!(errno_of(&c, Command::RegionRead as u16, &RegionAccess::encode(0, 0, 1, &[]), &[]), Errno::EINVAL);
+    assert_eq!(
+        errno_of(&c, Command::RegionRead as u16, &RegionAccess::encode(0, 0, 1, &[]), &[]),
+        Errno::EINVAL
+    );
     assert!(dev.events().is_empty());
 }
 
@@ -251,8 +314,14 @@ fn unknown_command_gets_enotsup_and_session_continues() {
 #[test]
 fn device_feature_with_payload_gets_enotsup() {
     let (_dev, _srv, c) = connected();
-    assert_eq!(errno_of(&c, Command::DeviceFeature as u16, &[0u8; 4096], &[]), Errno::ENOTSUP);
-    assert_eq!(errno_of(&c, Command::MigDataRead as u16, &[0u8; 12], &[]), Errno::ENOTSUP);
+    assert_eq!(
+        errno_of(&c, Command::DeviceFeature as u16, &[0u8; 4096], &[]),
+        Errno::ENOTSUP
+    );
+    assert_eq!(
+        errno_of(&c, Command::MigDataRead as u16, &[0u8; 12], &[]),
+        Errno::ENOTSUP
+    );
     still_works(&c);
 }
 
@@ -269,7 +338,13 @@ fn dma_read_from_client_gets_enotsup() {
 fn dma_map_with_wrong_msg_size_gets_einval() {
     let (_dev, _srv, c) = connected();
     let ram = memfd("r", 0x1000).unwrap();
-    let mut p = DmaMap { flags: 3, offset: 0, iova: 0, size: 0x1000 }.encode();
+    let mut p = DmaMap {
+        flags: 3,
+        offset: 0,
+        iova: 0,
+        size: 0x1000,
+    }
+    .encode();
     p.pop();
     assert_eq!(errno_of(&c, 2, &p, &[ram.as_fd()]), Errno::EINVAL);
     still_works(&c);
@@ -278,7 +353,13 @@ fn dma_map_with_wrong_msg_size_gets_einval() {
 #[test]
 fn dma_map_argsz_lie_gets_einval() {
     let (_dev, _srv, c) = connected();
-    let mut p = DmaMap { flags: 3, offset: 0, iova: 0, size: 0x1000 }.encode();
+    let mut p = DmaMap {
+        flags: 3,
+        offset: 0,
+        iova: 0,
+        size: 0x1000,
+    }
+    .encode();
     p[0..4].copy_from_slice(&4096u32.to_le_bytes());
     assert_eq!(errno_of(&c, 2, &p, &[]), Errno::EINVAL);
     still_works(&c);
@@ -302,7 +383,13 @@ fn dma_map_with_two_fds_gets_einval() {
     let (_dev, _srv, c) = connected();
     let a = memfd("a", 0x1000).unwrap();
     let b = memfd("b", 0x1000).unwrap();
-    let p = DmaMap { flags: 3, offset: 0, iova: 0, size: 0x1000 }.encode();
+    let p = DmaMap {
+        flags: 3,
+        offset: 0,
+        iova: 0,
+        size: 0x1000,
+    }
+    .encode();
     assert_eq!(errno_of(&c, 2, &p, &[a.as_fd(), b.as_fd()]), Errno::EINVAL);
     still_works(&c);
 }
@@ -310,7 +397,13 @@ fn dma_map_with_two_fds_gets_einval() {
 #[test]
 fn dma_map_wrapping_the_address_space_gets_einval() {
     let (_dev, _srv, c) = connected();
-    let p = DmaMap { flags: 3, offset: 0, iova: u64::MAX - 0xfff, size: 0x2000 }.encode();
+    let p = DmaMap {
+        flags: 3,
+        offset: 0,
+        iova: u64::MAX - 0xfff,
+        size: 0x2000,
+    }
+    .encode();
     assert_eq!(errno_of(&c, 2, &p, &[]), Errno::EINVAL);
     still_works(&c);
 }
@@ -319,7 +412,13 @@ fn dma_map_wrapping_the_address_space_gets_einval() {
 fn dma_map_with_unmappable_fd_gets_its_errno() {
     let (_dev, _srv, c) = connected();
     let efd = eventfd().unwrap();
-    let p = DmaMap { flags: 3, offset: 0, iova: 0, size: 0x1000 }.encode();
+    let p = DmaMap {
+        flags: 3,
+        offset: 0,
+        iova: 0,
+        size: 0x1000,
+    }
+    .encode();
     assert_eq!(errno_of(&c, 2, &p, &[efd.as_fd()]), Errno::ENODEV);
     still_works(&c);
 }
@@ -340,8 +439,18 @@ fn dma_map_past_end_of_fd_gets_einval() {
 #[test]
 fn dma_map_past_max_dma_maps_gets_enospc() {
     let (_dev, srv) = start();
-    let caps = Capabilities { max_dma_maps: 2, ..Capabilities::ours() };
-    let c = Client::connect_with(srv.path(), ClientOptions { caps, ..Default::default() }).unwrap();
+    let caps = Capabilities {
+        max_dma_maps: 2,
+        ..Capabilities::ours()
+    };
+    let c = Client::connect_with(
+        srv.path(),
+        ClientOptions {
+            caps,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let ram = memfd("r", 0x3000).unwrap();
     c.dma_map(0x1000, 0x1000, ram.as_fd(), 0, true, true).unwrap();
     c.dma_map(0x2000, 0x1000, ram.as_fd(), 0, true, true).unwrap();
@@ -364,7 +473,12 @@ fn dma_unmap_splitting_a_mapping_gets_einval() {
 #[test]
 fn dma_unmap_all_with_a_range_gets_einval() {
     let (_dev, _srv, c) = connected();
-    let p = DmaUnmap { flags: dma_flags::UNMAP_ALL, iova: 0x1000, size: 0x1000 }.encode();
+    let p = DmaUnmap {
+        flags: dma_flags::UNMAP_ALL,
+        iova: 0x1000,
+        size: 0x1000,
+    }
+    .encode();
     assert_eq!(errno_of(&c, 3, &p, &[]), Errno::EINVAL);
     still_works(&c);
 }
@@ -372,7 +486,12 @@ fn dma_unmap_all_with_a_range_gets_einval() {
 #[test]
 fn dma_unmap_with_dirty_bitmap_gets_enotsup() {
     let (_dev, _srv, c) = connected();
-    let p = DmaUnmap { flags: dma_flags::UNMAP_GET_DIRTY_BITMAP, iova: 0x1000, size: 0x1000 }.encode();
+    let p = DmaUnmap {
+        flags: dma_flags::UNMAP_GET_DIRTY_BITMAP,
+        iova: 0x1000,
+        size: 0x1000,
+    }
+    .encode();
     assert_eq!(errno_of(&c, 3, &p, &[]), Errno::ENOTSUP);
     still_works(&c);
 }
@@ -381,7 +500,12 @@ fn dma_unmap_with_dirty_bitmap_gets_enotsup() {
 fn dma_unmap_with_an_fd_gets_einval() {
     let (_dev, _srv, c) = connected();
     let e = eventfd().unwrap();
-    let p = DmaUnmap { flags: 0, iova: 0x1000, size: 0x1000 }.encode();
+    let p = DmaUnmap {
+        flags: 0,
+        iova: 0x1000,
+        size: 0x1000,
+    }
+    .encode();
     assert_eq!(errno_of(&c, 3, &p, &[e.as_fd()]), Errno::EINVAL);
     still_works(&c);
 }
@@ -444,9 +568,18 @@ const TRIGGER_EVENTFD: u32 = v::VFIO_IRQ_SET_DATA_EVENTFD | v::VFIO_IRQ_SET_ACTI
 fn set_irqs_range_past_count_gets_einval() {
     let (_dev, _srv, c) = connected();
     let flags = v::VFIO_IRQ_SET_DATA_NONE | v::VFIO_IRQ_SET_ACTION_MASK;
-    assert_eq!(errno_of(&c, 8, &SetIrqs::encode(flags, pci_irq::MSIX, 6, 3, &[]), &[]), Errno::EINVAL);
-    assert_eq!(errno_of(&c, 8, &SetIrqs::encode(flags, pci_irq::MSIX, u32::MAX, 2, &[]), &[]), Errno::EINVAL);
-    assert_eq!(errno_of(&c, 8, &SetIrqs::encode(flags, 5, 0, 1, &[]), &[]), Errno::EINVAL);
+    assert_eq!(
+        errno_of(&c, 8, &SetIrqs::encode(flags, pci_irq::MSIX, 6, 3, &[]), &[]),
+        Errno::EINVAL
+    );
+    assert_eq!(
+        errno_of(&c, 8, &SetIrqs::encode(flags, pci_irq::MSIX, u32::MAX, 2, &[]), &[]),
+        Errno::EINVAL
+    );
+    assert_eq!(
+        errno_of(&c, 8, &SetIrqs::encode(flags, 5, 0, 1, &[]), &[]),
+        Errno::EINVAL
+    );
     still_works(&c);
 }
 
@@ -455,18 +588,34 @@ fn set_irqs_with_wrong_number_of_fds_gets_einval() {
     let (_dev, _srv, c) = connected();
     let fds: Vec<_> = (0..2).map(|_| eventfd().unwrap()).collect();
     let b: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
-    assert_eq!(errno_of(&c, 8, &SetIrqs::encode(TRIGGER_EVENTFD, pci_irq::MSIX, 0, 3, &[]), &b), Errno::EINVAL);
+    assert_eq!(
+        errno_of(&c, 8, &SetIrqs::encode(TRIGGER_EVENTFD, pci_irq::MSIX, 0, 3, &[]), &b),
+        Errno::EINVAL
+    );
     still_works(&c);
 }
 
 #[test]
 fn set_irqs_with_more_fds_than_max_msg_fds_gets_einval() {
     let (_dev, srv) = start();
-    let caps = Capabilities { max_msg_fds: 2, ..Capabilities::ours() };
-    let c = Client::connect_with(srv.path(), ClientOptions { caps, ..Default::default() }).unwrap();
+    let caps = Capabilities {
+        max_msg_fds: 2,
+        ..Capabilities::ours()
+    };
+    let c = Client::connect_with(
+        srv.path(),
+        ClientOptions {
+            caps,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let fds: Vec<_> = (0..3).map(|_| eventfd().unwrap()).collect();
     let b: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
-    assert_eq!(errno_of(&c, 8, &SetIrqs::encode(TRIGGER_EVENTFD, pci_irq::MSIX, 0, 3, &[]), &b), Errno::EINVAL);
+    assert_eq!(
+        errno_of(&c, 8, &SetIrqs::encode(TRIGGER_EVENTFD, pci_irq::MSIX, 0, 3, &[]), &b),
+        Errno::EINVAL
+    );
     still_works(&c);
 }
 
@@ -475,7 +624,10 @@ fn set_irqs_fds_with_data_none_gets_einval() {
     let (_dev, _srv, c) = connected();
     let e = eventfd().unwrap();
     let flags = v::VFIO_IRQ_SET_DATA_NONE | v::VFIO_IRQ_SET_ACTION_TRIGGER;
-    assert_eq!(errno_of(&c, 8, &SetIrqs::encode(flags, pci_irq::MSIX, 0, 1, &[]), &[e.as_fd()]), Errno::EINVAL);
+    assert_eq!(
+        errno_of(&c, 8, &SetIrqs::encode(flags, pci_irq::MSIX, 0, 1, &[]), &[e.as_fd()]),
+        Errno::EINVAL
+    );
     still_works(&c);
 }
 
@@ -483,7 +635,10 @@ fn set_irqs_fds_with_data_none_gets_einval() {
 fn set_irqs_with_two_data_types_gets_einval() {
     let (_dev, _srv, c) = connected();
     let flags = v::VFIO_IRQ_SET_DATA_NONE | v::VFIO_IRQ_SET_DATA_BOOL | v::VFIO_IRQ_SET_ACTION_TRIGGER;
-    assert_eq!(errno_of(&c, 8, &SetIrqs::encode(flags, pci_irq::MSIX, 0, 1, &[true]), &[]), Errno::EINVAL);
+    assert_eq!(
+        errno_of(&c, 8, &SetIrqs::encode(flags, pci_irq::MSIX, 0, 1, &[true]), &[]),
+        Errno::EINVAL
+    );
     still_works(&c);
 }
 
@@ -502,14 +657,30 @@ fn set_irqs_argsz_lie_gets_einval() {
 #[test]
 fn region_read_past_region_end_gets_einval() {
     let (_dev, _srv, c) = connected();
-    assert_eq!(errno_of(&c, 9, &RegionAccess::encode(BAR0_SIZE - 2, pci_region::BAR0, 4, &[]), &[]), Errno::EINVAL);
+    assert_eq!(
+        errno_of(
+            &c,
+            9,
+            &RegionAccess::encode(BAR0_SIZE - 2, pci_region::BAR0, 4, &[]),
+            &[]
+        ),
+        Errno::EINVAL
+    );
     still_works(&c);
 }
 
 #[test]
 fn region_read_with_offset_overflow_gets_einval() {
     let (_dev, _srv, c) = connected();
-    assert_eq!(errno_of(&c, 9, &RegionAccess::encode(u64::MAX - 1, pci_region::BAR0, 4, &[]), &[]), Errno::EINVAL);
+    assert_eq!(
+        errno_of(
+            &c,
+            9,
+            &RegionAccess::encode(u64::MAX - 1, pci_region::BAR0, 4, &[]),
+            &[]
+        ),
+        Errno::EINVAL
+    );
     still_works(&c);
 }
 
@@ -517,31 +688,64 @@ fn region_read_with_offset_overflow_gets_einval() {
 fn region_read_of_index_out_of_range_gets_einval() {
     let (_dev, _srv, c) = connected();
     assert_eq!(errno_of(&c, 9, &RegionAccess::encode(0, 9, 4, &[]), &[]), Errno::EINVAL);
-    assert_eq!(errno_of(&c, 10, &RegionAccess::encode(0, u32::MAX, 1, &[1]), &[]), Errno::EINVAL);
+    assert_eq!(
+        errno_of(&c, 10, &RegionAccess::encode(0, u32::MAX, 1, &[1]), &[]),
+        Errno::EINVAL
+    );
     // An empty region (size 0) has no valid byte.
-    assert_eq!(errno_of(&c, 9, &RegionAccess::encode(0, pci_region::BAR1, 1, &[]), &[]), Errno::EINVAL);
+    assert_eq!(
+        errno_of(&c, 9, &RegionAccess::encode(0, pci_region::BAR1, 1, &[]), &[]),
+        Errno::EINVAL
+    );
     still_works(&c);
 }
 
 #[test]
 fn region_read_count_past_max_data_xfer_gets_e2big() {
     let (_dev, _srv, c) = connected();
-    assert_eq!(errno_of(&c, 9, &RegionAccess::encode(0, pci_region::BAR2, (1 << 20) + 1, &[]), &[]), Errno::E2BIG);
+    assert_eq!(
+        errno_of(
+            &c,
+            9,
+            &RegionAccess::encode(0, pci_region::BAR2, (1 << 20) + 1, &[]),
+            &[]
+        ),
+        Errno::E2BIG
+    );
     still_works(&c);
 }
 
 #[test]
 fn region_read_with_trailing_bytes_gets_einval() {
     let (_dev, _srv, c) = connected();
-    assert_eq!(errno_of(&c, 9, &RegionAccess::encode(0, pci_region::BAR0, 4, &[1, 2]), &[]), Errno::EINVAL);
+    assert_eq!(
+        errno_of(&c, 9, &RegionAccess::encode(0, pci_region::BAR0, 4, &[1, 2]), &[]),
+        Errno::EINVAL
+    );
     still_works(&c);
 }
 
 #[test]
 fn region_write_count_lie_gets_einval() {
     let (_dev, _srv, c) = connected();
-    assert_eq!(errno_of(&c, 10, &RegionAccess::encode(0, pci_region::BAR0, 8, &[1, 2, 3, 4]), &[]), Errno::EINVAL);
-    assert_eq!(errno_of(&c, 10, &RegionAccess::encode(0, pci_region::BAR0, 2, &[1, 2, 3, 4]), &[]), Errno::EINVAL);
+    assert_eq!(
+        errno_of(
+            &c,
+            10,
+            &RegionAccess::encode(0, pci_region::BAR0, 8, &[1, 2, 3, 4]),
+            &[]
+        ),
+        Errno::EINVAL
+    );
+    assert_eq!(
+        errno_of(
+            &c,
+            10,
+            &RegionAccess::encode(0, pci_region::BAR0, 2, &[1, 2, 3, 4]),
+            &[]
+        ),
+        Errno::EINVAL
+    );
     assert_eq!(errno_of(&c, 10, &[0u8; 10], &[]), Errno::EINVAL);
     still_works(&c);
 }
@@ -549,7 +753,10 @@ fn region_write_count_lie_gets_einval() {
 #[test]
 fn region_write_to_read_only_region_gets_einval() {
     let (_dev, _srv, c) = connected();
-    assert_eq!(errno_of(&c, 10, &RegionAccess::encode(0, pci_region::BAR4, 1, &[1]), &[]), Errno::EINVAL);
+    assert_eq!(
+        errno_of(&c, 10, &RegionAccess::encode(0, pci_region::BAR4, 1, &[1]), &[]),
+        Errno::EINVAL
+    );
     still_works(&c);
 }
 
@@ -557,14 +764,25 @@ fn region_write_to_read_only_region_gets_einval() {
 fn region_read_with_an_fd_gets_einval() {
     let (_dev, _srv, c) = connected();
     let e = eventfd().unwrap();
-    assert_eq!(errno_of(&c, 9, &RegionAccess::encode(0, pci_region::BAR0, 1, &[]), &[e.as_fd()]), Errno::EINVAL);
+    assert_eq!(
+        errno_of(&c, 9, &RegionAccess::encode(0, pci_region::BAR0, 1, &[]), &[e.as_fd()]),
+        Errno::EINVAL
+    );
     still_works(&c);
 }
 
 #[test]
 fn write_multi_with_one_bad_entry_changes_nothing_and_gets_einval() {
     let (dev, _srv, c) = connected();
-    let e = c.write_multi(&[(pci_region::BAR0, 0x100, &[1]), (pci_region::BAR0, BAR0_SIZE - 1, &[1, 2])], false).unwrap_err();
+    let e = c
+        .write_multi(
+            &[
+                (pci_region::BAR0, 0x100, &[1]),
+                (pci_region::BAR0, BAR0_SIZE - 1, &[1, 2]),
+            ],
+            false,
+        )
+        .unwrap_err();
     assert_eq!(e.errno(), Some(Errno::EINVAL));
     assert_eq!(dev.bar0.lock().unwrap()[0x100], 0);
     still_works(&c);
@@ -600,7 +818,11 @@ fn dma_map_of_unsealed_memfd_is_accepted_but_never_mmapped() {
     std::fs::File::from(ram.try_clone().unwrap()).set_len(0x1000).unwrap();
     c.dma_map(0x10000, 0x1000, ram.as_fd(), 0, true, true).unwrap();
     let maps = dev.session().dma.mappings();
-    assert_eq!((maps.len(), maps[0].fd_offset), (1, None), "reached through DMA messages, not mmap");
+    assert_eq!(
+        (maps.len(), maps[0].fd_offset),
+        (1, None),
+        "reached through DMA messages, not mmap"
+    );
     // The client may shrink its file now: the server holds no mapping of it to fault on.
     std::fs::File::from(ram.try_clone().unwrap()).set_len(0).unwrap();
     still_works(&c);
@@ -613,8 +835,21 @@ fn set_irqs_with_a_pipe_instead_of_an_eventfd_is_refused() {
     // SAFETY: pipe2 writes two fds into the live two-element array.
     assert_eq!(unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
     // SAFETY: pipe2 just returned these fds and nobody else owns them.
-    let (r, w) = unsafe { (<OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(p[0]), <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(p[1])) };
-    assert_eq!(errno_of(&c, 8, &SetIrqs::encode(TRIGGER_EVENTFD, pci_irq::MSIX, 0, 1, &[]), &[w.as_fd()]), Errno::EINVAL);
+    let (r, w) = unsafe {
+        (
+            <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(p[0]),
+            <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(p[1]),
+        )
+    };
+    assert_eq!(
+        errno_of(
+            &c,
+            8,
+            &SetIrqs::encode(TRIGGER_EVENTFD, pci_irq::MSIX, 0, 1, &[]),
+            &[w.as_fd()]
+        ),
+        Errno::EINVAL
+    );
     assert!(!dev.session().irqs.is_enabled(pci_irq::MSIX, 0).unwrap());
     drop(r);
     still_works(&c);
@@ -637,7 +872,9 @@ fn set_irqs_with_a_blocking_eventfd_at_its_max_counter_does_not_hang_trigger() {
     std::thread::spawn(move || {
         let _ = tx.send(irqs.trigger(pci_irq::MSIX, 0));
     });
-    let r = rx.recv_timeout(Duration::from_secs(5)).expect("trigger blocked on a full eventfd");
+    let r = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("trigger blocked on a full eventfd");
     assert_eq!(r.unwrap(), vfio_user::IrqOutcome::Fired);
     still_works(&c);
 }
@@ -650,13 +887,21 @@ fn message_split_into_many_sendmsgs_each_with_fds_is_refused_before_fd_table_fil
     let b: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
     // A SET_IRQS header announcing a 4 KiB payload, then the payload a byte at a time, each
     // sendmsg carrying 8 more fds: the message never completes, the fds would pile up.
-    let h = Header { msg_id: 3, command: Command::DeviceSetIrqs as u16, msg_size: (HEADER_SIZE + 4096) as u32, ..Header::default() };
+    let h = Header {
+        msg_id: 3,
+        command: Command::DeviceSetIrqs as u16,
+        msg_size: (HEADER_SIZE + 4096) as u32,
+        ..Header::default()
+    };
     c.send_bytes(&h.encode(), &b).unwrap();
     for _ in 0..4 {
         if c.send_bytes(&[0], &b).is_err() {
             break;
         }
     }
-    assert!(c.wait_closed(Duration::from_secs(5)), "the server kept reading a message with 40 fds");
+    assert!(
+        c.wait_closed(Duration::from_secs(5)),
+        "the server kept reading a message with 40 fds"
+    );
     server_accepts_next(&srv);
 }

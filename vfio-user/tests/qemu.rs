@@ -40,13 +40,36 @@ impl Qtest {
             .arg(prefix.join("usr/share/qemu"))
             .args(["-L"])
             .arg(prefix.join("usr/share/seabios"))
-            .args(["-machine", "q35", "-accel", "qtest", "-qtest", "stdio", "-qtest-log", "/dev/null", "-m", "256M", "-nodefaults"])
+            .args([
+                "-machine",
+                "q35",
+                "-accel",
+                "qtest",
+                "-qtest",
+                "stdio",
+                "-qtest-log",
+                "/dev/null",
+                "-m",
+                "256M",
+                "-nodefaults",
+            ])
             .args(["-display", "none", "-serial", "none", "-monitor", "none"]);
         if memfd_ram {
-            cmd.args(["-object", "memory-backend-memfd,id=mem,size=256M,share=on", "-machine", "memory-backend=mem"]);
+            cmd.args([
+                "-object",
+                "memory-backend-memfd,id=mem,size=256M,share=on",
+                "-machine",
+                "memory-backend=mem",
+            ]);
         }
-        let dev = format!(r#"{{"driver":"vfio-user-pci","socket":{{"type":"unix","path":"{}"}},"addr":"0x3"}}"#, sock.display());
-        cmd.args(["-device", &dev]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        let dev = format!(
+            r#"{{"driver":"vfio-user-pci","socket":{{"type":"unix","path":"{}"}},"addr":"0x3"}}"#,
+            sock.display()
+        );
+        cmd.args(["-device", &dev])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
         let mut child = cmd.spawn().expect("start QEMU");
         let stdin = child.stdin.take().unwrap();
         let stdout = child.stdout.take().unwrap();
@@ -65,7 +88,10 @@ impl Qtest {
     fn cmd(&mut self, line: &str) -> String {
         writeln!(self.stdin, "{line}").unwrap();
         loop {
-            let l = self.lines.recv_timeout(Duration::from_secs(20)).unwrap_or_else(|_| panic!("no qtest reply to {line}"));
+            let l = self
+                .lines
+                .recv_timeout(Duration::from_secs(20))
+                .unwrap_or_else(|_| panic!("no qtest reply to {line}"));
             if let Some(rest) = l.strip_prefix("OK") {
                 return rest.trim().to_string();
             }
@@ -91,7 +117,9 @@ impl Qtest {
     fn read_mem(&mut self, addr: u64, len: usize) -> Vec<u8> {
         let hex = self.cmd(&format!("read {addr:#x} {len:#x}"));
         let hex = hex.trim_start_matches("0x");
-        (0..len).map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap()).collect()
+        (0..len)
+            .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+            .collect()
     }
 }
 
@@ -129,7 +157,11 @@ fn run(memfd_ram: bool) {
     // Device DMA into guest RAM (DMA_WRITE messages, or the mmap-ed memfd) and back.
     let dma = dev.session().dma;
     let expect_fd = if memfd_ram { Some(0) } else { None };
-    assert!(dma.mappings().iter().any(|m| m.iova == 0 && m.fd_offset == expect_fd), "{:?}", dma.mappings());
+    assert!(
+        dma.mappings().iter().any(|m| m.iova == 0 && m.fd_offset == expect_fd),
+        "{:?}",
+        dma.mappings()
+    );
     let pattern: Vec<u8> = (0..64u8).map(|i| i.wrapping_mul(37).wrapping_add(1)).collect();
     dma.write(0x80_0000, &pattern).unwrap();
     assert_eq!(q.read_mem(0x80_0000, 64), pattern);
@@ -140,7 +172,9 @@ fn run(memfd_ram: bool) {
 
     // QEMU going away is a disconnect; the server then waits for the next client.
     drop(q);
-    assert!(wait_until(Duration::from_secs(10), || dev.events().contains(&Event::Disconnected)));
+    assert!(wait_until(Duration::from_secs(10), || dev
+        .events()
+        .contains(&Event::Disconnected)));
     vfio_user::Client::connect(srv.path()).unwrap().reset().unwrap();
 }
 

@@ -5,12 +5,12 @@ mod common;
 use std::os::fd::AsFd;
 
 use common::*;
+use vfio_bindings::bindings::vfio as v;
 use vfio_user::wire::REGION_INFO_SIZE;
 use vfio_user::{
     eventfd, eventfd_take, memfd, pci_irq, pci_region, Client, DmaSpace, IrqOutcome, MmapRegion, DEVICE_FLAG_PCI,
     DEVICE_FLAG_RESET, REGION_FLAG_CAPS, REGION_FLAG_MMAP,
 };
-use vfio_bindings::bindings::vfio as v;
 
 #[test]
 fn version_negotiates_and_connects_the_device() {
@@ -64,7 +64,9 @@ fn region_info_with_small_argsz_reports_needed_argsz() {
     let mut req = vec![0u8; REGION_INFO_SIZE];
     req[0..4].copy_from_slice(&(REGION_INFO_SIZE as u32).to_le_bytes());
     req[8..12].copy_from_slice(&pci_region::BAR2.to_le_bytes());
-    let r = c.call(vfio_user::wire::Command::DeviceGetRegionInfo, &req, &[]).unwrap();
+    let r = c
+        .call(vfio_user::wire::Command::DeviceGetRegionInfo, &req, &[])
+        .unwrap();
     assert_eq!(r.payload.len(), REGION_INFO_SIZE);
     let argsz = u32::from_le_bytes(r.payload[0..4].try_into().unwrap());
     assert_eq!(argsz as usize, REGION_INFO_SIZE + 16 + 2 * 16);
@@ -90,20 +92,48 @@ fn set_irqs_eventfds_mask_unmask_and_deassign() {
     assert_eq!(irqs.trigger(pci_irq::MSIX, 3).unwrap(), IrqOutcome::Fired);
     assert_eq!(eventfd_take(fds[3].as_fd()).unwrap(), 1);
     // Mask vector 3, trigger: pending, fires on unmask.
-    c.set_irqs(v::VFIO_IRQ_SET_DATA_NONE | v::VFIO_IRQ_SET_ACTION_MASK, pci_irq::MSIX, 3, 1, &[]).unwrap();
+    c.set_irqs(
+        v::VFIO_IRQ_SET_DATA_NONE | v::VFIO_IRQ_SET_ACTION_MASK,
+        pci_irq::MSIX,
+        3,
+        1,
+        &[],
+    )
+    .unwrap();
     assert_eq!(irqs.trigger(pci_irq::MSIX, 3).unwrap(), IrqOutcome::Pending);
     assert_eq!(eventfd_take(fds[3].as_fd()).unwrap(), 0);
-    c.set_irqs(v::VFIO_IRQ_SET_DATA_BOOL | v::VFIO_IRQ_SET_ACTION_UNMASK, pci_irq::MSIX, 2, 2, &[false, true]).unwrap();
+    c.set_irqs(
+        v::VFIO_IRQ_SET_DATA_BOOL | v::VFIO_IRQ_SET_ACTION_UNMASK,
+        pci_irq::MSIX,
+        2,
+        2,
+        &[false, true],
+    )
+    .unwrap();
     assert_eq!(eventfd_take(fds[3].as_fd()).unwrap(), 1);
     // A DATA_BOOL trigger from the client fires vector 5.
-    c.set_irqs(v::VFIO_IRQ_SET_DATA_BOOL | v::VFIO_IRQ_SET_ACTION_TRIGGER, pci_irq::MSIX, 5, 1, &[true]).unwrap();
+    c.set_irqs(
+        v::VFIO_IRQ_SET_DATA_BOOL | v::VFIO_IRQ_SET_ACTION_TRIGGER,
+        pci_irq::MSIX,
+        5,
+        1,
+        &[true],
+    )
+    .unwrap();
     assert_eq!(eventfd_take(fds[5].as_fd()).unwrap(), 1);
     // De-assign vectors 0..4 with an fd-less EVENTFD set.
     c.set_irq_eventfds_deassign(pci_irq::MSIX, 0, 4).unwrap();
     assert_eq!(irqs.trigger(pci_irq::MSIX, 1).unwrap(), IrqOutcome::NoEventfd);
     assert_eq!(irqs.trigger(pci_irq::MSIX, 6).unwrap(), IrqOutcome::Fired);
     // Disable the whole index.
-    c.set_irqs(v::VFIO_IRQ_SET_DATA_NONE | v::VFIO_IRQ_SET_ACTION_TRIGGER, pci_irq::MSIX, 0, 0, &[]).unwrap();
+    c.set_irqs(
+        v::VFIO_IRQ_SET_DATA_NONE | v::VFIO_IRQ_SET_ACTION_TRIGGER,
+        pci_irq::MSIX,
+        0,
+        0,
+        &[],
+    )
+    .unwrap();
     assert_eq!(irqs.trigger(pci_irq::MSIX, 6).unwrap(), IrqOutcome::NoEventfd);
 }
 
@@ -116,7 +146,11 @@ fn region_read_write_posted_and_multi() {
     // A posted write is not answered, but a later read sees it (in-order processing).
     c.region_write_posted(pci_region::BAR0, 0x20, &[5, 6]).unwrap();
     assert_eq!(c.region_read(pci_region::BAR0, 0x20, 2).unwrap(), vec![5, 6]);
-    c.write_multi(&[(pci_region::BAR0, 0x30, &[7]), (pci_region::CONFIG, 0x4, &[8, 9])], false).unwrap();
+    c.write_multi(
+        &[(pci_region::BAR0, 0x30, &[7]), (pci_region::CONFIG, 0x4, &[8, 9])],
+        false,
+    )
+    .unwrap();
     c.write_multi(&[(pci_region::BAR0, 0x40, &[0xaa; 8])], true).unwrap();
     assert_eq!(c.region_read(pci_region::BAR0, 0x30, 1).unwrap(), vec![7]);
     assert_eq!(c.region_read(pci_region::CONFIG, 0x4, 2).unwrap(), vec![8, 9]);
@@ -165,7 +199,10 @@ fn dma_map_with_memfd_gives_device_zero_copy_access() {
     assert_eq!(copied, data);
     // Reading past the mapped range reports the first unmapped byte.
     let mut big = vec![0u8; 0x2000];
-    assert_eq!(dma.read(0x10800, &mut big), Err(vfio_user::DmaError::NotMapped { addr: 0x12000 }));
+    assert_eq!(
+        dma.read(0x10800, &mut big),
+        Err(vfio_user::DmaError::NotMapped { addr: 0x12000 })
+    );
     assert!(matches!(dev.events()[1], Event::Mapped(m) if m.iova == 0x10000 && m.fd_offset == Some(0)));
 }
 
@@ -183,7 +220,10 @@ fn dma_without_fd_goes_through_dma_read_and_dma_write_messages() {
     assert_eq!(local.read(0x2ff0, 16).unwrap(), vec![0x5a; 16]);
     // A read-only fd-less map refuses writes locally, before any message.
     let _ro = c.dma_map_local(0x50000, 0x1000, true, false).unwrap();
-    assert_eq!(dma.write(0x50000, &[1]), Err(vfio_user::DmaError::ReadOnly { addr: 0x50000 }));
+    assert_eq!(
+        dma.write(0x50000, &[1]),
+        Err(vfio_user::DmaError::ReadOnly { addr: 0x50000 })
+    );
 }
 
 #[test]
@@ -201,9 +241,15 @@ fn large_dma_read_through_messages_is_split_at_max_transfer() {
 
 #[test]
 fn packed_layout_for_dma_messages_also_works() {
-    let opts = vfio_user::ServerOptions { dma_layout: vfio_user::wire::DmaRwLayout::QemuPacked, ..Default::default() };
+    let opts = vfio_user::ServerOptions {
+        dma_layout: vfio_user::wire::DmaRwLayout::QemuPacked,
+        ..Default::default()
+    };
     let (dev, srv) = start_with(opts);
-    let copts = vfio_user::ClientOptions { dma_layout: vfio_user::wire::DmaRwLayout::QemuPacked, ..Default::default() };
+    let copts = vfio_user::ClientOptions {
+        dma_layout: vfio_user::wire::DmaRwLayout::QemuPacked,
+        ..Default::default()
+    };
     let c = Client::connect_with(srv.path(), copts).unwrap();
     let local = c.dma_map_local(0x1000, 0x1000, true, true).unwrap();
     dev.session().dma.write(0x1004, &[1, 2, 3]).unwrap();
@@ -219,14 +265,18 @@ fn dma_unmap_and_unmap_all_remove_mappings() {
     let c = Client::connect(srv.path()).unwrap();
     let ram = memfd("guest-ram", 0x4000).unwrap();
     for i in 0..4u64 {
-        c.dma_map(0x1000 * (i + 1), 0x1000, ram.as_fd(), 0x1000 * i, true, true).unwrap();
+        c.dma_map(0x1000 * (i + 1), 0x1000, ram.as_fd(), 0x1000 * i, true, true)
+            .unwrap();
     }
     let dma = dev.session().dma;
     // Unmapping a range that holds two maps removes both; an empty range is fine.
     c.dma_unmap(0x1000, 0x2000).unwrap();
     c.dma_unmap(0x100000, 0x1000).unwrap();
     assert_eq!(dma.len(), 2);
-    assert_eq!(dma.write(0x1000, &[1]), Err(vfio_user::DmaError::NotMapped { addr: 0x1000 }));
+    assert_eq!(
+        dma.write(0x1000, &[1]),
+        Err(vfio_user::DmaError::NotMapped { addr: 0x1000 })
+    );
     c.dma_unmap_all().unwrap();
     assert!(dma.is_empty());
     assert!(dev.events().contains(&Event::Unmapped(0x4000, 0x1000)));
@@ -243,5 +293,11 @@ fn unmapped_fdless_range_reports_efault_from_client() {
     c.forget_local(0x1000, 0x1000);
     let mut b = [0u8; 4];
     let e = dev.session().dma.read(0x1000, &mut b).unwrap_err();
-    assert_eq!(e, vfio_user::DmaError::Remote { addr: 0x1000, errno: vfio_user::Errno::EFAULT });
+    assert_eq!(
+        e,
+        vfio_user::DmaError::Remote {
+            addr: 0x1000,
+            errno: vfio_user::Errno::EFAULT
+        }
+    );
 }

@@ -45,11 +45,18 @@ fn rig() -> Rig {
     mem.map(DATA, 0x10_0000, true, false);
     mem.map(MSG, 0x1_0000, true, true);
     let mem = Arc::new(mem);
-    let fabric = Arc::new(Fabric::new(vec![Arc::new(Port::new(0, 0, PeerMem::new("b", 1 << 20).unwrap()))]));
+    let fabric = Arc::new(Fabric::new(vec![Arc::new(Port::new(
+        0,
+        0,
+        PeerMem::new("b", 1 << 20).unwrap(),
+    ))]));
     let ep = Endpoint::new(fabric, 0, 4, Hook::off(0)).unwrap();
     ep.start().unwrap();
     let irqs = Arc::new(Irqs::default());
-    ep.connect(Ports { mem: mem.clone(), irq: irqs.clone() });
+    ep.connect(Ports {
+        mem: mem.clone(),
+        irq: irqs.clone(),
+    });
     ep.config_write(0x04, &0x0006u16.to_le_bytes()); // memory decode + bus master
     Rig { ep, mem, irqs }
 }
@@ -78,10 +85,13 @@ impl Rig {
         assert_eq!(self.r32(queue_reg(q, Q_STATUS)), QSTATUS_ENABLED);
     }
     fn submit(&self, q: u32, slot: u32, cmd: &Command) {
-        self.mem.put(SQ + u64::from(q) * 0x4000 + u64::from(slot) * 64, &cmd.to_bytes());
+        self.mem
+            .put(SQ + u64::from(q) * 0x4000 + u64::from(slot) * 64, &cmd.to_bytes());
     }
     fn completion(&self, q: u32, slot: u32) -> Completion {
-        let b = self.mem.get(CQ + u64::from(q) * 0x4000 + u64::from(slot) * 32, COMPLETION_SIZE);
+        let b = self
+            .mem
+            .get(CQ + u64::from(q) * 0x4000 + u64::from(slot) * 32, COMPLETION_SIZE);
         Completion::from_bytes(b.as_slice().try_into().unwrap())
     }
     fn wait_completion(&self, q: u32, slot: u32, phase: bool) -> Completion {
@@ -119,7 +129,10 @@ fn doorbell_runs_commands_posts_completions_with_phase_and_raises_msix() {
         r.submit(1, slot, &Command::new(Opcode::Copy, 100 + i as u16, src, dst));
         r.w32(doorbell(1, DB_SQ_TAIL), (slot + 1) % 4);
         let c = r.wait_completion(1, slot, i < 4);
-        assert_eq!((c.command_id, c.status(), c.result, c.sq_head as u32), (100 + i as u16, Some(Status::SUCCESS), 12, (slot + 1) % 4));
+        assert_eq!(
+            (c.command_id, c.status(), c.result, c.sq_head as u32),
+            (100 + i as u16, Some(Status::SUCCESS), 12, (slot + 1) % 4)
+        );
         r.w32(doorbell(1, DB_CQ_HEAD), (slot + 1) % 4);
     }
     assert_eq!(r.mem.get(DATA + 0x2000, 12), b"hello, phyr!");
@@ -138,7 +151,11 @@ fn poll_mode_reads_shadow_doorbell() {
     let r = rig();
     r.setup(0, 8, QCTRL_POLL);
     for i in 0..3u32 {
-        r.submit(0, i, &Command::new(Opcode::Nop, i as u16, DmaRange::default(), DmaRange::default()));
+        r.submit(
+            0,
+            i,
+            &Command::new(Opcode::Nop, i as u16, DmaRange::default(), DmaRange::default()),
+        );
     }
     r.mem.put(SHADOW, &3u32.to_le_bytes());
     for i in 0..3 {
@@ -232,18 +249,30 @@ fn reset_while_worker_waits_on_a_dma_message_returns_at_once_and_moves_no_data_a
     }
     let t = Instant::now();
     r.w32(REG_CTRL, CTRL_RESET);
-    assert!(t.elapsed() < Duration::from_millis(500), "reset waited for a DMA message: {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "reset waited for a DMA message: {:?}",
+        t.elapsed()
+    );
     // The client answers the message only now (after our reply, as QEMU does).
     r.mem.set_hold(false);
     // Only the aborted command's completion arrives, late; no data moves after the reset.
     let c = r.wait_completion(0, 0, true);
     assert_eq!((c.command_id, c.status()), (42, Some(Status::ABORTED_RESET)));
-    assert_eq!(r.mem.get(DATA + 0x4000 + 4096, 4096), vec![0x11; 4096], "no data DMA after the reset returned");
+    assert_eq!(
+        r.mem.get(DATA + 0x4000 + 4096, 4096),
+        vec![0x11; 4096],
+        "no data DMA after the reset returned"
+    );
     assert_eq!(r.r32(queue_reg(0, Q_STATUS)), 0, "status stays as the reset left it");
     r.mem.put(CQ, &[0u8; 32]);
     // The queue works again once re-enabled.
     r.setup(0, 4, 0);
-    r.submit(0, 0, &Command::new(Opcode::Nop, 5, DmaRange::default(), DmaRange::default()));
+    r.submit(
+        0,
+        0,
+        &Command::new(Opcode::Nop, 5, DmaRange::default(), DmaRange::default()),
+    );
     r.w32(doorbell(0, DB_SQ_TAIL), 1);
     assert_eq!(r.wait_completion(0, 0, true).command_id, 5);
 }
@@ -253,7 +282,11 @@ fn without_bus_master_enable_no_command_is_fetched() {
     let r = rig();
     r.ep.config_write(0x04, &0x0002u16.to_le_bytes());
     r.setup(0, 4, 0);
-    r.submit(0, 0, &Command::new(Opcode::Nop, 1, DmaRange::default(), DmaRange::default()));
+    r.submit(
+        0,
+        0,
+        &Command::new(Opcode::Nop, 1, DmaRange::default(), DmaRange::default()),
+    );
     r.w32(doorbell(0, DB_SQ_TAIL), 1);
     std::thread::sleep(Duration::from_millis(50));
     assert!(!r.completion(0, 0).phase, "a device without BUS_MASTER must not DMA");
@@ -285,7 +318,11 @@ fn bus_master_cleared_mid_command_holds_it_until_set_again() {
     r.ep.config_write(0x04, &0x0002u16.to_le_bytes());
     r.mem.set_hold(false);
     std::thread::sleep(Duration::from_millis(50));
-    assert_eq!(r.mem.get(DATA + 0x4000 + 4096, 4096), vec![0x11; 4096], "data moved without Bus Master");
+    assert_eq!(
+        r.mem.get(DATA + 0x4000 + 4096, 4096),
+        vec![0x11; 4096],
+        "data moved without Bus Master"
+    );
     assert!(!r.completion(0, 0).phase, "completion written without Bus Master");
     r.ep.config_write(0x04, &0x0006u16.to_le_bytes());
     let c = r.wait_completion(0, 0, true);
@@ -304,12 +341,23 @@ fn reset_with_bus_master_clear_posts_no_completion_and_moves_no_data() {
     std::thread::sleep(Duration::from_millis(100));
     r.ep.config_write(0x04, &0x0006u16.to_le_bytes());
     std::thread::sleep(Duration::from_millis(50));
-    assert!(!r.completion(0, 0).phase, "completion written around a reset with Bus Master clear");
-    assert_eq!(r.mem.get(DATA + 0x4000 + 4096, 4096), vec![0x11; 4096], "no data DMA after the reset");
+    assert!(
+        !r.completion(0, 0).phase,
+        "completion written around a reset with Bus Master clear"
+    );
+    assert_eq!(
+        r.mem.get(DATA + 0x4000 + 4096, 4096),
+        vec![0x11; 4096],
+        "no data DMA after the reset"
+    );
     assert_eq!(r.r32(queue_reg(0, Q_STATUS)), 0);
     // The queue works again once re-enabled.
     r.setup(0, 4, 0);
-    r.submit(0, 0, &Command::new(Opcode::Nop, 5, DmaRange::default(), DmaRange::default()));
+    r.submit(
+        0,
+        0,
+        &Command::new(Opcode::Nop, 5, DmaRange::default(), DmaRange::default()),
+    );
     r.w32(doorbell(0, DB_SQ_TAIL), 1);
     assert_eq!(r.wait_completion(0, 0, true).command_id, 5);
 }

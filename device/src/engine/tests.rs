@@ -42,15 +42,27 @@ fn rig() -> Rig {
             Arc::new(p)
         })
         .collect();
-    Rig { mem, fabric: Fabric::new(ports), hook: Hook::off(0), lists: Default::default() }
+    Rig {
+        mem,
+        fabric: Fabric::new(ports),
+        hook: Hook::off(0),
+        lists: Default::default(),
+    }
 }
 
 impl Rig {
     fn run(&self, cmd: &Command) -> Completion {
         let none = || None;
         let exec = Exec {
-            bus: Bus { iova: &self.mem, fabric: &self.fabric, me: &self.fabric.ports()[0] },
-            limits: ListLimits { max_entries: 64, max_chain: 4 },
+            bus: Bus {
+                iova: &self.mem,
+                fabric: &self.fabric,
+                me: &self.fabric.ports()[0],
+            },
+            limits: ListLimits {
+                max_entries: 64,
+                max_chain: 4,
+            },
             hook: &self.hook,
             tag: CmdTag::default(),
             abort: &none,
@@ -110,22 +122,39 @@ fn a_short_list_after_a_long_one_moves_only_its_own_segments() {
     let long: Vec<DmaRange> = (0..32).map(|i| iova(RAM + 0x1000 + i * 128, 128)).collect();
     let src = r.list(RAM, &long);
     let dst = r.list(RAM + 0x400, &[iova(RAM + 0x4000, 4096)]);
-    assert_eq!(r.run(&Command::new(Opcode::Copy, 1, src, dst)).status(), Some(Status::SUCCESS));
+    assert_eq!(
+        r.run(&Command::new(Opcode::Copy, 1, src, dst)).status(),
+        Some(Status::SUCCESS)
+    );
     // A source walk that fails part way leaves a partial list behind.
     let bad = r.list(RAM + 0x600, &[iova(RAM + 0x2000, 64), iova(RAM + 0x2040, 0)]);
     let c = r.run(&Command::new(Opcode::Copy, 2, bad, dst));
     assert_eq!(c.status(), Some(Status::LIST_ZERO_LENGTH));
-    assert_eq!((c.fault_list, c.segment, c.fault_addr), (FAULT_LIST_SRC, 1, RAM + 0x2040));
+    assert_eq!(
+        (c.fault_list, c.segment, c.fault_addr),
+        (FAULT_LIST_SRC, 1, RAM + 0x2040)
+    );
     // Then a destination walk fails after a good source walk.
     let short_src = r.list(RAM + 0x800, &[iova(RAM + 0x3000, 100)]);
     let c = r.run(&Command::new(Opcode::Copy, 3, short_src, bad));
-    assert_eq!((c.status(), c.fault_list), (Some(Status::LIST_ZERO_LENGTH), FAULT_LIST_DST));
+    assert_eq!(
+        (c.status(), c.fault_list),
+        (Some(Status::LIST_ZERO_LENGTH), FAULT_LIST_DST)
+    );
     let short_dst = r.list(RAM + 0x900, &[iova(RAM + 0x6000, 100)]);
     let c = r.run(&Command::new(Opcode::Copy, 4, short_src, short_dst));
     assert_eq!((c.status(), c.result), (Some(Status::SUCCESS), 100));
-    assert_eq!(r.mem.get(RAM + 0x4000, 4096), data, "the long copy's destination is untouched");
+    assert_eq!(
+        r.mem.get(RAM + 0x4000, 4096),
+        data,
+        "the long copy's destination is untouched"
+    );
     assert_eq!(r.mem.get(RAM + 0x6000, 100), other[..100]);
-    assert_eq!(r.mem.get(RAM + 0x6000 + 100, 28), vec![0u8; 28], "nothing past the short list");
+    assert_eq!(
+        r.mem.get(RAM + 0x6000 + 100, 28),
+        vec![0u8; 28],
+        "nothing past the short list"
+    );
     // FILL refills only the destination; CRC32C then walks a source the scratch never held.
     let fill_dst = r.list(RAM + 0xA00, &[iova(RAM + 0x7000, 48)]);
     let mut fill = Command::new(Opcode::Fill, 5, DmaRange::default(), fill_dst);
@@ -217,7 +246,10 @@ fn write_through_read_only_mapping_is_write_read_only() {
     let dst = r.list(RAM + 0x100, &[iova(RAM + 0x2000, 32), iova(RO + 0x10, 32)]);
     let c = r.run(&Command::new(Opcode::Copy, 5, src, dst));
     assert_eq!(c.status(), Some(Status::WRITE_READ_ONLY));
-    assert_eq!((c.fault_list, c.segment, c.fault_addr, c.result), (FAULT_LIST_DST, 1, RO + 0x10, 32));
+    assert_eq!(
+        (c.fault_list, c.segment, c.fault_addr, c.result),
+        (FAULT_LIST_DST, 1, RO + 0x10, 32)
+    );
 }
 
 #[test]
@@ -227,7 +259,10 @@ fn fd_less_mapping_goes_through_messages() {
     r.mem.put(MSG + 7, &data);
     let src = r.list(RAM, &[iova(MSG + 7, 5000)]);
     let dst = r.list(RAM + 0x100, &[iova(MSG + 0x8000, 5000)]);
-    assert_eq!(r.run(&Command::new(Opcode::Copy, 5, src, dst)).status(), Some(Status::SUCCESS));
+    assert_eq!(
+        r.run(&Command::new(Opcode::Copy, 5, src, dst)).status(),
+        Some(Status::SUCCESS)
+    );
     assert_eq!(r.mem.get(MSG + 0x8000, 5000), data);
     let c = r.run(&Command::new(Opcode::Crc32c, 5, src, DmaRange::default()));
     assert_eq!(c.result, u64::from(crc32c::crc32c(&data)));
@@ -240,7 +275,10 @@ fn refused_dma_message_is_dma_message_failed() {
     let src = r.list(RAM, &[iova(RAM, 16)]);
     let dst = r.list(RAM + 0x100, &[iova(MSG + 0x40, 16)]);
     let c = r.run(&Command::new(Opcode::Copy, 5, src, dst));
-    assert_eq!((c.status(), c.fault_list, c.fault_addr), (Some(Status::DMA_MESSAGE_FAILED), FAULT_LIST_DST, MSG + 0x40));
+    assert_eq!(
+        (c.status(), c.fault_list, c.fault_addr),
+        (Some(Status::DMA_MESSAGE_FAILED), FAULT_LIST_DST, MSG + 0x40)
+    );
 }
 
 #[test]
@@ -251,7 +289,11 @@ fn bus_faults_carry_segment_and_address() {
         (bus(0x1234_0000, 4096), Status::BUS_NO_TARGET, 0x1234_0000),
         (bus(0x40_0200_0000, 4096), Status::BUS_CROSS_SWITCH, 0x40_0200_0000), // ep2: switch 1
         (bus(0xFE01_0000, 4096), Status::BUS_TARGET_ABORT, 0xFE01_0000),
-        (bus(BAR2_1 + (1 << 20) - 4000, 4096), Status::BUS_PAST_BAR_END, BAR2_1 + (1 << 20)),
+        (
+            bus(BAR2_1 + (1 << 20) - 4000, 4096),
+            Status::BUS_PAST_BAR_END,
+            BAR2_1 + (1 << 20),
+        ),
     ];
     for (seg, status, addr) in cases {
         let dst = r.list(RAM + 0x100, &[iova(RAM + 0x9000, 0), seg]);
@@ -259,7 +301,10 @@ fn bus_faults_carry_segment_and_address() {
         let _ = dst;
         let dst = r.list(RAM + 0x100, &[seg]);
         let c = r.run(&Command::new(Opcode::Copy, 5, src, dst));
-        assert_eq!((c.status(), c.fault_list, c.segment, c.fault_addr), (Some(status), FAULT_LIST_DST, 0, addr));
+        assert_eq!(
+            (c.status(), c.fault_list, c.segment, c.fault_addr),
+            (Some(status), FAULT_LIST_DST, 0, addr)
+        );
     }
 }
 
@@ -269,21 +314,36 @@ fn list_errors_report_list_segment_and_address() {
     let good = r.list(RAM + 0x300, &[iova(RAM, 16)]);
     let zero = r.list(RAM, &[iova(RAM, 16), iova(RAM + 0x40, 0)]);
     let c = r.run(&Command::new(Opcode::Copy, 5, good, zero));
-    assert_eq!((c.status(), c.fault_list, c.segment, c.fault_addr), (Some(Status::LIST_ZERO_LENGTH), FAULT_LIST_DST, 1, RAM + 0x40));
+    assert_eq!(
+        (c.status(), c.fault_list, c.segment, c.fault_addr),
+        (Some(Status::LIST_ZERO_LENGTH), FAULT_LIST_DST, 1, RAM + 0x40)
+    );
     let ovf = r.list(RAM, &[iova(u64::MAX - 4, 16)]);
-    assert_eq!(r.run(&Command::new(Opcode::Copy, 5, ovf, good)).status(), Some(Status::LIST_ADDR_OVERFLOW));
+    assert_eq!(
+        r.run(&Command::new(Opcode::Copy, 5, ovf, good)).status(),
+        Some(Status::LIST_ADDR_OVERFLOW)
+    );
     let cyc = r.list(RAM, &[iova(RAM, 16), DmaRange::chain(AddrSpace::Iova, RAM, 32)]);
-    assert_eq!(r.run(&Command::new(Opcode::Copy, 5, cyc, good)).status(), Some(Status::LIST_CHAIN_CYCLE));
+    assert_eq!(
+        r.run(&Command::new(Opcode::Copy, 5, cyc, good)).status(),
+        Some(Status::LIST_CHAIN_CYCLE)
+    );
     let big: Vec<DmaRange> = (0..65).map(|i| iova(RAM + i, 1)).collect();
     let many = r.list(RAM + 0x1000, &big);
     let c = r.run(&Command::new(Opcode::Crc32c, 5, many, good));
     assert_eq!((c.status(), c.segment), (Some(Status::LIST_TOO_MANY_ENTRIES), 64));
     let mismatch = r.list(RAM + 0x400, &[iova(RAM, 17)]);
     let c = r.run(&Command::new(Opcode::Copy, 5, good, mismatch));
-    assert_eq!((c.status(), c.segment), (Some(Status::LIST_LENGTH_MISMATCH), NO_SEGMENT));
+    assert_eq!(
+        (c.status(), c.segment),
+        (Some(Status::LIST_LENGTH_MISMATCH), NO_SEGMENT)
+    );
     let unmapped_head = Command::list_head(AddrSpace::Iova, 0x7000_0000, 1);
     let c = r.run(&Command::new(Opcode::Crc32c, 5, unmapped_head, good));
-    assert_eq!((c.status(), c.fault_list, c.fault_addr), (Some(Status::IOMMU_FAULT), FAULT_LIST_SRC, 0x7000_0000));
+    assert_eq!(
+        (c.status(), c.fault_list, c.fault_addr),
+        (Some(Status::IOMMU_FAULT), FAULT_LIST_SRC, 0x7000_0000)
+    );
 }
 
 #[test]
@@ -293,7 +353,11 @@ fn abort_before_a_step_stops_the_command() {
     let dst = r.list(RAM + 0x100, &[iova(RAM + 0x2000, 64)]);
     let abort = || Some(Status::ABORTED_RESET);
     let exec = Exec {
-        bus: Bus { iova: &r.mem, fabric: &r.fabric, me: &r.fabric.ports()[0] },
+        bus: Bus {
+            iova: &r.mem,
+            fabric: &r.fabric,
+            me: &r.fabric.ports()[0],
+        },
         limits: ListLimits::default(),
         hook: &r.hook,
         tag: CmdTag::default(),
@@ -404,7 +468,10 @@ fn data_crcs_in_the_trace_match_the_bytes_of_every_piece() {
     let src = r.list(RAM, &segs);
     let all: Vec<u8> = [a.clone(), b.clone(), c.clone(), m.clone()].concat();
     let crc = r.run(&Command::new(Opcode::Crc32c, 1, src, DmaRange::default()));
-    assert_eq!((crc.status(), crc.result), (Some(Status::SUCCESS), u64::from(crc32c::crc32c(&all))));
+    assert_eq!(
+        (crc.status(), crc.result),
+        (Some(Status::SUCCESS), u64::from(crc32c::crc32c(&all)))
+    );
     let dst = r.list(RAM + 0x200, &[iova(RAM + 0x8_0000, all.len() as u32)]);
     let copy = r.run(&Command::new(Opcode::Copy, 2, src, dst));
     assert_eq!(copy.status(), Some(Status::SUCCESS));
@@ -456,7 +523,12 @@ fn data_crcs_in_the_trace_match_the_bytes_of_every_piece() {
 fn fill_and_compare_records_carry_the_crc_of_their_bytes() {
     use phyr_trace::Payload;
     let (r, dir) = traced_rig("fill-crc");
-    let mut fill = Command::new(Opcode::Fill, 1, DmaRange::default(), r.list(RAM, &[iova(RAM + 0x1_0000, 10_000)]));
+    let mut fill = Command::new(
+        Opcode::Fill,
+        1,
+        DmaRange::default(),
+        r.list(RAM, &[iova(RAM + 0x1_0000, 10_000)]),
+    );
     fill.pattern = 0x0102_0304_0506_0708;
     assert_eq!(r.run(&fill).status(), Some(Status::SUCCESS));
     let filled = r.mem.get(RAM + 0x1_0000, 10_000);

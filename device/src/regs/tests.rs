@@ -20,7 +20,12 @@ impl Live for NoLive {
 }
 
 fn file() -> RegFile {
-    RegFile::new(Limits { endpoint: 1, switch: 0, bar2_size: 64 << 20, num_queues: 4 })
+    RegFile::new(Limits {
+        endpoint: 1,
+        switch: 0,
+        bar2_size: 64 << 20,
+        num_queues: 4,
+    })
 }
 
 fn program(f: &mut RegFile, q: u32) {
@@ -48,10 +53,18 @@ fn queue_enable_validates_and_captures_config() {
     let mut f = file();
     program(&mut f, 1);
     let e = f.write(queue_reg(1, Q_CTRL), 4, u64::from(QCTRL_ENABLE | QCTRL_IRQ));
-    let RegEffect::QueueEnable(1, cfg) = e else { panic!("{e:?}") };
-    assert_eq!((cfg.sq_base, cfg.cq_base, cfg.sq_size, cfg.vector, cfg.irq), (0x10_0000, 0x1_0020_0000, 64, 2, true));
+    let RegEffect::QueueEnable(1, cfg) = e else {
+        panic!("{e:?}")
+    };
+    assert_eq!(
+        (cfg.sq_base, cfg.cq_base, cfg.sq_size, cfg.vector, cfg.irq),
+        (0x10_0000, 0x1_0020_0000, 64, 2, true)
+    );
     // Configuration is read-only while enabled.
-    assert!(matches!(f.write(queue_reg(1, Q_SQ_BASE), 8, 0), RegEffect::GuestError(_)));
+    assert!(matches!(
+        f.write(queue_reg(1, Q_SQ_BASE), 8, 0),
+        RegEffect::GuestError(_)
+    ));
     assert_eq!(f.write(queue_reg(1, Q_CTRL), 4, 0), RegEffect::QueueDisable(1));
 }
 
@@ -70,7 +83,10 @@ fn misaligned_sq_base_fails_enable() {
     let mut f = file();
     program(&mut f, 0);
     f.write(queue_reg(0, Q_SQ_BASE), 8, 0x10_0020);
-    assert!(matches!(f.write(queue_reg(0, Q_CTRL), 4, 1), RegEffect::QueueEnableFailed(..)));
+    assert!(matches!(
+        f.write(queue_reg(0, Q_CTRL), 4, 1),
+        RegEffect::QueueEnableFailed(..)
+    ));
 }
 
 #[test]
@@ -86,14 +102,20 @@ fn ring_wrapping_the_address_space_fails_enable() {
     let mut f = file();
     program(&mut f, 0);
     f.write(queue_reg(0, Q_SQ_BASE), 8, u64::MAX - 63);
-    assert!(matches!(f.write(queue_reg(0, Q_CTRL), 4, 1), RegEffect::QueueEnableFailed(..)));
+    assert!(matches!(
+        f.write(queue_reg(0, Q_CTRL), 4, 1),
+        RegEffect::QueueEnableFailed(..)
+    ));
 }
 
 #[test]
 fn doorbell_past_queue_size_is_ignored() {
     let mut f = file();
     program(&mut f, 0);
-    assert!(matches!(f.write(doorbell(0, DB_SQ_TAIL), 4, 64), RegEffect::GuestError(_)));
+    assert!(matches!(
+        f.write(doorbell(0, DB_SQ_TAIL), 4, 64),
+        RegEffect::GuestError(_)
+    ));
     assert_eq!(f.write(doorbell(0, DB_SQ_TAIL), 4, 63), RegEffect::SqTail(0, 63));
     assert_eq!(f.write(doorbell(0, DB_CQ_HEAD), 4, 5), RegEffect::CqHead(0, 5));
     assert_eq!(f.guest_errors, 1);
@@ -107,7 +129,10 @@ fn wrong_width_and_unknown_offsets_are_guest_errors() {
     assert_eq!(f.read(REG_BAR2_SIZE + 2, 4, &NoLive), None);
     assert!(matches!(f.write(REG_ID, 4, 0), RegEffect::GuestError(_)));
     assert!(matches!(f.write(REG_CTRL, 2, 1), RegEffect::GuestError(_)));
-    assert!(matches!(f.write(queue_reg(0, Q_SQ_BASE) + 2, 4, 1), RegEffect::GuestError(_)));
+    assert!(matches!(
+        f.write(queue_reg(0, Q_SQ_BASE) + 2, 4, 1),
+        RegEffect::GuestError(_)
+    ));
     assert!(matches!(f.write(doorbell(4, 0), 4, 0), RegEffect::GuestError(_)));
     assert_eq!(f.guest_errors, 7);
 }
@@ -115,7 +140,10 @@ fn wrong_width_and_unknown_offsets_are_guest_errors() {
 #[test]
 fn ctrl_reset_and_enable() {
     let mut f = file();
-    assert_eq!(f.write(REG_CTRL, 4, u64::from(CTRL_ENABLE)), RegEffect::DeviceEnable(true));
+    assert_eq!(
+        f.write(REG_CTRL, 4, u64::from(CTRL_ENABLE)),
+        RegEffect::DeviceEnable(true)
+    );
     assert_eq!(f.read(REG_STATUS, 4, &NoLive), Some(u64::from(STATUS_READY)));
     assert_eq!(f.write(REG_CTRL, 4, u64::from(CTRL_RESET)), RegEffect::Reset);
     assert!(matches!(f.write(REG_IRQ_TEST, 4, 8), RegEffect::GuestError(_)));

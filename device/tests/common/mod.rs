@@ -59,10 +59,14 @@ pub struct Ep {
 
 impl Ep {
     pub fn w32(&self, off: u64, v: u32) {
-        self.client.region_write(pci_region::BAR0, off, &v.to_le_bytes()).unwrap();
+        self.client
+            .region_write(pci_region::BAR0, off, &v.to_le_bytes())
+            .unwrap();
     }
     pub fn w64(&self, off: u64, v: u64) {
-        self.client.region_write(pci_region::BAR0, off, &v.to_le_bytes()).unwrap();
+        self.client
+            .region_write(pci_region::BAR0, off, &v.to_le_bytes())
+            .unwrap();
     }
     pub fn r32(&self, off: u64) -> u32 {
         let b = self.client.region_read(pci_region::BAR0, off, 4).unwrap();
@@ -73,7 +77,9 @@ impl Ep {
         u64::from_le_bytes(b.try_into().unwrap())
     }
     pub fn cfg_w32(&self, off: u64, v: u32) {
-        self.client.region_write(pci_region::CONFIG, off, &v.to_le_bytes()).unwrap();
+        self.client
+            .region_write(pci_region::CONFIG, off, &v.to_le_bytes())
+            .unwrap();
     }
     pub fn cfg_r32(&self, off: u64) -> u32 {
         let b = self.client.region_read(pci_region::CONFIG, off, 4).unwrap();
@@ -89,7 +95,9 @@ impl Ep {
         self.cfg_w32(0x10, bar0_bus(self.index) as u32);
         self.cfg_w32(0x18, bar2_bus(self.index) as u32);
         self.cfg_w32(0x1C, (bar2_bus(self.index) >> 32) as u32);
-        self.client.region_write(pci_region::CONFIG, 0x04, &0x0006u16.to_le_bytes()).unwrap();
+        self.client
+            .region_write(pci_region::CONFIG, 0x04, &0x0006u16.to_le_bytes())
+            .unwrap();
     }
 
     /// Guest RAM at `iova` (must be inside this endpoint's RAM).
@@ -152,20 +160,43 @@ pub fn rig_with(cfg: FleetConfig, ram: u64) -> Rig {
     let mut eps = Vec::new();
     for (i, ep) in fleet.endpoints.iter().enumerate() {
         let path = dir.join(format!("ep{i}.sock"));
-        servers.push(vfio_user::Server::new(&path, Arc::new(VfioEndpoint::new(ep.clone()))).unwrap().spawn().unwrap());
+        servers.push(
+            vfio_user::Server::new(&path, Arc::new(VfioEndpoint::new(ep.clone())))
+                .unwrap()
+                .spawn()
+                .unwrap(),
+        );
         let client = Client::connect(&path).unwrap();
         let ram_fd = vfio_user::memfd("guest-ram", ram).unwrap();
         client.dma_map(RAM_IOVA, ram, ram_fd.as_fd(), 0, true, true).unwrap();
         let view = MmapRegion::map(ram_fd.as_fd(), 0, ram, true, true).unwrap();
-        let e = Ep { index: i, client, ram_fd, ram: view, ram_size: ram };
+        let e = Ep {
+            index: i,
+            client,
+            ram_fd,
+            ram: view,
+            ram_size: ram,
+        };
         e.program_bars();
         eps.push(e);
     }
-    Rig { fleet, servers, eps, dir }
+    Rig {
+        fleet,
+        servers,
+        eps,
+        dir,
+    }
 }
 
 pub fn rig(n: u16) -> Rig {
-    rig_with(FleetConfig { endpoints: n, bar2_size: 4 << 20, ..Default::default() }, 16 << 20)
+    rig_with(
+        FleetConfig {
+            endpoints: n,
+            bar2_size: 4 << 20,
+            ..Default::default()
+        },
+        16 << 20,
+    )
 }
 
 /// A guest-side queue driver: SQ/CQ rings (and shadow doorbells) in the endpoint's RAM.
@@ -207,7 +238,11 @@ impl QueueDrv {
         ep.w32(queue_reg(q, Q_MSIX_VECTOR), q);
         ep.w32(REG_CTRL, CTRL_ENABLE);
         ep.w32(queue_reg(q, Q_CTRL), QCTRL_ENABLE | ctrl);
-        assert_eq!(ep.r32(queue_reg(q, Q_STATUS)), QSTATUS_ENABLED, "queue {q} did not enable");
+        assert_eq!(
+            ep.r32(queue_reg(q, Q_STATUS)),
+            QSTATUS_ENABLED,
+            "queue {q} did not enable"
+        );
         d
     }
 
@@ -235,7 +270,10 @@ impl QueueDrv {
 
     /// The completion at the CQ head, if the device posted it (phase matches).
     pub fn peek(&self, ep: &Ep) -> Option<Completion> {
-        let b = ep.get(self.cq + u64::from(self.cq_head) * COMPLETION_SIZE as u64, COMPLETION_SIZE);
+        let b = ep.get(
+            self.cq + u64::from(self.cq_head) * COMPLETION_SIZE as u64,
+            COMPLETION_SIZE,
+        );
         let c = Completion::from_bytes(b.as_slice().try_into().unwrap());
         (c.phase == self.phase).then_some(c)
     }
@@ -263,7 +301,11 @@ impl QueueDrv {
             if let Some(c) = self.pop(ep) {
                 return c;
             }
-            assert!(t.elapsed() < Duration::from_secs(10), "no completion on queue {}", self.q);
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "no completion on queue {}",
+                self.q
+            );
             std::thread::yield_now();
         }
     }

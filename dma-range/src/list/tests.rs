@@ -69,9 +69,15 @@ fn walk_into_replaces_what_the_scratch_held_and_reads_long_blocks() {
     let long: Vec<DmaRange> = (0..40).map(|i| seg(0x10_0000 * (i + 1), 512)).collect();
     let long_head = m.put(AddrSpace::Iova, 0x1000, &long);
     let short_head = m.put(AddrSpace::Iova, 0x9000, &[seg(0x7000, 3)]);
-    let limits = ListLimits { max_entries: 64, max_chain: 4 };
+    let limits = ListLimits {
+        max_entries: 64,
+        max_chain: 4,
+    };
     let read = |space, addr, buf: &mut [u8]| {
-        let b = m.0.get(&(space, addr)).ok_or(ReadFault { status: Status::IOMMU_FAULT, addr })?;
+        let b = m.0.get(&(space, addr)).ok_or(ReadFault {
+            status: Status::IOMMU_FAULT,
+            addr,
+        })?;
         buf.copy_from_slice(&b[..buf.len()]);
         Ok(())
     };

@@ -67,73 +67,114 @@ pub fn run(sys: &Path, bdf: Option<&str>) -> Result<bool> {
     let group = f.iommu_group.context("edu has no IOMMU group (is intel_iommu=on?)")?;
     let mut c = Container::open()?;
     c.add_group(group)?;
-    println!("ok   container: IOMMU {} pgsizes {:#x}", c.iommu_type_name(), c.iova_pgsizes()?);
+    println!(
+        "ok   container: IOMMU {} pgsizes {:#x}",
+        c.iommu_type_name(),
+        c.iova_pgsizes()?
+    );
     let dev = c.open_device(group, &f.bdf)?;
-    println!("ok   device fd: pci={} reset={} regions={} irqs={}", dev.is_pci(), dev.supports_reset(), dev.num_regions(), dev.num_irqs());
+    println!(
+        "ok   device fd: pci={} reset={} regions={} irqs={}",
+        dev.is_pci(),
+        dev.supports_reset(),
+        dev.num_regions(),
+        dev.num_irqs()
+    );
     let r0 = dev.region_info(vfio::VFIO_PCI_BAR0_REGION_INDEX)?;
     let cfg = dev.region_info(vfio::VFIO_PCI_CONFIG_REGION_INDEX)?;
     let mut ids = [0u8; 4];
     dev.region_read(&cfg, 0, &mut ids)?;
-    println!("ok   config: vendor:device {:02x}{:02x}:{:02x}{:02x}", ids[1], ids[0], ids[3], ids[2]);
+    println!(
+        "ok   config: vendor:device {:02x}{:02x}:{:02x}{:02x}",
+        ids[1], ids[0], ids[3], ids[2]
+    );
     let bar = dev.map_region(&r0)?;
     println!("ok   bus master: COMMAND now {:#06x}", dev.enable_bus_master()?);
     let mut all_ok = true;
-    all_ok &= step("BAR0 mmap + ID", (|| {
-        let id = bar.read32(EDU_ID)?;
-        ensure!(id & 0xff == 0xed, "ID register {id:#x}, expected ..ed");
-        bar.write32(EDU_LIVENESS, 0x1234_5678)?;
-        let inv = bar.read32(EDU_LIVENESS)?;
-        ensure!(inv == !0x1234_5678u32, "liveness returned {inv:#x}");
-        Ok(format!("ID {id:#010x}, liveness inverts"))
-    })());
+    all_ok &= step(
+        "BAR0 mmap + ID",
+        (|| {
+            let id = bar.read32(EDU_ID)?;
+            ensure!(id & 0xff == 0xed, "ID register {id:#x}, expected ..ed");
+            bar.write32(EDU_LIVENESS, 0x1234_5678)?;
+            let inv = bar.read32(EDU_LIVENESS)?;
+            ensure!(inv == !0x1234_5678u32, "liveness returned {inv:#x}");
+            Ok(format!("ID {id:#010x}, liveness inverts"))
+        })(),
+    );
     let ev = EventFd::new()?;
-    all_ok &= step("MSI eventfd", (|| {
-        dev.set_irq_eventfds(MSI_INDEX, &[ev.raw()])?;
-        bar.write32(EDU_IRQ_RAISE, 0x1)?;
-        let n = ev.wait(Duration::from_secs(3))?;
-        let st = bar.read32(EDU_IRQ_STATUS)?;
-        bar.write32(EDU_IRQ_ACK, 0x1)?;
-        ensure!(n > 0, "no MSI within 3 s of raising IRQ (status {st:#x})");
-        Ok("raised and received".into())
-    })());
+    all_ok &= step(
+        "MSI eventfd",
+        (|| {
+            dev.set_irq_eventfds(MSI_INDEX, &[ev.raw()])?;
+            bar.write32(EDU_IRQ_RAISE, 0x1)?;
+            let n = ev.wait(Duration::from_secs(3))?;
+            let st = bar.read32(EDU_IRQ_STATUS)?;
+            bar.write32(EDU_IRQ_ACK, 0x1)?;
+            ensure!(n > 0, "no MSI within 3 s of raising IRQ (status {st:#x})");
+            Ok("raised and received".into())
+        })(),
+    );
     let mut iova = IovaAllocator::default();
     let (a, b, ro) = (DmaBuffer::new(4096)?, DmaBuffer::new(4096)?, DmaBuffer::new(4096)?);
-    let (ia, ib, iro) = (iova.alloc(PAGE, PAGE).unwrap(), iova.alloc(PAGE, PAGE).unwrap(), iova.alloc(PAGE, PAGE).unwrap());
+    let (ia, ib, iro) = (
+        iova.alloc(PAGE, PAGE).unwrap(),
+        iova.alloc(PAGE, PAGE).unwrap(),
+        iova.alloc(PAGE, PAGE).unwrap(),
+    );
     c.map_dma(a.vaddr(), ia, 4096, DmaPerm::ReadWrite)?;
     c.map_dma(b.vaddr(), ib, 4096, DmaPerm::ReadWrite)?;
     c.map_dma(ro.vaddr(), iro, 4096, DmaPerm::ReadOnly)?;
     let pattern = crate::data::pattern(7, 4096);
     a.write(0, &pattern)?;
     ro.write(0, &[0xEE; 4096])?;
-    all_ok &= step("DMA RAM -> edu -> RAM", (|| {
-        ev.take();
-        dma(&bar, ia, EDU_BUF, 4096, DMA_IRQ)?;
-        dma(&bar, EDU_BUF, ib, 4096, DMA_TO_RAM | DMA_IRQ)?;
-        let got = b.to_vec(0, 4096)?;
-        if let Some(off) = crate::data::first_diff(&got, &pattern) {
-            bail!("byte {off}: got {:#04x}, expected {:#04x}", got[off], pattern[off]);
-        }
-        let n = ev.wait(Duration::from_secs(1))? + ev.take();
-        bar.write32(EDU_IRQ_ACK, DMA_IRQ_BIT)?;
-        ensure!(n > 0, "no MSI for the DMA completions");
-        Ok(format!("4096 bytes via IOVA {ia:#x} and {ib:#x} match; {n} MSI(s)"))
-    })());
-    all_ok &= step("read-only mapping blocks device writes", (|| {
-        dma(&bar, EDU_BUF, iro, 4096, DMA_TO_RAM)?;
-        let got = ro.to_vec(0, 4096)?;
-        ensure!(got.iter().all(|&x| x == 0xEE), "the device wrote through a read-only IOVA mapping");
-        Ok(format!("IOVA {iro:#x} unchanged (expect a DMAR fault in dmesg)"))
-    })());
-    all_ok &= step("DMA unmap", (|| {
-        let n = c.unmap_dma(ib, 4096)?;
-        ensure!(n == 4096, "unmapped {n} bytes");
-        b.write(0, &[0u8; 4096])?;
-        dma(&bar, EDU_BUF, ib, 4096, DMA_TO_RAM)?;
-        ensure!(b.to_vec(0, 4096)?.iter().all(|&x| x == 0), "the device wrote to an unmapped IOVA");
-        Ok("unmapped IOVA no longer reaches the buffer".into())
-    })());
+    all_ok &= step(
+        "DMA RAM -> edu -> RAM",
+        (|| {
+            ev.take();
+            dma(&bar, ia, EDU_BUF, 4096, DMA_IRQ)?;
+            dma(&bar, EDU_BUF, ib, 4096, DMA_TO_RAM | DMA_IRQ)?;
+            let got = b.to_vec(0, 4096)?;
+            if let Some(off) = crate::data::first_diff(&got, &pattern) {
+                bail!("byte {off}: got {:#04x}, expected {:#04x}", got[off], pattern[off]);
+            }
+            let n = ev.wait(Duration::from_secs(1))? + ev.take();
+            bar.write32(EDU_IRQ_ACK, DMA_IRQ_BIT)?;
+            ensure!(n > 0, "no MSI for the DMA completions");
+            Ok(format!("4096 bytes via IOVA {ia:#x} and {ib:#x} match; {n} MSI(s)"))
+        })(),
+    );
+    all_ok &= step(
+        "read-only mapping blocks device writes",
+        (|| {
+            dma(&bar, EDU_BUF, iro, 4096, DMA_TO_RAM)?;
+            let got = ro.to_vec(0, 4096)?;
+            ensure!(
+                got.iter().all(|&x| x == 0xEE),
+                "the device wrote through a read-only IOVA mapping"
+            );
+            Ok(format!("IOVA {iro:#x} unchanged (expect a DMAR fault in dmesg)"))
+        })(),
+    );
+    all_ok &= step(
+        "DMA unmap",
+        (|| {
+            let n = c.unmap_dma(ib, 4096)?;
+            ensure!(n == 4096, "unmapped {n} bytes");
+            b.write(0, &[0u8; 4096])?;
+            dma(&bar, EDU_BUF, ib, 4096, DMA_TO_RAM)?;
+            ensure!(
+                b.to_vec(0, 4096)?.iter().all(|&x| x == 0),
+                "the device wrote to an unmapped IOVA"
+            );
+            Ok("unmapped IOVA no longer reaches the buffer".into())
+        })(),
+    );
     let _ = dev.set_irq_eventfds(MSI_INDEX, &[]);
-    all_ok &= step("device reset", dev.reset().map(|_| "VFIO_DEVICE_RESET".to_string()).map_err(Into::into));
+    all_ok &= step(
+        "device reset",
+        dev.reset().map(|_| "VFIO_DEVICE_RESET".to_string()).map_err(Into::into),
+    );
     println!("edu-check: {}", if all_ok { "all steps passed" } else { "FAILED" });
     Ok(all_ok)
 }

@@ -12,17 +12,26 @@ use crate::sysfs;
 pub fn run(sys: &Path, only: &[String], session: Option<&Session>) -> Result<()> {
     let funcs = endpoint::find(sys, only)?;
     if funcs.is_empty() {
-        println!("no phyr endpoints (1234:7068) found under {}/bus/pci/devices", sys.display());
+        println!(
+            "no phyr endpoints (1234:7068) found under {}/bus/pci/devices",
+            sys.display()
+        );
         return Ok(());
     }
     println!("phyr endpoints: {}", funcs.len());
     for (i, f) in funcs.iter().enumerate() {
         let bar = |n: usize| {
-            f.bar(n).map_or_else(|| "-".to_string(), |r| format!("{:#x}+{:#x}", r.start, r.size()))
+            f.bar(n)
+                .map_or_else(|| "-".to_string(), |r| format!("{:#x}+{:#x}", r.start, r.size()))
         };
         let group = f.iommu_group.map_or("-".into(), |g| g.to_string());
         let driver = f.driver.clone().unwrap_or_else(|| "-".into());
-        println!("ep{i} {} driver={driver} iommu_group={group} bar0={} bar2={}", f.bdf, bar(0), bar(2));
+        println!(
+            "ep{i} {} driver={driver} iommu_group={group} bar0={} bar2={}",
+            f.bdf,
+            bar(0),
+            bar(2)
+        );
         println!("    path: {} / {}", f.host_bridge, f.path.join(" / "));
         let acs: Vec<String> = f.path[..f.path.len().saturating_sub(1)]
             .iter()
@@ -59,7 +68,11 @@ pub fn run(sys: &Path, only: &[String], session: Option<&Session>) -> Result<()>
                     _ => "iommu",
                 };
                 let common = d.common.as_deref().unwrap_or("host-bridge");
-                row.push_str(&format!(" ep{p}={via}({} dist={} via {common})", d.map_type.name(), d.distance));
+                row.push_str(&format!(
+                    " ep{p}={via}({} dist={} via {common})",
+                    d.map_type.name(),
+                    d.distance
+                ));
             }
             println!("{row}");
         }

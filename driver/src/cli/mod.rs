@@ -2,8 +2,8 @@
 
 pub mod edu;
 pub mod list;
-pub mod submit;
 pub mod ops;
+pub mod submit;
 
 use std::path::PathBuf;
 
@@ -13,7 +13,11 @@ use crate::queue::QueueMode;
 use crate::session::P2pPolicy;
 
 #[derive(Debug, Parser)]
-#[command(name = "phyr", version, about = "Userspace VFIO driver and integration suite for the phyr endpoint")]
+#[command(
+    name = "phyr",
+    version,
+    about = "Userspace VFIO driver and integration suite for the phyr endpoint"
+)]
 pub struct Cli {
     /// sysfs root.
     #[arg(long, default_value = "/sys", global = true)]

@@ -46,14 +46,19 @@ fn list_at(s: &str) -> Result<ListAt> {
     }
     let rest = s.strip_prefix("bar:").context("--list-at must be host or bar:EP:OFF")?;
     let (ep, off) = rest.split_once(':').context("--list-at bar:EP:OFF")?;
-    Ok(ListAt::Bar { ep: ep.parse()?, offset: spec::parse_size(off).context("bad offset")? })
+    Ok(ListAt::Bar {
+        ep: ep.parse()?,
+        offset: spec::parse_size(off).context("bad offset")?,
+    })
 }
 
 fn to_phys<'a>(pieces: &[Piece], host: Option<&'a HostMem>) -> Vec<PhysRange<'a>> {
     pieces
         .iter()
         .map(|p| match p.loc {
-            PieceLoc::Host { offset } => PhysRange::host(host.expect("host buffer allocated for host pieces"), offset, p.len),
+            PieceLoc::Host { offset } => {
+                PhysRange::host(host.expect("host buffer allocated for host pieces"), offset, p.len)
+            }
             PieceLoc::Bar { ep, offset } => PhysRange::bar(ep, offset, p.len, p.route),
         })
         .collect()
@@ -81,11 +86,22 @@ fn total(r: &[PhysRange]) -> u64 {
 }
 
 /// Runs `op` with `src`/`dst` specs; returns Ok(true) if everything checked out.
-pub fn run(s: &mut Session, a: &OpArgs, op: Opcode, src: Option<&str>, dst: Option<&str>, pattern: u64) -> Result<bool> {
+pub fn run(
+    s: &mut Session,
+    a: &OpArgs,
+    op: Opcode,
+    src: Option<&str>,
+    dst: Option<&str>,
+    pattern: u64,
+) -> Result<bool> {
     let sp = src.map(spec::parse_spec).transpose()?.unwrap_or_default();
     let dp = dst.map(spec::parse_spec).transpose()?.unwrap_or_default();
     let extent = spec::host_extent(&sp).max(spec::host_extent(&dp));
-    let host = if extent > 0 { Some(s.alloc_host(extent, DmaPerm::ReadWrite)?) } else { None };
+    let host = if extent > 0 {
+        Some(s.alloc_host(extent, DmaPerm::ReadWrite)?)
+    } else {
+        None
+    };
     let sr = to_phys(&sp, host.as_ref());
     let dr = to_phys(&dp, host.as_ref());
     let seg_max = u32::try_from(a.seg_max).unwrap_or(u32::MAX).max(1);
@@ -99,14 +115,21 @@ pub fn run(s: &mut Session, a: &OpArgs, op: Opcode, src: Option<&str>, dst: Opti
         write_all(s, &dr, &vec![0xA5; total(&dr) as usize])?;
         write_all(s, &sr, &src_bytes)?;
     }
-    let sl = if sr.is_empty() { None } else {
+    let sl = if sr.is_empty() {
+        None
+    } else {
         let segs = mapping::map_ranges(s, a.ep, &sr, seg_max)?;
         Some(mapping::build_list(s, a.ep, segs, a.block_entries, at)?)
     };
-    let dl = if dr.is_empty() { None } else {
+    let dl = if dr.is_empty() {
+        None
+    } else {
         let segs = mapping::map_ranges(s, a.ep, &dr, seg_max)?;
         let at2 = match at {
-            ListAt::Bar { ep, offset } => ListAt::Bar { ep, offset: offset + 0x10000 },
+            ListAt::Bar { ep, offset } => ListAt::Bar {
+                ep,
+                offset: offset + 0x10000,
+            },
             h => h,
         };
         Some(mapping::build_list(s, a.ep, segs, a.block_entries, at2)?)
@@ -116,7 +139,9 @@ pub fn run(s: &mut Session, a: &OpArgs, op: Opcode, src: Option<&str>, dst: Opti
         _ => src_bytes.clone(),
     };
     let crc = crc32c::crc32c(&expected);
-    let mut job = Job::new(a.ep, op, sl.as_ref(), dl.as_ref()).on(a.queue, a.mode).crc(crc);
+    let mut job = Job::new(a.ep, op, sl.as_ref(), dl.as_ref())
+        .on(a.queue, a.mode)
+        .crc(crc);
     job.cmd.pattern = pattern;
     let dev_ep = s.ep(a.ep)?.id.endpoint_id;
     let c = job.run(s)?;
@@ -132,7 +157,10 @@ pub fn run(s: &mut Session, a: &OpArgs, op: Opcode, src: Option<&str>, dst: Opti
     );
     if status != Some(Status::SUCCESS) {
         if status.is_some_and(|st| st.is_failure()) {
-            println!("fault: list={} segment={} addr={:#x}", c.fault_list, c.segment, c.fault_addr);
+            println!(
+                "fault: list={} segment={} addr={:#x}",
+                c.fault_list, c.segment, c.fault_addr
+            );
         }
         return Ok(false);
     }
@@ -144,11 +172,16 @@ pub fn run(s: &mut Session, a: &OpArgs, op: Opcode, src: Option<&str>, dst: Opti
                 None => println!("destination matches byte for byte ({} bytes)", got.len()),
                 Some(off) => {
                     ok = false;
-                    println!("MISMATCH at destination byte {off}: got {:#04x}, expected {:#04x}", got[off], expected[off]);
+                    println!(
+                        "MISMATCH at destination byte {off}: got {:#04x}, expected {:#04x}",
+                        got[off], expected[off]
+                    );
                 }
             }
             let dl = dl.as_ref().expect("copy/fill have a destination");
-            let check = Job::new(a.ep, Opcode::Crc32c, Some(dl), None).on(a.queue, a.mode).crc(crc);
+            let check = Job::new(a.ep, Opcode::Crc32c, Some(dl), None)
+                .on(a.queue, a.mode)
+                .crc(crc);
             let cc = check.run(s)?;
             if !s.trace_lines {
                 println!("{}", check.line(dev_ep, &cc));

@@ -30,7 +30,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
-use dma_range::{Command, DmaRange, Opcode, Status, RANGE_BUS_ADDR, RANGE_CHAIN, ENTRY_SIZE};
+use dma_range::{Command, DmaRange, Opcode, Status, ENTRY_SIZE, RANGE_BUS_ADDR, RANGE_CHAIN};
 use serde::Deserialize;
 
 use crate::exec::Job;
@@ -218,8 +218,13 @@ pub fn run(s: &mut Session, path: &Path, mode: QueueMode) -> Result<bool> {
         let m = s.alloc_host(size, perm)?;
         match b.init.as_deref() {
             None | Some("zero") => {}
-            Some(i) if i.starts_with("pattern:") => m.buf.write(0, &crate::data::pattern(num(&Val::Str(i[8..].into()), "seed")?, size as usize))?,
-            Some(i) if i.starts_with("byte:") => m.buf.write(0, &vec![num(&Val::Str(i[5..].into()), "byte")? as u8; size as usize])?,
+            Some(i) if i.starts_with("pattern:") => m.buf.write(
+                0,
+                &crate::data::pattern(num(&Val::Str(i[8..].into()), "seed")?, size as usize),
+            )?,
+            Some(i) if i.starts_with("byte:") => m
+                .buf
+                .write(0, &vec![num(&Val::Str(i[5..].into()), "byte")? as u8; size as usize])?,
             Some(i) => bail!("buffer {}: init {i:?} (zero, pattern:SEED, byte:B)", b.name),
         }
         println!("buffer {:8} iova {:#x}+{:#x} {:?}", b.name, m.iova, size, perm);
@@ -234,21 +239,41 @@ pub fn run(s: &mut Session, path: &Path, mode: QueueMode) -> Result<bool> {
         let at = l.at.as_deref().unwrap_or("host");
         let p = if at == "host" {
             let m = s.alloc_host(u64::from(bytes), DmaPerm::ReadOnly)?;
-            let p = Placed { addr: m.iova, flags: 0, bytes };
+            let p = Placed {
+                addr: m.iova,
+                flags: 0,
+                bytes,
+            };
             storage.push((l.name.clone(), m));
             p
         } else {
-            let rest = at.strip_prefix("bar:").ok_or_else(|| anyhow!("list {}: at {at:?} (host or bar:EP:OFF)", l.name))?;
+            let rest = at
+                .strip_prefix("bar:")
+                .ok_or_else(|| anyhow!("list {}: at {at:?} (host or bar:EP:OFF)", l.name))?;
             let (ep, off) = rest.split_once(':').ok_or_else(|| anyhow!("bar:EP:OFF"))?;
             let (ep, off): (usize, u64) = (ep.parse()?, parse_size(off).context("offset")?);
             bar_writes.push((l.name.clone(), ep, off));
-            Placed { addr: s.ep(ep)?.bar2_bus() + off, flags: RANGE_BUS_ADDR, bytes }
+            Placed {
+                addr: s.ep(ep)?.bar2_bus() + off,
+                flags: RANGE_BUS_ADDR,
+                bytes,
+            }
         };
-        println!("list   {:8} at {:#x} ({} bytes){}", l.name, p.addr, p.bytes, if p.flags != 0 { " by bus address" } else { "" });
+        println!(
+            "list   {:8} at {:#x} ({} bytes){}",
+            l.name,
+            p.addr,
+            p.bytes,
+            if p.flags != 0 { " by bus address" } else { "" }
+        );
         placed.insert(l.name.clone(), p);
     }
     let mut encoded = HashMap::new();
-    let mut r = Resolver { s, bufs: &bufs, lists: &placed };
+    let mut r = Resolver {
+        s,
+        bufs: &bufs,
+        lists: &placed,
+    };
     for l in &f.lists {
         let mut bytes = Vec::new();
         for e in &l.entries {
@@ -262,7 +287,11 @@ pub fn run(s: &mut Session, path: &Path, mode: QueueMode) -> Result<bool> {
         Ok(match h {
             None => DmaRange::default(),
             Some(Head::Name(n)) => {
-                let mut d = r.entry(&Entry { addr: Val::Str(n.clone()), len: None, flags: None })?;
+                let mut d = r.entry(&Entry {
+                    addr: Val::Str(n.clone()),
+                    len: None,
+                    flags: None,
+                })?;
                 d.flags &= !RANGE_CHAIN;
                 d
             }
@@ -286,11 +315,25 @@ pub fn run(s: &mut Session, path: &Path, mode: QueueMode) -> Result<bool> {
         _ => num(&f.command.opcode, "opcode")? as u8,
     };
     let mut job = Job::new(f.endpoint, Opcode::Nop, None, None).on(f.queue, mode);
-    job.cmd = Command { opcode, src, dst, ..Default::default() };
-    job.cmd.pattern = f.command.pattern.as_ref().map(|p| num(p, "pattern")).transpose()?.unwrap_or(0);
+    job.cmd = Command {
+        opcode,
+        src,
+        dst,
+        ..Default::default()
+    };
+    job.cmd.pattern = f
+        .command
+        .pattern
+        .as_ref()
+        .map(|p| num(p, "pattern"))
+        .transpose()?
+        .unwrap_or(0);
     job.cmd.flags = f.command.flags.unwrap_or(0);
     job.cmd.reserved0 = f.command.reserved0.unwrap_or(0);
-    println!("command: opcode {opcode:#x} src {src:?} dst {dst:?} pattern {:#x}", job.cmd.pattern);
+    println!(
+        "command: opcode {opcode:#x} src {src:?} dst {dst:?} pattern {:#x}",
+        job.cmd.pattern
+    );
     let dev_ep = s.ep(f.endpoint)?.id.endpoint_id;
     let c = job.run(s)?;
     if !s.trace_lines {
@@ -312,7 +355,11 @@ pub fn run(s: &mut Session, path: &Path, mode: QueueMode) -> Result<bool> {
     for n in names {
         let b = &bufs[n];
         let bytes = b.buf.to_vec(0, b.len() as usize)?;
-        println!("buffer {n:8} crc32c {:#010x} first bytes {:02x?}", crc32c::crc32c(&bytes), &bytes[..16.min(bytes.len())]);
+        println!(
+            "buffer {n:8} crc32c {:#010x} first bytes {:02x?}",
+            crc32c::crc32c(&bytes),
+            &bytes[..16.min(bytes.len())]
+        );
     }
     Ok(st.is_some_and(|x| !x.is_failure()))
 }

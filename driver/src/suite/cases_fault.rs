@@ -17,18 +17,66 @@ use crate::vfio::DmaPerm;
 
 pub fn cases() -> Vec<Case> {
     vec![
-        Case { name: "fault-unmapped-iova", about: "src segment 2 at an unmapped IOVA: IOMMU_FAULT, exact address and bytes moved", run: unmapped },
-        Case { name: "fault-iova-past-buffer-end", about: "a dst segment running off its mapping faults at the first unmapped byte", run: past_buffer_end },
-        Case { name: "fault-list-block-unmapped", about: "a list head at an unmapped IOVA: IOMMU_FAULT on the list read", run: list_unmapped },
-        Case { name: "fault-bus-no-target", about: "BUS_ADDR nobody decodes: BUS_NO_TARGET", run: bus_no_target },
-        Case { name: "fault-bus-cross-switch", about: "BUS_ADDR of an endpoint behind another switch: BUS_CROSS_SWITCH", run: bus_cross_switch },
-        Case { name: "fault-bus-bar0-target-abort", about: "BUS_ADDR of a BAR0 (registers): BUS_TARGET_ABORT", run: bus_bar0 },
-        Case { name: "fault-bus-past-bar-end", about: "BUS_ADDR segment running past BAR2's end: BUS_PAST_BAR_END", run: past_bar_end },
-        Case { name: "fault-write-read-only", about: "dst in a read-only IOVA mapping: WRITE_READ_ONLY (reading it works)", run: write_read_only },
-        Case { name: "fault-chain-cycle", about: "a CHAIN back to the first block: LIST_CHAIN_CYCLE", run: chain_cycle },
-        Case { name: "fault-too-many-entries", about: "MAX_LIST_ENTRIES + 1 segments: LIST_TOO_MANY_ENTRIES", run: too_many },
-        Case { name: "fault-length-mismatch", about: "COPY with src/dst totals differing by one byte: LIST_LENGTH_MISMATCH", run: length_mismatch },
-        Case { name: "invalid-command", about: "unknown opcode: INVALID_OPCODE; nonzero flags: INVALID_FIELD", run: invalid_command },
+        Case {
+            name: "fault-unmapped-iova",
+            about: "src segment 2 at an unmapped IOVA: IOMMU_FAULT, exact address and bytes moved",
+            run: unmapped,
+        },
+        Case {
+            name: "fault-iova-past-buffer-end",
+            about: "a dst segment running off its mapping faults at the first unmapped byte",
+            run: past_buffer_end,
+        },
+        Case {
+            name: "fault-list-block-unmapped",
+            about: "a list head at an unmapped IOVA: IOMMU_FAULT on the list read",
+            run: list_unmapped,
+        },
+        Case {
+            name: "fault-bus-no-target",
+            about: "BUS_ADDR nobody decodes: BUS_NO_TARGET",
+            run: bus_no_target,
+        },
+        Case {
+            name: "fault-bus-cross-switch",
+            about: "BUS_ADDR of an endpoint behind another switch: BUS_CROSS_SWITCH",
+            run: bus_cross_switch,
+        },
+        Case {
+            name: "fault-bus-bar0-target-abort",
+            about: "BUS_ADDR of a BAR0 (registers): BUS_TARGET_ABORT",
+            run: bus_bar0,
+        },
+        Case {
+            name: "fault-bus-past-bar-end",
+            about: "BUS_ADDR segment running past BAR2's end: BUS_PAST_BAR_END",
+            run: past_bar_end,
+        },
+        Case {
+            name: "fault-write-read-only",
+            about: "dst in a read-only IOVA mapping: WRITE_READ_ONLY (reading it works)",
+            run: write_read_only,
+        },
+        Case {
+            name: "fault-chain-cycle",
+            about: "a CHAIN back to the first block: LIST_CHAIN_CYCLE",
+            run: chain_cycle,
+        },
+        Case {
+            name: "fault-too-many-entries",
+            about: "MAX_LIST_ENTRIES + 1 segments: LIST_TOO_MANY_ENTRIES",
+            run: too_many,
+        },
+        Case {
+            name: "fault-length-mismatch",
+            about: "COPY with src/dst totals differing by one byte: LIST_LENGTH_MISMATCH",
+            run: length_mismatch,
+        },
+        Case {
+            name: "invalid-command",
+            about: "unknown opcode: INVALID_OPCODE; nonzero flags: INVALID_FIELD",
+            run: invalid_command,
+        },
     ]
 }
 
@@ -53,10 +101,27 @@ fn seg(space: AddrSpace, addr: u64, len: u32) -> DmaRange {
 fn unmapped(s: &mut Session) -> Result<Outcome> {
     let (a, b) = (host(s, 8192)?, host(s, 12288)?);
     let x = s.unmapped_iova();
-    let src = raw_list(s, &[seg(AddrSpace::Iova, a.iova, 4096), seg(AddrSpace::Iova, a.iova + 4096, 4096), seg(AddrSpace::Iova, x, 4096)], 16)?;
+    let src = raw_list(
+        s,
+        &[
+            seg(AddrSpace::Iova, a.iova, 4096),
+            seg(AddrSpace::Iova, a.iova + 4096, 4096),
+            seg(AddrSpace::Iova, x, 4096),
+        ],
+        16,
+    )?;
     let dst = list_for(s, &[PhysRange::host(&b, 0, 12288)])?;
     let c = Job::new(0, Opcode::Copy, Some(&src), Some(&dst)).run(s)?;
-    expect_fault(&c, Fault { status: Status::IOMMU_FAULT, list: FAULT_LIST_SRC, segment: 2, addr: x, result: Some(8192) })?;
+    expect_fault(
+        &c,
+        Fault {
+            status: Status::IOMMU_FAULT,
+            list: FAULT_LIST_SRC,
+            segment: 2,
+            addr: x,
+            result: Some(8192),
+        },
+    )?;
     Ok(Outcome::Pass)
 }
 
@@ -64,10 +129,26 @@ fn past_buffer_end(s: &mut Session) -> Result<Outcome> {
     let (a, b) = (host(s, 8192)?, host(s, 4096)?);
     // dst: 100 bytes fine, then 200 bytes starting 96 bytes before b's end (guard page after).
     let src = list_for(s, &[PhysRange::host(&a, 0, 300)])?;
-    let dst = raw_list(s, &[seg(AddrSpace::Iova, b.iova, 100), seg(AddrSpace::Iova, b.iova + 4096 - 96, 200)], 16)?;
+    let dst = raw_list(
+        s,
+        &[
+            seg(AddrSpace::Iova, b.iova, 100),
+            seg(AddrSpace::Iova, b.iova + 4096 - 96, 200),
+        ],
+        16,
+    )?;
     let c = Job::new(0, Opcode::Copy, Some(&src), Some(&dst)).run(s)?;
     // 100 bytes of segment 0 and the 96 bytes of segment 1 before the guard page.
-    expect_fault(&c, Fault { status: Status::IOMMU_FAULT, list: FAULT_LIST_DST, segment: 1, addr: b.iova + 4096, result: Some(196) })?;
+    expect_fault(
+        &c,
+        Fault {
+            status: Status::IOMMU_FAULT,
+            list: FAULT_LIST_DST,
+            segment: 1,
+            addr: b.iova + 4096,
+            result: Some(196),
+        },
+    )?;
     Ok(Outcome::Pass)
 }
 
@@ -80,16 +161,34 @@ fn list_unmapped(s: &mut Session) -> Result<Outcome> {
     job.cmd.src = head;
     job.extra_lists.push((AddrSpace::Iova, x, head.len));
     let c = job.run(s)?;
-    expect_fault(&c, Fault { status: Status::IOMMU_FAULT, list: FAULT_LIST_SRC, segment: 0, addr: x, result: Some(0) })?;
+    expect_fault(
+        &c,
+        Fault {
+            status: Status::IOMMU_FAULT,
+            list: FAULT_LIST_SRC,
+            segment: 0,
+            addr: x,
+            result: Some(0),
+        },
+    )?;
     Ok(Outcome::Pass)
 }
 
 /// A bus address no BAR of any PCI function in this guest decodes.
 fn undecoded_bus_addr(s: &Session) -> Result<u64> {
     let all = crate::sysfs::scan(&s.sys)?;
-    let top = all.iter().flat_map(|f| f.resources.iter()).filter(|r| r.size() != 0).map(|r| r.end).max().unwrap_or(0);
+    let top = all
+        .iter()
+        .flat_map(|f| f.resources.iter())
+        .filter(|r| r.size() != 0)
+        .map(|r| r.end)
+        .max()
+        .unwrap_or(0);
     let x = (top + 1 + 0xF_FFFF) & !0xF_FFFF;
-    ensure!(!all.iter().any(|f| f.resources.iter().any(|r| r.contains(x))), "case bug: {x:#x} is decoded");
+    ensure!(
+        !all.iter().any(|f| f.resources.iter().any(|r| r.contains(x))),
+        "case bug: {x:#x} is decoded"
+    );
     Ok(x + 0x100)
 }
 
@@ -98,9 +197,22 @@ fn bus_no_target(s: &mut Session) -> Result<Outcome> {
     let x = undecoded_bus_addr(s)?;
     Tap::diag(&format!("undecoded bus address {x:#x}"));
     let src = list_for(s, &[PhysRange::host(&a, 0, 4096 + 512)])?;
-    let dst = raw_list(s, &[seg(AddrSpace::Iova, b.iova, 4096), seg(AddrSpace::Bus, x, 512)], 16)?;
+    let dst = raw_list(
+        s,
+        &[seg(AddrSpace::Iova, b.iova, 4096), seg(AddrSpace::Bus, x, 512)],
+        16,
+    )?;
     let c = Job::new(0, Opcode::Copy, Some(&src), Some(&dst)).run(s)?;
-    expect_fault(&c, Fault { status: Status::BUS_NO_TARGET, list: FAULT_LIST_DST, segment: 1, addr: x, result: Some(4096) })?;
+    expect_fault(
+        &c,
+        Fault {
+            status: Status::BUS_NO_TARGET,
+            list: FAULT_LIST_DST,
+            segment: 1,
+            addr: x,
+            result: Some(4096),
+        },
+    )?;
     Ok(Outcome::Pass)
 }
 
@@ -113,7 +225,16 @@ fn bus_cross_switch(s: &mut Session) -> Result<Outcome> {
     let src = list_for(s, &[PhysRange::host(&a, 0, 256)])?;
     let dst = raw_list(s, &[seg(AddrSpace::Bus, x, 256)], 16)?;
     let c = Job::new(0, Opcode::Copy, Some(&src), Some(&dst)).run(s)?;
-    expect_fault(&c, Fault { status: Status::BUS_CROSS_SWITCH, list: FAULT_LIST_DST, segment: 0, addr: x, result: Some(0) })?;
+    expect_fault(
+        &c,
+        Fault {
+            status: Status::BUS_CROSS_SWITCH,
+            list: FAULT_LIST_DST,
+            segment: 0,
+            addr: x,
+            result: Some(0),
+        },
+    )?;
     Ok(Outcome::Pass)
 }
 
@@ -123,7 +244,16 @@ fn bus_bar0(s: &mut Session) -> Result<Outcome> {
     let src = raw_list(s, &[seg(AddrSpace::Bus, x, 64)], 16)?;
     let dst = list_for(s, &[PhysRange::host(&b, 0, 64)])?;
     let c = Job::new(0, Opcode::Copy, Some(&src), Some(&dst)).run(s)?;
-    expect_fault(&c, Fault { status: Status::BUS_TARGET_ABORT, list: FAULT_LIST_SRC, segment: 0, addr: x, result: Some(0) })?;
+    expect_fault(
+        &c,
+        Fault {
+            status: Status::BUS_TARGET_ABORT,
+            list: FAULT_LIST_SRC,
+            segment: 0,
+            addr: x,
+            result: Some(0),
+        },
+    )?;
     Ok(Outcome::Pass)
 }
 
@@ -135,8 +265,22 @@ fn past_bar_end(s: &mut Session) -> Result<Outcome> {
     let dst = raw_list(s, &[seg(AddrSpace::Bus, end - 100, 200)], 16)?;
     let c = Job::new(0, Opcode::Copy, Some(&src), Some(&dst)).run(s)?;
     expect_status(&c, Status::BUS_PAST_BAR_END)?;
-    Tap::diag(&format!("fault_addr {:#x} (segment start {:#x}, BAR end {end:#x}), result {}", c.fault_addr, end - 100, c.result));
-    expect_fault(&c, Fault { status: Status::BUS_PAST_BAR_END, list: FAULT_LIST_DST, segment: 0, addr: end, result: None })?;
+    Tap::diag(&format!(
+        "fault_addr {:#x} (segment start {:#x}, BAR end {end:#x}), result {}",
+        c.fault_addr,
+        end - 100,
+        c.result
+    ));
+    expect_fault(
+        &c,
+        Fault {
+            status: Status::BUS_PAST_BAR_END,
+            list: FAULT_LIST_DST,
+            segment: 0,
+            addr: end,
+            result: None,
+        },
+    )?;
     Ok(Outcome::Pass)
 }
 
@@ -150,12 +294,32 @@ fn write_read_only(s: &mut Session) -> Result<Outcome> {
     let want = crc32c::crc32c(&bytes);
     let c = Job::new(0, Opcode::Crc32c, Some(&rl), None).crc(want).run(s)?;
     check::expect_status(&c, Status::SUCCESS)?;
-    ensure!(c.result as u32 == want, "CRC32C through a read-only mapping {:#x}, expected {want:#x}", c.result);
+    ensure!(
+        c.result as u32 == want,
+        "CRC32C through a read-only mapping {:#x}, expected {want:#x}",
+        c.result
+    );
     // Writing does not.
     let src = list_for(s, &[PhysRange::host(&a, 0, 8192)])?;
-    let dst = raw_list(s, &[seg(AddrSpace::Iova, a.iova + 4096, 16), seg(AddrSpace::Iova, ro.iova + 8, 8176)], 16)?;
+    let dst = raw_list(
+        s,
+        &[
+            seg(AddrSpace::Iova, a.iova + 4096, 16),
+            seg(AddrSpace::Iova, ro.iova + 8, 8176),
+        ],
+        16,
+    )?;
     let c = Job::new(0, Opcode::Copy, Some(&src), Some(&dst)).run(s)?;
-    expect_fault(&c, Fault { status: Status::WRITE_READ_ONLY, list: FAULT_LIST_DST, segment: 1, addr: ro.iova + 8, result: Some(16) })?;
+    expect_fault(
+        &c,
+        Fault {
+            status: Status::WRITE_READ_ONLY,
+            list: FAULT_LIST_DST,
+            segment: 1,
+            addr: ro.iova + 8,
+            result: Some(16),
+        },
+    )?;
     ensure!(ro.buf.to_vec(0, 8192)? == bytes, "the read-only buffer was modified");
     Ok(Outcome::Pass)
 }
@@ -163,10 +327,18 @@ fn write_read_only(s: &mut Session) -> Result<Outcome> {
 /// The fault `dma_range::walk` predicts for a list in `mem` (IOVA addresses only).
 fn predict(head: DmaRange, limits: ListLimits, mems: &[&HostMem]) -> Option<dma_range::ListFault> {
     let read = |space: AddrSpace, addr: u64, buf: &mut [u8]| {
-        let m = mems.iter().find(|m| space == AddrSpace::Iova && addr >= m.iova && addr + buf.len() as u64 <= m.iova + m.len());
+        let m = mems
+            .iter()
+            .find(|m| space == AddrSpace::Iova && addr >= m.iova && addr + buf.len() as u64 <= m.iova + m.len());
         match m {
-            Some(m) => m.buf.read(addr - m.iova, buf).map_err(|_| ReadFault { status: Status::IOMMU_FAULT, addr }),
-            None => Err(ReadFault { status: Status::IOMMU_FAULT, addr }),
+            Some(m) => m.buf.read(addr - m.iova, buf).map_err(|_| ReadFault {
+                status: Status::IOMMU_FAULT,
+                addr,
+            }),
+            None => Err(ReadFault {
+                status: Status::IOMMU_FAULT,
+                addr,
+            }),
         }
     };
     dma_range::walk(head, limits, read).err()
@@ -174,7 +346,10 @@ fn predict(head: DmaRange, limits: ListLimits, mems: &[&HostMem]) -> Option<dma_
 
 fn limits(s: &Session) -> Result<ListLimits> {
     let e = s.ep(0)?;
-    Ok(ListLimits { max_entries: e.id.max_list_entries, max_chain: e.id.max_chain })
+    Ok(ListLimits {
+        max_entries: e.id.max_list_entries,
+        max_chain: e.id.max_chain,
+    })
 }
 
 fn chain_cycle(s: &mut Session) -> Result<Outcome> {
@@ -192,13 +367,25 @@ fn chain_cycle(s: &mut Session) -> Result<Outcome> {
     blocks.buf.write(1024, &block1)?;
     let head = Command::list_head(AddrSpace::Iova, b0, 3);
     let want = predict(head, limits(s)?, &[&blocks]).expect("a cycle is a fault");
-    ensure!(want.status == Status::LIST_CHAIN_CYCLE, "case bug: walk predicts {want}");
+    ensure!(
+        want.status == Status::LIST_CHAIN_CYCLE,
+        "case bug: walk predicts {want}"
+    );
     let dst = list_for(s, &[PhysRange::host(&b, 0, 300)])?;
     let mut job = Job::new(0, Opcode::Copy, None, Some(&dst));
     job.cmd.src = head;
     job.extra_lists = vec![(AddrSpace::Iova, b0, 48), (AddrSpace::Iova, b1, 32)];
     let c = job.run(s)?;
-    expect_fault(&c, Fault { status: want.status, list: FAULT_LIST_SRC, segment: want.segment, addr: want.addr, result: Some(0) })?;
+    expect_fault(
+        &c,
+        Fault {
+            status: want.status,
+            list: FAULT_LIST_SRC,
+            segment: want.segment,
+            addr: want.addr,
+            result: Some(0),
+        },
+    )?;
     Ok(Outcome::Pass)
 }
 
@@ -207,13 +394,27 @@ fn too_many(s: &mut Session) -> Result<Outcome> {
     let n = e.id.max_list_entries as usize + 1;
     let per = n.div_ceil(e.id.max_chain.max(1) as usize) + 2;
     let a = host(s, n as u64 * 16)?;
-    let segs: Vec<DmaRange> = (0..n as u64).map(|i| seg(AddrSpace::Iova, a.iova + i * 16, 16)).collect();
+    let segs: Vec<DmaRange> = (0..n as u64)
+        .map(|i| seg(AddrSpace::Iova, a.iova + i * 16, 16))
+        .collect();
     let src = raw_list(s, &segs, per)?;
     let mem = src.storage.as_ref().expect("host list");
     let want = predict(src.head, limits(s)?, &[mem, &a]).expect("too many entries is a fault");
-    ensure!(want.status == Status::LIST_TOO_MANY_ENTRIES, "case bug: walk predicts {want}");
+    ensure!(
+        want.status == Status::LIST_TOO_MANY_ENTRIES,
+        "case bug: walk predicts {want}"
+    );
     let c = Job::new(0, Opcode::Crc32c, Some(&src), None).run(s)?;
-    expect_fault(&c, Fault { status: want.status, list: FAULT_LIST_SRC, segment: want.segment, addr: want.addr, result: Some(0) })?;
+    expect_fault(
+        &c,
+        Fault {
+            status: want.status,
+            list: FAULT_LIST_SRC,
+            segment: want.segment,
+            addr: want.addr,
+            result: Some(0),
+        },
+    )?;
     Ok(Outcome::Pass)
 }
 

@@ -25,7 +25,16 @@ pub struct Opts {
 
 impl Default for Opts {
     fn default() -> Self {
-        Self { ep: 0, q: 0, mode: QueueMode::Irq, seg_max: 64 << 10, block_entries: 256, list_at: ListAt::Host, seed: 1, keep_src: false }
+        Self {
+            ep: 0,
+            q: 0,
+            mode: QueueMode::Irq,
+            seg_max: 64 << 10,
+            block_entries: 256,
+            list_at: ListAt::Host,
+            seed: 1,
+            keep_src: false,
+        }
     }
 }
 
@@ -66,7 +75,12 @@ pub fn list_for(s: &mut Session, ranges: &[PhysRange], o: &Opts, at: ListAt) -> 
 }
 
 pub fn prepare<'a>(s: &mut Session, src: &[PhysRange<'a>], dst: &[PhysRange<'a>], o: Opts) -> Result<Prepared<'a>> {
-    ensure!(total(src) == total(dst), "case bug: src {} bytes, dst {} bytes", total(src), total(dst));
+    ensure!(
+        total(src) == total(dst),
+        "case bug: src {} bytes, dst {} bytes",
+        total(src),
+        total(dst)
+    );
     let expected = data::pattern(o.seed, total(src) as usize);
     write_ranges(s, dst, &vec![0x5A; expected.len()])?;
     if !o.keep_src {
@@ -74,12 +88,21 @@ pub fn prepare<'a>(s: &mut Session, src: &[PhysRange<'a>], dst: &[PhysRange<'a>]
     }
     let src_at = o.list_at;
     let dst_at = match o.list_at {
-        ListAt::Bar { ep, offset } => ListAt::Bar { ep, offset: offset + 0x10_0000 },
+        ListAt::Bar { ep, offset } => ListAt::Bar {
+            ep,
+            offset: offset + 0x10_0000,
+        },
         h => h,
     };
     let src_l = list_for(s, src, &o, src_at)?;
     let dst_l = list_for(s, dst, &o, dst_at)?;
-    Ok(Prepared { src: src_l, dst: dst_l, dst_ranges: dst.to_vec(), expected, o })
+    Ok(Prepared {
+        src: src_l,
+        dst: dst_l,
+        dst_ranges: dst.to_vec(),
+        expected,
+        o,
+    })
 }
 
 impl Prepared<'_> {
@@ -103,11 +126,21 @@ impl Prepared<'_> {
             );
         }
         let want = crc32c::crc32c(&self.expected);
-        let crc = Job::new(self.o.ep, Opcode::Crc32c, Some(&self.dst), None).on(self.o.q, self.o.mode).crc(want);
+        let crc = Job::new(self.o.ep, Opcode::Crc32c, Some(&self.dst), None)
+            .on(self.o.q, self.o.mode)
+            .crc(want);
         let cc = crc.run(s)?;
         expect_status(&cc, Status::SUCCESS)?;
-        ensure!(cc.result as u32 == want, "device CRC32C of the destination {:#010x}, expected {want:#010x}", cc.result);
-        ensure!(cc.result >> 32 == 0, "CRC32C result has high bits set: {:#x}", cc.result);
+        ensure!(
+            cc.result as u32 == want,
+            "device CRC32C of the destination {:#010x}, expected {want:#010x}",
+            cc.result
+        );
+        ensure!(
+            cc.result >> 32 == 0,
+            "CRC32C result has high bits set: {:#x}",
+            cc.result
+        );
         Ok(())
     }
 }
@@ -173,7 +206,12 @@ pub fn expect_fault(c: &Completion, f: Fault) -> Result<()> {
         f.addr
     );
     if let Some(r) = f.result {
-        ensure!(c.result == r, "{}: {:#x} bytes reported moved before the fault, expected {r:#x}", f.status.name(), c.result);
+        ensure!(
+            c.result == r,
+            "{}: {:#x} bytes reported moved before the fault, expected {r:#x}",
+            f.status.name(),
+            c.result
+        );
     }
     Ok(())
 }
@@ -181,5 +219,7 @@ pub fn expect_fault(c: &Completion, f: Fault) -> Result<()> {
 /// Index of an endpoint other than `ep` on the same switch / another switch.
 pub fn peer(s: &Session, ep: usize, same_switch: bool) -> Option<usize> {
     let sw = s.endpoints.get(ep)?.id.switch_id;
-    s.endpoints.iter().position(|e| e.index != ep && (e.id.switch_id == sw) == same_switch)
+    s.endpoints
+        .iter()
+        .position(|e| e.index != ep && (e.id.switch_id == sw) == same_switch)
 }

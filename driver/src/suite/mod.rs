@@ -51,7 +51,10 @@ pub fn run(s: &mut Session, only: &[String]) -> Result<bool> {
             anyhow::bail!("no case named {n:?} (see `phyr suite --list`)");
         }
     }
-    let selected: Vec<&Case> = cases.iter().filter(|c| only.is_empty() || only.iter().any(|n| n == c.name)).collect();
+    let selected: Vec<&Case> = cases
+        .iter()
+        .filter(|c| only.is_empty() || only.iter().any(|n| n == c.name))
+        .collect();
     let mut tap = Tap::default();
     tap.header(selected.len());
     for e in &s.endpoints {

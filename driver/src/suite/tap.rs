@@ -53,7 +53,10 @@ impl Tap {
     }
 
     pub fn totals(&self) {
-        println!("# totals: pass:{} fail:{} xfail:0 xpass:0 skip:{} error:0", self.pass, self.fail, self.skip);
+        println!(
+            "# totals: pass:{} fail:{} xfail:0 xpass:0 skip:{} error:0",
+            self.pass, self.fail, self.skip
+        );
         flush();
     }
 }

@@ -43,14 +43,21 @@ impl Container {
             .read(true)
             .write(true)
             .open(path)
-            .map_err(|source| VfioError::Open { path: path.into(), source })?;
+            .map_err(|source| VfioError::Open {
+                path: path.into(),
+                source,
+            })?;
         // SAFETY: GET_API_VERSION takes no argument and only returns an int; the fd is a
         // valid open VFIO container (just opened above).
         let v = unsafe { libc::ioctl(file.as_raw_fd(), ioctl::GET_API_VERSION) };
         if v != sys::VFIO_API_VERSION as i32 {
             return Err(VfioError::ApiVersion(v));
         }
-        let c = Self { file, groups: Vec::new(), iommu_type: None };
+        let c = Self {
+            file,
+            groups: Vec::new(),
+            iommu_type: None,
+        };
         if !c.has_extension(sys::VFIO_TYPE1v2_IOMMU) && !c.has_extension(sys::VFIO_TYPE1_IOMMU) {
             return Err(VfioError::NoType1);
         }
@@ -83,7 +90,10 @@ impl Container {
             .read(true)
             .write(true)
             .open(&path)
-            .map_err(|source| VfioError::Open { path: path.clone(), source })?;
+            .map_err(|source| VfioError::Open {
+                path: path.clone(),
+                source,
+            })?;
         let mut status = sys::vfio_group_status {
             argsz: std::mem::size_of::<sys::vfio_group_status>() as u32,
             flags: 0,
@@ -92,7 +102,11 @@ impl Container {
         // the kernel writes at most argsz bytes into it.
         let r = unsafe { libc::ioctl(file.as_raw_fd(), ioctl::GROUP_GET_STATUS, &mut status) };
         if r < 0 {
-            return Err(VfioError::Ioctl { op: "VFIO_GROUP_GET_STATUS", what: path, source: last_os() });
+            return Err(VfioError::Ioctl {
+                op: "VFIO_GROUP_GET_STATUS",
+                what: path,
+                source: last_os(),
+            });
         }
         if status.flags & sys::VFIO_GROUP_FLAGS_VIABLE == 0 {
             return Err(VfioError::GroupNotViable(id));
@@ -102,7 +116,11 @@ impl Container {
         // which points at a live local.
         let r = unsafe { libc::ioctl(file.as_raw_fd(), ioctl::GROUP_SET_CONTAINER, &cfd) };
         if r < 0 {
-            return Err(VfioError::Ioctl { op: "VFIO_GROUP_SET_CONTAINER", what: path, source: last_os() });
+            return Err(VfioError::Ioctl {
+                op: "VFIO_GROUP_SET_CONTAINER",
+                what: path,
+                source: last_os(),
+            });
         }
         if self.iommu_type.is_none() {
             let ty = if self.has_extension(sys::VFIO_TYPE1v2_IOMMU) {
@@ -113,7 +131,11 @@ impl Container {
             // SAFETY: SET_IOMMU takes the IOMMU type by value; no memory is passed.
             let r = unsafe { libc::ioctl(self.file.as_raw_fd(), ioctl::SET_IOMMU, ty as libc::c_ulong) };
             if r < 0 {
-                return Err(VfioError::Ioctl { op: "VFIO_SET_IOMMU", what: "/dev/vfio/vfio".into(), source: last_os() });
+                return Err(VfioError::Ioctl {
+                    op: "VFIO_SET_IOMMU",
+                    what: "/dev/vfio/vfio".into(),
+                    source: last_os(),
+                });
             }
             self.iommu_type = Some(ty);
         }
@@ -124,7 +146,11 @@ impl Container {
     /// Opens the device `bdf` (e.g. "0000:03:00.0") of group `group` (added before).
     pub fn open_device(&mut self, group: u32, bdf: &str) -> Result<VfioDevice> {
         self.add_group(group)?;
-        let g = self.groups.iter().find(|g| g.id == group).expect("group added just above");
+        let g = self
+            .groups
+            .iter()
+            .find(|g| g.id == group)
+            .expect("group added just above");
         let name = CString::new(bdf).map_err(|_| VfioError::Sys {
             op: "device name",
             source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in BDF"),
@@ -154,7 +180,11 @@ impl Container {
         // writes at most that many bytes.
         let r = unsafe { libc::ioctl(self.file.as_raw_fd(), ioctl::IOMMU_GET_INFO, &mut info) };
         if r < 0 {
-            return Err(VfioError::Ioctl { op: "VFIO_IOMMU_GET_INFO", what: "container".into(), source: last_os() });
+            return Err(VfioError::Ioctl {
+                op: "VFIO_IOMMU_GET_INFO",
+                what: "container".into(),
+                source: last_os(),
+            });
         }
         Ok(info.iova_pgsizes)
     }

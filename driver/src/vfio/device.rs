@@ -44,9 +44,19 @@ impl VfioDevice {
         // at most argsz bytes.
         let r = unsafe { libc::ioctl(fd.as_raw_fd(), ioctl::DEVICE_GET_INFO, &mut info) };
         if r < 0 {
-            return Err(VfioError::Ioctl { op: "VFIO_DEVICE_GET_INFO", what: name, source: last_os() });
+            return Err(VfioError::Ioctl {
+                op: "VFIO_DEVICE_GET_INFO",
+                what: name,
+                source: last_os(),
+            });
         }
-        Ok(Self { fd, name, flags: info.flags, num_regions: info.num_regions, num_irqs: info.num_irqs })
+        Ok(Self {
+            fd,
+            name,
+            flags: info.flags,
+            num_regions: info.num_regions,
+            num_irqs: info.num_irqs,
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -85,7 +95,12 @@ impl VfioDevice {
                 source: last_os(),
             });
         }
-        Ok(RegionInfo { index, flags: info.flags, size: info.size, offset: info.offset })
+        Ok(RegionInfo {
+            index,
+            flags: info.flags,
+            size: info.size,
+            offset: info.offset,
+        })
     }
 
     /// Number of vectors of IRQ index `index` (e.g. VFIO_PCI_MSIX_IRQ_INDEX).
@@ -147,7 +162,11 @@ impl VfioDevice {
         // SAFETY: DEVICE_RESET takes no argument.
         let r = unsafe { libc::ioctl(self.fd.as_raw_fd(), ioctl::DEVICE_RESET) };
         if r < 0 {
-            return Err(VfioError::Ioctl { op: "VFIO_DEVICE_RESET", what: self.name.clone(), source: last_os() });
+            return Err(VfioError::Ioctl {
+                op: "VFIO_DEVICE_RESET",
+                what: self.name.clone(),
+                source: last_os(),
+            });
         }
         Ok(())
     }
@@ -158,7 +177,12 @@ impl VfioDevice {
         // SAFETY: `buf` is a live, writable buffer of buf.len() bytes; pread writes at most
         // that many.
         let n = unsafe {
-            libc::pread(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), (r.offset + offset) as libc::off_t)
+            libc::pread(
+                self.fd.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                (r.offset + offset) as libc::off_t,
+            )
         };
         self.done("pread", r, n, buf.len())
     }
@@ -168,7 +192,12 @@ impl VfioDevice {
         self.check(r, offset, buf.len())?;
         // SAFETY: `buf` is a live buffer of buf.len() bytes; pwrite only reads it.
         let n = unsafe {
-            libc::pwrite(self.fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), (r.offset + offset) as libc::off_t)
+            libc::pwrite(
+                self.fd.as_raw_fd(),
+                buf.as_ptr().cast(),
+                buf.len(),
+                (r.offset + offset) as libc::off_t,
+            )
         };
         self.done("pwrite", r, n, buf.len())
     }
@@ -188,10 +217,19 @@ impl VfioDevice {
     fn done(&self, op: &'static str, r: &RegionInfo, n: isize, want: usize) -> Result<()> {
         let what = format!("{} region {}", self.name, r.index);
         if n < 0 {
-            return Err(VfioError::Ioctl { op, what, source: last_os() });
+            return Err(VfioError::Ioctl {
+                op,
+                what,
+                source: last_os(),
+            });
         }
         if n as usize != want {
-            return Err(VfioError::Short { op, what, done: n as usize, want });
+            return Err(VfioError::Short {
+                op,
+                what,
+                done: n as usize,
+                want,
+            });
         }
         Ok(())
     }
@@ -211,8 +249,17 @@ impl VfioDevice {
     /// Maps the whole region `r` (must be mmap-able) read/write and shared.
     pub fn map_region(&self, r: &RegionInfo) -> Result<MmioRegion> {
         if !r.mappable() {
-            return Err(VfioError::NotMappable { device: self.name.clone(), index: r.index, flags: r.flags });
+            return Err(VfioError::NotMappable {
+                device: self.name.clone(),
+                index: r.index,
+                flags: r.flags,
+            });
         }
-        MmioRegion::map(self.fd.as_raw_fd(), r.offset, r.size as usize, format!("{} BAR{}", self.name, r.index))
+        MmioRegion::map(
+            self.fd.as_raw_fd(),
+            r.offset,
+            r.size as usize,
+            format!("{} BAR{}", self.name, r.index),
+        )
     }
 }

@@ -13,7 +13,10 @@ impl EventFd {
         // SAFETY: eventfd takes no pointers; the result is checked.
         let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
         if fd < 0 {
-            return Err(VfioError::Sys { op: "eventfd", source: last_os() });
+            return Err(VfioError::Sys {
+                op: "eventfd",
+                source: last_os(),
+            });
         }
         // SAFETY: eventfd returned a new fd that nothing else owns.
         Ok(Self(unsafe { OwnedFd::from_raw_fd(fd) }))
@@ -38,7 +41,11 @@ impl EventFd {
     /// Waits until the eventfd is signalled or `timeout` passes; returns the count read (0
     /// on timeout).
     pub fn wait(&self, timeout: Duration) -> Result<u64> {
-        let mut pfd = libc::pollfd { fd: self.raw(), events: libc::POLLIN, revents: 0 };
+        let mut pfd = libc::pollfd {
+            fd: self.raw(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
         let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
         // SAFETY: one live pollfd, nfds = 1.
         let r = unsafe { libc::poll(&mut pfd, 1, ms) };
@@ -47,7 +54,10 @@ impl EventFd {
             if e.kind() == std::io::ErrorKind::Interrupted {
                 return Ok(0);
             }
-            return Err(VfioError::Sys { op: "poll(eventfd)", source: e });
+            return Err(VfioError::Sys {
+                op: "poll(eventfd)",
+                source: e,
+            });
         }
         Ok(if r == 0 { 0 } else { self.take() })
     }

@@ -53,7 +53,12 @@ impl Mapping {
         let end = offset.checked_add(len as u64);
         match end {
             Some(end) if end <= self.len as u64 && offset as usize & (align - 1) == 0 => Ok(offset as usize),
-            _ => Err(VfioError::OutOfBounds { what: self.what.clone(), offset, len, size: self.len as u64 }),
+            _ => Err(VfioError::OutOfBounds {
+                what: self.what.clone(),
+                offset,
+                len,
+                size: self.len as u64,
+            }),
         }
     }
 
@@ -102,7 +107,12 @@ impl MmioRegion {
             )
         };
         if p == libc::MAP_FAILED {
-            return Err(VfioError::Mmap { what, offset, len, source: last_os() });
+            return Err(VfioError::Mmap {
+                what,
+                offset,
+                len,
+                source: last_os(),
+            });
         }
         let ptr = NonNull::new(p.cast()).expect("mmap never returns NULL on success");
         Ok(Self(Mapping { ptr, len, what }))
@@ -120,7 +130,9 @@ impl MmioRegion {
     pub fn read32(&self, offset: u64) -> Result<u32> {
         let off = self.0.check(offset, 4, 4)?;
         // SAFETY: check() proved the 4 bytes are inside the mapping and 4-byte aligned.
-        Ok(u32::from_le(unsafe { self.0.ptr.as_ptr().add(off).cast::<u32>().read_volatile() }))
+        Ok(u32::from_le(unsafe {
+            self.0.ptr.as_ptr().add(off).cast::<u32>().read_volatile()
+        }))
     }
 
     pub fn write32(&self, offset: u64, v: u32) -> Result<()> {
@@ -171,10 +183,19 @@ impl DmaBuffer {
             )
         };
         if p == libc::MAP_FAILED {
-            return Err(VfioError::Mmap { what: "anonymous DMA buffer".into(), offset: 0, len, source: last_os() });
+            return Err(VfioError::Mmap {
+                what: "anonymous DMA buffer".into(),
+                offset: 0,
+                len,
+                source: last_os(),
+            });
         }
         let ptr = NonNull::new(p.cast()).expect("mmap never returns NULL on success");
-        Ok(Self(Mapping { ptr, len, what: format!("DMA buffer of {len:#x} bytes") }))
+        Ok(Self(Mapping {
+            ptr,
+            len,
+            what: format!("DMA buffer of {len:#x} bytes"),
+        }))
     }
 
     pub fn len(&self) -> u64 {

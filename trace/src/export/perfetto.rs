@@ -48,7 +48,12 @@ pub struct PerfettoWriter<W: Write> {
 impl<W: Write> PerfettoWriter<W> {
     pub fn new(mut w: W) -> io::Result<Self> {
         w.write_all(b"{\"displayTimeUnit\":\"ns\",\"traceEvents\":[\n")?;
-        Ok(PerfettoWriter { w, events: 0, processes: BTreeSet::new(), threads: BTreeSet::new() })
+        Ok(PerfettoWriter {
+            w,
+            events: 0,
+            processes: BTreeSet::new(),
+            threads: BTreeSet::new(),
+        })
     }
 
     fn emit(&mut self, ev: &TraceEvent<'_>) -> io::Result<()> {
@@ -68,7 +73,11 @@ impl<W: Write> PerfettoWriter<W> {
             self.emit(&meta("process_sort_index", pid, 0, json!({ "sort_index": endpoint })))?;
         }
         if self.threads.insert((endpoint, tid)) {
-            let name = if tid == EVENTS_TID { "events".to_owned() } else { format!("queue {}", tid - 1) };
+            let name = if tid == EVENTS_TID {
+                "events".to_owned()
+            } else {
+                format!("queue {}", tid - 1)
+            };
             self.emit(&meta("thread_name", pid, tid, json!({ "name": name })))?;
             self.emit(&meta("thread_sort_index", pid, tid, json!({ "sort_index": tid })))?;
         }
@@ -82,7 +91,12 @@ impl<W: Write> PerfettoWriter<W> {
             Payload::Dma(d) => {
                 let (pid, tid) = self.track(d.endpoint, u32::from(d.queue) + 1)?;
                 let name = if d.status == 0 {
-                    format!("{} {} {}", opcode_name(d.opcode), list_name(d.list), direction_name(d.direction))
+                    format!(
+                        "{} {} {}",
+                        opcode_name(d.opcode),
+                        list_name(d.list),
+                        direction_name(d.direction)
+                    )
                 } else {
                     format!("FAULT {}", status_name(d.status))
                 };
@@ -98,7 +112,17 @@ impl<W: Write> PerfettoWriter<W> {
                 });
                 let dur = f64::from(d.dur_ns.max(1)) / 1000.0;
                 let cat = if d.status == 0 { "dma" } else { "dma,error" };
-                self.emit(&TraceEvent { name: name.into(), cat, ph: "X", ts, dur: Some(dur), pid, tid, s: None, args })
+                self.emit(&TraceEvent {
+                    name: name.into(),
+                    cat,
+                    ph: "X",
+                    ts,
+                    dur: Some(dur),
+                    pid,
+                    tid,
+                    s: None,
+                    args,
+                })
             }
             Payload::Event { endpoint, event } => {
                 let tid = match event {
@@ -113,9 +137,23 @@ impl<W: Write> PerfettoWriter<W> {
                     Event::CommandDone { command_id, .. } => format!("cmd {command_id} done").into(),
                     e => event_kind(e).into(),
                 };
-                let cat = if matches!(event, Event::Error { .. }) { "event,error" } else { "event" };
+                let cat = if matches!(event, Event::Error { .. }) {
+                    "event,error"
+                } else {
+                    "event"
+                };
                 let args = json!({ "details": event_details(event) });
-                self.emit(&TraceEvent { name, cat, ph: "i", ts, dur: None, pid, tid, s: Some("t"), args })
+                self.emit(&TraceEvent {
+                    name,
+                    cat,
+                    ph: "i",
+                    ts,
+                    dur: None,
+                    pid,
+                    tid,
+                    s: Some("t"),
+                    args,
+                })
             }
         }
     }
@@ -129,7 +167,17 @@ impl<W: Write> PerfettoWriter<W> {
 }
 
 fn meta(name: &'static str, pid: u32, tid: u32, args: Value) -> TraceEvent<'static> {
-    TraceEvent { name: name.into(), cat: "", ph: "M", ts: 0.0, dur: None, pid, tid, s: None, args }
+    TraceEvent {
+        name: name.into(),
+        cat: "",
+        ph: "M",
+        ts: 0.0,
+        dur: None,
+        pid,
+        tid,
+        s: None,
+        args,
+    }
 }
 
 #[cfg(test)]
@@ -176,7 +224,10 @@ mod tests {
             .map(|e| format!("{}:{}:{}", e["pid"], e["tid"], e["args"]["name"].as_str().unwrap()))
             .collect();
         assert_eq!(names, ["2:0:phyr ep1", "2:1:queue 0", "2:4:queue 3", "2:100000:events"]);
-        let fault = events.iter().find(|e| e["name"] == "FAULT IOMMU_FAULT").expect("fault slice");
+        let fault = events
+            .iter()
+            .find(|e| e["name"] == "FAULT IOMMU_FAULT")
+            .expect("fault slice");
         assert_eq!(fault["args"]["addr"], "0x100000");
     }
 }

@@ -24,7 +24,12 @@ impl LocalMemory {
         let fd = memfd("vfio-user-client-local", size)?;
         // Our own view is always read-write; the permissions apply to the server's messages.
         let mem = Arc::new(MmapRegion::map(fd.as_fd(), 0, size, true, true)?);
-        Ok(LocalMemory { iova, mem, readable, writable })
+        Ok(LocalMemory {
+            iova,
+            mem,
+            readable,
+            writable,
+        })
     }
 
     pub fn iova(&self) -> u64 {

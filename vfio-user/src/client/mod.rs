@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-pub use local::LocalMemory;
 use local::LocalMaps;
+pub use local::LocalMemory;
 
 use crate::channel::{Channel, Message};
 use crate::errno::Errno;
@@ -61,7 +61,12 @@ pub struct ClientOptions {
 
 impl Default for ClientOptions {
     fn default() -> ClientOptions {
-        ClientOptions { caps: Capabilities::ours(), dma_layout: DmaRwLayout::default(), timeout: Duration::from_secs(10), negotiate: true }
+        ClientOptions {
+            caps: Capabilities::ours(),
+            dma_layout: DmaRwLayout::default(),
+            timeout: Duration::from_secs(10),
+            negotiate: true,
+        }
     }
 }
 
@@ -90,11 +95,28 @@ impl Client {
             let chan = Arc::clone(&chan);
             let local = Arc::clone(&local);
             let layout = opts.dma_layout;
-            std::thread::Builder::new().name("vfio-user-client".into()).spawn(move || reader_loop(&chan, &local, layout))?
+            std::thread::Builder::new()
+                .name("vfio-user-client".into())
+                .spawn(move || reader_loop(&chan, &local, layout))?
         };
-        let mut c = Client { chan, local, reader: Some(reader), opts, server_caps: None };
+        let mut c = Client {
+            chan,
+            local,
+            reader: Some(reader),
+            opts,
+            server_caps: None,
+        };
         if opts.negotiate {
-            let reply = c.call(Command::Version, &Version { major: 0, minor: 0, caps: opts.caps }.encode(), &[])?;
+            let reply = c.call(
+                Command::Version,
+                &Version {
+                    major: 0,
+                    minor: 0,
+                    caps: opts.caps,
+                }
+                .encode(),
+                &[],
+            )?;
             c.server_caps = Some(Version::parse(&reply.payload)?.caps);
         }
         Ok(c)
@@ -114,21 +136,35 @@ impl Client {
     pub fn call(&self, command: Command, payload: &[u8], fds: &[BorrowedFd<'_>]) -> Result<Reply, ClientError> {
         let reply = self.call_raw(command as u16, 0, payload, fds)?;
         if reply.header.is_error() {
-            return Err(ClientError::Refused { command: command.name(), errno: Errno::new(reply.header.error as i32) });
+            return Err(ClientError::Refused {
+                command: command.name(),
+                errno: Errno::new(reply.header.error as i32),
+            });
         }
         Ok(reply)
     }
 
     /// Sends any command number with any flags and waits for the reply (error or not).
-    pub fn call_raw(&self, command: u16, flags: u32, payload: &[u8], fds: &[BorrowedFd<'_>]) -> Result<Reply, ClientError> {
-        let name = Command::from_u16(command).map(|c| c.name()).unwrap_or("unknown command");
+    pub fn call_raw(
+        &self,
+        command: u16,
+        flags: u32,
+        payload: &[u8],
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<Reply, ClientError> {
+        let name = Command::from_u16(command)
+            .map(|c| c.name())
+            .unwrap_or("unknown command");
         let raw: Vec<_> = fds.iter().map(|f| f.as_raw_fd()).collect();
         let (id, rx) = self.chan.request(command, flags, payload, &raw)?;
         match rx.recv_timeout(self.opts.timeout) {
             Ok(m) => Ok(m),
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
                 self.chan.forget(id);
-                Err(ClientError::Timeout { command: name, timeout: self.opts.timeout })
+                Err(ClientError::Timeout {
+                    command: name,
+                    timeout: self.opts.timeout,
+                })
             }
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(ClientError::Disconnected { command: name }),
         }
@@ -159,17 +195,41 @@ impl Client {
     }
 
     /// DMA_MAP of `[iova, +size)` backed by `fd` at `offset`.
-    pub fn dma_map(&self, iova: u64, size: u64, fd: BorrowedFd<'_>, offset: u64, readable: bool, writable: bool) -> Result<(), ClientError> {
-        let m = DmaMap { flags: dma_flag_bits(readable, writable), offset, iova, size };
+    pub fn dma_map(
+        &self,
+        iova: u64,
+        size: u64,
+        fd: BorrowedFd<'_>,
+        offset: u64,
+        readable: bool,
+        writable: bool,
+    ) -> Result<(), ClientError> {
+        let m = DmaMap {
+            flags: dma_flag_bits(readable, writable),
+            offset,
+            iova,
+            size,
+        };
         self.call(Command::DmaMap, &m.encode(), &[fd]).map(|_| ())
     }
 
     /// DMA_MAP without an fd, backed by a new local buffer the client serves DMA messages from.
-    pub fn dma_map_local(&self, iova: u64, size: u64, readable: bool, writable: bool) -> Result<LocalMemory, ClientError> {
+    pub fn dma_map_local(
+        &self,
+        iova: u64,
+        size: u64,
+        readable: bool,
+        writable: bool,
+    ) -> Result<LocalMemory, ClientError> {
         let mem = LocalMemory::new(iova, size, readable, writable)?;
         // Register first: the server may DMA as soon as it has processed the map.
         self.local.add(mem.clone());
-        let m = DmaMap { flags: dma_flag_bits(readable, writable), offset: 0, iova, size };
+        let m = DmaMap {
+            flags: dma_flag_bits(readable, writable),
+            offset: 0,
+            iova,
+            size,
+        };
         if let Err(e) = self.call(Command::DmaMap, &m.encode(), &[]) {
             self.local.remove_range(iova, size);
             return Err(e);
@@ -184,13 +244,27 @@ impl Client {
     }
 
     pub fn dma_unmap_all(&self) -> Result<(), ClientError> {
-        self.call(Command::DmaUnmap, &DmaUnmap { flags: dma_flags::UNMAP_ALL, iova: 0, size: 0 }.encode(), &[])?;
+        self.call(
+            Command::DmaUnmap,
+            &DmaUnmap {
+                flags: dma_flags::UNMAP_ALL,
+                iova: 0,
+                size: 0,
+            }
+            .encode(),
+            &[],
+        )?;
         self.local.clear();
         Ok(())
     }
 
     pub fn device_info(&self) -> Result<DeviceInfoMsg, ClientError> {
-        let req = DeviceInfoMsg { argsz: DEVICE_INFO_SIZE as u32, flags: 0, num_regions: 0, num_irqs: 0 };
+        let req = DeviceInfoMsg {
+            argsz: DEVICE_INFO_SIZE as u32,
+            flags: 0,
+            num_regions: 0,
+            num_irqs: 0,
+        };
         let r = self.call(Command::DeviceGetInfo, &req.encode(), &[])?;
         Ok(DeviceInfoMsg::parse(&r.payload)?)
     }
@@ -211,39 +285,71 @@ impl Client {
             }
             return Ok((info, r.fds.pop()));
         }
-        Err(ClientError::Wire(WireError::Invalid { command: "DEVICE_GET_REGION_INFO reply", what: "argsz keeps growing" }))
+        Err(ClientError::Wire(WireError::Invalid {
+            command: "DEVICE_GET_REGION_INFO reply",
+            what: "argsz keeps growing",
+        }))
     }
 
     /// mmaps `size` bytes of a region fd from region offset `offset` (use the reply's
     /// `offset` field as the region's file offset).
-    pub fn mmap_region(fd: BorrowedFd<'_>, info: &RegionInfoMsg, offset: u64, size: u64, writable: bool) -> io::Result<MmapRegion> {
-        let file_off = info.offset.checked_add(offset).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "offset overflows"))?;
+    pub fn mmap_region(
+        fd: BorrowedFd<'_>,
+        info: &RegionInfoMsg,
+        offset: u64,
+        size: u64,
+        writable: bool,
+    ) -> io::Result<MmapRegion> {
+        let file_off = info
+            .offset
+            .checked_add(offset)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "offset overflows"))?;
         MmapRegion::map(fd, file_off, size, true, writable)
     }
 
     pub fn irq_info(&self, index: u32) -> Result<IrqInfoMsg, ClientError> {
-        let req = IrqInfoMsg { argsz: IRQ_INFO_SIZE as u32, flags: 0, index, count: 0 };
+        let req = IrqInfoMsg {
+            argsz: IRQ_INFO_SIZE as u32,
+            flags: 0,
+            index,
+            count: 0,
+        };
         let r = self.call(Command::DeviceGetIrqInfo, &req.encode(), &[])?;
         Ok(IrqInfoMsg::parse(&r.payload)?)
     }
 
     /// SET_IRQS with DATA_NONE or DATA_BOOL (`bools` non-empty) for any action.
     pub fn set_irqs(&self, flags: u32, index: u32, start: u32, count: u32, bools: &[bool]) -> Result<(), ClientError> {
-        self.call(Command::DeviceSetIrqs, &SetIrqs::encode(flags, index, start, count, bools), &[]).map(|_| ())
+        self.call(
+            Command::DeviceSetIrqs,
+            &SetIrqs::encode(flags, index, start, count, bools),
+            &[],
+        )
+        .map(|_| ())
     }
 
     /// Installs eventfds for vectors `start..start + fds.len()` (no fds: de-assigns `count`).
     pub fn set_irq_eventfds(&self, index: u32, start: u32, fds: &[BorrowedFd<'_>]) -> Result<(), ClientError> {
         use vfio_bindings::bindings::vfio as v;
         let flags = v::VFIO_IRQ_SET_DATA_EVENTFD | v::VFIO_IRQ_SET_ACTION_TRIGGER;
-        self.call(Command::DeviceSetIrqs, &SetIrqs::encode(flags, index, start, fds.len() as u32, &[]), fds).map(|_| ())
+        self.call(
+            Command::DeviceSetIrqs,
+            &SetIrqs::encode(flags, index, start, fds.len() as u32, &[]),
+            fds,
+        )
+        .map(|_| ())
     }
 
     /// De-assigns the eventfds of vectors `start..start + count` (EVENTFD set without fds).
     pub fn set_irq_eventfds_deassign(&self, index: u32, start: u32, count: u32) -> Result<(), ClientError> {
         use vfio_bindings::bindings::vfio as v;
         let flags = v::VFIO_IRQ_SET_DATA_EVENTFD | v::VFIO_IRQ_SET_ACTION_TRIGGER;
-        self.call(Command::DeviceSetIrqs, &SetIrqs::encode(flags, index, start, count, &[]), &[]).map(|_| ())
+        self.call(
+            Command::DeviceSetIrqs,
+            &SetIrqs::encode(flags, index, start, count, &[]),
+            &[],
+        )
+        .map(|_| ())
     }
 
     /// Stops serving DMA messages for local buffers inside `[iova, +size)` without telling
@@ -253,32 +359,56 @@ impl Client {
     }
 
     pub fn region_read(&self, index: u32, offset: u64, count: u32) -> Result<Vec<u8>, ClientError> {
-        let r = self.call(Command::RegionRead, &RegionAccess::encode(offset, index, count, &[]), &[])?;
+        let r = self.call(
+            Command::RegionRead,
+            &RegionAccess::encode(offset, index, count, &[]),
+            &[],
+        )?;
         Ok(RegionAccess::parse_read_reply(&r.payload, count)?.data)
     }
 
     pub fn region_write(&self, index: u32, offset: u64, data: &[u8]) -> Result<(), ClientError> {
         let count = data.len() as u32;
-        self.call(Command::RegionWrite, &RegionAccess::encode(offset, index, count, data), &[]).map(|_| ())
+        self.call(
+            Command::RegionWrite,
+            &RegionAccess::encode(offset, index, count, data),
+            &[],
+        )
+        .map(|_| ())
     }
 
     /// A posted REGION_WRITE (NO_REPLY): returns once sent.
     pub fn region_write_posted(&self, index: u32, offset: u64, data: &[u8]) -> Result<(), ClientError> {
-        let h = Header { command: Command::RegionWrite as u16, flags: FLAG_NO_REPLY, ..Header::default() };
+        let h = Header {
+            command: Command::RegionWrite as u16,
+            flags: FLAG_NO_REPLY,
+            ..Header::default()
+        };
         self.send_raw(h, &RegionAccess::encode(offset, index, data.len() as u32, data), &[])
     }
 
     /// REGION_WRITE_MULTI of `(region, offset, data <= 8 bytes)` writes; posted or not.
     pub fn write_multi(&self, writes: &[(u32, u64, &[u8])], posted: bool) -> Result<(), ClientError> {
-        let mut m = WriteMulti { writes: Vec::with_capacity(writes.len()) };
+        let mut m = WriteMulti {
+            writes: Vec::with_capacity(writes.len()),
+        };
         for &(region, offset, data) in writes {
             let mut d = [0u8; MULTI_DATA];
             let n = data.len().min(MULTI_DATA);
             d[..n].copy_from_slice(&data[..n]);
-            m.writes.push(WriteOne { offset, region, count: n as u32, data: d });
+            m.writes.push(WriteOne {
+                offset,
+                region,
+                count: n as u32,
+                data: d,
+            });
         }
         if posted {
-            let h = Header { command: Command::RegionWriteMulti as u16, flags: FLAG_NO_REPLY, ..Header::default() };
+            let h = Header {
+                command: Command::RegionWriteMulti as u16,
+                flags: FLAG_NO_REPLY,
+                ..Header::default()
+            };
             return self.send_raw(h, &m.encode(), &[]);
         }
         self.call(Command::RegionWriteMulti, &m.encode(), &[]).map(|_| ())

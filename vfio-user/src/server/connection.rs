@@ -21,11 +21,17 @@ pub(super) enum Outcome {
 
 impl Outcome {
     pub(super) fn empty() -> Outcome {
-        Outcome::Reply { payload: Vec::new(), fds: Vec::new() }
+        Outcome::Reply {
+            payload: Vec::new(),
+            fds: Vec::new(),
+        }
     }
 
     pub(super) fn payload(payload: Vec<u8>) -> Outcome {
-        Outcome::Reply { payload, fds: Vec::new() }
+        Outcome::Reply {
+            payload,
+            fds: Vec::new(),
+        }
     }
 }
 
@@ -46,7 +52,12 @@ pub(super) struct Connection {
 
 impl Connection {
     pub(super) fn new(chan: Arc<Channel>, device: Arc<dyn Device>, opts: ServerOptions) -> Connection {
-        Connection { chan, device, opts, session: None }
+        Connection {
+            chan,
+            device,
+            opts,
+            session: None,
+        }
     }
 
     /// Serves the connection until it ends; returns why it ended.
@@ -73,7 +84,11 @@ impl Connection {
         let hdr = msg.header;
         if hdr.is_reply() {
             if !self.chan.route_reply(msg) {
-                tracing::warn!(msg_id = hdr.msg_id, command = hdr.command, "ignoring a reply nobody asked for");
+                tracing::warn!(
+                    msg_id = hdr.msg_id,
+                    command = hdr.command,
+                    "ignoring a reply nobody asked for"
+                );
             }
             return Ok(());
         }

@@ -112,15 +112,33 @@ fn version(conn: &mut Connection, msg: &Message) -> Outcome {
         layout: conn.opts.dma_layout,
         max_xfer: caps.max_data_xfer_size.min(MAX_DATA_XFER),
     });
-    let dma = Arc::new(DmaSpace::build(caps.max_dma_maps as usize, Some(remote), conn.opts.dma_timeout));
+    let dma = Arc::new(DmaSpace::build(
+        caps.max_dma_maps as usize,
+        Some(remote),
+        conn.opts.dma_timeout,
+    ));
     dma.set_request_thread(std::thread::current().id());
     let irq_infos: Vec<_> = (0..info.num_irqs)
-        .map(|i| conn.device.irq_info(i).unwrap_or(crate::device::IrqInfo { count: 0, flags: 0 }))
+        .map(|i| {
+            conn.device
+                .irq_info(i)
+                .unwrap_or(crate::device::IrqInfo { count: 0, flags: 0 })
+        })
         .collect();
     let irqs = Arc::new(Irqs::new(&irq_infos));
-    conn.device.connected(Session { dma: Arc::clone(&dma), irqs: Arc::clone(&irqs) });
+    conn.device.connected(Session {
+        dma: Arc::clone(&dma),
+        irqs: Arc::clone(&irqs),
+    });
     conn.session = Some(Negotiated { caps, info, dma, irqs });
-    Outcome::payload(Version { major: 0, minor: 0, caps: ours }.encode())
+    Outcome::payload(
+        Version {
+            major: 0,
+            minor: 0,
+            caps: ours,
+        }
+        .encode(),
+    )
 }
 
 fn dma_map(conn: &Connection, s: &Negotiated, msg: Message) -> Result<Outcome, Errno> {
@@ -169,8 +187,20 @@ fn dma_unmap(conn: &Connection, s: &Negotiated, msg: &Message) -> Outcome {
 
 fn device_info(s: &Negotiated, msg: &Message) -> Outcome {
     tryw!(DeviceInfoMsg::parse(&msg.payload));
-    let DeviceInfo { flags, num_regions, num_irqs } = s.info;
-    Outcome::payload(DeviceInfoMsg { argsz: DEVICE_INFO_SIZE as u32, flags, num_regions, num_irqs }.encode())
+    let DeviceInfo {
+        flags,
+        num_regions,
+        num_irqs,
+    } = s.info;
+    Outcome::payload(
+        DeviceInfoMsg {
+            argsz: DEVICE_INFO_SIZE as u32,
+            flags,
+            num_regions,
+            num_irqs,
+        }
+        .encode(),
+    )
 }
 
 fn region_info(conn: &Connection, s: &Negotiated, msg: &Message) -> Outcome {
@@ -200,7 +230,12 @@ fn region_info(conn: &Connection, s: &Negotiated, msg: &Message) -> Outcome {
             if inside && size > 0 {
                 reply.sparse.push(SparseArea { offset, size });
             } else {
-                tracing::error!(index = req.index, offset, size, "device sparse area outside its region; dropped");
+                tracing::error!(
+                    index = req.index,
+                    offset,
+                    size,
+                    "device sparse area outside its region; dropped"
+                );
             }
         }
         if !mm.sparse_areas.is_empty() && reply.sparse.is_empty() {
@@ -210,7 +245,10 @@ fn region_info(conn: &Connection, s: &Negotiated, msg: &Message) -> Outcome {
         }
     }
     reply.flags = flags;
-    Outcome::Reply { payload: reply.encode_reply(req.argsz), fds }
+    Outcome::Reply {
+        payload: reply.encode_reply(req.argsz),
+        fds,
+    }
 }
 
 fn irq_info(conn: &Connection, s: &Negotiated, msg: &Message) -> Outcome {
@@ -218,13 +256,28 @@ fn irq_info(conn: &Connection, s: &Negotiated, msg: &Message) -> Outcome {
     if req.index >= s.info.num_irqs {
         return Outcome::Error(Errno::EINVAL);
     }
-    let info = conn.device.irq_info(req.index).unwrap_or(crate::device::IrqInfo { count: 0, flags: 0 });
-    Outcome::payload(IrqInfoMsg { argsz: IRQ_INFO_SIZE as u32, flags: info.flags, index: req.index, count: info.count }.encode())
+    let info = conn
+        .device
+        .irq_info(req.index)
+        .unwrap_or(crate::device::IrqInfo { count: 0, flags: 0 });
+    Outcome::payload(
+        IrqInfoMsg {
+            argsz: IRQ_INFO_SIZE as u32,
+            flags: info.flags,
+            index: req.index,
+            count: info.count,
+        }
+        .encode(),
+    )
 }
 
 fn set_irqs(s: &Negotiated, msg: Message) -> Outcome {
     if msg.fds.len() > s.caps.max_msg_fds as usize {
-        tracing::debug!(fds = msg.fds.len(), max = s.caps.max_msg_fds, "SET_IRQS with too many fds");
+        tracing::debug!(
+            fds = msg.fds.len(),
+            max = s.caps.max_msg_fds,
+            "SET_IRQS with too many fds"
+        );
         return Outcome::Error(Errno::EINVAL);
     }
     let req = tryw!(SetIrqs::parse(&msg.payload, msg.fds.len()));
@@ -238,7 +291,14 @@ fn set_irqs(s: &Negotiated, msg: Message) -> Outcome {
 }
 
 /// Checks a region access against the device's description of the region.
-fn check_access(conn: &Connection, s: &Negotiated, region: u32, offset: u64, count: u32, write: bool) -> Result<(), Errno> {
+fn check_access(
+    conn: &Connection,
+    s: &Negotiated,
+    region: u32,
+    offset: u64,
+    count: u32,
+    write: bool,
+) -> Result<(), Errno> {
     if region >= s.info.num_regions {
         return Err(Errno::EINVAL);
     }

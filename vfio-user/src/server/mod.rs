@@ -32,7 +32,10 @@ pub struct ServerOptions {
 
 impl Default for ServerOptions {
     fn default() -> ServerOptions {
-        ServerOptions { dma_layout: DmaRwLayout::default(), dma_timeout: DEFAULT_DMA_TIMEOUT }
+        ServerOptions {
+            dma_layout: DmaRwLayout::default(),
+            dma_timeout: DEFAULT_DMA_TIMEOUT,
+        }
     }
 }
 
@@ -69,11 +72,19 @@ impl Server {
         Server::with_options(path, device, ServerOptions::default())
     }
 
-    pub fn with_options(path: impl AsRef<Path>, device: Arc<dyn Device>, opts: ServerOptions) -> Result<Server, ServerError> {
+    pub fn with_options(
+        path: impl AsRef<Path>,
+        device: Arc<dyn Device>,
+        opts: ServerOptions,
+    ) -> Result<Server, ServerError> {
         let path = path.as_ref().to_path_buf();
         let len = path.as_os_str().len();
         if len > SUN_PATH_MAX {
-            return Err(ServerError::PathTooLong { path, len, max: SUN_PATH_MAX });
+            return Err(ServerError::PathTooLong {
+                path,
+                len,
+                max: SUN_PATH_MAX,
+            });
         }
         match std::fs::symlink_metadata(&path) {
             Ok(meta) => {
@@ -84,12 +95,18 @@ impl Server {
                         source: io::Error::new(io::ErrorKind::AlreadyExists, "exists and is not a socket"),
                     });
                 }
-                std::fs::remove_file(&path).map_err(|source| ServerError::RemoveStale { path: path.clone(), source })?;
+                std::fs::remove_file(&path).map_err(|source| ServerError::RemoveStale {
+                    path: path.clone(),
+                    source,
+                })?;
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(source) => return Err(ServerError::RemoveStale { path, source }),
         }
-        let listener = UnixListener::bind(&path).map_err(|source| ServerError::Bind { path: path.clone(), source })?;
+        let listener = UnixListener::bind(&path).map_err(|source| ServerError::Bind {
+            path: path.clone(),
+            source,
+        })?;
         Ok(Server {
             listener,
             path,
@@ -115,7 +132,10 @@ impl Server {
                     if self.stop.load(Ordering::SeqCst) {
                         return Ok(());
                     }
-                    return Err(ServerError::Accept { path: self.path.clone(), source });
+                    return Err(ServerError::Accept {
+                        path: self.path.clone(),
+                        source,
+                    });
                 }
             };
             if self.stop.load(Ordering::SeqCst) {
@@ -142,9 +162,22 @@ impl Server {
         let stop = Arc::clone(&self.stop);
         let current = Arc::clone(&self.current);
         let path = self.path.clone();
-        let name = format!("vfio-user:{}", path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
-        let thread = std::thread::Builder::new().name(name).spawn(move || self.serve()).map_err(ServerError::Spawn)?;
-        Ok(ServerHandle { stop, current, path, thread: Some(thread) })
+        let name = format!(
+            "vfio-user:{}",
+            path.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        );
+        let thread = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || self.serve())
+            .map_err(ServerError::Spawn)?;
+        Ok(ServerHandle {
+            stop,
+            current,
+            path,
+            thread: Some(thread),
+        })
     }
 }
 
@@ -174,7 +207,9 @@ impl ServerHandle {
     }
 
     fn stop_inner(&mut self) -> Result<(), ServerError> {
-        let Some(thread) = self.thread.take() else { return Ok(()) };
+        let Some(thread) = self.thread.take() else {
+            return Ok(());
+        };
         self.stop.store(true, Ordering::SeqCst);
         self.kick_client();
         // Wake a blocking accept().

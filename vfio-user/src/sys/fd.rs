@@ -19,7 +19,14 @@ pub fn memfd(name: &str, size: u64) -> io::Result<OwnedFd> {
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
     File::from(fd.try_clone()?).set_len(size)?;
     // SAFETY: plain fcntl on an fd we own, with integer arguments.
-    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_SHRINK | libc::F_SEAL_GROW) } < 0 {
+    if unsafe {
+        libc::fcntl(
+            fd.as_raw_fd(),
+            libc::F_ADD_SEALS,
+            libc::F_SEAL_SHRINK | libc::F_SEAL_GROW,
+        )
+    } < 0
+    {
         return Err(io::Error::last_os_error());
     }
     Ok(fd)
@@ -51,7 +58,10 @@ pub fn eventfd() -> io::Result<OwnedFd> {
 pub(crate) fn prepare_irq_eventfd(fd: BorrowedFd<'_>) -> io::Result<()> {
     let target = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
     if target.as_os_str() != "anon_inode:[eventfd]" {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("IRQ fd is {} rather than an eventfd", target.display())));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("IRQ fd is {} rather than an eventfd", target.display()),
+        ));
     }
     // SAFETY: plain fcntl query on a borrowed fd; no memory is passed.
     let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
@@ -81,7 +91,11 @@ pub fn eventfd_signal(fd: BorrowedFd<'_>) -> io::Result<()> {
     if n < 0 && err.kind() == io::ErrorKind::WouldBlock {
         return Ok(());
     }
-    Err(if n < 0 { err } else { io::Error::new(io::ErrorKind::WriteZero, "short eventfd write") })
+    Err(if n < 0 {
+        err
+    } else {
+        io::Error::new(io::ErrorKind::WriteZero, "short eventfd write")
+    })
 }
 
 /// Reads and resets an eventfd's counter; `Ok(0)` if it was not signalled (non-blocking fd).
@@ -96,7 +110,11 @@ pub fn eventfd_take(fd: BorrowedFd<'_>) -> io::Result<u64> {
     if n < 0 && err.kind() == io::ErrorKind::WouldBlock {
         return Ok(0);
     }
-    Err(if n < 0 { err } else { io::Error::new(io::ErrorKind::UnexpectedEof, "short eventfd read") })
+    Err(if n < 0 {
+        err
+    } else {
+        io::Error::new(io::ErrorKind::UnexpectedEof, "short eventfd read")
+    })
 }
 
 #[cfg(test)]

@@ -53,7 +53,9 @@ impl MmapRegion {
         }
         let delta = offset % PAGE_SIZE;
         let aligned = offset - delta;
-        let map_len = len.checked_add(delta).ok_or_else(|| invalid("mapping length overflows"))?;
+        let map_len = len
+            .checked_add(delta)
+            .ok_or_else(|| invalid("mapping length overflows"))?;
         let map_len = usize::try_from(map_len).map_err(|_| invalid("mapping too large"))?;
         let file_off = libc::off_t::try_from(aligned).map_err(|_| invalid("file offset too large"))?;
         let mut prot = libc::PROT_NONE;
@@ -65,12 +67,28 @@ impl MmapRegion {
         }
         // SAFETY: a fresh mapping at an address the kernel picks (null hint), of a file we
         // borrow for the duration of the call; no existing memory is affected.
-        let ptr = unsafe { libc::mmap(std::ptr::null_mut(), map_len, prot, libc::MAP_SHARED, fd.as_raw_fd(), file_off) };
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                prot,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                file_off,
+            )
+        };
         if ptr == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
         let base = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
-        Ok(MmapRegion { base, map_len, delta: delta as usize, len: len as usize, readable, writable })
+        Ok(MmapRegion {
+            base,
+            map_len,
+            delta: delta as usize,
+            len: len as usize,
+            readable,
+            writable,
+        })
     }
 
     /// Length in bytes.
@@ -95,7 +113,14 @@ impl MmapRegion {
     pub fn as_slice(&self) -> MemSlice<'_> {
         // SAFETY: base + delta .. + len lies inside the live mapping of map_len bytes
         // (map_len = len + delta), which outlives the returned borrow.
-        unsafe { MemSlice::from_raw(self.base.as_ptr().add(self.delta), self.len, self.readable, self.writable) }
+        unsafe {
+            MemSlice::from_raw(
+                self.base.as_ptr().add(self.delta),
+                self.len,
+                self.readable,
+                self.writable,
+            )
+        }
     }
 
     /// `len` bytes from `offset`, or `None` if that leaves the region.
@@ -135,17 +160,35 @@ impl<'a> MemSlice<'a> {
     /// # Safety
     /// `ptr..ptr+len` must stay valid (mapped, readable/writable as flagged) for `'a`.
     pub(crate) unsafe fn from_raw(ptr: *mut u8, len: usize, readable: bool, writable: bool) -> MemSlice<'a> {
-        MemSlice { ptr, len, readable, writable, _life: PhantomData }
+        MemSlice {
+            ptr,
+            len,
+            readable,
+            writable,
+            _life: PhantomData,
+        }
     }
 
     /// A read-only view of a local buffer.
     pub fn from_slice(buf: &'a [u8]) -> MemSlice<'a> {
-        MemSlice { ptr: buf.as_ptr().cast_mut(), len: buf.len(), readable: true, writable: false, _life: PhantomData }
+        MemSlice {
+            ptr: buf.as_ptr().cast_mut(),
+            len: buf.len(),
+            readable: true,
+            writable: false,
+            _life: PhantomData,
+        }
     }
 
     /// A writable view of a local buffer.
     pub fn from_mut_slice(buf: &'a mut [u8]) -> MemSlice<'a> {
-        MemSlice { ptr: buf.as_mut_ptr(), len: buf.len(), readable: true, writable: true, _life: PhantomData }
+        MemSlice {
+            ptr: buf.as_mut_ptr(),
+            len: buf.len(),
+            readable: true,
+            writable: true,
+            _life: PhantomData,
+        }
     }
 
     pub fn len(&self) -> usize {

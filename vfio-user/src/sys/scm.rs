@@ -24,7 +24,10 @@ pub struct Received {
 /// Sends every byte of `bufs`, attaching `fds` to the first `sendmsg`.
 pub fn send_all(sock: BorrowedFd<'_>, bufs: &[&[u8]], fds: &[RawFd]) -> io::Result<()> {
     if fds.len() > MAX_SEND_FDS {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "too many fds for one message"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "too many fds for one message",
+        ));
     }
     let total: usize = bufs.iter().map(|b| b.len()).sum();
     let mut sent = 0usize;
@@ -54,7 +57,11 @@ pub fn send_all(sock: BorrowedFd<'_>, bufs: &[&[u8]], fds: &[RawFd]) -> io::Resu
 fn sendmsg(sock: BorrowedFd<'_>, iov: &[IoSlice<'_>], fds: &[RawFd]) -> io::Result<usize> {
     let fd_bytes = mem::size_of_val(fds);
     // SAFETY: CMSG_SPACE only computes a size.
-    let space = if fds.is_empty() { 0 } else { (unsafe { libc::CMSG_SPACE(fd_bytes as u32) }) as usize };
+    let space = if fds.is_empty() {
+        0
+    } else {
+        (unsafe { libc::CMSG_SPACE(fd_bytes as u32) }) as usize
+    };
     // u64 storage keeps the control buffer aligned for cmsghdr.
     let mut control = vec![0u64; space.div_ceil(8)];
     // SAFETY: msghdr is a plain C struct; all-zero is a valid empty value.
@@ -92,7 +99,10 @@ pub fn recv_some(sock: BorrowedFd<'_>, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -
     // SAFETY: CMSG_SPACE only computes a size.
     let space = (unsafe { libc::CMSG_SPACE((MAX_RECV_FDS * mem::size_of::<RawFd>()) as u32) }) as usize;
     let mut control = vec![0u64; space.div_ceil(8)];
-    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
     // SAFETY: msghdr is a plain C struct; all-zero is a valid empty value.
     let mut msg: libc::msghdr = unsafe { mem::zeroed() };
     msg.msg_iov = &mut iov;
@@ -128,7 +138,10 @@ pub fn recv_some(sock: BorrowedFd<'_>, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -
             cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
         }
     }
-    Ok(Received { bytes: n, fds_truncated: msg.msg_flags & libc::MSG_CTRUNC != 0 })
+    Ok(Received {
+        bytes: n,
+        fds_truncated: msg.msg_flags & libc::MSG_CTRUNC != 0,
+    })
 }
 
 #[cfg(test)]

@@ -16,7 +16,10 @@ pub mod dma_flags {
     /// DMA_UNMAP: remove every mapping (iova and size must be 0).
     pub const UNMAP_ALL: u32 = vfio_bindings::bindings::vfio::VFIO_DMA_UNMAP_FLAG_ALL;
 }
-use dma_flags::{READ as DMA_MAP_FLAG_READ, UNMAP_ALL as DMA_UNMAP_FLAG_ALL, UNMAP_GET_DIRTY_BITMAP as DMA_UNMAP_FLAG_GET_DIRTY_BITMAP, WRITE as DMA_MAP_FLAG_WRITE};
+use dma_flags::{
+    READ as DMA_MAP_FLAG_READ, UNMAP_ALL as DMA_UNMAP_FLAG_ALL,
+    UNMAP_GET_DIRTY_BITMAP as DMA_UNMAP_FLAG_GET_DIRTY_BITMAP, WRITE as DMA_MAP_FLAG_WRITE,
+};
 
 /// `DMA_MAP`: argsz, flags, fd offset, iova, size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,28 +34,61 @@ impl DmaMap {
     pub fn parse(p: &[u8]) -> Result<DmaMap, WireError> {
         let command = "DMA_MAP";
         if p.len() != DMA_MAP_SIZE {
-            return Err(WireError::WrongSize { command, expected: DMA_MAP_SIZE, actual: p.len() });
+            return Err(WireError::WrongSize {
+                command,
+                expected: DMA_MAP_SIZE,
+                actual: p.len(),
+            });
         }
         let argsz = u32_at(p, 0);
         if argsz as usize != DMA_MAP_SIZE {
-            return Err(WireError::BadArgsz { command, argsz, min: DMA_MAP_SIZE as u32, max: DMA_MAP_SIZE as u32 });
+            return Err(WireError::BadArgsz {
+                command,
+                argsz,
+                min: DMA_MAP_SIZE as u32,
+                max: DMA_MAP_SIZE as u32,
+            });
         }
-        let m = DmaMap { flags: u32_at(p, 4), offset: u64_at(p, 8), iova: u64_at(p, 16), size: u64_at(p, 24) };
+        let m = DmaMap {
+            flags: u32_at(p, 4),
+            offset: u64_at(p, 8),
+            iova: u64_at(p, 16),
+            size: u64_at(p, 24),
+        };
         if m.flags & !(DMA_MAP_FLAG_READ | DMA_MAP_FLAG_WRITE) != 0 {
-            return Err(WireError::BadFlags { command, flags: m.flags });
+            return Err(WireError::BadFlags {
+                command,
+                flags: m.flags,
+            });
         }
         if m.size == 0 {
-            return Err(WireError::Invalid { command, what: "size is 0" });
+            return Err(WireError::Invalid {
+                command,
+                what: "size is 0",
+            });
         }
         if m.iova.checked_add(m.size - 1).is_none() {
-            return Err(WireError::Overflow { command, addr: m.iova, size: m.size });
+            return Err(WireError::Overflow {
+                command,
+                addr: m.iova,
+                size: m.size,
+            });
         }
         if m.offset.checked_add(m.size).is_none() {
-            return Err(WireError::Overflow { command, addr: m.offset, size: m.size });
+            return Err(WireError::Overflow {
+                command,
+                addr: m.offset,
+                size: m.size,
+            });
         }
         for (what, value) in [("iova", m.iova), ("size", m.size)] {
             if value % super::PAGE_SIZE != 0 {
-                return Err(WireError::Misaligned { command, what, value, align: super::PAGE_SIZE });
+                return Err(WireError::Misaligned {
+                    command,
+                    what,
+                    value,
+                    align: super::PAGE_SIZE,
+                });
             }
         }
         Ok(m)
@@ -85,30 +121,59 @@ impl DmaUnmap {
     pub fn parse(p: &[u8]) -> Result<DmaUnmap, WireError> {
         let command = "DMA_UNMAP";
         if p.len() != DMA_UNMAP_SIZE {
-            return Err(WireError::WrongSize { command, expected: DMA_UNMAP_SIZE, actual: p.len() });
+            return Err(WireError::WrongSize {
+                command,
+                expected: DMA_UNMAP_SIZE,
+                actual: p.len(),
+            });
         }
         let argsz = u32_at(p, 0);
         if argsz as usize != DMA_UNMAP_SIZE {
-            return Err(WireError::BadArgsz { command, argsz, min: DMA_UNMAP_SIZE as u32, max: DMA_UNMAP_SIZE as u32 });
+            return Err(WireError::BadArgsz {
+                command,
+                argsz,
+                min: DMA_UNMAP_SIZE as u32,
+                max: DMA_UNMAP_SIZE as u32,
+            });
         }
-        let u = DmaUnmap { flags: u32_at(p, 4), iova: u64_at(p, 8), size: u64_at(p, 16) };
+        let u = DmaUnmap {
+            flags: u32_at(p, 4),
+            iova: u64_at(p, 8),
+            size: u64_at(p, 16),
+        };
         if u.flags & DMA_UNMAP_FLAG_GET_DIRTY_BITMAP != 0 {
-            return Err(WireError::Unsupported { command, what: "dirty page bitmaps" });
+            return Err(WireError::Unsupported {
+                command,
+                what: "dirty page bitmaps",
+            });
         }
         if u.flags & !DMA_UNMAP_FLAG_ALL != 0 {
-            return Err(WireError::BadFlags { command, flags: u.flags });
+            return Err(WireError::BadFlags {
+                command,
+                flags: u.flags,
+            });
         }
         if u.all() {
             if u.iova != 0 || u.size != 0 {
-                return Err(WireError::Invalid { command, what: "UNMAP_ALL with nonzero iova or size" });
+                return Err(WireError::Invalid {
+                    command,
+                    what: "UNMAP_ALL with nonzero iova or size",
+                });
             }
             return Ok(u);
         }
         if u.size == 0 {
-            return Err(WireError::Invalid { command, what: "size is 0" });
+            return Err(WireError::Invalid {
+                command,
+                what: "size is 0",
+            });
         }
         if u.iova.checked_add(u.size - 1).is_none() {
-            return Err(WireError::Overflow { command, addr: u.iova, size: u.size });
+            return Err(WireError::Overflow {
+                command,
+                addr: u.iova,
+                size: u.size,
+            });
         }
         Ok(u)
     }
@@ -206,28 +271,56 @@ impl DmaRwRequest {
     pub fn parse(p: &[u8], with_data: bool, layout: DmaRwLayout, max: u32) -> Result<DmaRwRequest, WireError> {
         let command = if with_data { "DMA_WRITE" } else { "DMA_READ" };
         if p.len() < DMA_RW_FIXED {
-            return Err(WireError::TooShort { command, min: DMA_RW_FIXED, actual: p.len() });
+            return Err(WireError::TooShort {
+                command,
+                min: DMA_RW_FIXED,
+                actual: p.len(),
+            });
         }
         let addr = u64_at(p, 0);
         let count = u32_at(p, 8);
         if count > max {
-            return Err(WireError::CountTooLarge { command, count: count as u64, max: max as u64 });
+            return Err(WireError::CountTooLarge {
+                command,
+                count: count as u64,
+                max: max as u64,
+            });
         }
         if addr.checked_add(count as u64).is_none() {
-            return Err(WireError::Overflow { command, addr, size: count as u64 });
+            return Err(WireError::Overflow {
+                command,
+                addr,
+                size: count as u64,
+            });
         }
         if !with_data {
             if p.len() != DMA_RW_FIXED {
-                return Err(WireError::WrongSize { command, expected: DMA_RW_FIXED, actual: p.len() });
+                return Err(WireError::WrongSize {
+                    command,
+                    expected: DMA_RW_FIXED,
+                    actual: p.len(),
+                });
             }
-            return Ok(DmaRwRequest { addr, count, data: Vec::new() });
+            return Ok(DmaRwRequest {
+                addr,
+                count,
+                data: Vec::new(),
+            });
         }
         let expected = DMA_RW_FIXED + count as usize;
         if p.len() != expected {
-            return Err(WireError::WrongSize { command, expected, actual: p.len() });
+            return Err(WireError::WrongSize {
+                command,
+                expected,
+                actual: p.len(),
+            });
         }
         let off = layout.data_offset();
-        Ok(DmaRwRequest { addr, count, data: p[off..off + count as usize].to_vec() })
+        Ok(DmaRwRequest {
+            addr,
+            count,
+            data: p[off..off + count as usize].to_vec(),
+        })
     }
 }
 
@@ -241,11 +334,18 @@ impl DmaRwReply {
         let command = "DMA_READ reply";
         let expected = DMA_RW_FIXED + count as usize;
         if p.len() != expected {
-            return Err(WireError::WrongSize { command, expected, actual: p.len() });
+            return Err(WireError::WrongSize {
+                command,
+                expected,
+                actual: p.len(),
+            });
         }
         let got = u32_at(p, 8);
         if got != count {
-            return Err(WireError::Invalid { command, what: "count differs from the request" });
+            return Err(WireError::Invalid {
+                command,
+                what: "count differs from the request",
+            });
         }
         let off = layout.data_offset();
         Ok(&p[off..off + count as usize])
@@ -264,46 +364,84 @@ mod tests {
 
     #[test]
     fn dma_map_round_trips() {
-        let m = DmaMap { flags: 3, offset: 0x1000, iova: 0x2000, size: 0x3000 };
+        let m = DmaMap {
+            flags: 3,
+            offset: 0x1000,
+            iova: 0x2000,
+            size: 0x3000,
+        };
         assert_eq!(DmaMap::parse(&m.encode()).unwrap(), m);
     }
 
     #[test]
     fn dma_map_with_unknown_flags_is_rejected() {
-        let m = DmaMap { flags: 0x8, offset: 0, iova: 0, size: 0x1000 };
+        let m = DmaMap {
+            flags: 0x8,
+            offset: 0,
+            iova: 0,
+            size: 0x1000,
+        };
         assert!(matches!(DmaMap::parse(&m.encode()), Err(WireError::BadFlags { .. })));
     }
 
     #[test]
     fn dma_map_wrapping_iova_is_rejected() {
-        let m = DmaMap { flags: 1, offset: 0, iova: u64::MAX - 0xfff, size: 0x2000 };
+        let m = DmaMap {
+            flags: 1,
+            offset: 0,
+            iova: u64::MAX - 0xfff,
+            size: 0x2000,
+        };
         assert!(matches!(DmaMap::parse(&m.encode()), Err(WireError::Overflow { .. })));
     }
 
     #[test]
     fn dma_map_unaligned_iova_is_rejected() {
-        let m = DmaMap { flags: 1, offset: 0, iova: 0x10, size: 0x1000 };
+        let m = DmaMap {
+            flags: 1,
+            offset: 0,
+            iova: 0x10,
+            size: 0x1000,
+        };
         assert!(matches!(DmaMap::parse(&m.encode()), Err(WireError::Misaligned { .. })));
     }
 
     #[test]
     fn dma_map_argsz_lie_is_rejected() {
-        let mut p = DmaMap { flags: 1, offset: 0, iova: 0, size: 0x1000 }.encode();
+        let mut p = DmaMap {
+            flags: 1,
+            offset: 0,
+            iova: 0,
+            size: 0x1000,
+        }
+        .encode();
         p[0] = 64;
         assert!(matches!(DmaMap::parse(&p), Err(WireError::BadArgsz { .. })));
     }
 
     #[test]
     fn unmap_all_with_range_is_rejected() {
-        let u = DmaUnmap { flags: DMA_UNMAP_FLAG_ALL, iova: 0x1000, size: 0 };
+        let u = DmaUnmap {
+            flags: DMA_UNMAP_FLAG_ALL,
+            iova: 0x1000,
+            size: 0,
+        };
         assert!(DmaUnmap::parse(&u.encode()).is_err());
-        let u = DmaUnmap { flags: DMA_UNMAP_FLAG_ALL, iova: 0, size: 0 };
+        let u = DmaUnmap {
+            flags: DMA_UNMAP_FLAG_ALL,
+            iova: 0,
+            size: 0,
+        };
         assert!(DmaUnmap::parse(&u.encode()).unwrap().all());
     }
 
     #[test]
     fn unmap_dirty_bitmap_is_unsupported() {
-        let u = DmaUnmap { flags: DMA_UNMAP_FLAG_GET_DIRTY_BITMAP, iova: 0, size: 0x1000 };
+        let u = DmaUnmap {
+            flags: DMA_UNMAP_FLAG_GET_DIRTY_BITMAP,
+            iova: 0,
+            size: 0x1000,
+        };
         assert_eq!(DmaUnmap::parse(&u.encode()).unwrap_err().errno(), crate::Errno::ENOTSUP);
     }
 

@@ -25,7 +25,13 @@ pub struct Header {
 
 impl Header {
     pub fn parse(b: &[u8; HEADER_SIZE]) -> Header {
-        Header { msg_id: u16_at(b, 0), command: u16_at(b, 2), msg_size: u32_at(b, 4), flags: u32_at(b, 8), error: u32_at(b, 12) }
+        Header {
+            msg_id: u16_at(b, 0),
+            command: u16_at(b, 2),
+            msg_size: u32_at(b, 4),
+            flags: u32_at(b, 8),
+            error: u32_at(b, 12),
+        }
     }
 
     pub fn encode(&self) -> [u8; HEADER_SIZE] {
@@ -136,7 +142,13 @@ mod tests {
 
     #[test]
     fn header_round_trips() {
-        let h = Header { msg_id: 0x1234, command: 9, msg_size: 32, flags: TYPE_REPLY | FLAG_ERROR, error: 22 };
+        let h = Header {
+            msg_id: 0x1234,
+            command: 9,
+            msg_size: 32,
+            flags: TYPE_REPLY | FLAG_ERROR,
+            error: 22,
+        };
         assert_eq!(Header::parse(&h.encode()), h);
         assert!(h.is_reply() && h.is_error() && !h.no_reply());
     }

@@ -22,7 +22,12 @@ const SPARSE_FIXED: usize = CAP_HEADER_SIZE + 8;
 
 fn check_argsz(command: &'static str, argsz: u32, min: usize) -> Result<(), WireError> {
     if (argsz as usize) < min || argsz > MAX_ARGSZ {
-        return Err(WireError::BadArgsz { command, argsz, min: min as u32, max: MAX_ARGSZ });
+        return Err(WireError::BadArgsz {
+            command,
+            argsz,
+            min: min as u32,
+            max: MAX_ARGSZ,
+        });
     }
     Ok(())
 }
@@ -40,9 +45,18 @@ impl DeviceInfoMsg {
     pub fn parse(p: &[u8]) -> Result<DeviceInfoMsg, WireError> {
         let command = "DEVICE_GET_INFO";
         if p.len() != DEVICE_INFO_SIZE {
-            return Err(WireError::WrongSize { command, expected: DEVICE_INFO_SIZE, actual: p.len() });
+            return Err(WireError::WrongSize {
+                command,
+                expected: DEVICE_INFO_SIZE,
+                actual: p.len(),
+            });
         }
-        let m = DeviceInfoMsg { argsz: u32_at(p, 0), flags: u32_at(p, 4), num_regions: u32_at(p, 8), num_irqs: u32_at(p, 12) };
+        let m = DeviceInfoMsg {
+            argsz: u32_at(p, 0),
+            flags: u32_at(p, 4),
+            num_regions: u32_at(p, 8),
+            num_irqs: u32_at(p, 12),
+        };
         check_argsz(command, m.argsz, DEVICE_INFO_SIZE)?;
         Ok(m)
     }
@@ -82,7 +96,11 @@ impl RegionInfoMsg {
     pub fn parse_request(p: &[u8]) -> Result<RegionInfoMsg, WireError> {
         let command = "DEVICE_GET_REGION_INFO";
         if p.len() != REGION_INFO_SIZE {
-            return Err(WireError::WrongSize { command, expected: REGION_INFO_SIZE, actual: p.len() });
+            return Err(WireError::WrongSize {
+                command,
+                expected: REGION_INFO_SIZE,
+                actual: p.len(),
+            });
         }
         let m = RegionInfoMsg {
             argsz: u32_at(p, 0),
@@ -141,7 +159,11 @@ impl RegionInfoMsg {
     pub fn parse_reply(p: &[u8]) -> Result<RegionInfoMsg, WireError> {
         let command = "DEVICE_GET_REGION_INFO reply";
         if p.len() < REGION_INFO_SIZE {
-            return Err(WireError::TooShort { command, min: REGION_INFO_SIZE, actual: p.len() });
+            return Err(WireError::TooShort {
+                command,
+                min: REGION_INFO_SIZE,
+                actual: p.len(),
+            });
         }
         let mut m = RegionInfoMsg {
             argsz: u32_at(p, 0),
@@ -157,22 +179,34 @@ impl RegionInfoMsg {
         while cap != 0 {
             hops += 1;
             if hops > 16 || cap < REGION_INFO_SIZE || cap + CAP_HEADER_SIZE > p.len() {
-                return Err(WireError::Invalid { command, what: "capability chain leaves the reply" });
+                return Err(WireError::Invalid {
+                    command,
+                    what: "capability chain leaves the reply",
+                });
             }
             let id = u32_at(p, cap) & 0xffff;
             let next = u32_at(p, cap + 4) as usize;
             if id == CAP_SPARSE_MMAP_ID as u32 {
                 if cap + SPARSE_FIXED > p.len() {
-                    return Err(WireError::Invalid { command, what: "sparse capability truncated" });
+                    return Err(WireError::Invalid {
+                        command,
+                        what: "sparse capability truncated",
+                    });
                 }
                 let n = u32_at(p, cap + 8) as usize;
                 let end = n.checked_mul(16).and_then(|b| b.checked_add(cap + SPARSE_FIXED));
                 if end.is_none_or(|e| e > p.len()) {
-                    return Err(WireError::Invalid { command, what: "sparse areas leave the reply" });
+                    return Err(WireError::Invalid {
+                        command,
+                        what: "sparse areas leave the reply",
+                    });
                 }
                 for i in 0..n {
                     let at = cap + SPARSE_FIXED + 16 * i;
-                    m.sparse.push(SparseArea { offset: u64_at(p, at), size: u64_at(p, at + 8) });
+                    m.sparse.push(SparseArea {
+                        offset: u64_at(p, at),
+                        size: u64_at(p, at + 8),
+                    });
                 }
             }
             cap = next;
@@ -194,9 +228,18 @@ impl IrqInfoMsg {
     pub fn parse(p: &[u8]) -> Result<IrqInfoMsg, WireError> {
         let command = "DEVICE_GET_IRQ_INFO";
         if p.len() != IRQ_INFO_SIZE {
-            return Err(WireError::WrongSize { command, expected: IRQ_INFO_SIZE, actual: p.len() });
+            return Err(WireError::WrongSize {
+                command,
+                expected: IRQ_INFO_SIZE,
+                actual: p.len(),
+            });
         }
-        let m = IrqInfoMsg { argsz: u32_at(p, 0), flags: u32_at(p, 4), index: u32_at(p, 8), count: u32_at(p, 12) };
+        let m = IrqInfoMsg {
+            argsz: u32_at(p, 0),
+            flags: u32_at(p, 4),
+            index: u32_at(p, 8),
+            count: u32_at(p, 12),
+        };
         check_argsz(command, m.argsz, IRQ_INFO_SIZE)?;
         Ok(m)
     }
@@ -216,12 +259,29 @@ mod tests {
     use super::*;
 
     fn info(sparse: Vec<SparseArea>) -> RegionInfoMsg {
-        RegionInfoMsg { argsz: 0, flags: 7, index: 2, cap_offset: 0, size: 0x10000, offset: 0x4000, sparse }
+        RegionInfoMsg {
+            argsz: 0,
+            flags: 7,
+            index: 2,
+            cap_offset: 0,
+            size: 0x10000,
+            offset: 0x4000,
+            sparse,
+        }
     }
 
     #[test]
     fn region_info_with_sparse_areas_round_trips() {
-        let m = info(vec![SparseArea { offset: 0, size: 0x1000 }, SparseArea { offset: 0x8000, size: 0x8000 }]);
+        let m = info(vec![
+            SparseArea {
+                offset: 0,
+                size: 0x1000,
+            },
+            SparseArea {
+                offset: 0x8000,
+                size: 0x8000,
+            },
+        ]);
         let r = RegionInfoMsg::parse_reply(&m.encode_reply(1024)).unwrap();
         assert_eq!(r.sparse, m.sparse);
         assert_eq!(r.argsz, RegionInfoMsg::needed_argsz(&m.sparse));
@@ -230,25 +290,38 @@ mod tests {
 
     #[test]
     fn region_info_argsz_too_small_for_caps_reports_needed_size() {
-        let m = info(vec![SparseArea { offset: 0, size: 0x1000 }]);
+        let m = info(vec![SparseArea {
+            offset: 0,
+            size: 0x1000,
+        }]);
         let enc = m.encode_reply(REGION_INFO_SIZE as u32);
         assert_eq!(enc.len(), REGION_INFO_SIZE);
         let r = RegionInfoMsg::parse_reply(&enc).unwrap();
         assert_eq!(r.argsz, 64);
         assert_eq!(r.cap_offset, 0);
-        assert_eq!(r.flags & crate::device::REGION_FLAG_CAPS, 0, "QEMU refuses CAPS without caps");
+        assert_eq!(
+            r.flags & crate::device::REGION_FLAG_CAPS,
+            0,
+            "QEMU refuses CAPS without caps"
+        );
     }
 
     #[test]
     fn region_info_request_with_tiny_argsz_is_rejected() {
         let mut p = vec![0u8; REGION_INFO_SIZE];
         p[0] = 8;
-        assert!(matches!(RegionInfoMsg::parse_request(&p), Err(WireError::BadArgsz { .. })));
+        assert!(matches!(
+            RegionInfoMsg::parse_request(&p),
+            Err(WireError::BadArgsz { .. })
+        ));
     }
 
     #[test]
     fn region_info_reply_with_cap_loop_is_rejected() {
-        let m = info(vec![SparseArea { offset: 0, size: 0x1000 }]);
+        let m = info(vec![SparseArea {
+            offset: 0,
+            size: 0x1000,
+        }]);
         let mut enc = m.encode_reply(1024);
         enc[36..40].copy_from_slice(&32u32.to_le_bytes()); // next -> itself
         assert!(RegionInfoMsg::parse_reply(&enc).is_err());

@@ -24,11 +24,24 @@ pub struct RegionAccess {
 impl RegionAccess {
     fn fixed(p: &[u8], command: &'static str, max: u32) -> Result<RegionAccess, WireError> {
         if p.len() < REGION_ACCESS_SIZE {
-            return Err(WireError::TooShort { command, min: REGION_ACCESS_SIZE, actual: p.len() });
+            return Err(WireError::TooShort {
+                command,
+                min: REGION_ACCESS_SIZE,
+                actual: p.len(),
+            });
         }
-        let a = RegionAccess { offset: u64_at(p, 0), region: u32_at(p, 8), count: u32_at(p, 12), data: Vec::new() };
+        let a = RegionAccess {
+            offset: u64_at(p, 0),
+            region: u32_at(p, 8),
+            count: u32_at(p, 12),
+            data: Vec::new(),
+        };
         if a.count > max {
-            return Err(WireError::CountTooLarge { command, count: a.count as u64, max: max as u64 });
+            return Err(WireError::CountTooLarge {
+                command,
+                count: a.count as u64,
+                max: max as u64,
+            });
         }
         Ok(a)
     }
@@ -37,7 +50,11 @@ impl RegionAccess {
     pub fn parse_read(p: &[u8], max: u32) -> Result<RegionAccess, WireError> {
         let a = Self::fixed(p, "REGION_READ", max)?;
         if p.len() != REGION_ACCESS_SIZE {
-            return Err(WireError::WrongSize { command: "REGION_READ", expected: REGION_ACCESS_SIZE, actual: p.len() });
+            return Err(WireError::WrongSize {
+                command: "REGION_READ",
+                expected: REGION_ACCESS_SIZE,
+                actual: p.len(),
+            });
         }
         Ok(a)
     }
@@ -47,7 +64,11 @@ impl RegionAccess {
         let mut a = Self::fixed(p, "REGION_WRITE", max)?;
         let expected = REGION_ACCESS_SIZE + a.count as usize;
         if p.len() != expected {
-            return Err(WireError::WrongSize { command: "REGION_WRITE", expected, actual: p.len() });
+            return Err(WireError::WrongSize {
+                command: "REGION_WRITE",
+                expected,
+                actual: p.len(),
+            });
         }
         a.data = p[REGION_ACCESS_SIZE..].to_vec();
         Ok(a)
@@ -58,7 +79,11 @@ impl RegionAccess {
         let mut a = Self::fixed(p, "REGION_READ reply", asked)?;
         let expected = REGION_ACCESS_SIZE + a.count as usize;
         if p.len() != expected {
-            return Err(WireError::WrongSize { command: "REGION_READ reply", expected, actual: p.len() });
+            return Err(WireError::WrongSize {
+                command: "REGION_READ reply",
+                expected,
+                actual: p.len(),
+            });
         }
         a.data = p[REGION_ACCESS_SIZE..].to_vec();
         Ok(a)
@@ -100,26 +125,47 @@ impl WriteMulti {
     pub fn parse(p: &[u8]) -> Result<WriteMulti, WireError> {
         let command = "REGION_WRITE_MULTI";
         if p.len() < 8 {
-            return Err(WireError::TooShort { command, min: 8, actual: p.len() });
+            return Err(WireError::TooShort {
+                command,
+                min: 8,
+                actual: p.len(),
+            });
         }
         let n = u64_at(p, 0);
         if n == 0 || n > MULTI_MAX as u64 {
-            return Err(WireError::CountTooLarge { command, count: n, max: MULTI_MAX as u64 });
+            return Err(WireError::CountTooLarge {
+                command,
+                count: n,
+                max: MULTI_MAX as u64,
+            });
         }
         let expected = 8 + MULTI_ENTRY * n as usize;
         if p.len() != expected {
-            return Err(WireError::WrongSize { command, expected, actual: p.len() });
+            return Err(WireError::WrongSize {
+                command,
+                expected,
+                actual: p.len(),
+            });
         }
         let mut writes = Vec::with_capacity(n as usize);
         for i in 0..n as usize {
             let at = 8 + MULTI_ENTRY * i;
             let count = u32_at(p, at + 12);
             if count == 0 || count as usize > MULTI_DATA {
-                return Err(WireError::CountTooLarge { command, count: count as u64, max: MULTI_DATA as u64 });
+                return Err(WireError::CountTooLarge {
+                    command,
+                    count: count as u64,
+                    max: MULTI_DATA as u64,
+                });
             }
             let mut data = [0u8; MULTI_DATA];
             data.copy_from_slice(&p[at + 16..at + 16 + MULTI_DATA]);
-            writes.push(WriteOne { offset: u64_at(p, at), region: u32_at(p, at + 8), count, data });
+            writes.push(WriteOne {
+                offset: u64_at(p, at),
+                region: u32_at(p, at + 8),
+                count,
+                data,
+            });
         }
         Ok(WriteMulti { writes })
     }
@@ -144,7 +190,10 @@ mod tests {
     #[test]
     fn region_write_with_short_data_is_rejected() {
         let mut p = RegionAccess::encode(0, 0, 4, &[1, 2]);
-        assert!(matches!(RegionAccess::parse_write(&p, 1 << 20), Err(WireError::WrongSize { .. })));
+        assert!(matches!(
+            RegionAccess::parse_write(&p, 1 << 20),
+            Err(WireError::WrongSize { .. })
+        ));
         p.extend_from_slice(&[3, 4]);
         assert_eq!(RegionAccess::parse_write(&p, 1 << 20).unwrap().data, vec![1, 2, 3, 4]);
     }
@@ -152,12 +201,22 @@ mod tests {
     #[test]
     fn region_read_count_past_max_is_rejected() {
         let p = RegionAccess::encode(0, 0, (1 << 20) + 1, &[]);
-        assert!(matches!(RegionAccess::parse_read(&p, 1 << 20), Err(WireError::CountTooLarge { .. })));
+        assert!(matches!(
+            RegionAccess::parse_read(&p, 1 << 20),
+            Err(WireError::CountTooLarge { .. })
+        ));
     }
 
     #[test]
     fn write_multi_round_trips_and_refuses_lies() {
-        let w = WriteMulti { writes: vec![WriteOne { offset: 8, region: 0, count: 4, data: [1, 2, 3, 4, 0, 0, 0, 0] }] };
+        let w = WriteMulti {
+            writes: vec![WriteOne {
+                offset: 8,
+                region: 0,
+                count: 4,
+                data: [1, 2, 3, 4, 0, 0, 0, 0],
+            }],
+        };
         assert_eq!(WriteMulti::parse(&w.encode()).unwrap(), w);
         let mut p = w.encode();
         p[0] = 2; // wr_cnt lies

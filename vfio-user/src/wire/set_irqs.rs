@@ -38,7 +38,11 @@ impl SetIrqs {
     pub fn parse(p: &[u8], nfds: usize) -> Result<SetIrqs, WireError> {
         let command = "DEVICE_SET_IRQS";
         if p.len() < SET_IRQS_SIZE {
-            return Err(WireError::TooShort { command, min: SET_IRQS_SIZE, actual: p.len() });
+            return Err(WireError::TooShort {
+                command,
+                min: SET_IRQS_SIZE,
+                actual: p.len(),
+            });
         }
         let argsz = u32_at(p, 0);
         let flags = u32_at(p, 4);
@@ -46,7 +50,12 @@ impl SetIrqs {
         let start = u32_at(p, 12);
         let count = u32_at(p, 16);
         if argsz as usize != p.len() {
-            return Err(WireError::BadArgsz { command, argsz, min: p.len() as u32, max: p.len() as u32 });
+            return Err(WireError::BadArgsz {
+                command,
+                argsz,
+                min: p.len() as u32,
+                max: p.len() as u32,
+            });
         }
         if flags & !(v::VFIO_IRQ_SET_DATA_TYPE_MASK | v::VFIO_IRQ_SET_ACTION_TYPE_MASK) != 0 {
             return Err(WireError::BadFlags { command, flags });
@@ -58,41 +67,75 @@ impl SetIrqs {
             _ => return Err(WireError::BadFlags { command, flags }),
         };
         if start.checked_add(count).is_none() {
-            return Err(WireError::Overflow { command, addr: start as u64, size: count as u64 });
+            return Err(WireError::Overflow {
+                command,
+                addr: start as u64,
+                size: count as u64,
+            });
         }
         let extra = p.len() - SET_IRQS_SIZE;
         let data = match flags & v::VFIO_IRQ_SET_DATA_TYPE_MASK {
             v::VFIO_IRQ_SET_DATA_NONE => {
                 if extra != 0 {
-                    return Err(WireError::WrongSize { command, expected: SET_IRQS_SIZE, actual: p.len() });
+                    return Err(WireError::WrongSize {
+                        command,
+                        expected: SET_IRQS_SIZE,
+                        actual: p.len(),
+                    });
                 }
                 IrqData::None
             }
             v::VFIO_IRQ_SET_DATA_BOOL => {
                 let expected = SET_IRQS_SIZE + count as usize;
                 if p.len() != expected {
-                    return Err(WireError::WrongSize { command, expected, actual: p.len() });
+                    return Err(WireError::WrongSize {
+                        command,
+                        expected,
+                        actual: p.len(),
+                    });
                 }
                 IrqData::Bool(p[SET_IRQS_SIZE..].iter().map(|&b| b != 0).collect())
             }
             v::VFIO_IRQ_SET_DATA_EVENTFD => {
                 if extra != 0 {
-                    return Err(WireError::WrongSize { command, expected: SET_IRQS_SIZE, actual: p.len() });
+                    return Err(WireError::WrongSize {
+                        command,
+                        expected: SET_IRQS_SIZE,
+                        actual: p.len(),
+                    });
                 }
                 if action != IrqAction::Trigger {
-                    return Err(WireError::Unsupported { command, what: "eventfds for mask/unmask" });
+                    return Err(WireError::Unsupported {
+                        command,
+                        what: "eventfds for mask/unmask",
+                    });
                 }
                 if nfds != 0 && nfds != count as usize {
-                    return Err(WireError::WrongFdCount { command, got: nfds, expected: count as usize });
+                    return Err(WireError::WrongFdCount {
+                        command,
+                        got: nfds,
+                        expected: count as usize,
+                    });
                 }
                 IrqData::Eventfd
             }
             _ => return Err(WireError::BadFlags { command, flags }),
         };
         if !matches!(data, IrqData::Eventfd) && nfds != 0 {
-            return Err(WireError::WrongFdCount { command, got: nfds, expected: 0 });
+            return Err(WireError::WrongFdCount {
+                command,
+                got: nfds,
+                expected: 0,
+            });
         }
-        Ok(SetIrqs { flags, action, data, index, start, count })
+        Ok(SetIrqs {
+            flags,
+            action,
+            data,
+            index,
+            start,
+            count,
+        })
     }
 
     /// Encodes a request; `bools` only for DATA_BOOL.
@@ -125,7 +168,10 @@ mod tests {
     #[test]
     fn two_actions_at_once_are_rejected() {
         let flags = v::VFIO_IRQ_SET_DATA_NONE | v::VFIO_IRQ_SET_ACTION_MASK | v::VFIO_IRQ_SET_ACTION_UNMASK;
-        assert!(matches!(SetIrqs::parse(&SetIrqs::encode(flags, 0, 0, 1, &[]), 0), Err(WireError::BadFlags { .. })));
+        assert!(matches!(
+            SetIrqs::parse(&SetIrqs::encode(flags, 0, 0, 1, &[]), 0),
+            Err(WireError::BadFlags { .. })
+        ));
     }
 
     #[test]
@@ -140,12 +186,18 @@ mod tests {
     #[test]
     fn fds_with_bool_data_are_rejected() {
         let flags = v::VFIO_IRQ_SET_DATA_NONE | v::VFIO_IRQ_SET_ACTION_TRIGGER;
-        assert!(matches!(SetIrqs::parse(&SetIrqs::encode(flags, 0, 0, 1, &[]), 1), Err(WireError::WrongFdCount { .. })));
+        assert!(matches!(
+            SetIrqs::parse(&SetIrqs::encode(flags, 0, 0, 1, &[]), 1),
+            Err(WireError::WrongFdCount { .. })
+        ));
     }
 
     #[test]
     fn start_plus_count_overflow_is_rejected() {
         let flags = v::VFIO_IRQ_SET_DATA_NONE | v::VFIO_IRQ_SET_ACTION_MASK;
-        assert!(matches!(SetIrqs::parse(&SetIrqs::encode(flags, 0, u32::MAX, 2, &[]), 0), Err(WireError::Overflow { .. })));
+        assert!(matches!(
+            SetIrqs::parse(&SetIrqs::encode(flags, 0, u32::MAX, 2, &[]), 0),
+            Err(WireError::Overflow { .. })
+        ));
     }
 }

@@ -21,7 +21,13 @@ pub struct Capabilities {
 
 impl Default for Capabilities {
     fn default() -> Capabilities {
-        Capabilities { max_msg_fds: 1, max_data_xfer_size: 1 << 20, pgsizes: 4096, max_dma_maps: 65535, write_multiple: false }
+        Capabilities {
+            max_msg_fds: 1,
+            max_data_xfer_size: 1 << 20,
+            pgsizes: 4096,
+            max_dma_maps: 65535,
+            write_multiple: false,
+        }
     }
 }
 
@@ -78,21 +84,30 @@ fn bad(what: impl Into<String>) -> WireError {
 fn get_u64(caps: &Map<String, Value>, key: &str) -> Result<Option<u64>, WireError> {
     match caps.get(key) {
         None => Ok(None),
-        Some(v) => v.as_u64().map(Some).ok_or_else(|| bad(format!("{key} is not an unsigned integer"))),
+        Some(v) => v
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| bad(format!("{key} is not an unsigned integer"))),
     }
 }
 
 fn get_u32(caps: &Map<String, Value>, key: &str) -> Result<Option<u32>, WireError> {
     match get_u64(caps, key)? {
         None => Ok(None),
-        Some(v) => u32::try_from(v).map(Some).map_err(|_| bad(format!("{key} {v} out of range"))),
+        Some(v) => u32::try_from(v)
+            .map(Some)
+            .map_err(|_| bad(format!("{key} {v} out of range"))),
     }
 }
 
 impl Version {
     pub fn parse(payload: &[u8]) -> Result<Version, WireError> {
         if payload.len() < 4 {
-            return Err(WireError::TooShort { command: "VERSION", min: 4, actual: payload.len() });
+            return Err(WireError::TooShort {
+                command: "VERSION",
+                min: 4,
+                actual: payload.len(),
+            });
         }
         let major = u16_at(payload, 0);
         let minor = u16_at(payload, 2);
@@ -101,7 +116,11 @@ impl Version {
         }
         let text = &payload[4..];
         if text.is_empty() {
-            return Ok(Version { major, minor, caps: Capabilities::default() });
+            return Ok(Version {
+                major,
+                minor,
+                caps: Capabilities::default(),
+            });
         }
         let Some((&0, json)) = text.split_last() else {
             return Err(WireError::VersionNotNulTerminated);
@@ -180,7 +199,11 @@ mod tests {
 
     #[test]
     fn encode_round_trips_and_never_mentions_migration() {
-        let v = Version { major: 0, minor: 0, caps: Capabilities::ours() };
+        let v = Version {
+            major: 0,
+            minor: 0,
+            caps: Capabilities::ours(),
+        };
         let enc = v.encode();
         assert!(!String::from_utf8_lossy(&enc).contains("migration"));
         assert_eq!(Version::parse(&enc).unwrap(), v);
@@ -193,8 +216,14 @@ mod tests {
 
     #[test]
     fn version_with_bad_json_is_rejected() {
-        assert!(matches!(Version::parse(&payload(b"{not json\0")), Err(WireError::VersionBadJson { .. })));
-        assert!(matches!(Version::parse(&payload(b"{}\0{}\0")), Err(WireError::VersionBadJson { .. })));
+        assert!(matches!(
+            Version::parse(&payload(b"{not json\0")),
+            Err(WireError::VersionBadJson { .. })
+        ));
+        assert!(matches!(
+            Version::parse(&payload(b"{}\0{}\0")),
+            Err(WireError::VersionBadJson { .. })
+        ));
     }
 
     #[test]
@@ -210,13 +239,19 @@ mod tests {
         ] {
             let mut p = payload(json);
             p.push(0);
-            assert!(matches!(Version::parse(&p), Err(WireError::VersionBadCapability { .. })), "{json:?}");
+            assert!(
+                matches!(Version::parse(&p), Err(WireError::VersionBadCapability { .. })),
+                "{json:?}"
+            );
         }
     }
 
     #[test]
     fn version_major_1_is_unsupported() {
-        assert_eq!(Version::parse(&[1, 0, 0, 0]), Err(WireError::VersionUnsupported { major: 1 }));
+        assert_eq!(
+            Version::parse(&[1, 0, 0, 0]),
+            Err(WireError::VersionUnsupported { major: 1 })
+        );
     }
 
     #[test]

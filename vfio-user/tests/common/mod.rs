@@ -82,7 +82,11 @@ impl TestDevice {
 
 impl Device for TestDevice {
     fn info(&self) -> DeviceInfo {
-        DeviceInfo { flags: DEVICE_FLAG_PCI | DEVICE_FLAG_RESET, num_regions: pci_region::COUNT, num_irqs: pci_irq::COUNT }
+        DeviceInfo {
+            flags: DEVICE_FLAG_PCI | DEVICE_FLAG_RESET,
+            num_regions: pci_region::COUNT,
+            num_irqs: pci_irq::COUNT,
+        }
     }
 
     fn region_info(&self, index: u32) -> Option<RegionInfo> {
@@ -106,7 +110,10 @@ impl Device for TestDevice {
 
     fn region_read(&self, index: u32, offset: u64, buf: &mut [u8]) -> Result<(), Errno> {
         if index == pci_region::BAR2 {
-            self.bar2.slice(offset as usize, buf.len()).ok_or(Errno::EINVAL)?.copy_to(buf);
+            self.bar2
+                .slice(offset as usize, buf.len())
+                .ok_or(Errno::EINVAL)?
+                .copy_to(buf);
             return Ok(());
         }
         if index == pci_region::BAR4 {
@@ -127,7 +134,11 @@ impl Device for TestDevice {
             return Ok(());
         }
         if index == pci_region::BAR2 {
-            self.bar2.slice(offset as usize, data.len()).ok_or(Errno::EINVAL)?.copy_from(data).map_err(|_| Errno::EIO)?;
+            self.bar2
+                .slice(offset as usize, data.len())
+                .ok_or(Errno::EINVAL)?
+                .copy_from(data)
+                .map_err(|_| Errno::EIO)?;
             return Ok(());
         }
         let mut b = self.buf(index).ok_or(Errno::EINVAL)?.lock().unwrap();
@@ -137,8 +148,14 @@ impl Device for TestDevice {
 
     fn irq_info(&self, index: u32) -> Option<IrqInfo> {
         match index {
-            pci_irq::INTX => Some(IrqInfo { count: 1, flags: IRQ_INFO_EVENTFD | IRQ_INFO_MASKABLE }),
-            pci_irq::MSIX => Some(IrqInfo { count: MSIX_VECTORS, flags: IRQ_INFO_EVENTFD | IRQ_INFO_NORESIZE }),
+            pci_irq::INTX => Some(IrqInfo {
+                count: 1,
+                flags: IRQ_INFO_EVENTFD | IRQ_INFO_MASKABLE,
+            }),
+            pci_irq::MSIX => Some(IrqInfo {
+                count: MSIX_VECTORS,
+                flags: IRQ_INFO_EVENTFD | IRQ_INFO_NORESIZE,
+            }),
             _ => Some(IrqInfo { count: 0, flags: 0 }),
         }
     }
