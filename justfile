@@ -23,6 +23,10 @@ trace *args:
 bench:
     cargo bench --workspace
 
+# Coverage-guided fuzzing of every parser for SECONDS in all (nightly toolchain; see fuzz/README.md).
+fuzz seconds="60":
+    fuzz/run.sh {{seconds}}
+
 # Provision QEMU, the guest kernel and busybox into the cache without booting.
 provision: build
     ./target/release/phyr-harness provision
