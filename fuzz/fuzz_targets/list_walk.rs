@@ -66,7 +66,10 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(total, list.total_len);
         for (i, b) in list.blocks.iter().enumerate() {
             assert!(b.2 > 0 && b.2 as usize % ENTRY_SIZE == 0);
-            assert!(!list.blocks[..i].iter().any(|o| (o.0, o.1) == (b.0, b.1)), "a block was walked twice");
+            assert!(
+                !list.blocks[..i].iter().any(|o| (o.0, o.1) == (b.0, b.1)),
+                "a block was walked twice"
+            );
         }
     }
 });

@@ -62,7 +62,10 @@ fuzz_target!(|data: &[u8]| {
                 let v = regs.read(off, size, &Zero);
                 assert_eq!(v.is_none(), regs.guest_errors == errors + 1);
                 if let Some(v) = v {
-                    assert!(size == 8 || v >> (8 * size) == 0, "read of {size} bytes returned {v:#x}");
+                    assert!(
+                        size == 8 || v >> (8 * size) == 0,
+                        "read of {size} bytes returned {v:#x}"
+                    );
                 }
                 match (off, size) {
                     (REG_ID, 4) => assert_eq!(v, Some(u64::from(PHYR_ID))),

@@ -16,6 +16,10 @@ fuzz_target!(|data: &[u8]| {
     let part = read_bytes(&file[..at]);
     if let (Ok(whole), Ok(part)) = (whole, part) {
         assert!(part.records.len() <= whole.records.len(), "a cut file has more records");
-        assert_eq!(part.records[..], whole.records[..part.records.len()], "a cut file reads other records");
+        assert_eq!(
+            part.records[..],
+            whole.records[..part.records.len()],
+            "a cut file reads other records"
+        );
     }
 });

@@ -56,7 +56,11 @@ fn rig() -> &'static Rig {
 /// Sends `bytes` with `fds` attached (SCM_RIGHTS); short writes are finished without fds.
 fn send(sock: &UnixStream, bytes: &[u8], fds: &[&OwnedFd]) -> bool {
     let raw: Vec<i32> = fds.iter().map(|f| f.as_raw_fd()).collect();
-    let space = if raw.is_empty() { 0 } else { unsafe_cmsg_space(raw.len()) };
+    let space = if raw.is_empty() {
+        0
+    } else {
+        unsafe_cmsg_space(raw.len())
+    };
     let mut control = vec![0u8; space];
     let mut iov = libc::iovec {
         iov_base: bytes.as_ptr() as *mut libc::c_void,
@@ -131,6 +135,8 @@ fuzz_target!(|data: &[u8]| {
     drop(sock);
     // The next client gets a working endpoint.
     let c = Client::connect(&rig.path).expect("a clean client negotiates after the hostile one");
-    let id = c.region_read(pci_region::BAR0, REG_ID, 4).expect("ID register readable");
+    let id = c
+        .region_read(pci_region::BAR0, REG_ID, 4)
+        .expect("ID register readable");
     assert_eq!(id, PHYR_ID.to_le_bytes());
 });

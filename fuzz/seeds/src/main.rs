@@ -56,7 +56,11 @@ fn list_walk(dir: &Path) {
     let (mut iova, mut bus) = (vec![0u8; WALK_MEM], vec![0u8; WALK_MEM]);
     for (i, b) in blocks.iter().enumerate() {
         let (space, addr) = place(i);
-        let (mem, base) = if space == AddrSpace::Iova { (&mut iova, IOVA_BASE) } else { (&mut bus, BUS_BASE) };
+        let (mem, base) = if space == AddrSpace::Iova {
+            (&mut iova, IOVA_BASE)
+        } else {
+            (&mut bus, BUS_BASE)
+        };
         let at = (addr - base) as usize;
         mem[at..at + b.len()].copy_from_slice(b);
     }
@@ -71,7 +75,14 @@ fn list_walk(dir: &Path) {
     // A chain entry that is not last, unknown flags, a zero length, an overflowing address.
     let mut bad = Vec::new();
     bad.extend(DmaRange::chain(AddrSpace::Bus, BUS_BASE, 32).to_bytes());
-    bad.extend(DmaRange { addr: 1, len: 1, flags: 0x80 | RANGE_CHAIN }.to_bytes());
+    bad.extend(
+        DmaRange {
+            addr: 1,
+            len: 1,
+            flags: 0x80 | RANGE_CHAIN,
+        }
+        .to_bytes(),
+    );
     bad.extend(DmaRange::segment(AddrSpace::Iova, 5, 0).to_bytes());
     bad.extend(DmaRange::segment(AddrSpace::Iova, u64::MAX, 2).to_bytes());
     let head4 = DmaRange::segment(AddrSpace::Iova, IOVA_BASE, bad.len() as u32);
@@ -108,8 +119,31 @@ fn trace_payloads() -> Vec<Payload> {
             writable: true,
             has_fd: true,
         }),
-        dma(Direction::Read, Space::Iova, 0x10_0000, 16, Target::GuestMemory { mapping: 0, offset: 0x10_0000 }, 0, Some(0xa290_020e)),
-        dma(Direction::Write, Space::Bus, 0xf400_0000, 4096, Target::PeerBar { endpoint: 1, bar: 2, offset: 0 }, 0, Some(0x5ad4_f4e5)),
+        dma(
+            Direction::Read,
+            Space::Iova,
+            0x10_0000,
+            16,
+            Target::GuestMemory {
+                mapping: 0,
+                offset: 0x10_0000,
+            },
+            0,
+            Some(0xa290_020e),
+        ),
+        dma(
+            Direction::Write,
+            Space::Bus,
+            0xf400_0000,
+            4096,
+            Target::PeerBar {
+                endpoint: 1,
+                bar: 2,
+                offset: 0,
+            },
+            0,
+            Some(0x5ad4_f4e5),
+        ),
         dma(Direction::Read, Space::Message, 0x8_0000, 64, Target::None, 0x10, None),
         event(Event::CommandDone {
             queue: 1,
@@ -124,9 +158,7 @@ fn trace_payloads() -> Vec<Payload> {
             size: 0,
             all: true,
         }),
-        event(Event::Error {
-            message: "seed".into(),
-        }),
+        event(Event::Error { message: "seed".into() }),
         event(Event::Dropped { records: 3 }),
         event(Event::Disconnected),
     ]
@@ -173,7 +205,11 @@ fn regfile(dir: &Path) {
         reg_op(&mut v, true, queue_reg(q, Q_CQ_SIZE), W4, 64);
         reg_op(&mut v, true, queue_reg(q, Q_SHADOW_BASE), W8, 0x12_0000);
         reg_op(&mut v, true, queue_reg(q, Q_MSIX_VECTOR), W4, 1);
-        let ctrl = if q == 0 { QCTRL_ENABLE | QCTRL_IRQ } else { QCTRL_ENABLE | QCTRL_POLL };
+        let ctrl = if q == 0 {
+            QCTRL_ENABLE | QCTRL_IRQ
+        } else {
+            QCTRL_ENABLE | QCTRL_POLL
+        };
         reg_op(&mut v, true, queue_reg(q, Q_CTRL), W4, u64::from(ctrl));
         reg_op(&mut v, true, doorbell(q, DB_SQ_TAIL), W4, 3);
         reg_op(&mut v, true, doorbell(q, DB_CQ_HEAD), W4, 2);
@@ -230,20 +266,51 @@ fn vfio_user_stream(dir: &Path) {
     let mut s = Vec::new();
     chunk(&mut s, false, &msg(1, Command::Version, 0, &version));
     chunk(&mut s, true, &msg(2, Command::DmaMap, 0, &map));
-    chunk(&mut s, false, &msg(3, Command::DeviceGetInfo, 0, &{
-        let mut p = vec![0u8; 16];
-        p[0..4].copy_from_slice(&16u32.to_le_bytes());
-        p
-    }));
+    chunk(
+        &mut s,
+        false,
+        &msg(3, Command::DeviceGetInfo, 0, &{
+            let mut p = vec![0u8; 16];
+            p[0..4].copy_from_slice(&16u32.to_le_bytes());
+            p
+        }),
+    );
     for (id, index) in [(4u16, 0u32), (5, 2), (6, 7)] {
-        chunk(&mut s, false, &msg(id, Command::DeviceGetRegionInfo, 0, &info_req(index)));
+        chunk(
+            &mut s,
+            false,
+            &msg(id, Command::DeviceGetRegionInfo, 0, &info_req(index)),
+        );
     }
-    chunk(&mut s, false, &msg(7, Command::RegionRead, 0, &RegionAccess::encode(0, 0, 4, &[])));
+    chunk(
+        &mut s,
+        false,
+        &msg(7, Command::RegionRead, 0, &RegionAccess::encode(0, 0, 4, &[])),
+    );
     let cmd = (0x0006u16).to_le_bytes();
-    chunk(&mut s, false, &msg(8, Command::RegionWrite, 0, &RegionAccess::encode(4, 7, 2, &cmd)));
+    chunk(
+        &mut s,
+        false,
+        &msg(8, Command::RegionWrite, 0, &RegionAccess::encode(4, 7, 2, &cmd)),
+    );
     let sq = 0x10_0000u64.to_le_bytes();
-    chunk(&mut s, false, &msg(9, Command::RegionWrite, FLAG_NO_REPLY, &RegionAccess::encode(queue_reg(0, Q_SQ_BASE), 0, 8, &sq)));
-    let irqs = SetIrqs::encode(v::VFIO_IRQ_SET_DATA_EVENTFD | v::VFIO_IRQ_SET_ACTION_TRIGGER, 2, 0, 1, &[]);
+    chunk(
+        &mut s,
+        false,
+        &msg(
+            9,
+            Command::RegionWrite,
+            FLAG_NO_REPLY,
+            &RegionAccess::encode(queue_reg(0, Q_SQ_BASE), 0, 8, &sq),
+        ),
+    );
+    let irqs = SetIrqs::encode(
+        v::VFIO_IRQ_SET_DATA_EVENTFD | v::VFIO_IRQ_SET_ACTION_TRIGGER,
+        2,
+        0,
+        1,
+        &[],
+    );
     chunk(&mut s, true, &msg(10, Command::DeviceSetIrqs, 0, &irqs));
     chunk(&mut s, false, &msg(11, Command::DeviceReset, 0, &[]));
     write(dir, "vfio_user_stream", "qemu-like", &s);
