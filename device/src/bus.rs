@@ -125,9 +125,87 @@ impl<'a> Bus<'a> {
         }
     }
 
+    /// Reads the little-endian u32 at `addr` (a shadow doorbell) with acquire ordering: the
+    /// device's later reads (the SQ entries it publishes) see what the driver wrote before it.
+    /// Directly addressable, 4-byte aligned memory is read with one atomic load; anything else
+    /// (a DMA message, a word split across mappings) is copied, then fenced.
+    pub fn load_u32(&self, space: AddrSpace, addr: u64) -> Result<u32, AccessError> {
+        let mut whole = None;
+        self.pieces(space, addr, 4, Dir::Read, &mut |p, _| {
+            if let Piece::Raw(r) = p {
+                whole = r.load_acquire_u32(0);
+            }
+            // Not a whole aligned word: fall back to a copy below.
+            if whole.is_none() {
+                return Err(());
+            }
+            Ok(())
+        })
+        .or_else(|e| match e {
+            AccessError::Stopped => Ok(()),
+            e => Err(e),
+        })?;
+        if let Some(v) = whole {
+            return Ok(v);
+        }
+        let mut b = [0u8; 4];
+        self.read(space, addr, &mut b)?;
+        std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+        Ok(u32::from_le_bytes(b))
+    }
+
     /// Writes `data` at `addr` (completions).
     pub fn write(&self, space: AddrSpace, addr: u64, data: &[u8]) -> Result<(), AccessError> {
         self.write_with(space, addr, data, &mut |_, _, _, _| {})
+    }
+
+    /// Makes the bytes at offsets `marks` (ascending) of `data` visible at `addr`, each after
+    /// everything written before the call: the second half of a two-pass write whose first
+    /// pass (`write_with`) put `data` there with other values in those bytes. Directly
+    /// addressable memory gets one release store per marked byte, in order (ABI §6: a
+    /// completion's phase byte becomes visible last); memory reached by DMA messages gets `data`
+    /// again in one DMA_WRITE per piece (the client applied the first pass before it answered
+    /// it, so only the marked bytes change). `seen` hears of each piece as `write_with` says.
+    pub fn publish_with(
+        &self,
+        space: AddrSpace,
+        addr: u64,
+        data: &[u8],
+        marks: &mut dyn Iterator<Item = usize>,
+        seen: &mut Seen<'_>,
+    ) -> Result<(), AccessError> {
+        let mut off = 0usize;
+        let mut msg_fault = None;
+        let mut mark = marks.next();
+        let r = self.pieces(space, addr, data.len() as u64, Dir::Write, &mut |p, t| {
+            let end = off + p.len().min(data.len() - off);
+            match p {
+                Piece::Raw(r) => {
+                    while let Some(m) = mark.filter(|&m| m < end) {
+                        if m >= off {
+                            r.store_release(m - off, data[m]);
+                        }
+                        mark = marks.next();
+                    }
+                }
+                Piece::Message { iova, .. } => {
+                    if let Err(e) = self.iova.message_write(iova, &data[off..end]) {
+                        msg_fault = Some(AccessError::Fault {
+                            status: e.status(),
+                            addr: e.addr,
+                        });
+                        return Err(());
+                    }
+                }
+            }
+            seen(addr.wrapping_add(off as u64), &p, t, &data[off..end]);
+            off = end;
+            Ok(())
+        });
+        match (r, msg_fault) {
+            (Err(AccessError::Stopped), Some(f)) => Err(f),
+            (r, _) => r,
+        }
     }
 
     /// `write`, telling `seen` about each piece written (and its bytes), for tracing.

@@ -90,6 +90,41 @@ impl RawPiece {
         n
     }
 
+    /// Stores `v` at byte `off` of the piece with release ordering: every write made through
+    /// any piece before this call is visible to a reader that sees `v` (and orders its later
+    /// reads after it, e.g. Linux's `dma_rmb()`). Returns false, storing nothing, if `off` is
+    /// outside the piece. Completions publish their phase byte this way (ABI §6).
+    pub fn store_release(&self, off: usize, v: u8) -> bool {
+        if off >= self.len {
+            return false;
+        }
+        // SAFETY: `off < self.len` (checked above), so the byte lies inside the span the
+        // constructor's caller vouched for as valid for writes; a u8 is always aligned for
+        // AtomicU8. The other side only ever accesses the byte with plain loads and stores of
+        // its own (shared memory outside this process's abstract machine).
+        let byte = unsafe { std::sync::atomic::AtomicU8::from_ptr(self.ptr.add(off)) };
+        byte.store(v, std::sync::atomic::Ordering::Release);
+        true
+    }
+
+    /// Loads the little-endian u32 at byte `off` of the piece with acquire ordering, as one
+    /// single-copy-atomic 4-byte load (never torn by a concurrent aligned store of the other
+    /// side). `None` if `[off, off + 4)` leaves the piece or the address is not 4-byte aligned.
+    pub fn load_acquire_u32(&self, off: usize) -> Option<u32> {
+        if off.checked_add(4)? > self.len {
+            return None;
+        }
+        let p = self.ptr.wrapping_add(off);
+        if !p.cast::<std::sync::atomic::AtomicU32>().is_aligned() {
+            return None;
+        }
+        // SAFETY: `[off, off + 4)` lies inside the span (checked above), which the constructor's
+        // caller vouched for as valid for reads; the address is aligned for AtomicU32 (checked
+        // above). The other side's stores are its own (shared memory outside this process).
+        let word = unsafe { std::sync::atomic::AtomicU32::from_ptr(p.cast::<u32>()) };
+        Some(u32::from_le(word.load(std::sync::atomic::Ordering::Acquire)))
+    }
+
     /// Fills the piece with the 8-byte `pattern`, starting at byte `phase` of the pattern.
     /// Returns the CRC32C of the bytes written if `with_crc` (computed from the pattern, not by
     /// reading guest memory back).
@@ -187,6 +222,24 @@ mod tests {
         assert_eq!(p.sub(20, 5).len(), 0);
         assert_eq!(p.sub(10, 100).len(), 6);
         assert_eq!(p.sub(usize::MAX, usize::MAX).len(), 0);
+    }
+
+    #[test]
+    fn store_release_and_load_acquire_stay_inside_the_piece() {
+        let mut b = [0u8; 16];
+        let p = RawPiece::of_slice(&mut b);
+        assert!(p.store_release(15, 9));
+        assert!(!p.store_release(16, 9), "a store past the end was accepted");
+        let word = p.sub(4, 8);
+        assert!(word.store_release(0, 0x78) && word.store_release(3, 0x12));
+        let aligned = (0..4).find(|&o| b[o..].as_ptr().cast::<u32>().is_aligned()).unwrap();
+        let p = RawPiece::of_slice(&mut b);
+        assert_eq!(p.load_acquire_u32(13), None, "a load past the end was accepted");
+        assert_eq!(p.load_acquire_u32(aligned + 1), None, "a misaligned load was accepted");
+        assert_eq!(p.load_acquire_u32(usize::MAX - 1), None);
+        b[aligned..aligned + 4].copy_from_slice(&0x1234_5678u32.to_le_bytes());
+        let p = RawPiece::of_slice(&mut b);
+        assert_eq!(p.load_acquire_u32(aligned), Some(0x1234_5678));
     }
 
     #[test]

@@ -361,3 +361,5 @@ fn reset_with_bus_master_clear_posts_no_completion_and_moves_no_data() {
     r.w32(doorbell(0, DB_SQ_TAIL), 1);
     assert_eq!(r.wait_completion(0, 0, true).command_id, 5);
 }
+
+mod ordering;
