@@ -2,7 +2,7 @@
 //! client's DMA mappings (`IovaMemory`) and bus addresses through the fabric. Resolves a range
 //! into pieces and reports failures as completion statuses with the first failing address.
 
-use dma_range::{AddrSpace, Status};
+use dma_range::{AddrSpace, DmaRange, Status};
 use phyr_trace::{Space, Target};
 
 use crate::fabric::{Fabric, Port};
@@ -78,6 +78,43 @@ impl<'a> Bus<'a> {
                     offset: r.offset,
                 };
                 f(Piece::Raw(r.piece), target).map_err(|()| AccessError::Stopped)
+            }
+        }
+    }
+
+    /// Calls `f` with the pieces of `[seg.addr + off, + len)`, a part of data segment `seg`.
+    /// An IOVA part resolves on its own, mapping by mapping. A bus-address segment is routed
+    /// *whole* first: ABI §5 bounds a segment by the BAR that decodes its start, so a segment
+    /// that runs past that BAR's end fails (`BUS_PAST_BAR_END`, at the BAR's end) on every
+    /// part, its first included, even where a neighbouring BAR decodes the bytes past the end.
+    pub fn segment_pieces(
+        &self,
+        seg: &DmaRange,
+        off: u64,
+        len: u64,
+        dir: Dir,
+        f: &mut dyn FnMut(Piece, Target) -> Result<(), ()>,
+    ) -> Result<(), AccessError> {
+        if len == 0 {
+            return Ok(());
+        }
+        match seg.space() {
+            AddrSpace::Iova => self.pieces(AddrSpace::Iova, seg.addr.wrapping_add(off), len, dir, f),
+            AddrSpace::Bus => {
+                let r = self
+                    .fabric
+                    .route(self.me, seg.addr, u64::from(seg.len))
+                    .map_err(|e| AccessError::Fault {
+                        status: e.status,
+                        addr: e.addr,
+                    })?;
+                let target = Target::PeerBar {
+                    endpoint: r.endpoint,
+                    bar: 2,
+                    offset: r.offset.wrapping_add(off),
+                };
+                let part = r.piece.sub(off as usize, len as usize);
+                f(Piece::Raw(part), target).map_err(|()| AccessError::Stopped)
             }
         }
     }
