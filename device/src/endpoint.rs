@@ -59,7 +59,7 @@ impl std::fmt::Debug for Endpoint {
 
 /// The worker publishes these with release ordering after the completions they count are
 /// written (queue.rs `process`): a register read that returns a value is answered only after
-/// those completions are visible in memory (ABI §3, "Ordering").
+/// those completions are visible in memory (ABI §7).
 impl Live for Endpoint {
     fn q_status(&self, q: usize) -> u32 {
         self.queues.get(q).map_or(0, |q| q.status.load(Acquire))

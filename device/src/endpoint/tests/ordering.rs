@@ -1,4 +1,4 @@
-//! Completion visibility (ABI §6, "Ordering"): no completion's phase bit becomes new before the
+//! Completion visibility (ABI §6, §7): no completion's phase bit becomes new before the
 //! rest of its entry is in place. Checked two ways: on a CQ reached by DMA messages, where the
 //! device's write order is recorded message by message; and on a CQ in plain memory, by a
 //! thread polling the phase bits the way a driver does while the device posts.
