@@ -19,7 +19,7 @@ pub enum AccessError {
 
 /// What `read_with`/`write_with` tell their caller about each piece: its bus address, the
 /// piece, what it resolved to, and the bytes moved.
-pub type Seen<'a> = dyn FnMut(u64, &Piece, Target, &[u8]) + 'a;
+pub type Seen<'a> = dyn FnMut(u64, &Piece<'_>, Target, &[u8]) + 'a;
 
 /// The address spaces one endpoint reaches.
 #[derive(Clone, Copy)]
@@ -38,7 +38,7 @@ pub fn plain_space(space: AddrSpace) -> Space {
 }
 
 /// The trace's address space of a piece.
-pub fn trace_space(space: AddrSpace, piece: &Piece) -> Space {
+pub fn trace_space(space: AddrSpace, piece: &Piece<'_>) -> Space {
     match (space, piece.is_message()) {
         (AddrSpace::Bus, _) => Space::Bus,
         (AddrSpace::Iova, true) => Space::Message,
@@ -54,7 +54,7 @@ impl<'a> Bus<'a> {
         addr: u64,
         len: u64,
         dir: Dir,
-        f: &mut dyn FnMut(Piece, Target) -> Result<(), ()>,
+        f: &mut dyn FnMut(Piece<'_>, Target) -> Result<(), ()>,
     ) -> Result<(), AccessError> {
         if len == 0 {
             return Ok(());
@@ -93,7 +93,7 @@ impl<'a> Bus<'a> {
         off: u64,
         len: u64,
         dir: Dir,
-        f: &mut dyn FnMut(Piece, Target) -> Result<(), ()>,
+        f: &mut dyn FnMut(Piece<'_>, Target) -> Result<(), ()>,
     ) -> Result<(), AccessError> {
         if len == 0 {
             return Ok(());

@@ -75,6 +75,10 @@ struct Step {
     off: u64,
 }
 
+/// What `Exec::zip_raw` hands each pair of directly addressable pieces to: source, destination
+/// (valid only during the call), offset in the step, and their trace targets.
+type PairFn<'f> = dyn FnMut(RawPiece<'_>, RawPiece<'_>, u64, (Target, Target)) -> Result<(), ()> + 'f;
+
 /// How a zero-copy walk over one step ended (see `Exec::zip_raw`).
 enum Walk {
     /// Every byte of the step went through the callback.
@@ -300,8 +304,8 @@ impl Exec<'_> {
         st: &Step,
         sr: &DmaRange,
         dr: &DmaRange,
-        part: Piece,
-        dp: Piece,
+        part: Piece<'_>,
+        dp: Piece<'_>,
         a: u64,
         targets: (Target, Target),
         t0: u64,
@@ -324,7 +328,7 @@ impl Exec<'_> {
         seg: usize,
         r: &DmaRange,
         dir: Dir,
-        p: Piece,
+        p: Piece<'_>,
         addr: u64,
         t: Target,
         t0: u64,
@@ -340,7 +344,7 @@ impl Exec<'_> {
         seg: usize,
         r: &DmaRange,
         dir: Dir,
-        p: Piece,
+        p: Piece<'_>,
         addr: u64,
         t: Target,
         t0: u64,
@@ -421,14 +425,7 @@ impl Exec<'_> {
     /// `dst_dir` is how the destination is accessed (COPY writes it, COMPARE reads it). The walk
     /// stops where a DMA-message piece begins, so a message is never sent while an fd-backed
     /// piece is held in use: the caller finishes the step through a bounce buffer.
-    fn zip_raw(
-        &self,
-        st: &Step,
-        sr: &DmaRange,
-        dr: &DmaRange,
-        dst_dir: Dir,
-        f: &mut dyn FnMut(RawPiece, RawPiece, u64, (Target, Target)) -> Result<(), ()>,
-    ) -> Walk {
+    fn zip_raw(&self, st: &Step, sr: &DmaRange, dr: &DmaRange, dst_dir: Dir, f: &mut PairFn<'_>) -> Walk {
         let mut fail: Option<Failure> = None;
         let mut bounce: Option<u64> = None;
         let mut s_off = 0u64;

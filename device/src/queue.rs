@@ -377,7 +377,7 @@ fn post(run: &mut QueueRun, comps: &mut [Completion], ctx: &QueueCtx<'_>) -> Res
         let bytes = &mut bytes[..take * COMPLETION_SIZE];
         let addr = cfg.cq_base + u64::from(run.cq_tail) * COMPLETION_SIZE as u64;
         let t0 = ctx.hook.start();
-        let mut seen = |a, p: &Piece, t, b: &[u8]| ring_record(ctx, Dir::Write, a, p, t, t0, b);
+        let mut seen = |a, p: &Piece<'_>, t, b: &[u8]| ring_record(ctx, Dir::Write, a, p, t, t0, b);
         ctx.bus
             .write_with(AddrSpace::Iova, addr, bytes, &mut seen)
             .map_err(ring_fault)?;
@@ -400,7 +400,15 @@ fn post(run: &mut QueueRun, comps: &mut [Completion], ctx: &QueueCtx<'_>) -> Res
 
 /// Records a submission-entry fetch or a completion write, with the CRC of its `bytes` (shadow
 /// doorbell polls are not recorded: in POLL mode they would flood the trace).
-fn ring_record(ctx: &QueueCtx<'_>, dir: Dir, addr: u64, p: &Piece, target: phyr_trace::Target, t0: u64, bytes: &[u8]) {
+fn ring_record(
+    ctx: &QueueCtx<'_>,
+    dir: Dir,
+    addr: u64,
+    p: &Piece<'_>,
+    target: phyr_trace::Target,
+    t0: u64,
+    bytes: &[u8],
+) {
     if !ctx.hook.enabled() {
         return;
     }
