@@ -57,21 +57,24 @@ impl std::fmt::Debug for Endpoint {
     }
 }
 
+/// The worker publishes these with release ordering after the completions they count are
+/// written (queue.rs `process`): a register read that returns a value is answered only after
+/// those completions are visible in memory (ABI §7).
 impl Live for Endpoint {
     fn q_status(&self, q: usize) -> u32 {
-        self.queues.get(q).map_or(0, |q| q.status.load(Relaxed))
+        self.queues.get(q).map_or(0, |q| q.status.load(Acquire))
     }
     fn sq_head(&self, q: usize) -> u32 {
-        self.queues.get(q).map_or(0, |q| q.sq_head.load(Relaxed))
+        self.queues.get(q).map_or(0, |q| q.sq_head.load(Acquire))
     }
     fn cq_tail(&self, q: usize) -> u32 {
-        self.queues.get(q).map_or(0, |q| q.cq_tail.load(Relaxed))
+        self.queues.get(q).map_or(0, |q| q.cq_tail.load(Acquire))
     }
     fn completed(&self) -> u64 {
-        self.counters.completed.load(Relaxed)
+        self.counters.completed.load(Acquire)
     }
     fn failed(&self) -> u64 {
-        self.counters.failed.load(Relaxed)
+        self.counters.failed.load(Acquire)
     }
 }
 

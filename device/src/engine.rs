@@ -13,7 +13,7 @@ use phyr_trace::Target;
 
 use crate::bus::{plain_space, trace_space, AccessError, Bus};
 use crate::hook::{CmdTag, Data, Hook, ListKind, Txn};
-use crate::mem::{Dir, IovaMemory, MemFault, Piece};
+use crate::mem::{Dir, Piece};
 use crate::raw::RawPiece;
 
 /// Largest amount of data moved between two abort checks.
@@ -50,6 +50,8 @@ impl Failure {
 pub struct Lists {
     src: WalkedList,
     dst: WalkedList,
+    /// COPY's overlap check (`overlap::first_overlap`).
+    intervals: Vec<crate::overlap::Interval>,
 }
 
 /// Everything one command execution needs.
@@ -72,6 +74,10 @@ struct Step {
     len: u64,
     off: u64,
 }
+
+/// What `Exec::zip_raw` hands each pair of directly addressable pieces to: source, destination
+/// (valid only during the call), offset in the step, and their trace targets.
+type PairFn<'f> = dyn FnMut(RawPiece<'_>, RawPiece<'_>, u64, (Target, Target)) -> Result<(), ()> + 'f;
 
 /// How a zero-copy walk over one step ended (see `Exec::zip_raw`).
 enum Walk {
@@ -102,18 +108,6 @@ fn shift(t: Target, by: u64) -> Target {
 
 fn seg_index(i: usize) -> u32 {
     u32::try_from(i).unwrap_or(NO_SEGMENT)
-}
-
-/// Reads a piece into a new buffer (message-backed pieces in CRC/COMPARE).
-fn fetch(mem: &dyn IovaMemory, p: Piece) -> Result<Vec<u8>, MemFault> {
-    let mut buf = vec![0u8; p.len()];
-    match p {
-        Piece::Raw(r) => {
-            r.read_into(&mut buf);
-        }
-        Piece::Message { iova, .. } => mem.message_read(iova, &mut buf)?,
-    }
-    Ok(buf)
 }
 
 /// The trace's data CRC of bytes that passed through a local buffer (list blocks, message-backed
@@ -157,6 +151,22 @@ impl Exec<'_> {
         if cmd.flags != 0 || cmd.reserved0 != 0 || cmd.reserved1 != 0 || cmd.reserved2 != 0 {
             return Err(Failure::plain(Status::INVALID_FIELD));
         }
+        // A list head the opcode does not use is a reserved field (ABI §4).
+        let unused = |head: DmaRange, list: u8| match head == DmaRange::default() {
+            true => Ok(()),
+            false => Err(Failure {
+                status: Status::INVALID_FIELD,
+                list,
+                segment: NO_SEGMENT,
+                addr: head.addr,
+            }),
+        };
+        if !op.uses_src() {
+            unused(cmd.src, FAULT_LIST_SRC)?;
+        }
+        if !op.uses_dst() {
+            unused(cmd.dst, FAULT_LIST_DST)?;
+        }
         match op {
             Opcode::Nop => Ok((Status::SUCCESS, 0)),
             Opcode::Copy | Opcode::Compare => {
@@ -164,9 +174,20 @@ impl Exec<'_> {
                 self.walk_list(cmd.dst, FAULT_LIST_DST, &mut lists.dst)?;
                 let (src, dst) = (&lists.src, &lists.dst);
                 if src.total_len != dst.total_len {
+                    // Not about one list or entry: fault_list 0xFF, segment 0xFFFFFFFF, fault_addr 0.
                     return Err(Failure::plain(Status::LIST_LENGTH_MISMATCH));
                 }
                 if op == Opcode::Copy {
+                    if let Some((i, addr)) =
+                        crate::overlap::first_overlap(&src.segments, &dst.segments, &mut lists.intervals)
+                    {
+                        return Err(Failure {
+                            status: Status::LIST_OVERLAP,
+                            list: FAULT_LIST_DST,
+                            segment: seg_index(i),
+                            addr,
+                        });
+                    }
                     self.copy(&src.segments, &dst.segments, done)?;
                     Ok((Status::SUCCESS, *done))
                 } else {
@@ -283,8 +304,8 @@ impl Exec<'_> {
         st: &Step,
         sr: &DmaRange,
         dr: &DmaRange,
-        part: Piece,
-        dp: Piece,
+        part: Piece<'_>,
+        dp: Piece<'_>,
         a: u64,
         targets: (Target, Target),
         t0: u64,
@@ -307,7 +328,7 @@ impl Exec<'_> {
         seg: usize,
         r: &DmaRange,
         dir: Dir,
-        p: Piece,
+        p: Piece<'_>,
         addr: u64,
         t: Target,
         t0: u64,
@@ -323,7 +344,7 @@ impl Exec<'_> {
         seg: usize,
         r: &DmaRange,
         dir: Dir,
-        p: Piece,
+        p: Piece<'_>,
         addr: u64,
         t: Target,
         t0: u64,
@@ -404,45 +425,40 @@ impl Exec<'_> {
     /// `dst_dir` is how the destination is accessed (COPY writes it, COMPARE reads it). The walk
     /// stops where a DMA-message piece begins, so a message is never sent while an fd-backed
     /// piece is held in use: the caller finishes the step through a bounce buffer.
-    fn zip_raw(
-        &self,
-        st: &Step,
-        sr: &DmaRange,
-        dr: &DmaRange,
-        dst_dir: Dir,
-        f: &mut dyn FnMut(RawPiece, RawPiece, u64, (Target, Target)) -> Result<(), ()>,
-    ) -> Walk {
+    fn zip_raw(&self, st: &Step, sr: &DmaRange, dr: &DmaRange, dst_dir: Dir, f: &mut PairFn<'_>) -> Walk {
         let mut fail: Option<Failure> = None;
         let mut bounce: Option<u64> = None;
         let mut s_off = 0u64;
-        let r = self.bus.pieces(sr.space(), st.s, st.len, Dir::Read, &mut |sp, stgt| {
-            if sp.is_message() {
-                bounce = Some(s_off);
-                return Err(());
-            }
-            let mut inner = 0usize;
-            let r2 = self
-                .bus
-                .pieces(dr.space(), st.d + s_off, sp.len() as u64, dst_dir, &mut |dp, dtgt| {
-                    let (Piece::Raw(s), Piece::Raw(d)) = (sp.sub(inner, dp.len()), dp) else {
-                        bounce = Some(s_off + inner as u64);
-                        return Err(());
-                    };
-                    f(s, d, s_off + inner as u64, (shift(stgt, inner as u64), dtgt))?;
-                    inner += dp.len();
-                    Ok(())
-                });
-            match r2 {
-                Ok(()) => {}
-                Err(AccessError::Stopped) => return Err(()),
-                Err(AccessError::Fault { status, addr }) => {
-                    fail = Some(self.fault(FAULT_LIST_DST, st.di, dr, dst_dir, status, addr));
+        let r = self
+            .bus
+            .segment_pieces(sr, st.s - sr.addr, st.len, Dir::Read, &mut |sp, stgt| {
+                if sp.is_message() {
+                    bounce = Some(s_off);
                     return Err(());
                 }
-            }
-            s_off += sp.len() as u64;
-            Ok(())
-        });
+                let mut inner = 0usize;
+                let r2 =
+                    self.bus
+                        .segment_pieces(dr, st.d - dr.addr + s_off, sp.len() as u64, dst_dir, &mut |dp, dtgt| {
+                            let (Piece::Raw(s), Piece::Raw(d)) = (sp.sub(inner, dp.len()), dp) else {
+                                bounce = Some(s_off + inner as u64);
+                                return Err(());
+                            };
+                            f(s, d, s_off + inner as u64, (shift(stgt, inner as u64), dtgt))?;
+                            inner += dp.len();
+                            Ok(())
+                        });
+                match r2 {
+                    Ok(()) => {}
+                    Err(AccessError::Stopped) => return Err(()),
+                    Err(AccessError::Fault { status, addr }) => {
+                        fail = Some(self.fault(FAULT_LIST_DST, st.di, dr, dst_dir, status, addr));
+                        return Err(());
+                    }
+                }
+                s_off += sp.len() as u64;
+                Ok(())
+            });
         match r {
             Ok(()) => Walk::Done,
             Err(AccessError::Fault { status, addr }) => {
@@ -479,134 +495,6 @@ impl Exec<'_> {
                 Walk::Stopped => Err(Failure::plain(Status::IOMMU_FAULT)),
             }
         })
-    }
-
-    /// Moves `[from, st.len)` of a step through a bounce buffer, one list at a time. A DMA
-    /// message is only ever sent while no fd-backed piece is held: an in-use mark held across
-    /// the message would make a concurrent DMA_UNMAP wait (on the socket reader) for this
-    /// worker, while the worker waits for a reply only that reader can route.
-    fn copy_bounced(&self, st: &Step, sr: &DmaRange, dr: &DmaRange, from: u64, done: &mut u64) -> Result<(), Failure> {
-        let mut buf = vec![0u8; (st.len - from).min(BOUNCE as u64) as usize];
-        let mut off = from;
-        while off < st.len {
-            let k = (st.len - off).min(BOUNCE as u64) as usize;
-            self.bounce_in(FAULT_LIST_SRC, st.si, sr, st.s + off, &mut buf[..k])?;
-            self.bounce_out(st.di, dr, st.d + off, &buf[..k], done)?;
-            off += k as u64;
-        }
-        Ok(())
-    }
-
-    /// Reads `[addr, addr + buf.len())` of list `list` segment `seg` into `buf`, piece by
-    /// piece (no nested walk: a message is never sent while another piece is held).
-    fn bounce_in(&self, list: u8, seg: usize, r: &DmaRange, addr: u64, buf: &mut [u8]) -> Result<(), Failure> {
-        let kind = if list == FAULT_LIST_DST {
-            ListKind::Dst
-        } else {
-            ListKind::Src
-        };
-        let mut fail = None;
-        let mut o = 0usize;
-        let res = self
-            .bus
-            .pieces(r.space(), addr, buf.len() as u64, Dir::Read, &mut |p, tgt| {
-                let t0 = self.hook.start();
-                let part = &mut buf[o..o + p.len()];
-                match p {
-                    Piece::Raw(raw) => {
-                        raw.read_into(part);
-                    }
-                    Piece::Message { iova, .. } => {
-                        if let Some(s) = (self.abort)() {
-                            fail = Some(Failure::plain(s));
-                            return Err(());
-                        }
-                        if let Err(m) = self.bus.iova.message_read(iova, part) {
-                            fail = Some(self.fault(list, seg, r, Dir::Read, m.status(), m.addr));
-                            return Err(());
-                        }
-                    }
-                }
-                if self.hook.enabled() {
-                    let data = local_crc(self.hook, part);
-                    self.record_with(kind, seg, r, Dir::Read, p, addr + o as u64, tgt, t0, data);
-                }
-                o += p.len();
-                Ok(())
-            });
-        match res {
-            Ok(()) => Ok(()),
-            Err(AccessError::Stopped) => Err(fail.unwrap_or(Failure::plain(Status::IOMMU_FAULT))),
-            Err(AccessError::Fault { status, addr }) => Err(self.fault(list, seg, r, Dir::Read, status, addr)),
-        }
-    }
-
-    /// Writes `data` to `[addr, addr + data.len())` of destination segment `seg`, piece by
-    /// piece, counting written bytes in `done`.
-    fn bounce_out(&self, seg: usize, r: &DmaRange, addr: u64, data: &[u8], done: &mut u64) -> Result<(), Failure> {
-        let mut fail = None;
-        let mut o = 0usize;
-        let res = self
-            .bus
-            .pieces(r.space(), addr, data.len() as u64, Dir::Write, &mut |p, tgt| {
-                let t0 = self.hook.start();
-                let part = &data[o..o + p.len()];
-                match p {
-                    Piece::Raw(raw) => {
-                        raw.write_from(part);
-                    }
-                    Piece::Message { iova, .. } => {
-                        if let Some(s) = (self.abort)() {
-                            fail = Some(Failure::plain(s));
-                            return Err(());
-                        }
-                        if let Err(m) = self.bus.iova.message_write(iova, part) {
-                            fail = Some(self.fault(FAULT_LIST_DST, seg, r, Dir::Write, m.status(), m.addr));
-                            return Err(());
-                        }
-                    }
-                }
-                if self.hook.enabled() {
-                    let data = local_crc(self.hook, part);
-                    self.record_with(ListKind::Dst, seg, r, Dir::Write, p, addr + o as u64, tgt, t0, data);
-                }
-                o += p.len();
-                *done += p.len() as u64;
-                Ok(())
-            });
-        match res {
-            Ok(()) => Ok(()),
-            Err(AccessError::Stopped) => Err(fail.unwrap_or(Failure::plain(Status::IOMMU_FAULT))),
-            Err(AccessError::Fault { status, addr }) => {
-                Err(self.fault(FAULT_LIST_DST, seg, r, Dir::Write, status, addr))
-            }
-        }
-    }
-
-    /// COMPARE of `[from, st.len)` of a step through two bounce buffers (see `copy_bounced`).
-    /// Returns the transfer offset of the first difference.
-    fn compare_bounced(
-        &self,
-        st: &Step,
-        sr: &DmaRange,
-        dr: &DmaRange,
-        from: u64,
-        done: &mut u64,
-    ) -> Result<Option<u64>, Failure> {
-        let n = (st.len - from).min(BOUNCE as u64) as usize;
-        let (mut a, mut b) = (vec![0u8; n], vec![0u8; n]);
-        let mut off = from;
-        while off < st.len {
-            let k = (st.len - off).min(BOUNCE as u64) as usize;
-            self.bounce_in(FAULT_LIST_SRC, st.si, sr, st.s + off, &mut a[..k])?;
-            self.bounce_in(FAULT_LIST_DST, st.di, dr, st.d + off, &mut b[..k])?;
-            if let Some(i) = a[..k].iter().zip(&b[..k]).position(|(x, y)| x != y) {
-                return Ok(Some(st.off + off + i as u64));
-            }
-            *done += k as u64;
-            off += k as u64;
-        }
-        Ok(None)
     }
 
     fn compare(&self, src: &[DmaRange], dst: &[DmaRange], done: &mut u64) -> Result<Option<u64>, Failure> {
@@ -676,44 +564,46 @@ impl Exec<'_> {
             let r = &dst[i];
             let mut fail = None;
             let mut p_off = 0u64;
-            let res = self.bus.pieces(r.space(), addr, len, Dir::Write, &mut |p, tgt| {
-                let t0 = self.hook.start();
-                let phase = ((off + p_off) % 8) as usize;
-                let data = match p {
-                    // The CRC of the pattern bytes written, not a read back of guest memory.
-                    Piece::Raw(raw) => raw.fill(pattern, phase, self.hook.wants_crc()).map(Data::Crc),
-                    Piece::Message { iova, len } => {
-                        let pat = pattern.to_le_bytes();
-                        let mut sent_crc = 0u32;
-                        let mut o = 0;
-                        while o < len {
-                            if let Some(s) = (self.abort)() {
-                                *done += o as u64;
-                                fail = Some(Failure::plain(s));
-                                return Err(());
+            let res = self
+                .bus
+                .segment_pieces(r, addr - r.addr, len, Dir::Write, &mut |p, tgt| {
+                    let t0 = self.hook.start();
+                    let phase = ((off + p_off) % 8) as usize;
+                    let data = match p {
+                        // The CRC of the pattern bytes written, not a read back of guest memory.
+                        Piece::Raw(raw) => raw.fill(pattern, phase, self.hook.wants_crc()).map(Data::Crc),
+                        Piece::Message { iova, len } => {
+                            let pat = pattern.to_le_bytes();
+                            let mut sent_crc = 0u32;
+                            let mut o = 0;
+                            while o < len {
+                                if let Some(s) = (self.abort)() {
+                                    *done += o as u64;
+                                    fail = Some(Failure::plain(s));
+                                    return Err(());
+                                }
+                                let k = (len - o).min(BOUNCE);
+                                let buf: Vec<u8> = (0..k).map(|j| pat[(phase + o + j) % 8]).collect();
+                                if let Err(m) = self.bus.iova.message_write(iova + o as u64, &buf) {
+                                    *done += o as u64;
+                                    fail = Some(self.fault(FAULT_LIST_DST, i, r, Dir::Write, m.status(), m.addr));
+                                    return Err(());
+                                }
+                                if self.hook.wants_crc() {
+                                    sent_crc = crc32c::crc32c_append(sent_crc, &buf);
+                                }
+                                o += k;
                             }
-                            let k = (len - o).min(BOUNCE);
-                            let buf: Vec<u8> = (0..k).map(|j| pat[(phase + o + j) % 8]).collect();
-                            if let Err(m) = self.bus.iova.message_write(iova + o as u64, &buf) {
-                                *done += o as u64;
-                                fail = Some(self.fault(FAULT_LIST_DST, i, r, Dir::Write, m.status(), m.addr));
-                                return Err(());
-                            }
-                            if self.hook.wants_crc() {
-                                sent_crc = crc32c::crc32c_append(sent_crc, &buf);
-                            }
-                            o += k;
+                            self.hook.wants_crc().then_some(Data::Crc(sent_crc))
                         }
-                        self.hook.wants_crc().then_some(Data::Crc(sent_crc))
+                    };
+                    if self.hook.enabled() {
+                        self.record_with(ListKind::Dst, i, r, Dir::Write, p, addr + p_off, tgt, t0, data);
                     }
-                };
-                if self.hook.enabled() {
-                    self.record_with(ListKind::Dst, i, r, Dir::Write, p, addr + p_off, tgt, t0, data);
-                }
-                p_off += p.len() as u64;
-                *done += p.len() as u64;
-                Ok(())
-            });
+                    p_off += p.len() as u64;
+                    *done += p.len() as u64;
+                    Ok(())
+                });
             match res {
                 Ok(()) => Ok(()),
                 Err(AccessError::Stopped) => Err(fail.unwrap_or(Failure::plain(Status::IOMMU_FAULT))),
@@ -730,38 +620,52 @@ impl Exec<'_> {
             let r = &src[i];
             let mut fail = None;
             let mut p_off = 0u64;
-            let res = self.bus.pieces(r.space(), addr, len, Dir::Read, &mut |p, tgt| {
-                let t0 = self.hook.start();
-                let mut data = None;
-                match p {
-                    // With data CRCs on, the piece's own CRC goes to the trace and is combined
-                    // into the result: the bytes are read once.
-                    Piece::Raw(raw) if self.hook.wants_crc() => {
-                        let own = raw.crc32c(0);
-                        crc = crate::kernels::crc32c_combine(crc, own, raw.len() as u64);
-                        data = Some(Data::Crc(own));
-                    }
-                    Piece::Raw(raw) => crc = raw.crc32c(crc),
-                    Piece::Message { .. } => {
-                        let buf = fetch(self.bus.iova, p).map_err(|m| {
-                            fail = Some(self.fault(FAULT_LIST_SRC, i, r, Dir::Read, m.status(), m.addr));
-                        })?;
-                        match local_crc(self.hook, &buf) {
-                            Some(Data::Crc(own)) => {
-                                crc = crate::kernels::crc32c_combine(crc, own, buf.len() as u64);
-                                data = Some(Data::Crc(own));
+            let res = self
+                .bus
+                .segment_pieces(r, addr - r.addr, len, Dir::Read, &mut |p, tgt| {
+                    let t0 = self.hook.start();
+                    let mut data = None;
+                    match p {
+                        // With data CRCs on, the piece's own CRC goes to the trace and is combined
+                        // into the result: the bytes are read once.
+                        Piece::Raw(raw) if self.hook.wants_crc() => {
+                            let own = raw.crc32c(0);
+                            crc = crate::kernels::crc32c_combine(crc, own, raw.len() as u64);
+                            data = Some(Data::Crc(own));
+                        }
+                        Piece::Raw(raw) => crc = raw.crc32c(crc),
+                        // Read in bounce-sized messages: a failed one loses at most 64 KiB of
+                        // progress (`result`, ABI §6), and an abort is seen between them.
+                        Piece::Message { iova, len } => {
+                            let mut buf = vec![0u8; len.min(BOUNCE)];
+                            let (mut own, mut o) = (0u32, 0usize);
+                            while o < len {
+                                if let Some(s) = (self.abort)() {
+                                    fail = Some(Failure::plain(s));
+                                    return Err(());
+                                }
+                                let k = (len - o).min(BOUNCE);
+                                if let Err(m) = self.bus.iova.message_read(iova + o as u64, &mut buf[..k]) {
+                                    fail = Some(self.fault(FAULT_LIST_SRC, i, r, Dir::Read, m.status(), m.addr));
+                                    return Err(());
+                                }
+                                own = crate::kernels::crc32c_slice(&buf[..k], own);
+                                *done += k as u64;
+                                o += k;
                             }
-                            _ => crc = crc32c::crc32c_append(crc, &buf),
+                            crc = crate::kernels::crc32c_combine(crc, own, len as u64);
+                            data = self.hook.wants_crc().then_some(Data::Crc(own));
                         }
                     }
-                }
-                if self.hook.enabled() {
-                    self.record_with(ListKind::Src, i, r, Dir::Read, p, addr + p_off, tgt, t0, data);
-                }
-                p_off += p.len() as u64;
-                *done += p.len() as u64;
-                Ok(())
-            });
+                    if self.hook.enabled() {
+                        self.record_with(ListKind::Src, i, r, Dir::Read, p, addr + p_off, tgt, t0, data);
+                    }
+                    p_off += p.len() as u64;
+                    if !p.is_message() {
+                        *done += p.len() as u64;
+                    }
+                    Ok(())
+                });
             match res {
                 Ok(()) => Ok(()),
                 Err(AccessError::Stopped) => Err(fail.unwrap_or(Failure::plain(Status::IOMMU_FAULT))),
@@ -774,5 +678,6 @@ impl Exec<'_> {
     }
 }
 
+mod bounce;
 #[cfg(test)]
 mod tests;

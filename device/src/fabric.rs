@@ -56,10 +56,11 @@ pub struct RouteFault {
 
 /// A successfully routed transfer: which endpoint's BAR2, at which offset, and the memory.
 #[derive(Debug, Clone, Copy)]
-pub struct Routed {
+pub struct Routed<'a> {
     pub endpoint: u16,
     pub offset: u64,
-    pub piece: RawPiece,
+    /// The bytes, borrowed from the decoding endpoint's BAR2 (and so from the fabric).
+    pub piece: RawPiece<'a>,
 }
 
 /// All endpoints of the process.
@@ -82,7 +83,7 @@ impl Fabric {
     }
 
     /// Routes `[addr, addr + len)` issued by endpoint `from` (len > 0).
-    pub fn route(&self, from: &Port, addr: u64, len: u64) -> Result<Routed, RouteFault> {
+    pub fn route(&self, from: &Port, addr: u64, len: u64) -> Result<Routed<'_>, RouteFault> {
         let fault = |status, addr| Err(RouteFault { status, addr });
         for p in &self.ports {
             let d = p.decode();

@@ -7,7 +7,8 @@
 //! - `mem`, `raw`, `kernels`: the engine's view of memory (pieces, faults), the unsafe byte
 //!   movers, and their SIMD loops (copy, copy + CRC32C in one pass, CRC32C).
 //! - `bus`: one endpoint's resolver over IOVA and bus address spaces.
-//! - `engine`: executes one command (list walk, COPY / FILL / CRC32C / COMPARE).
+//! - `engine`: executes one command (list walk, COPY / FILL / CRC32C / COMPARE);
+//!   `overlap`: COPY's rule that source and destination do not overlap.
 //! - `hook`: the recording hook every DMA passes through.
 //! - `regs`, `queue`: the BAR0 register file; SQ/CQ processing.
 //! - `endpoint`: one endpoint (regions, queues, workers, reset); `fleet`: all of them.
@@ -23,6 +24,7 @@ mod fleet;
 mod hook;
 mod kernels;
 mod mem;
+mod overlap;
 mod peer_mem;
 mod queue;
 mod raw;

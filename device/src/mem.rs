@@ -5,7 +5,8 @@
 //!
 //! Memory is handed to the engine in *pieces*: a directly addressable span (`Piece::Raw`,
 //! valid only inside the callback that received it, because an unmap waits for that callback
-//! to return) or a span reachable only by DMA_READ/DMA_WRITE messages (`Piece::Message`).
+//! to return: the callback takes `Piece<'_>` for any lifetime, so the compiler keeps the piece
+//! from escaping it) or a span reachable only by DMA_READ/DMA_WRITE messages (`Piece::Message`).
 
 use dma_range::Status;
 use phyr_trace::Target;
@@ -14,14 +15,14 @@ pub use crate::raw::RawPiece;
 
 /// One span of a resolved range.
 #[derive(Debug, Clone, Copy)]
-pub enum Piece {
+pub enum Piece<'a> {
     /// Directly addressable memory.
-    Raw(RawPiece),
+    Raw(RawPiece<'a>),
     /// An IOVA span of an fd-less mapping: reach it with `message_read` / `message_write`.
     Message { iova: u64, len: usize },
 }
 
-impl Piece {
+impl<'a> Piece<'a> {
     pub fn len(&self) -> usize {
         match self {
             Piece::Raw(r) => r.len(),
@@ -39,7 +40,7 @@ impl Piece {
     }
 
     /// The sub-span `[off, off + len)`, clamped to this piece.
-    pub fn sub(&self, off: usize, len: usize) -> Piece {
+    pub fn sub(&self, off: usize, len: usize) -> Piece<'a> {
         match *self {
             Piece::Raw(r) => Piece::Raw(r.sub(off, len)),
             Piece::Message { iova, len: l } => {
@@ -102,7 +103,7 @@ pub enum Dir {
 
 /// The callback that receives each piece of a range in order, with where it landed;
 /// `Err(())` stops the walk (the access then fails with `MemFaultKind::Stopped`).
-pub type PieceFn<'a> = dyn FnMut(Piece, Target) -> Result<(), ()> + 'a;
+pub type PieceFn<'a> = dyn FnMut(Piece<'_>, Target) -> Result<(), ()> + 'a;
 
 /// Memory addressed by IOVA: the client's DMA mappings.
 pub trait IovaMemory: Send + Sync {

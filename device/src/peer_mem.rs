@@ -2,9 +2,15 @@
 //! the same fd through the region's sparse-mmap area and maps it into the guest, so the guest
 //! CPU, the own DMA engine and peers' DMA engines all see the same bytes. Pages are only
 //! allocated when touched, so a large BAR costs nothing until used.
+//!
+//! The memfd and its mapping are vfio-user's own (`vfio_user::memfd`, `MmapRegion`): one
+//! implementation of shared memory for the whole workspace, and no `unsafe` here. Pieces of
+//! the BAR borrow the `PeerMem` (`RawPiece<'_>`), so none outlives the mapping.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
+
+use vfio_user::MmapRegion;
 
 use crate::raw::RawPiece;
 
@@ -12,12 +18,8 @@ use crate::raw::RawPiece;
 pub enum PeerMemError {
     #[error("BAR2 size {0:#x} is not a power of two of at least 4 KiB")]
     BadSize(u64),
-    #[error("memfd_create failed: {0}")]
-    Memfd(#[source] std::io::Error),
-    #[error("sizing the BAR2 memfd to {size:#x} bytes failed: {source}")]
-    Truncate { size: u64, source: std::io::Error },
-    #[error("sealing the BAR2 memfd against resizing failed: {0}")]
-    Seal(#[source] std::io::Error),
+    #[error("creating the sealed BAR2 memfd of {size:#x} bytes failed: {source}")]
+    Memfd { size: u64, source: std::io::Error },
     #[error("mapping BAR2 ({size:#x} bytes) failed: {source}")]
     Mmap { size: u64, source: std::io::Error },
 }
@@ -26,72 +28,29 @@ pub enum PeerMemError {
 #[derive(Debug)]
 pub struct PeerMem {
     fd: Arc<OwnedFd>,
-    ptr: *mut u8,
-    size: usize,
+    map: MmapRegion,
 }
-
-// SAFETY: the mapping is shared memory owned by this struct for its whole life; all access goes
-// through RawPiece copies that tolerate concurrent change.
-unsafe impl Send for PeerMem {}
-// SAFETY: as for Send.
-unsafe impl Sync for PeerMem {}
 
 impl PeerMem {
     /// Creates a zero-filled memfd of `size` bytes (a power of two >= 4 KiB) and maps it.
     ///
     /// The memfd is sealed against shrinking and growing (and against further seal changes)
-    /// before anyone else sees it: the client receives it for the sparse-mmap area, and an
-    /// `ftruncate` of it would turn our accesses past the new end into SIGBUS.
+    /// before anyone else sees it (`vfio_user::memfd`): the client receives it for the
+    /// sparse-mmap area, and an `ftruncate` of it would turn our accesses past the new end
+    /// into SIGBUS.
     pub fn new(name: &str, size: u64) -> Result<Self, PeerMemError> {
         if size < 4096 || !size.is_power_of_two() || usize::try_from(size).is_err() {
             return Err(PeerMemError::BadSize(size));
         }
-        let cname = std::ffi::CString::new(name.replace('\0', "")).unwrap_or_default();
-        // SAFETY: cname is a valid NUL-terminated string; memfd_create has no other preconditions.
-        let raw = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
-        if raw < 0 {
-            return Err(PeerMemError::Memfd(std::io::Error::last_os_error()));
-        }
-        // SAFETY: raw is a fresh fd we exclusively own.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        // SAFETY: ftruncate on an fd we own; size fits off_t (checked power of two, fits usize).
-        if unsafe { libc::ftruncate(fd.as_raw_fd(), size as libc::off_t) } != 0 {
-            return Err(PeerMemError::Truncate {
-                size,
-                source: std::io::Error::last_os_error(),
-            });
-        }
-        let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
-        // SAFETY: plain fcntl on an fd we own, with integer arguments; no memory is passed.
-        if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
-            return Err(PeerMemError::Seal(std::io::Error::last_os_error()));
-        }
-        // SAFETY: mapping a fresh region (addr hint null) of a memfd that is `size` bytes long.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                size as usize,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(PeerMemError::Mmap {
-                size,
-                source: std::io::Error::last_os_error(),
-            });
-        }
-        Ok(Self {
-            fd: Arc::new(fd),
-            ptr: ptr.cast(),
-            size: size as usize,
-        })
+        let fd =
+            vfio_user::memfd(&name.replace('\0', ""), size).map_err(|source| PeerMemError::Memfd { size, source })?;
+        let map =
+            MmapRegion::map(fd.as_fd(), 0, size, true, true).map_err(|source| PeerMemError::Mmap { size, source })?;
+        Ok(Self { fd: Arc::new(fd), map })
     }
 
     pub fn size(&self) -> u64 {
-        self.size as u64
+        self.map.len() as u64
     }
 
     /// The memfd, for the region's sparse-mmap area.
@@ -99,15 +58,19 @@ impl PeerMem {
         self.fd.clone()
     }
 
-    /// The span `[offset, offset + len)`, or None when it does not fit inside the BAR.
-    pub fn piece(&self, offset: u64, len: u64) -> Option<RawPiece> {
-        let end = offset.checked_add(len)?;
-        if end > self.size as u64 {
-            return None;
-        }
-        // SAFETY: [offset, end) lies inside our mapping (checked above), which lives as long as
-        // self; callers hold an Arc to the PeerMem while they use the piece.
-        Some(unsafe { RawPiece::new(self.ptr.add(offset as usize), len as usize) })
+    /// The span `[offset, offset + len)`, or None when it does not fit inside the BAR. The
+    /// piece borrows the BAR: it cannot outlive the mapping.
+    ///
+    /// ```compile_fail
+    /// let piece = {
+    ///     let bar = phyr_device::PeerMem::new("bar2", 4096).unwrap();
+    ///     bar.piece(0, 16).unwrap()
+    /// }; // the mapping is gone here: the compiler refuses the use below
+    /// assert_eq!(piece.len(), 16);
+    /// ```
+    pub fn piece(&self, offset: u64, len: u64) -> Option<RawPiece<'_>> {
+        let (offset, len) = (usize::try_from(offset).ok()?, usize::try_from(len).ok()?);
+        self.map.slice(offset, len).map(RawPiece::from)
     }
 
     /// Reads bytes at `offset` (for REGION_READ of BAR2 and tests); false if out of range.
@@ -127,15 +90,10 @@ impl PeerMem {
     }
 }
 
-impl Drop for PeerMem {
-    fn drop(&mut self) {
-        // SAFETY: ptr/size are the mapping made in new(); nothing uses it after drop.
-        unsafe { libc::munmap(self.ptr.cast(), self.size) };
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::os::fd::AsRawFd;
+
     use super::*;
 
     #[test]

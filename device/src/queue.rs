@@ -223,14 +223,12 @@ fn ring_fault(e: AccessError) -> Status {
     }
 }
 
-/// Reads the shadow doorbells (SQ tail, CQ head) in POLL mode.
+/// Reads the shadow doorbells (SQ tail, CQ head) in POLL mode: each a whole u32 (never torn),
+/// with acquire ordering (the SQ entries are read after the tail that published them).
 fn shadow(ctx: &QueueCtx<'_>, addr: u64) -> Result<(u32, u32), Status> {
-    let mut b = [0u8; 8];
-    ctx.bus.read(AddrSpace::Iova, addr, &mut b).map_err(ring_fault)?;
-    Ok((
-        u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
-        u32::from_le_bytes([b[4], b[5], b[6], b[7]]),
-    ))
+    let tail = ctx.bus.load_u32(AddrSpace::Iova, addr).map_err(ring_fault)?;
+    let head = ctx.bus.load_u32(AddrSpace::Iova, addr + 4).map_err(ring_fault)?;
+    Ok((tail, head))
 }
 
 /// Processes up to one batch of commands.
@@ -347,8 +345,8 @@ pub fn process(run: &mut QueueRun, q: &QueueShared, ctx: &QueueCtx<'_>) -> Progr
         .iter()
         .filter(|c| c.status().is_none_or(|s| s.is_failure()))
         .count();
-    ctx.counters.completed.fetch_add(u64::from(k), Relaxed);
-    ctx.counters.failed.fetch_add(failed as u64, Relaxed);
+    ctx.counters.failed.fetch_add(failed as u64, Release);
+    ctx.counters.completed.fetch_add(u64::from(k), Release);
     if q.irq.load(Relaxed) {
         ctx.irq.msix(cfg.vector);
         ctx.hook.event(|| phyr_trace::Event::Interrupt { vector: cfg.vector });
@@ -356,7 +354,13 @@ pub fn process(run: &mut QueueRun, q: &QueueShared, ctx: &QueueCtx<'_>) -> Progr
     Progress::Worked(k)
 }
 
-/// Writes completions at the CQ tail (phase stamped), in at most two contiguous runs.
+/// Offset of the phase byte in a completion (ABI §6).
+const PHASE_BYTE: usize = 7;
+
+/// Writes completions at the CQ tail, in at most two contiguous runs. Each run is written in
+/// two passes so that no entry's phase bit is new before its body is in place (ABI §6): first
+/// the entries with the *old* phase (what the free slot already holds), then, with release
+/// ordering, the phase bytes (`Bus::publish_with`).
 fn post(run: &mut QueueRun, comps: &mut [Completion], ctx: &QueueCtx<'_>) -> Result<(), Status> {
     let cfg = run.cfg;
     let mut i = 0;
@@ -366,19 +370,23 @@ fn post(run: &mut QueueRun, comps: &mut [Completion], ctx: &QueueCtx<'_>) -> Res
         let mut bytes = [0u8; BATCH as usize * COMPLETION_SIZE];
         for (j, c) in comps[i..i + take].iter_mut().enumerate() {
             c.phase = run.phase;
-            bytes[j * COMPLETION_SIZE..(j + 1) * COMPLETION_SIZE].copy_from_slice(&c.to_bytes());
+            let e = &mut bytes[j * COMPLETION_SIZE..(j + 1) * COMPLETION_SIZE];
+            e.copy_from_slice(&c.to_bytes());
+            e[PHASE_BYTE] = u8::from(!run.phase);
         }
+        let bytes = &mut bytes[..take * COMPLETION_SIZE];
         let addr = cfg.cq_base + u64::from(run.cq_tail) * COMPLETION_SIZE as u64;
         let t0 = ctx.hook.start();
+        let mut seen = |a, p: &Piece<'_>, t, b: &[u8]| ring_record(ctx, Dir::Write, a, p, t, t0, b);
         ctx.bus
-            .write_with(
-                AddrSpace::Iova,
-                addr,
-                &bytes[..take * COMPLETION_SIZE],
-                &mut |a, p, t, b| {
-                    ring_record(ctx, Dir::Write, a, p, t, t0, b);
-                },
-            )
+            .write_with(AddrSpace::Iova, addr, bytes, &mut seen)
+            .map_err(ring_fault)?;
+        for e in bytes.chunks_exact_mut(COMPLETION_SIZE) {
+            e[PHASE_BYTE] = u8::from(run.phase);
+        }
+        let mut marks = (0..take).map(|j| j * COMPLETION_SIZE + PHASE_BYTE);
+        ctx.bus
+            .publish_with(AddrSpace::Iova, addr, bytes, &mut marks, &mut seen)
             .map_err(ring_fault)?;
         run.cq_tail += take as u32;
         if run.cq_tail == cfg.cq_size {
@@ -392,7 +400,15 @@ fn post(run: &mut QueueRun, comps: &mut [Completion], ctx: &QueueCtx<'_>) -> Res
 
 /// Records a submission-entry fetch or a completion write, with the CRC of its `bytes` (shadow
 /// doorbell polls are not recorded: in POLL mode they would flood the trace).
-fn ring_record(ctx: &QueueCtx<'_>, dir: Dir, addr: u64, p: &Piece, target: phyr_trace::Target, t0: u64, bytes: &[u8]) {
+fn ring_record(
+    ctx: &QueueCtx<'_>,
+    dir: Dir,
+    addr: u64,
+    p: &Piece<'_>,
+    target: phyr_trace::Target,
+    t0: u64,
+    bytes: &[u8],
+) {
     if !ctx.hook.enabled() {
         return;
     }
@@ -425,6 +441,6 @@ fn stop_unless_pending(q: &QueueShared, s: Status) -> Progress {
 }
 
 fn stop(q: &QueueShared, s: Status) -> Progress {
-    q.status.store(QSTATUS_ERROR | (u32::from(s as u16) << 16), Relaxed);
+    q.status.store(QSTATUS_ERROR | (u32::from(s as u16) << 16), Release);
     Progress::Stopped(s)
 }

@@ -177,6 +177,7 @@ impl RegFile {
             o if (REG_COMPLETED..REG_COMPLETED + 8).contains(&o) => r64(live.completed(), REG_COMPLETED),
             o if (REG_FAILED..REG_FAILED + 8).contains(&o) => r64(live.failed(), REG_FAILED),
             REG_SCRATCH => r32(self.scratch),
+            REG_GUEST_ERRORS => r32(u32::try_from(self.guest_errors).unwrap_or(u32::MAX)),
             _ => {
                 let (q, r) = self.queue_of(off)?;
                 let regs = &self.queues[q];

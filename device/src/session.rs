@@ -135,13 +135,9 @@ impl IovaMemory for SessionMemory {
         let r = self.dma.with_chunks::<DmaError>(iova, len, access, |off, chunk| {
             let addr = iova.wrapping_add(off);
             let piece = match chunk {
-                DmaChunk::Mapped(s) => {
-                    // SAFETY: the slice is valid for its length until this callback returns
-                    // (the DmaSpace holds the mapping in use, and an unmap waits for it); the
-                    // engine only writes through pieces it asked for with Access::Write, for
-                    // which the DmaSpace checked the mapping is writable.
-                    Piece::Raw(unsafe { RawPiece::new(s.as_ptr().cast_mut(), s.len()) })
-                }
+                // The slice borrows the mapping for this callback only (the DmaSpace holds it in
+                // use; an unmap waits for it), and so does the piece made from it.
+                DmaChunk::Mapped(s) => Piece::Raw(RawPiece::from(s)),
                 DmaChunk::Remote { iova, len } => Piece::Message {
                     iova,
                     len: len as usize,

@@ -17,6 +17,9 @@ pub struct TestMap {
     pub message: bool,
 }
 
+/// A watched range `(iova, len)` and the copies of it taken so far.
+pub type Watch = (u64, usize, Vec<Vec<u8>>);
+
 #[derive(Default)]
 pub struct TestMem {
     pub maps: Vec<TestMap>,
@@ -28,6 +31,12 @@ pub struct TestMem {
     /// Report held messages through `messages_in_flight` (as the real session does).
     pub report_in_flight: AtomicBool,
     pub waiting: AtomicBool,
+    /// Every DMA_WRITE message in order (iova, bytes): the device's write order, observable.
+    pub message_log: Mutex<Vec<(u64, Vec<u8>)>>,
+    /// A watched range `(iova, len)` and the copies of it taken each time the device asks for
+    /// write access into it (before the pieces are handed out): what memory held between the
+    /// device's write passes.
+    pub watch: Mutex<Option<Watch>>,
 }
 
 impl TestMem {
@@ -94,6 +103,14 @@ impl IovaMemory for TestMem {
         let end = iova
             .checked_add(len)
             .ok_or(MemFault::new(MemFaultKind::NotMapped, iova))?;
+        if dir == Dir::Write {
+            let mut w = self.watch.lock().unwrap();
+            if let Some((base, len, snaps)) = w.as_mut() {
+                if iova < *base + *len as u64 && end > *base {
+                    snaps.push(self.get(*base, *len));
+                }
+            }
+        }
         let mut at = iova;
         while at < end {
             let (i, m) = self.find(at).ok_or(MemFault::new(MemFaultKind::NotMapped, at))?;
@@ -144,6 +161,7 @@ impl IovaMemory for TestMem {
         if self.refuse_messages.load(Ordering::Relaxed) {
             return Err(MemFault::new(MemFaultKind::Message, iova));
         }
+        self.message_log.lock().unwrap().push((iova, data.to_vec()));
         let (_, m) = self.find(iova).ok_or(MemFault::new(MemFaultKind::NotMapped, iova))?;
         if m.mem.write(iova - m.iova, data) {
             Ok(())

@@ -283,3 +283,80 @@ fn list_head_in_unmapped_iova_is_iommu_fault_on_the_descriptor_fetch() {
     let c = q.run(e, &Command::new(Opcode::Copy, 1, src, dst));
     assert_eq!(fault(&c), (Some(Status::IOMMU_FAULT), FAULT_LIST_SRC, 0, 0x7_0000_0000));
 }
+
+/// Maps `pages` 4 KiB pages of endpoint 0's guest RAM (from RAM offset `ram_off`) one DMA map
+/// each at `iova`, as QEMU does behind an IOMMU: every page is a separate piece.
+fn map_pages(e: &Ep, iova: u64, ram_off: u64, pages: u64) {
+    for k in 0..pages {
+        e.client
+            .dma_map(iova + k * 4096, 4096, e.ram_fd.as_fd(), ram_off + k * 4096, true, true)
+            .unwrap();
+    }
+}
+
+const PAGES_IOVA: u64 = 0x3_0000_0000;
+
+#[test]
+fn bus_segment_running_from_a_bar2_into_the_adjacent_one_is_past_bar_end_and_writes_neither() {
+    let r = rig(2);
+    // Endpoint 1's BAR2 right after endpoint 0's (4 MiB each).
+    let end0 = bar2_bus(0) + (4 << 20);
+    r.eps[1].cfg_w32(0x18, end0 as u32);
+    r.eps[1].cfg_w32(0x1C, (end0 >> 32) as u32);
+    let (own, peer) = (r.eps[0].map_bar2(), r.eps[1].map_bar2());
+    own.slice((4 << 20) - 4096, 4096).unwrap().fill(0x5A).unwrap();
+    peer.slice(0, 4096).unwrap().fill(0x5A).unwrap();
+    // A source of two 4 KiB IOVA pages: the second starts where the destination leaves BAR2.
+    map_pages(&r.eps[0], PAGES_IOVA, DATA_AREA, 2);
+    let c = copy(&r, &[iova(PAGES_IOVA, 8192)], &[bus(end0 - 4096, 8192)]);
+    assert_eq!(fault(&c), (Some(Status::BUS_PAST_BAR_END), FAULT_LIST_DST, 0, end0));
+    assert_eq!(c.result, 0);
+    let mut b = vec![0u8; 4096];
+    own.slice((4 << 20) - 4096, 4096).unwrap().copy_to(&mut b);
+    assert_eq!(b, vec![0x5A; 4096], "own BAR2 written");
+    peer.slice(0, 4096).unwrap().copy_to(&mut b);
+    assert_eq!(b, vec![0x5A; 4096], "the adjacent BAR2 written");
+}
+
+#[test]
+fn overlapping_copy_through_4k_page_mappings_is_list_overlap_and_moves_nothing() {
+    let r = rig(1);
+    let e = &r.eps[0];
+    map_pages(e, PAGES_IOVA, DATA_AREA, 2);
+    let before = pattern(8192, 4);
+    e.put(data(0), &before);
+    let mut q = QueueDrv::new(e, 0, 4, 0);
+    // Upward and downward by 16 bytes, each crossing the page boundary at PAGES_IOVA + 4 KiB.
+    for (s, d) in [(0xF00, 0xF10), (0xF10, 0xF00)] {
+        let src = e.list(lists(0), &[iova(PAGES_IOVA + s, 0x400)]);
+        let dst = e.list(lists(0x100), &[iova(PAGES_IOVA + d, 0x400)]);
+        let c = q.run(e, &Command::new(Opcode::Copy, 1, src, dst));
+        assert_eq!(
+            fault(&c),
+            (Some(Status::LIST_OVERLAP), FAULT_LIST_DST, 0, PAGES_IOVA + 0xF10)
+        );
+        assert_eq!(c.result, 0);
+        assert_eq!(e.get(data(0), 8192), before, "an overlapping COPY moved data");
+    }
+}
+
+#[test]
+fn fill_carrying_a_leftover_source_head_is_invalid_field_and_writes_nothing() {
+    let r = rig(1);
+    let e = &r.eps[0];
+    let mut q = QueueDrv::new(e, 0, 4, 0);
+    e.put(data(0), &[0x5A; 64]);
+    let mut cmd = Command::new(
+        Opcode::Fill,
+        4,
+        e.list(lists(0), &[iova(data(0x100), 64)]),
+        e.list(lists(0x100), &[iova(data(0), 64)]),
+    );
+    cmd.pattern = 0x1111_1111_1111_1111;
+    let c = q.run(e, &cmd);
+    assert_eq!(
+        fault(&c),
+        (Some(Status::INVALID_FIELD), FAULT_LIST_SRC, NO_SEGMENT, lists(0))
+    );
+    assert_eq!(e.get(data(0), 64), vec![0x5A; 64]);
+}

@@ -77,6 +77,8 @@ statuses! {
     /// A list block (head or chain target) is empty, not a multiple of 16 bytes, or too large.
     LIST_BAD_BLOCK = 0x37, "list block size is zero, not a multiple of 16, or too large";
     LIST_CHAIN_NOT_LAST = 0x38, "a CHAIN entry is not the last entry of its block";
+    /// COPY only: a destination segment shares bytes with a source segment (same address space).
+    LIST_OVERLAP = 0x39, "COPY source and destination overlap";
     ABORTED_RESET = 0x40, "aborted by a device reset";
     ABORTED_QUEUE_DISABLED = 0x41, "aborted because the queue was disabled";
 }

@@ -10,7 +10,8 @@ pub const REG_ID: u64 = 0x000;
 pub const PHYR_ID: u32 = u32::from_le_bytes(*b"PHYR");
 /// `VERSION` (RO u32): ABI major << 16 | minor.
 pub const REG_VERSION: u64 = 0x004;
-pub const ABI_VERSION: u32 = 1 << 16;
+/// 1.1: LIST_OVERLAP, unused list heads enforced, GUEST_ERRORS.
+pub const ABI_VERSION: u32 = (1 << 16) | 1;
 /// `NUM_QUEUES` (RO u32): submission/completion queue pairs.
 pub const REG_NUM_QUEUES: u64 = 0x008;
 /// `MAX_QUEUE_ENTRIES` (RO u32): largest SQ_SIZE / CQ_SIZE accepted.
@@ -37,6 +38,9 @@ pub const REG_FAILED: u64 = 0x038;
 pub const REG_SCRATCH: u64 = 0x040;
 /// `IRQ_TEST` (WO u32): raises the MSI-X vector written.
 pub const REG_IRQ_TEST: u64 = 0x044;
+/// `GUEST_ERRORS` (RO u32): register accesses ignored since the endpoint was created (bad
+/// offset, width, value or state; saturates at u32::MAX). A reset does not clear it.
+pub const REG_GUEST_ERRORS: u64 = 0x048;
 
 /// `CTRL.ENABLE`: the device processes queues while set.
 pub const CTRL_ENABLE: u32 = 1 << 0;

@@ -361,3 +361,44 @@ fn reset_with_bus_master_clear_posts_no_completion_and_moves_no_data() {
     r.w32(doorbell(0, DB_SQ_TAIL), 1);
     assert_eq!(r.wait_completion(0, 0, true).command_id, 5);
 }
+
+#[test]
+fn clearing_ctrl_enable_pauses_the_queues_and_setting_it_resumes_them() {
+    let r = rig();
+    r.setup(0, 4, 0);
+    r.w32(REG_CTRL, 0);
+    assert_eq!(r.r32(REG_STATUS), 0);
+    let nop = |id| Command::new(Opcode::Nop, id, DmaRange::default(), DmaRange::default());
+    r.submit(0, 0, &nop(1));
+    r.w32(doorbell(0, DB_SQ_TAIL), 1);
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(!r.completion(0, 0).phase, "a command ran with CTRL.ENABLE clear");
+    assert_eq!(r.r32(queue_reg(0, Q_STATUS)), QSTATUS_ENABLED, "the queue was not kept");
+    r.w32(REG_CTRL, CTRL_ENABLE);
+    assert_eq!(r.r32(REG_STATUS), STATUS_READY);
+    assert_eq!(r.wait_completion(0, 0, true).command_id, 1);
+}
+
+#[test]
+fn a_reset_is_complete_when_the_write_returns_and_keeps_guest_errors() {
+    let r = rig();
+    r.setup(0, 4, 0);
+    r.w32(REG_SCRATCH, 0x55);
+    let mut b = [0u8; 2];
+    r.ep.bar0_read(REG_ID, &mut b); // a 2-byte read: ignored and counted
+    assert_eq!(r.r32(REG_GUEST_ERRORS), 1);
+    r.w32(REG_CTRL, CTRL_RESET);
+    for off in [
+        REG_CTRL,
+        REG_STATUS,
+        REG_SCRATCH,
+        queue_reg(0, Q_CTRL),
+        queue_reg(0, Q_STATUS),
+    ] {
+        assert_eq!(r.r32(off), 0, "register {off:#x} after reset");
+    }
+    assert_eq!(r.r32(queue_reg(0, Q_SQ_SIZE)), 0);
+    assert_eq!(r.r32(REG_GUEST_ERRORS), 1);
+}
+
+mod ordering;

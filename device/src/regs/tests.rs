@@ -149,3 +149,46 @@ fn ctrl_reset_and_enable() {
     assert!(matches!(f.write(REG_IRQ_TEST, 4, 8), RegEffect::GuestError(_)));
     assert_eq!(f.write(REG_IRQ_TEST, 4, 7), RegEffect::IrqTest(7));
 }
+
+#[test]
+fn ignored_writes_are_counted_in_guest_errors_and_read_back_unchanged() {
+    let mut f = file();
+    assert_eq!(f.read(REG_VERSION, 4, &NoLive), Some(0x0001_0001));
+    program(&mut f, 0);
+    assert!(matches!(
+        f.write(queue_reg(0, Q_CTRL), 4, u64::from(QCTRL_ENABLE)),
+        RegEffect::QueueEnable(0, _)
+    ));
+    // Base, size and vector writes while the queue is enabled, a doorbell at the ring size.
+    for (off, size, v) in [
+        (queue_reg(0, Q_SQ_BASE), 8, 0x99_0000u64),
+        (queue_reg(0, Q_SQ_SIZE), 4, 8),
+        (queue_reg(0, Q_MSIX_VECTOR), 4, 1),
+        (doorbell(0, DB_SQ_TAIL), 4, 64),
+    ] {
+        assert!(
+            matches!(f.write(off, size, v), RegEffect::GuestError(_)),
+            "{off:#x} accepted"
+        );
+    }
+    assert_eq!(f.read(queue_reg(0, Q_SQ_BASE), 8, &NoLive), Some(0x10_0000));
+    assert_eq!(f.read(queue_reg(0, Q_SQ_SIZE), 4, &NoLive), Some(64));
+    assert_eq!(f.read(REG_GUEST_ERRORS, 4, &NoLive), Some(4));
+    // Reading GUEST_ERRORS is not an error, a wrong-width read of it is; a reset keeps it.
+    assert_eq!(f.read(REG_GUEST_ERRORS, 8, &NoLive), None);
+    f.reset();
+    assert_eq!(f.read(REG_GUEST_ERRORS, 4, &NoLive), Some(5));
+    assert!(matches!(f.write(REG_GUEST_ERRORS, 4, 0), RegEffect::GuestError(_)));
+}
+
+#[test]
+fn vector_of_eight_or_more_fails_enable_with_invalid_field() {
+    let mut f = file();
+    program(&mut f, 0);
+    f.write(queue_reg(0, Q_MSIX_VECTOR), 4, u64::from(MSIX_VECTORS));
+    assert_eq!(
+        f.write(queue_reg(0, Q_CTRL), 4, u64::from(QCTRL_ENABLE)),
+        RegEffect::QueueEnableFailed(0, Status::INVALID_FIELD)
+    );
+    assert_eq!(f.read(queue_reg(0, Q_CTRL), 4, &NoLive), Some(0));
+}

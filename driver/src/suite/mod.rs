@@ -6,6 +6,7 @@
 mod cases_data;
 mod cases_fault;
 mod cases_queue;
+mod cases_rules;
 mod check;
 mod tap;
 
@@ -34,6 +35,7 @@ pub fn all_cases() -> Vec<Case> {
     v.extend(cases_data::cases());
     v.extend(cases_queue::cases());
     v.extend(cases_fault::cases());
+    v.extend(cases_rules::cases());
     v
 }
 

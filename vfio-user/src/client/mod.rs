@@ -57,6 +57,9 @@ pub struct ClientOptions {
     pub timeout: Duration,
     /// Send VERSION on connect (tests of pre-VERSION behaviour turn this off).
     pub negotiate: bool,
+    /// Send DEVICE_GET_REGION_INFO with the whole `argsz` reply buffer as its payload, as
+    /// libvfio-user's client library does, instead of the 32-byte fixed part QEMU sends.
+    pub whole_buffer_requests: bool,
 }
 
 impl Default for ClientOptions {
@@ -66,6 +69,7 @@ impl Default for ClientOptions {
             dma_layout: DmaRwLayout::default(),
             timeout: Duration::from_secs(10),
             negotiate: true,
+            whole_buffer_requests: false,
         }
     }
 }
@@ -274,21 +278,33 @@ impl Client {
     pub fn region_info(&self, index: u32) -> Result<(RegionInfoMsg, Option<OwnedFd>), ClientError> {
         let mut argsz = REGION_INFO_SIZE as u32;
         for _ in 0..2 {
-            let mut req = vec![0u8; REGION_INFO_SIZE];
-            req[0..4].copy_from_slice(&argsz.to_le_bytes());
-            req[8..12].copy_from_slice(&index.to_le_bytes());
-            let mut r = self.call(Command::DeviceGetRegionInfo, &req, &[])?;
-            let info = RegionInfoMsg::parse_reply(&r.payload)?;
+            let (info, mut fds) = self.region_info_query(index, argsz)?;
             if info.argsz > argsz {
                 argsz = info.argsz;
                 continue;
             }
-            return Ok((info, r.fds.pop()));
+            return Ok((info, fds.pop()));
         }
         Err(ClientError::Wire(WireError::Invalid {
             command: "DEVICE_GET_REGION_INFO reply",
             what: "argsz keeps growing",
         }))
+    }
+
+    /// One DEVICE_GET_REGION_INFO with a reply buffer of `argsz` bytes, shaped as
+    /// `ClientOptions::whole_buffer_requests` says: the reply and every fd that came with it.
+    pub fn region_info_query(&self, index: u32, argsz: u32) -> Result<(RegionInfoMsg, Vec<OwnedFd>), ClientError> {
+        let len = if self.opts.whole_buffer_requests {
+            (argsz as usize).max(REGION_INFO_SIZE)
+        } else {
+            REGION_INFO_SIZE
+        };
+        let mut req = vec![0u8; len];
+        req[0..4].copy_from_slice(&argsz.to_le_bytes());
+        req[8..12].copy_from_slice(&index.to_le_bytes());
+        let r = self.call(Command::DeviceGetRegionInfo, &req, &[])?;
+        let info = RegionInfoMsg::parse_reply(&r.payload)?;
+        Ok((info, r.fds))
     }
 
     /// mmaps `size` bytes of a region fd from region offset `offset` (use the reply's

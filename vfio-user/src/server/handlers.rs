@@ -240,7 +240,11 @@ fn region_info(conn: &Connection, s: &Negotiated, msg: &Message) -> Outcome {
         }
         if !mm.sparse_areas.is_empty() && reply.sparse.is_empty() {
             flags &= !REGION_FLAG_MMAP;
-        } else {
+        } else if reply.reply_is_complete(req.argsz) {
+            // The fd travels only with a complete reply (the one that carries the areas it
+            // is for), as the reference server does: libvfio-user's client takes no fds on
+            // its first, short query and fails with EFAULT when one arrives; QEMU closes
+            // such an fd and keeps the one of its second, complete query.
             fds.push(Arc::clone(&mm.fd));
         }
     }

@@ -6,8 +6,9 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 /// Creates a memfd named `name` of `size` bytes (zero-filled), close-on-exec, sealed
-/// against shrinking and growing (as QEMU's memory-backend-memfd is): a server can map it
-/// for DMA without fearing SIGBUS from a later truncate.
+/// against shrinking and growing (as QEMU's memory-backend-memfd is) and against further seal
+/// changes: whoever maps it, here or after receiving it, never sees SIGBUS from a later
+/// truncate, and nobody can add F_SEAL_WRITE under a writable mapping.
 pub fn memfd(name: &str, size: u64) -> io::Result<OwnedFd> {
     let cname = CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in memfd name"))?;
     // SAFETY: cname is a valid NUL-terminated string for the duration of the call.
@@ -23,7 +24,7 @@ pub fn memfd(name: &str, size: u64) -> io::Result<OwnedFd> {
         libc::fcntl(
             fd.as_raw_fd(),
             libc::F_ADD_SEALS,
-            libc::F_SEAL_SHRINK | libc::F_SEAL_GROW,
+            libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL,
         )
     } < 0
     {

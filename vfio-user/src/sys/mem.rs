@@ -203,9 +203,22 @@ impl<'a> MemSlice<'a> {
         self.writable
     }
 
-    /// Raw start pointer (for callers doing their own volatile access or hashing).
+    /// Whether the slice may be read (a mapping made without PROT_READ may not).
+    pub fn readable(&self) -> bool {
+        self.readable
+    }
+
+    /// Raw start pointer (for callers doing their own volatile access or hashing). The
+    /// pointer is valid for `len()` bytes of reads, for the slice's lifetime, if
+    /// [`readable`](Self::readable).
     pub fn as_ptr(&self) -> *const u8 {
         self.ptr
+    }
+
+    /// Raw start pointer for writes: valid for `len()` bytes of writes (and reads, if
+    /// readable) for the slice's lifetime; `None` for a read-only slice.
+    pub fn as_mut_ptr(&self) -> Option<*mut u8> {
+        self.writable.then_some(self.ptr)
     }
 
     /// `len` bytes from `offset`, or `None` if that leaves the slice.
@@ -218,11 +231,16 @@ impl<'a> MemSlice<'a> {
         Some(unsafe { MemSlice::from_raw(self.ptr.add(offset), len, self.readable, self.writable) })
     }
 
-    /// Copies `min(self.len, dst.len())` bytes into `dst`; returns the count.
+    /// Copies `min(self.len, dst.len())` bytes into `dst`; returns the count (0 for a slice
+    /// that is not readable).
     pub fn copy_to(&self, dst: &mut [u8]) -> usize {
+        if !self.readable {
+            return 0;
+        }
         let n = self.len.min(dst.len());
-        // SAFETY: self.ptr is valid for n <= self.len bytes of reads; dst is a unique borrow of
-        // n bytes; memmove tolerates any overlap.
+        // SAFETY: self.ptr is valid for n <= self.len bytes of reads (the bounds `subslice` /
+        // `MmapRegion::as_slice` checked, the readable flag checked above) for 'a; dst is a
+        // unique borrow of n bytes; memmove tolerates any overlap.
         unsafe { std::ptr::copy(self.ptr, dst.as_mut_ptr(), n) };
         n
     }
@@ -243,7 +261,7 @@ impl<'a> MemSlice<'a> {
         if !self.writable {
             return Err(NotWritable);
         }
-        let n = self.len.min(src.len);
+        let n = if src.readable { self.len.min(src.len) } else { 0 };
         // SAFETY: both ranges are valid for n bytes (n <= both lengths), self is writable;
         // memmove handles overlap when both view the same mapping.
         unsafe { std::ptr::copy(src.ptr, self.ptr, n) };

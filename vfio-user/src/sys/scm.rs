@@ -56,11 +56,12 @@ pub fn send_all(sock: BorrowedFd<'_>, bufs: &[&[u8]], fds: &[RawFd]) -> io::Resu
 
 fn sendmsg(sock: BorrowedFd<'_>, iov: &[IoSlice<'_>], fds: &[RawFd]) -> io::Result<usize> {
     let fd_bytes = mem::size_of_val(fds);
-    // SAFETY: CMSG_SPACE only computes a size.
     let space = if fds.is_empty() {
         0
     } else {
-        (unsafe { libc::CMSG_SPACE(fd_bytes as u32) }) as usize
+        // SAFETY: CMSG_SPACE only computes a size from an integer; it touches no memory.
+        let space = unsafe { libc::CMSG_SPACE(fd_bytes as u32) };
+        space as usize
     };
     // u64 storage keeps the control buffer aligned for cmsghdr.
     let mut control = vec![0u64; space.div_ceil(8)];

@@ -127,13 +127,15 @@ impl DmaUnmap {
                 actual: p.len(),
             });
         }
+        // argsz is the largest reply the client takes (the spec), and the reply is the entry
+        // itself: at least its size.
         let argsz = u32_at(p, 0);
-        if argsz as usize != DMA_UNMAP_SIZE {
+        if (argsz as usize) < DMA_UNMAP_SIZE || argsz > super::MAX_ARGSZ {
             return Err(WireError::BadArgsz {
                 command,
                 argsz,
                 min: DMA_UNMAP_SIZE as u32,
-                max: DMA_UNMAP_SIZE as u32,
+                max: super::MAX_ARGSZ,
             });
         }
         let u = DmaUnmap {

@@ -6,6 +6,11 @@
 //! `argsz` and, unlike the kernel, *without* the CAPS flag: QEMU's vfio-user client refuses
 //! CAPS with `cap_offset` 0 (EINVAL, seen with QEMU 11.1), and asks again with the bigger
 //! buffer when the returned argsz grew.
+//!
+//! The *request* payload is sized by the header's message size, not by `argsz` (the spec's
+//! "Message sizes"): QEMU sends the fixed part only, libvfio-user's client library its whole
+//! `argsz` buffer. Both are accepted: a request is at least its fixed part, and bytes past it
+//! (up to [`MAX_ARGSZ`]) are ignored ([`fixed_part`]).
 
 use super::bytes::{u32_at, u64_at, PutLe};
 use super::WireError;
@@ -32,6 +37,26 @@ fn check_argsz(command: &'static str, argsz: u32, min: usize) -> Result<(), Wire
     Ok(())
 }
 
+/// The fixed part of a request that may carry more (see the module docs): at least `fixed`
+/// bytes, at most `MAX_ARGSZ`; what follows the fixed part is ignored.
+fn fixed_part<'p>(command: &'static str, p: &'p [u8], fixed: usize) -> Result<&'p [u8], WireError> {
+    if p.len() < fixed {
+        return Err(WireError::TooShort {
+            command,
+            min: fixed,
+            actual: p.len(),
+        });
+    }
+    if p.len() > MAX_ARGSZ as usize {
+        return Err(WireError::WrongSize {
+            command,
+            expected: fixed,
+            actual: p.len(),
+        });
+    }
+    Ok(&p[..fixed])
+}
+
 /// `DEVICE_GET_INFO` (request: argsz only matters; reply: all fields).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeviceInfoMsg {
@@ -44,13 +69,7 @@ pub struct DeviceInfoMsg {
 impl DeviceInfoMsg {
     pub fn parse(p: &[u8]) -> Result<DeviceInfoMsg, WireError> {
         let command = "DEVICE_GET_INFO";
-        if p.len() != DEVICE_INFO_SIZE {
-            return Err(WireError::WrongSize {
-                command,
-                expected: DEVICE_INFO_SIZE,
-                actual: p.len(),
-            });
-        }
+        let p = fixed_part(command, p, DEVICE_INFO_SIZE)?;
         let m = DeviceInfoMsg {
             argsz: u32_at(p, 0),
             flags: u32_at(p, 4),
@@ -92,16 +111,11 @@ pub struct RegionInfoMsg {
 }
 
 impl RegionInfoMsg {
-    /// Parses a request (fixed part only; argsz at least the fixed part).
+    /// Parses a request: the fixed part (a longer payload, such as libvfio-user's whole
+    /// buffer, is accepted and the rest ignored); argsz at least the fixed part.
     pub fn parse_request(p: &[u8]) -> Result<RegionInfoMsg, WireError> {
         let command = "DEVICE_GET_REGION_INFO";
-        if p.len() != REGION_INFO_SIZE {
-            return Err(WireError::WrongSize {
-                command,
-                expected: REGION_INFO_SIZE,
-                actual: p.len(),
-            });
-        }
+        let p = fixed_part(command, p, REGION_INFO_SIZE)?;
         let m = RegionInfoMsg {
             argsz: u32_at(p, 0),
             flags: u32_at(p, 4),
@@ -122,6 +136,12 @@ impl RegionInfoMsg {
         } else {
             (REGION_INFO_SIZE + SPARSE_FIXED + 16 * sparse.len()) as u32
         }
+    }
+
+    /// Whether a reply for a client buffer of `client_argsz` bytes is complete (carries the
+    /// capabilities): only a complete reply carries the region's fd (see `server::handlers`).
+    pub fn reply_is_complete(&self, client_argsz: u32) -> bool {
+        client_argsz >= Self::needed_argsz(&self.sparse)
     }
 
     /// Encodes a reply for a client buffer of `client_argsz` bytes. `self.flags` should hold
@@ -227,13 +247,7 @@ pub struct IrqInfoMsg {
 impl IrqInfoMsg {
     pub fn parse(p: &[u8]) -> Result<IrqInfoMsg, WireError> {
         let command = "DEVICE_GET_IRQ_INFO";
-        if p.len() != IRQ_INFO_SIZE {
-            return Err(WireError::WrongSize {
-                command,
-                expected: IRQ_INFO_SIZE,
-                actual: p.len(),
-            });
-        }
+        let p = fixed_part(command, p, IRQ_INFO_SIZE)?;
         let m = IrqInfoMsg {
             argsz: u32_at(p, 0),
             flags: u32_at(p, 4),

@@ -16,7 +16,7 @@ pub use dma::{dma_flags, DmaMap, DmaRwLayout, DmaRwReply, DmaRwRequest, DmaUnmap
 pub use error::WireError;
 pub use header::{Command, Header, FLAG_ERROR, FLAG_NO_REPLY, HEADER_SIZE, TYPE_COMMAND, TYPE_MASK, TYPE_REPLY};
 pub use info::{
-    DeviceInfoMsg, IrqInfoMsg, RegionInfoMsg, SparseArea, DEVICE_INFO_SIZE, IRQ_INFO_SIZE, REGION_INFO_SIZE,
+    DeviceInfoMsg, IrqInfoMsg, RegionInfoMsg, SparseArea, DEVICE_INFO_SIZE, IRQ_INFO_SIZE, MAX_ARGSZ, REGION_INFO_SIZE,
 };
 pub use region_io::{RegionAccess, WriteMulti, WriteOne, MULTI_DATA, MULTI_MAX, REGION_ACCESS_SIZE};
 pub use set_irqs::{IrqAction, IrqData, SetIrqs, SET_IRQS_SIZE};
