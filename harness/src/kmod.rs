@@ -266,8 +266,7 @@ fn parse_modinfo(modinfo: &[u8]) -> Vec<(String, String)> {
 pub fn vermagic_mismatch(module: &str, built: &str, kernel_release: &str, kernel: &str) -> String {
     format!(
         "vermagic mismatch: module {module} was built as \"{}\" but kernel {kernel_release} loads only \"{}\"; \
-         the headers it was built against belong to another kernel build (rebuild the tree, or pass the \
-         --kernel whose headers these are)",
+         rebuild it against this kernel's own headers (for --kernel DIR: build the kernel and its modules in one tree)",
         built.trim(),
         kernel.trim()
     )

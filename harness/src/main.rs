@@ -154,6 +154,9 @@ pub struct GuestOpts {
     /// kernel and load it at boot; repeatable. ./kernel (phyr's driver) is built when present.
     #[arg(long, value_name = "DIR")]
     module_src: Vec<PathBuf>,
+    /// Load this prebuilt module file (.ko, .ko.xz, .ko.zst) at boot; repeatable.
+    #[arg(long, value_name = "FILE")]
+    module: Vec<PathBuf>,
     /// Do not build and load ./kernel (phyr's kernel driver) even though it exists.
     #[arg(long)]
     no_kernel_driver: bool,
@@ -294,6 +297,14 @@ fn run_cmd(cache: &Cache, a: RunArgs) -> Result<i32> {
     let outcome = boot::boot(&parts, &run, &opts)?;
     drop(_term);
     let code = report_ending(&run, &outcome);
+    let serial = std::fs::read_to_string(run.file("serial.log")).unwrap_or_default();
+    let errors = serial.lines().filter(|l| l.contains("phyr-init: ERROR")).count();
+    if errors > 0 {
+        say(format!(
+            "the guest's init reported {errors} problem(s) (the `phyr-init: ERROR` lines in {})",
+            run.file("serial.log").display()
+        ));
+    }
     if let (Some(t), true) = (outcome.ready_after, a.guest_cmd.is_some()) {
         say(format!(
             "guest ready (devices bound) {:.1} s after start",
@@ -304,7 +315,6 @@ fn run_cmd(cache: &Cache, a: RunArgs) -> Result<i32> {
         return Ok(code);
     }
     // The guest command's own exit status.
-    let serial = std::fs::read_to_string(run.file("serial.log")).unwrap_or_default();
     match serial
         .lines()
         .find_map(|l| l.trim_end().strip_prefix("=== phyr guest-cmd end: exit "))

@@ -4,7 +4,8 @@
 //!
 //! The source directory is copied into `CACHE/modules/<release>/<name>-<hash>/src` and built
 //! there, so the user's tree never gets build products; the hash covers the sources, the
-//! kernel and the compiler, so an unchanged module is not rebuilt.
+//! kernel and the compiler, so an unchanged module is not rebuilt. After a good build only
+//! `out/*.ko` and `build.log` stay.
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -232,6 +233,8 @@ pub fn build(cache_root: &Path, env: &BuildEnv, src: &Path) -> Result<Vec<Module
         names.push(name);
     }
     std::fs::write(dir.join("READY"), names.join("\n") + "\n")?;
+    // The objects are ~30 times the stripped modules; a failed build keeps them for a look.
+    let _ = std::fs::remove_dir_all(&work);
     say(format!(
         "  built {} ({:.1} s; log {})",
         names.join(" "),

@@ -11,6 +11,7 @@ use crate::boot::Parts;
 use crate::cache::Cache;
 use crate::kernel::{self, BuildSource, GuestKernel};
 use crate::kernel_spec::{Channel, KernelSpec};
+use crate::kmod::Module;
 use crate::modbuild::check_source_dir;
 use crate::provision::{say, Provisioner};
 use crate::{accel, initramfs, modbuild, GuestOpts, SourceOpts};
@@ -90,14 +91,12 @@ pub fn prepare(
     for d in optional_srcs {
         check_source_dir(d)?;
     }
+    let prebuilt = prebuilt_modules(&g.module)?;
     let _lock = cache.lock()?;
     let mut p = Provisioner::new(cache);
-    let qemu = p.qemu(g.sources.qemu.as_deref())?;
-    let busybox = p.busybox(g.sources.busybox.as_deref())?;
-    let mut out = Vec::new();
+    let mut kernels_built = Vec::new();
     for spec in kernels {
         let kernel = resolve(&mut p, &g.sources, spec, false)?;
-        let accel = accel::choose(g.accel, cache, &qemu, &kernel.image, &busybox)?;
         let mut built = build_modules(&mut p, &kernel, &srcs)?;
         if !optional_srcs.is_empty() {
             match &kernel.build {
@@ -109,6 +108,14 @@ pub fn prepare(
                 _ => built.extend(build_modules(&mut p, &kernel, optional_srcs)?),
             }
         }
+        built.extend(check_prebuilt(&kernel, &prebuilt));
+        kernels_built.push((kernel, built));
+    }
+    let busybox = p.busybox(g.sources.busybox.as_deref())?;
+    let qemu = p.qemu(g.sources.qemu.as_deref())?;
+    let mut out = Vec::new();
+    for (kernel, built) in kernels_built {
+        let accel = accel::choose(g.accel, cache, &qemu, &kernel.image, &busybox)?;
         out.push(Parts {
             qemu: qemu.clone(),
             kernel,
@@ -120,6 +127,49 @@ pub fn prepare(
         });
     }
     Ok(out)
+}
+
+/// `--module FILE`: prebuilt modules, each with its name and vermagic from `.modinfo`.
+fn prebuilt_modules(files: &[PathBuf]) -> Result<Vec<(Module, Option<String>)>> {
+    files
+        .iter()
+        .map(|f| {
+            let info = crate::kmod::modinfo_of(f).with_context(|| format!("--module {}", f.display()))?;
+            let field = |k: &str| info.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+            let name = field("name")
+                .or_else(|| {
+                    let n = f.file_name()?.to_str()?;
+                    Some(n.split('.').next()?.to_owned())
+                })
+                .with_context(|| format!("--module {}: no module name", f.display()))?;
+            Ok((
+                Module {
+                    name: crate::kmod::normalise(&name),
+                    path: f.clone(),
+                    out_of_tree: true,
+                },
+                field("vermagic"),
+            ))
+        })
+        .collect()
+}
+
+/// Prebuilt modules for `k`, each compared with the kernel's vermagic: a mismatch is only
+/// a warning here, since the guest's insmod has the last word (and init reports it).
+fn check_prebuilt(k: &GuestKernel, prebuilt: &[(Module, Option<String>)]) -> Vec<Module> {
+    let want = k.vermagic();
+    for (m, got) in prebuilt {
+        if let (Some(w), Some(g)) = (&want, got) {
+            if w.trim() != g.trim() {
+                say(format!(
+                    "warning: --module {}: {}; init's insmod will refuse it",
+                    m.path.display(),
+                    crate::kmod::vermagic_mismatch(&m.name, g, &k.release, w)
+                ));
+            }
+        }
+    }
+    prebuilt.iter().map(|(m, _)| m.clone()).collect()
 }
 
 fn resolve(p: &mut Provisioner<'_>, src: &SourceOpts, spec: &KernelSpec, refresh: bool) -> Result<GuestKernel> {
