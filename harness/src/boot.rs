@@ -32,6 +32,8 @@ pub struct Parts {
     pub device_bin: PathBuf,
     /// Out-of-tree modules built for this kernel (init loads them after their dependencies).
     pub built: Vec<Module>,
+    /// Module sources that did not build for this kernel (`test` only; `run` stops instead).
+    pub build_problems: Vec<String>,
 }
 
 pub struct BootOptions<'a> {

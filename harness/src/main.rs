@@ -256,7 +256,7 @@ fn run_cmd(cache: &Cache, a: RunArgs) -> Result<i32> {
     rundir::check_future_socket_paths(&a.guest.runs_dir, None, recipe.endpoints)?;
     let share = a.guest.share.as_deref().map(Share::new).transpose()?;
     let spec = prepare::kernel_spec(&a.guest.sources)?;
-    let parts = prepare::prepare(cache, &a.guest, false, &[spec], &[])?
+    let parts = prepare::prepare(cache, &a.guest, false, &[spec], &[], false)?
         .pop()
         .context("no kernel prepared")?;
     let run = RunDir::create(&a.guest.runs_dir)?.session(None)?;

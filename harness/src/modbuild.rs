@@ -205,8 +205,15 @@ pub fn build(cache_root: &Path, env: &BuildEnv, src: &Path) -> Result<Vec<Module
         .args(&env.make_vars)
         .arg(format!("-j{jobs}"))
         .arg("modules");
-    run_logged(&mut cmd, &log)
-        .with_context(|| format!("building module {} for kernel {} failed", src.display(), env.release))?;
+    if let Err(e) = run_logged(&mut cmd, &log) {
+        // The compiler names the copy; point its messages at the user's own files.
+        let why = format!("{e:#}").replace(&format!("{}/", work.display()), &format!("{}/", src.display()));
+        bail!(
+            "building module {} for kernel {} failed: {why}",
+            src.display(),
+            env.release
+        );
+    }
     let kos = built_kos(&work)?;
     if kos.is_empty() {
         bail!(

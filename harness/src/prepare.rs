@@ -51,13 +51,16 @@ pub fn module_sources(g: &GuestOpts, extra: &[PathBuf]) -> Result<Vec<PathBuf>> 
 }
 
 /// Provisions QEMU, busybox and every kernel in `kernels`; builds the module sources for
-/// each. `optional_srcs` are built only for kernels that have headers (the test module).
+/// each. `optional_srcs` are built only for kernels that have headers (the test module). With
+/// `tolerate`, a module that does not build is a problem of that kernel's `Parts` (the test
+/// counts it as a failure) instead of an error that stops everything.
 pub fn prepare(
     cache: &Cache,
     g: &GuestOpts,
     need_phyr: bool,
     kernels: &[KernelSpec],
     optional_srcs: &[PathBuf],
+    tolerate: bool,
 ) -> Result<Vec<Parts>> {
     // Local binaries and sources first: a missing one is reported before anything is downloaded.
     let device_bin = match &g.device_bin {
@@ -97,24 +100,14 @@ pub fn prepare(
     let mut kernels_built = Vec::new();
     for spec in kernels {
         let kernel = resolve(&mut p, &g.sources, spec, false)?;
-        let mut built = build_modules(&mut p, &kernel, &srcs)?;
-        if !optional_srcs.is_empty() {
-            match &kernel.build {
-                BuildSource::Unavailable(why) => say(format!(
-                    "note: no test module for kernel {}: {}",
-                    kernel.release,
-                    crate::modbuild::no_headers(&kernel.release, why)
-                )),
-                _ => built.extend(build_modules(&mut p, &kernel, optional_srcs)?),
-            }
-        }
+        let (mut built, problems) = build_all(&mut p, &kernel, &srcs, optional_srcs, tolerate)?;
         built.extend(check_prebuilt(&kernel, &prebuilt));
-        kernels_built.push((kernel, built));
+        kernels_built.push((kernel, built, problems));
     }
     let busybox = p.busybox(g.sources.busybox.as_deref())?;
     let qemu = p.qemu(g.sources.qemu.as_deref())?;
     let mut out = Vec::new();
-    for (kernel, built) in kernels_built {
+    for (kernel, built, build_problems) in kernels_built {
         let accel = accel::choose(g.accel, cache, &qemu, &kernel.image, &busybox)?;
         out.push(Parts {
             qemu: qemu.clone(),
@@ -124,6 +117,7 @@ pub fn prepare(
             phyr: phyr.clone(),
             device_bin: device_bin.clone(),
             built,
+            build_problems,
         });
     }
     Ok(out)
@@ -182,17 +176,51 @@ fn resolve(p: &mut Provisioner<'_>, src: &SourceOpts, spec: &KernelSpec, refresh
     )
 }
 
-/// Builds every module source for `k` (nothing to do without sources).
-pub fn build_modules(p: &mut Provisioner<'_>, k: &GuestKernel, srcs: &[PathBuf]) -> Result<Vec<crate::kmod::Module>> {
-    if srcs.is_empty() {
-        return Ok(vec![]);
+/// Builds `srcs` and (when `k` has headers) `optional` for `k`; returns the modules and, with
+/// `tolerate`, what failed to build.
+fn build_all(
+    p: &mut Provisioner<'_>,
+    k: &GuestKernel,
+    srcs: &[PathBuf],
+    optional: &[PathBuf],
+    tolerate: bool,
+) -> Result<(Vec<Module>, Vec<String>)> {
+    let optional = match &k.build {
+        BuildSource::Unavailable(why) if !optional.is_empty() => {
+            say(format!(
+                "note: no test module for kernel {}: {}",
+                k.release,
+                crate::modbuild::no_headers(&k.release, why)
+            ));
+            &[][..]
+        }
+        _ => optional,
+    };
+    let all: Vec<&PathBuf> = srcs.iter().chain(optional).collect();
+    let (mut built, mut problems) = (Vec::new(), Vec::new());
+    if all.is_empty() {
+        return Ok((built, problems));
     }
-    let env = p.build_env(k)?;
-    let mut built = Vec::new();
-    for s in srcs {
-        built.extend(modbuild::build(&p.cache.root, &env, s)?);
+    let mut fail = |e: anyhow::Error| -> Result<()> {
+        if !tolerate {
+            return Err(e);
+        }
+        say(format!("{e:#}"));
+        problems.push(format!("{e:#}"));
+        Ok(())
+    };
+    match p.build_env(k) {
+        Ok(env) => {
+            for s in all {
+                match modbuild::build(&p.cache.root, &env, s) {
+                    Ok(m) => built.extend(m),
+                    Err(e) => fail(e)?,
+                }
+            }
+        }
+        Err(e) => fail(e)?,
     }
-    Ok(built)
+    Ok((built, problems))
 }
 
 /// `provision`: QEMU, busybox, and the kernels `just test` boots (or `--kernel`), each with

@@ -121,7 +121,7 @@ pub fn run(cache: &Cache, a: TestArgs) -> Result<i32> {
         let name = if specs.len() > 1 { &longest } else { &r.name };
         crate::rundir::check_future_socket_paths(&a.guest.runs_dir, Some(name), r.endpoints)?;
     }
-    let all_parts = crate::prepare::prepare(cache, &a.guest, true, &specs, &[test_module_dir()])?;
+    let all_parts = crate::prepare::prepare(cache, &a.guest, true, &specs, &[test_module_dir()], true)?;
     let top = RunDir::create(&a.guest.runs_dir)?;
     let results = top.session(None)?.file("results");
     let _ = std::fs::remove_dir(top.file("sock"));
@@ -211,6 +211,10 @@ pub fn run(cache: &Cache, a: TestArgs) -> Result<i32> {
         if !a.no_crosscheck && !a.guest.no_device && report.began {
             crosscheck(&run, &mut report)?;
         }
+        if !parts.build_problems.is_empty() {
+            // A module that did not build for this kernel: booted without it, counted here.
+            add_test(&mut report, "module-build", Some(parts.build_problems.join("; ")));
+        }
         if report.began {
             add_module_check(parts, &serial, &mut report);
             if let Some(p) = &probe {
@@ -239,6 +243,13 @@ pub fn run(cache: &Cache, a: TestArgs) -> Result<i32> {
         for p in &report.problems {
             say(format!("  problem: {p}"));
         }
+        for t in report
+            .tests
+            .iter()
+            .filter(|t| !t.ok && HARNESS_TESTS.contains(&t.name.as_str()))
+        {
+            say(format!("  FAILED: {}: {}", t.name, t.directive));
+        }
         passed += report.passed();
         skipped += report.skipped();
         failed += report.failed();
@@ -254,6 +265,9 @@ pub fn run(cache: &Cache, a: TestArgs) -> Result<i32> {
     println!("{passed} passed, {failed} failed");
     Ok(if failed == 0 { 0 } else { 1 })
 }
+
+/// Tests the harness adds to a suite's results (the guest's own are printed as TAP).
+const HARNESS_TESTS: &[&str] = &["module-build", "module-load", "host-share"];
 
 /// The share probe's file stem in the session's `share/` directory.
 const PROBE: &str = "probe";
