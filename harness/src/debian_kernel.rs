@@ -275,7 +275,10 @@ impl Provisioner<'_> {
         ));
         let dl = dest.with_extension("download");
         let _ = std::fs::remove_dir_all(&dl);
-        let debs = self.apt()?.download(&names, &dl)?;
+        let debs = self
+            .apt()?
+            .download(&names, &dl)
+            .with_context(|| format!("downloading {what} from Debian failed; is deb.debian.org reachable?"))?;
         say(format!(
             "  downloaded in {:.1} s; unpacking (nothing is installed on the host) ...",
             t.elapsed().as_secs_f64()
