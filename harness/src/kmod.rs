@@ -61,7 +61,8 @@ impl ModuleTree {
                 // Symlinks are not followed: `build` and `source` point at trees elsewhere.
                 let ft = entry.file_type()?;
                 let path = entry.path();
-                if ft.is_dir() {
+                // A build tree's .git and .tmp_* directories hold no modules worth the walk.
+                if ft.is_dir() && !entry.file_name().to_string_lossy().starts_with('.') {
                     stack.push(path);
                 } else if let (true, Some(name)) = (ft.is_file(), module_name_of(&path)) {
                     files.entry(name).or_insert(path);
