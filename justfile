@@ -10,7 +10,7 @@ guest_target := "x86_64-unknown-linux-gnu"
 run *args: build
     ./target/release/phyr-harness run "$@"
 
-# All cargo tests, then the guest integration suite under QEMU; ends with "N passed, N failed".
+# All cargo tests, then the guest suite on the backports and stable kernels; ends with "N passed, N failed".
 test *args: build
     ./target/release/phyr-harness test --cargo "$@"
 
@@ -27,9 +27,10 @@ bench:
 fuzz seconds="60":
     fuzz/run.sh {{seconds}}
 
-# Provision QEMU, the guest kernel and busybox into the cache without booting.
-provision: build
-    ./target/release/phyr-harness provision
+# Provision QEMU, busybox, the guest kernels (backports, stable) and what building modules for
+# them takes, without booting. `just provision --refresh` moves the kernel pins to Debian's newest.
+provision *args: build
+    ./target/release/phyr-harness provision "$@"
 
 # Host binaries (release) and the static guest driver.
 build:

@@ -1,8 +1,10 @@
 #!/bin/sh
 # /init of the phyr guest initramfs, written by phyr-harness (source: harness/guest/init.sh).
-# It mounts the kernel filesystems, loads the VFIO modules, hands every device listed in
-# PHYR_BIND to vfio-pci, then opens a shell (run), runs `phyr suite` (test) or runs one
-# command (run --guest-cmd), and powers the machine off. Settings come from /etc/phyr.conf.
+# It mounts the kernel filesystems, loads the modules (VFIO, 9p for --share, extra and
+# out-of-tree ones) in dependency order, mounts the host folder at /mnt/host (--share), hands
+# every device listed in PHYR_BIND to vfio-pci, then opens a shell (run), runs `phyr suite`
+# (test) or runs one command (run --guest-cmd), and powers the machine off. Settings come from
+# /etc/phyr.conf.
 export PATH=/bin:/sbin:/usr/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -16,9 +18,41 @@ say() { echo "phyr-init: $*"; }
 fail_off() { say "ERROR: $*"; say "powering off"; poweroff -f; }
 
 say "kernel $(uname -r), cmdline: $(cat /proc/cmdline)"
+# Why an insmod failed, from the kernel's last word on it.
+insmod_error() {
+    why="$(dmesg | grep -E 'version magic|disagrees about version|Unknown symbol|Invalid module format' | tail -n 1)"
+    why="${why#*] }"
+    case "$why" in
+    *"version magic"*)
+        say "ERROR: insmod $1: vermagic mismatch: $why (it was built for another kernel than $(uname -r); rebuild it against this kernel's headers)" ;;
+    *"Unknown symbol"* | *"disagrees about version"*)
+        say "ERROR: insmod $1: $why (built against other headers, or a module it needs is not loaded)" ;;
+    *)
+        say "ERROR: insmod $1 failed: $(cat /tmp/insmod.err) (see the kernel messages above)" ;;
+    esac
+}
 for m in $PHYR_MODULES; do
-    insmod "/lib/modules/$m" || say "ERROR: insmod $m failed (see the kernel messages above)"
+    insmod "/lib/modules/$m" 2>/tmp/insmod.err || insmod_error "$m"
 done
+for n in $PHYR_CHECK_MODULES; do
+    if grep -q "^$n " /proc/modules; then
+        say "module $n loaded (out of tree, built by the harness)"
+    else
+        say "ERROR: module $n is not loaded"
+    fi
+done
+
+if [ -n "$PHYR_SHARE" ]; then
+    mkdir -p /mnt/host
+    if mount -t 9p -o trans=virtio,version=9p2000.L,msize=524288 "$PHYR_SHARE" /mnt/host; then
+        say "host folder $PHYR_SHARE_HOST at /mnt/host (9p, read-write)"
+        if [ -n "$PHYR_SHARE_PROBE" ]; then
+            echo "$(uname -r) $(cat "/mnt/host/$PHYR_SHARE_PROBE.in")" > "/mnt/host/$PHYR_SHARE_PROBE.out"
+        fi
+    else
+        say "ERROR: mounting the host folder (9p tag $PHYR_SHARE) at /mnt/host failed; see the kernel messages above"
+    fi
+fi
 
 [ -e /dev/vfio/vfio ] || say "ERROR: /dev/vfio/vfio is missing: the kernel has no VFIO (CONFIG_VFIO, CONFIG_VFIO_PCI)"
 if [ -z "$(ls /sys/kernel/iommu_groups 2>/dev/null)" ]; then
@@ -74,10 +108,11 @@ cmd)
     # busybox's poweroff/halt/reboot applets signal PID 1 (USR2/USR1/TERM): catch those, so a
     # plain `poweroff` in the shell ends the run. The shell runs in the background so that the
     # `wait` below is interruptible; cttyhack gives it the console as its terminal.
-    trap 'say "powering off"; poweroff -f' USR1 USR2 TERM
+    trap 'say "powering off"; sync; poweroff -f' USR1 USR2 TERM
     setsid cttyhack sh -l &
     wait $!
     ;;
 esac
+[ -n "$PHYR_SHARE" ] && sync
 say "powering off"
 poweroff -f

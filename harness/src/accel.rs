@@ -1,6 +1,7 @@
 //! TCG or KVM, decided by a real probe: /dev/kvm must open, and a tiny guest must boot under
 //! KVM (nested, paravirtual KVM can exist and still fail with "KVM internal error"). The
-//! verdict is cached per QEMU version, host kernel and guest kernel.
+//! verdict is cached per QEMU version, host kernel and guest kernel: one line per guest kernel
+//! in `CACHE/accel-verdicts`, so alternating kernels do not probe again.
 
 use std::io::{BufRead, Read};
 use std::path::Path;
@@ -66,21 +67,17 @@ pub fn choose(choice: AccelChoice, cache: &Cache, qemu: &Qemu, kernel: &Path, bu
     }
     let host = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let key = format!("qemu {} host {} guest {}", qemu.version, host.trim(), kernel.display());
-    let verdict_file = cache.dir("accel-verdict");
-    if let Ok(text) = std::fs::read_to_string(&verdict_file) {
-        if let Some((verdict, k)) = text.split_once('\n') {
-            if k.trim() == key {
-                let accel = if verdict == "kvm" { Accel::Kvm } else { Accel::Tcg };
-                say(format!(
-                    "accelerator: {} (cached probe result in {}; --accel overrides)",
-                    accel.name(),
-                    verdict_file.display()
-                ));
-                return Ok(accel);
-            }
-        }
+    let verdict_file = cache.dir("accel-verdicts");
+    let known = std::fs::read_to_string(&verdict_file).unwrap_or_default();
+    if let Some(accel) = cached_verdict(&known, &key) {
+        say(format!(
+            "accelerator: {} (cached probe result for this kernel in {}; --accel overrides)",
+            accel.name(),
+            verdict_file.display()
+        ));
+        return Ok(accel);
     }
-    say("probing KVM: booting a test guest under -accel kvm (once; the result is cached) ...");
+    say("probing KVM: booting a test guest under -accel kvm (once per guest kernel; the result is cached) ...");
     let t = Instant::now();
     let accel = match probe_kvm(cache, qemu, kernel, busybox) {
         Ok(()) => Accel::Kvm,
@@ -94,8 +91,30 @@ pub fn choose(choice: AccelChoice, cache: &Cache, qemu: &Qemu, kernel: &Path, bu
         accel.name(),
         t.elapsed().as_secs_f64()
     ));
-    std::fs::write(&verdict_file, format!("{}\n{key}\n", accel.name()))?;
+    std::fs::write(&verdict_file, with_verdict(&known, &key, accel))?;
     Ok(accel)
+}
+
+/// The cached verdict for `key` in the verdict file's text (`kvm|tcg<TAB>key` lines).
+fn cached_verdict(text: &str, key: &str) -> Option<Accel> {
+    text.lines().find_map(|l| match l.split_once('\t') {
+        Some(("kvm", k)) if k == key => Some(Accel::Kvm),
+        Some(("tcg", k)) if k == key => Some(Accel::Tcg),
+        _ => None,
+    })
+}
+
+/// The verdict file with `key`'s line replaced (other kernels' lines kept, at most 32).
+fn with_verdict(text: &str, key: &str, accel: Accel) -> String {
+    let mut lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.split_once('\t').is_some_and(|(_, k)| k != key))
+        .collect();
+    let skip = lines.len().saturating_sub(31);
+    lines.drain(..skip);
+    let mut s: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    s.push_str(&format!("{}\t{key}\n", accel.name()));
+    s
 }
 
 fn probe_kvm(cache: &Cache, qemu: &Qemu, kernel: &Path, busybox: &Path) -> Result<()> {
@@ -188,5 +207,43 @@ fn probe_kvm(cache: &Cache, qemu: &Qemu, kernel: &Path, busybox: &Path) -> Resul
             PROBE_TIMEOUT.as_secs()
         ),
         Some(st) => anyhow::bail!("the test guest failed ({st}; {first_err})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_verdict_per_guest_kernel() {
+        let a = with_verdict("", "qemu 11.1.3 host h guest /k/backports", Accel::Tcg);
+        let b = with_verdict(&a, "qemu 11.1.3 host h guest /k/stable", Accel::Kvm);
+        assert_eq!(
+            cached_verdict(&b, "qemu 11.1.3 host h guest /k/backports"),
+            Some(Accel::Tcg)
+        );
+        assert_eq!(
+            cached_verdict(&b, "qemu 11.1.3 host h guest /k/stable"),
+            Some(Accel::Kvm)
+        );
+        assert_eq!(cached_verdict(&b, "qemu 11.1.3 host h guest /k/other"), None);
+        // Re-probing one kernel replaces its line only.
+        let c = with_verdict(&b, "qemu 11.1.3 host h guest /k/stable", Accel::Tcg);
+        assert_eq!(c.lines().count(), 2);
+        assert_eq!(
+            cached_verdict(&c, "qemu 11.1.3 host h guest /k/stable"),
+            Some(Accel::Tcg)
+        );
+        // Garbage and the old one-verdict format are ignored, not trusted.
+        assert_eq!(
+            cached_verdict("kvm\nqemu 1 host h guest /k\n", "qemu 1 host h guest /k"),
+            None
+        );
+        let mut many = String::new();
+        for i in 0..40 {
+            many = with_verdict(&many, &format!("k{i}"), Accel::Tcg);
+        }
+        assert_eq!(many.lines().count(), 32);
+        assert!(cached_verdict(&many, "k39").is_some() && cached_verdict(&many, "k0").is_none());
     }
 }

@@ -95,6 +95,23 @@ impl PrivateApt {
         debs_in(dest)
     }
 
+    /// The output of `apt-cache ARGS` (e.g. `policy P`, `show P=V`) against the private lists.
+    pub fn query(&self, args: &[&str]) -> Result<String> {
+        let out = self
+            .cmd("apt-cache")
+            .args(args)
+            .output()
+            .with_context(|| format!("running apt-cache {}", args.join(" ")))?;
+        if !out.status.success() {
+            bail!(
+                "apt-cache {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// Package names known to the private lists that start with `prefix`.
     pub fn names_with_prefix(&self, prefix: &str) -> Result<Vec<String>> {
         let out = self

@@ -10,10 +10,12 @@ use anyhow::{Context, Result};
 use crate::accel::Accel;
 use crate::initramfs::{self, GuestMode, InitramfsSpec};
 use crate::kernel::GuestKernel;
+use crate::kmod::Module;
 use crate::qemu::Qemu;
 use crate::recipe::Recipe;
 use crate::rundir::{check_socket_paths, RunDir};
 use crate::session::{self, Console, DeviceLaunch, Launch, Outcome};
+use crate::share::Share;
 
 /// PCI IDs the guest hands to vfio-pci: phyr endpoints, or QEMU's edu with --no-device.
 pub const PHYR_PCI_ID: &str = "0x1234:0x7068";
@@ -28,6 +30,10 @@ pub struct Parts {
     /// The static guest driver, when it exists.
     pub phyr: Option<PathBuf>,
     pub device_bin: PathBuf,
+    /// Out-of-tree modules built for this kernel (init loads them after their dependencies).
+    pub built: Vec<Module>,
+    /// Module sources that did not build for this kernel (`test` only; `run` stops instead).
+    pub build_problems: Vec<String>,
 }
 
 pub struct BootOptions<'a> {
@@ -40,6 +46,12 @@ pub struct BootOptions<'a> {
     /// Record a CRC32C of the bytes of every DMA in the traces (phyr-device --trace-crc).
     pub trace_crc: bool,
     pub timeout: Option<Duration>,
+    /// Guest kernel modules to load by name (besides the recipe's `modules=`).
+    pub modules: &'a [String],
+    /// `--share DIR`: mounted at /mnt/host.
+    pub share: Option<&'a Share>,
+    /// See `InitramfsSpec::share_probe`.
+    pub share_probe: Option<&'a str>,
 }
 
 /// The guest kernel command line.
@@ -122,16 +134,46 @@ pub fn boot(parts: &Parts, run: &RunDir, o: &BootOptions<'_>) -> Result<Outcome>
             );
         }
     }
+    let mut extra: Vec<String> = o.modules.to_vec();
+    extra.extend(o.recipe.modules.iter().cloned());
+    if let Some(s) = o.share {
+        if !parts.qemu.virtio_9p {
+            anyhow::bail!(
+                "--share {}: {} has no virtio-9p-pci device (QEMU built without virtfs); drop --share or use a QEMU with it",
+                s.dir.display(),
+                parts.qemu.origin
+            );
+        }
+        if let Some((origin, config)) = &parts.kernel.config {
+            let missing = crate::share::missing_config(config);
+            if !missing.is_empty() {
+                anyhow::bail!(
+                    "--share {}: kernel {} ({origin}) lacks {} (=y or =m), which 9p over virtio needs",
+                    s.dir.display(),
+                    parts.kernel.release,
+                    missing.join(", ")
+                );
+            }
+        }
+        extra.extend(crate::share::MODULES.iter().map(|m| (*m).to_owned()));
+    }
+    let modules = parts.kernel.load_order(&extra, &parts.built)?;
+    record_kernel(run, parts, &modules)?;
     let initrd = run.file("initramfs.cpio");
     let spec = InitramfsSpec {
         busybox: &parts.busybox,
-        modules: &parts.kernel.modules,
+        modules: &modules,
         phyr: parts.phyr.as_deref(),
         mode: o.mode.clone(),
         bind: vec![if o.no_device { EDU_PCI_ID } else { PHYR_PCI_ID }.to_owned()],
+        share: o.share.map(|s| s.dir.display().to_string()),
+        share_probe: o.share_probe.map(str::to_owned),
     };
     initramfs::build(&spec, &initrd).context("building the initramfs")?;
     let mut qemu_args = o.recipe.args(&run.socket_dir(), &run.path, o.no_device)?;
+    if let Some(s) = o.share {
+        qemu_args.extend(s.qemu_args());
+    }
     let cmdline = kernel_cmdline(o.append);
     qemu_args.extend(harness_args(
         &parts.kernel.image,
@@ -156,6 +198,37 @@ pub fn boot(parts: &Parts, run: &RunDir, o: &BootOptions<'_>) -> Result<Outcome>
         console: o.console,
         timeout: o.timeout,
     })
+}
+
+/// Writes `kernel.txt` (release, origin, image, config, accelerator, modules in load order)
+/// and `kernel.config` (a copy of the config) into the run directory.
+pub fn record_kernel(run: &RunDir, parts: &Parts, modules: &[Module]) -> Result<()> {
+    let k = &parts.kernel;
+    let mut s = format!(
+        "release: {}\nkernel: {}\nimage: {}\nconfig: {}\naccelerator: {}\nmodules loaded by init, in order:\n",
+        k.release,
+        k.description,
+        k.image.display(),
+        match &k.config {
+            Some((origin, _)) => format!("{origin} (copied to kernel.config)"),
+            None => "not found".into(),
+        },
+        parts.accel.name(),
+    );
+    for m in modules {
+        let tag = if m.out_of_tree {
+            "  (out of tree, built by the harness)"
+        } else {
+            ""
+        };
+        s.push_str(&format!("  {} {}{tag}\n", m.name, m.path.display()));
+    }
+    std::fs::write(run.file("kernel.txt"), s)
+        .with_context(|| format!("writing {}", run.file("kernel.txt").display()))?;
+    if let Some((_, text)) = &k.config {
+        std::fs::write(run.file("kernel.config"), text)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! The guest initramfs: busybox and its applet links, the VFIO modules, the static `phyr`
+//! The guest initramfs: busybox and its applet links, the modules init loads (VFIO, 9p for
+//! `--share`, extra ones by name, out-of-tree ones the harness built), the static `phyr`
 //! driver, `/etc/phyr.conf` and `/init` (harness/guest/init.sh), as an uncompressed newc cpio.
 
 use std::io::BufWriter;
@@ -31,6 +32,11 @@ pub struct InitramfsSpec<'a> {
     pub mode: GuestMode,
     /// `vendor:device` pairs (as sysfs prints them, `0x1234:0x7068`) handed to vfio-pci.
     pub bind: Vec<String>,
+    /// `--share`: the host directory (for messages) mounted at /mnt/host over 9p.
+    pub share: Option<String>,
+    /// With `share`: init reads `/mnt/host/<probe>.in` and writes `uname -r` and what it read
+    /// to `/mnt/host/<probe>.out` (the test run's check that the share works both ways).
+    pub share_probe: Option<String>,
 }
 
 /// Writes the archive to `out` and returns its size in bytes.
@@ -66,12 +72,19 @@ pub fn build(spec: &InitramfsSpec<'_>, out: &Path) -> Result<u64> {
     }
 
     let mut names = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
     for m in spec.modules {
         let file_name = m
             .path
             .file_name()
             .and_then(|n| n.to_str())
             .context("module path without a file name")?;
+        if !seen.insert(file_name.to_owned()) {
+            bail!(
+                "two modules named {file_name} ({}); rename one of them",
+                m.path.display()
+            );
+        }
         let data = std::fs::read(&m.path).with_context(|| format!("reading {}", m.path.display()))?;
         w.file(&format!("lib/modules/{file_name}"), 0o644, &data)?;
         names.push(file_name.to_owned());
@@ -107,12 +120,23 @@ fn phyr_conf(spec: &InitramfsSpec<'_>, modules: &[String]) -> String {
         GuestMode::Suite => ("test", ""),
         GuestMode::Command(c) => ("cmd", c.as_str()),
     };
+    let check: Vec<&str> = spec
+        .modules
+        .iter()
+        .filter(|m| m.out_of_tree)
+        .map(|m| m.name.as_str())
+        .collect();
     format!(
-        "# written by phyr-harness\nPHYR_MODE={}\nPHYR_MODULES={}\nPHYR_BIND={}\nPHYR_GUEST_CMD={}\n",
+        "# written by phyr-harness\nPHYR_MODE={}\nPHYR_MODULES={}\nPHYR_CHECK_MODULES={}\nPHYR_BIND={}\nPHYR_GUEST_CMD={}\n\
+         PHYR_SHARE={}\nPHYR_SHARE_HOST={}\nPHYR_SHARE_PROBE={}\n",
         mode,
         sh_quote(&modules.join(" ")),
+        sh_quote(&check.join(" ")),
         sh_quote(&spec.bind.join(" ")),
-        sh_quote(cmd)
+        sh_quote(cmd),
+        sh_quote(if spec.share.is_some() { crate::share::TAG } else { "" }),
+        sh_quote(spec.share.as_deref().unwrap_or_default()),
+        sh_quote(spec.share_probe.as_deref().unwrap_or_default()),
     )
 }
 
@@ -176,9 +200,13 @@ mod tests {
             phyr: None,
             mode: GuestMode::Command("phyr list".into()),
             bind: vec!["0x1234:0x7068".into()],
+            share: Some("/home/me/x".into()),
+            share_probe: None,
         };
         let conf = phyr_conf(&spec, &["vfio.ko.xz".into(), "vfio-pci.ko.xz".into()]);
         assert!(conf.contains("PHYR_MODE=cmd\n"));
+        assert!(conf.contains("PHYR_SHARE='phyr-host'\nPHYR_SHARE_HOST='/home/me/x'\nPHYR_SHARE_PROBE=''\n"));
+        assert!(conf.contains("PHYR_CHECK_MODULES=''\n"));
         assert!(conf.contains("PHYR_MODULES='vfio.ko.xz vfio-pci.ko.xz'\n"));
         assert!(conf.contains("PHYR_BIND='0x1234:0x7068'\n"));
         assert!(conf.contains("PHYR_GUEST_CMD='phyr list'\n"));
@@ -191,6 +219,8 @@ mod tests {
             "=== phyr suite begin ===",
             "=== phyr suite end: exit",
             "poweroff -f",
+            "vermagic mismatch",
+            "mount -t 9p",
         ] {
             assert!(INIT_SCRIPT.contains(marker), "{marker}");
         }

@@ -21,8 +21,9 @@ pub fn escape(s: &str) -> String {
     out
 }
 
-/// One suite's XML (`name` is the recipe) and the counts that went into it.
-pub fn suite_xml(name: &str, r: &SuiteReport, seconds: f64) -> String {
+/// One suite's XML (`name`: the recipe and kernel, `default@7.3.4+deb13-amd64`, or `cargo`)
+/// with its `properties` (e.g. `kernel`, `recipe`).
+pub fn suite_xml(name: &str, properties: &[(&str, &str)], r: &SuiteReport, seconds: f64) -> String {
     let mut cases = String::new();
     let class = format!("phyr.{name}");
     let mut failures = 0;
@@ -67,8 +68,21 @@ pub fn suite_xml(name: &str, r: &SuiteReport, seconds: f64) -> String {
         ));
     }
     let total = cases.matches("<testcase ").count();
+    let props = if properties.is_empty() {
+        String::new()
+    } else {
+        let mut p = String::from("    <properties>\n");
+        for (k, v) in properties {
+            p.push_str(&format!(
+                "      <property name=\"{}\" value=\"{}\"/>\n",
+                escape(k),
+                escape(v)
+            ));
+        }
+        p + "    </properties>\n"
+    };
     format!(
-        "  <testsuite name=\"{}\" tests=\"{total}\" failures=\"{failures}\" errors=\"0\" skipped=\"{skipped}\" time=\"{seconds:.3}\">\n{cases}  </testsuite>\n",
+        "  <testsuite name=\"{}\" tests=\"{total}\" failures=\"{failures}\" errors=\"0\" skipped=\"{skipped}\" time=\"{seconds:.3}\">\n{props}{cases}  </testsuite>\n",
         escape(&class)
     )
 }
@@ -89,7 +103,16 @@ mod tests {
     #[test]
     fn writes_failures_skips_and_escapes() {
         let r = parse("=== phyr suite begin ===\n1..3\nok 1 a<b\nnot ok 2 c # got \"0x1\" & <x>\nok 3 d # SKIP no irq\n=== phyr suite end: exit 1 ===\n");
-        let xml = suite_xml("default", &r, 1.5);
+        let xml = suite_xml("default@7.3.4+deb13-amd64", &[("kernel", "7.3.4+deb13-amd64")], &r, 1.5);
+        assert!(
+            xml.contains("<testsuite name=\"phyr.default@7.3.4+deb13-amd64\""),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("<property name=\"kernel\" value=\"7.3.4+deb13-amd64\"/>"),
+            "{xml}"
+        );
+        assert!(xml.contains("classname=\"phyr.default@7.3.4+deb13-amd64\""), "{xml}");
         assert!(
             xml.contains("tests=\"3\" failures=\"1\" errors=\"0\" skipped=\"1\""),
             "{xml}"
@@ -104,7 +127,8 @@ mod tests {
     #[test]
     fn crashed_suites_have_failing_cases() {
         let r = parse("=== phyr suite begin ===\n1..3\nok 1 a\n");
-        let xml = suite_xml("anon-ram", &r, 0.0);
+        let xml = suite_xml("anon-ram", &[], &r, 0.0);
+        assert!(!xml.contains("<properties>"));
         assert!(xml.contains("tests=\"3\" failures=\"2\""), "{xml}");
         assert!(xml.contains("did not finish"));
         assert_eq!(escape("a\u{1}b"), "a?b");

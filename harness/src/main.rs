@@ -8,36 +8,47 @@ mod cache;
 mod cargo_test;
 mod cpio;
 mod crosscheck;
+mod debian_kernel;
+mod elf;
 mod ikconfig;
 mod initramfs;
 mod junit;
 mod kernel;
+mod kernel_pins;
+mod kernel_spec;
+mod kernel_tree;
 mod kmod;
+mod modbuild;
+mod prepare;
 mod provision;
 mod qemu;
 mod recipe;
 mod rundir;
 mod session;
+mod share;
 mod sys;
 mod tap;
 mod test_cmd;
+mod toolchain;
 mod trace_cmd;
 mod version;
+mod wrap;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use crate::accel::AccelChoice;
-use crate::boot::{BootOptions, Parts};
+use crate::boot::BootOptions;
 use crate::cache::Cache;
 use crate::initramfs::GuestMode;
-use crate::provision::{say, Provisioner};
+use crate::provision::say;
 use crate::recipe::Recipe;
 use crate::rundir::RunDir;
 use crate::session::{Console, Ending};
+use crate::share::Share;
 
 #[derive(Parser)]
 #[command(
@@ -75,6 +86,10 @@ enum Cmd {
 struct ProvisionArgs {
     #[command(flatten)]
     sources: SourceOpts,
+    /// Ask apt again which kernels `backports` and `stable` mean, and move their pins to the
+    /// newest (a warm cache otherwise keeps the kernel it has).
+    #[arg(long)]
+    refresh: bool,
 }
 
 /// Where QEMU and the guest kernel come from.
@@ -83,9 +98,11 @@ pub struct SourceOpts {
     /// Use this qemu-system-x86_64 (must be >= 10.1 with vfio-user-pci) instead of detecting one.
     #[arg(long, value_name = "PATH")]
     qemu: Option<PathBuf>,
-    /// Boot your own bzImage instead of Debian's kernel.
-    #[arg(long, value_name = "PATH")]
-    kernel: Option<PathBuf>,
+    /// The guest kernel: backports (Debian trixie-backports' newest, with P2PDMA; the default),
+    /// stable (Debian trixie's 6.12), a Debian version (7.3.4 or 7.3.4+deb13-amd64), a bzImage,
+    /// or a kernel build directory (in-tree or `make O=` output) [default: backports]
+    #[arg(long, value_name = "NAME|PATH|DIR")]
+    kernel: Option<String>,
     /// The .config of --kernel (default: found in its build tree or /boot).
     #[arg(long, value_name = "FILE", requires = "kernel")]
     kernel_config: Option<PathBuf>,
@@ -133,6 +150,22 @@ pub struct GuestOpts {
     /// Stop the guest after this many seconds.
     #[arg(long, value_name = "SECS")]
     timeout: Option<u64>,
+    /// Build this out-of-tree module directory (Kbuild/Makefile with `obj-m`) for the guest
+    /// kernel and load it at boot; repeatable. ./kernel (phyr's driver) is built when present.
+    #[arg(long, value_name = "DIR")]
+    module_src: Vec<PathBuf>,
+    /// Load this prebuilt module file (.ko, .ko.xz, .ko.zst) at boot; repeatable.
+    #[arg(long, value_name = "FILE")]
+    module: Vec<PathBuf>,
+    /// Do not build and load ./kernel (phyr's kernel driver) even though it exists.
+    #[arg(long)]
+    no_kernel_driver: bool,
+    /// Guest kernel modules to load at boot (with their dependencies), comma-separated.
+    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
+    modules: Vec<String>,
+    /// Share a host directory, read-write at /mnt/host in the guest (9p over virtio).
+    #[arg(long, value_name = "DIR")]
+    share: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -167,7 +200,7 @@ fn real_main(cli: Cli) -> Result<i32> {
     }
     let cache = || Cache::resolve(cli.cache_dir.as_deref());
     match cli.command {
-        Cmd::Provision(ref a) => provision_all(&cache()?, &a.sources),
+        Cmd::Provision(ref a) => prepare::provision_all(&cache()?, &a.sources, a.refresh),
         Cmd::Run(a) => run_cmd(&cache()?, a),
         Cmd::Test(a) => test_cmd::run(&cache()?, a),
         Cmd::Trace(args) => trace_cmd::run(args, Path::new("runs")).map(|()| 0),
@@ -206,79 +239,6 @@ fn crosscheck_cmd(dir: &Path) -> Result<i32> {
     Ok(i32::from(failed))
 }
 
-fn provision_all(cache: &Cache, src: &SourceOpts) -> Result<i32> {
-    let t = Instant::now();
-    say(format!("cache: {}", cache.root.display()));
-    let _lock = cache.lock()?;
-    let mut p = Provisioner::new(cache);
-    let q = p.qemu(src.qemu.as_deref())?;
-    let k = guest_kernel(&mut p, src)?;
-    let bb = p.busybox(src.busybox.as_deref())?;
-    say(format!("QEMU {} ({})", q.version, q.origin));
-    say(format!(
-        "guest kernel: {} ({}), modules: {}",
-        k.description,
-        k.image.display(),
-        k.modules.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(" ")
-    ));
-    say(format!("busybox: {}", bb.display()));
-    say(format!("provisioned in {:.1} s", t.elapsed().as_secs_f64()));
-    Ok(0)
-}
-
-fn guest_kernel(p: &mut Provisioner<'_>, src: &SourceOpts) -> Result<kernel::GuestKernel> {
-    match &src.kernel {
-        Some(path) => kernel::from_user(path, src.kernel_config.as_deref(), src.modules_dir.as_deref()),
-        None => kernel::from_debian(&p.debian_kernel()?),
-    }
-}
-
-/// Provisions everything a boot needs and picks the accelerator.
-pub fn prepare(cache: &Cache, g: &GuestOpts, need_phyr: bool) -> Result<Parts> {
-    // Local binaries first: a missing one is reported before anything is downloaded.
-    let device_bin = match &g.device_bin {
-        Some(p) => p.clone(),
-        None => std::env::current_exe()?.with_file_name("phyr-device"),
-    };
-    if !g.no_device && !device_bin.is_file() {
-        anyhow::bail!(
-            "phyr-device not found at {}; run `cargo build --release -p phyr-device` (or pass --device-bin PATH, or --no-device to boot with QEMU's edu device instead)",
-            device_bin.display()
-        );
-    }
-    let phyr_path = g.phyr.clone().unwrap_or_else(initramfs::default_phyr_binary);
-    let phyr = if phyr_path.is_file() {
-        Some(phyr_path)
-    } else if need_phyr {
-        anyhow::bail!(
-            "the guest driver binary is missing at {}; build it with \
-             `RUSTFLAGS='-C target-feature=+crt-static' cargo build --release -p phyr-driver --target x86_64-unknown-linux-gnu --target-dir target/guest` \
-             or pass --phyr PATH",
-            phyr_path.display()
-        );
-    } else {
-        say(format!(
-            "note: no guest driver at {} (pass --phyr PATH); the guest will have no `phyr` command",
-            phyr_path.display()
-        ));
-        None
-    };
-    let _lock = cache.lock()?;
-    let mut p = Provisioner::new(cache);
-    let qemu = p.qemu(g.sources.qemu.as_deref())?;
-    let kernel = guest_kernel(&mut p, &g.sources)?;
-    let busybox = p.busybox(g.sources.busybox.as_deref())?;
-    let accel = accel::choose(g.accel, cache, &qemu, &kernel.image, &busybox)?;
-    Ok(Parts {
-        qemu,
-        kernel,
-        busybox,
-        accel,
-        phyr,
-        device_bin,
-    })
-}
-
 /// The recipes directory: --recipes-dir, ./qemu-configs, or the source tree's.
 pub fn recipes_dir(g: &GuestOpts) -> PathBuf {
     if let Some(d) = &g.recipes_dir {
@@ -294,7 +254,11 @@ pub fn recipes_dir(g: &GuestOpts) -> PathBuf {
 fn run_cmd(cache: &Cache, a: RunArgs) -> Result<i32> {
     let recipe = Recipe::load(&a.recipe, &recipes_dir(&a.guest))?;
     rundir::check_future_socket_paths(&a.guest.runs_dir, None, recipe.endpoints)?;
-    let parts = prepare(cache, &a.guest, false)?;
+    let share = a.guest.share.as_deref().map(Share::new).transpose()?;
+    let spec = prepare::kernel_spec(&a.guest.sources)?;
+    let parts = prepare::prepare(cache, &a.guest, false, &[spec], &[], false)?
+        .pop()
+        .context("no kernel prepared")?;
     let run = RunDir::create(&a.guest.runs_dir)?.session(None)?;
     if a.guest_cmd.is_none() && !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
         say("note: standard input is not a terminal; the guest shell reads its commands from it (use --guest-cmd CMD to run one command)");
@@ -326,10 +290,21 @@ fn run_cmd(cache: &Cache, a: RunArgs) -> Result<i32> {
         bar2_size: a.guest.bar2_size,
         trace_crc: !a.guest.no_trace_crc,
         timeout: a.guest.timeout.map(Duration::from_secs),
+        modules: &a.guest.modules,
+        share: share.as_ref(),
+        share_probe: None,
     };
     let outcome = boot::boot(&parts, &run, &opts)?;
     drop(_term);
     let code = report_ending(&run, &outcome);
+    let serial = std::fs::read_to_string(run.file("serial.log")).unwrap_or_default();
+    let errors = serial.lines().filter(|l| l.contains("phyr-init: ERROR")).count();
+    if errors > 0 {
+        say(format!(
+            "the guest's init reported {errors} problem(s) (the `phyr-init: ERROR` lines in {})",
+            run.file("serial.log").display()
+        ));
+    }
     if let (Some(t), true) = (outcome.ready_after, a.guest_cmd.is_some()) {
         say(format!(
             "guest ready (devices bound) {:.1} s after start",
@@ -340,7 +315,6 @@ fn run_cmd(cache: &Cache, a: RunArgs) -> Result<i32> {
         return Ok(code);
     }
     // The guest command's own exit status.
-    let serial = std::fs::read_to_string(run.file("serial.log")).unwrap_or_default();
     match serial
         .lines()
         .find_map(|l| l.trim_end().strip_prefix("=== phyr guest-cmd end: exit "))

@@ -1,4 +1,5 @@
-//! Provisioning: QEMU, the guest kernel and busybox, each cached and verified before use.
+//! Provisioning: QEMU and busybox, each cached and verified before use (the guest kernels:
+//! debian_kernel.rs; compilers for their modules: toolchain.rs).
 //! Progress goes to stderr as `phyr: ...` lines.
 
 use std::path::{Path, PathBuf};
@@ -9,27 +10,14 @@ use anyhow::{bail, Context, Result};
 use crate::apt::{extract_deb, PrivateApt};
 use crate::cache::Cache;
 use crate::qemu::{Probe, Qemu};
-use crate::version::Version;
-
-/// The Debian kernel series used for the guest.
-const KERNEL_SERIES: &str = "6.12";
 
 /// Prints a progress line.
 pub fn say(msg: impl AsRef<str>) {
     eprintln!("phyr: {}", msg.as_ref());
 }
 
-/// A guest kernel unpacked from Debian's package.
-#[derive(Debug, Clone)]
-pub struct DebianKernel {
-    pub release: String,
-    pub image: PathBuf,
-    pub modules_dir: PathBuf,
-    pub config: PathBuf,
-}
-
 pub struct Provisioner<'a> {
-    cache: &'a Cache,
+    pub(crate) cache: &'a Cache,
     apt: Option<PrivateApt>,
 }
 
@@ -39,7 +27,7 @@ impl<'a> Provisioner<'a> {
     }
 
     /// The private apt, created and updated on first use.
-    fn apt(&mut self) -> Result<&PrivateApt> {
+    pub(crate) fn apt(&mut self) -> Result<&PrivateApt> {
         if self.apt.is_none() {
             let t = Instant::now();
             say("updating the private Debian trixie package lists (apt-get update, private config) ...");
@@ -135,46 +123,6 @@ impl<'a> Provisioner<'a> {
         }
     }
 
-    /// Debian's `linux-image-6.12.*-amd64-unsigned`, unpacked into the cache.
-    pub fn debian_kernel(&mut self) -> Result<DebianKernel> {
-        let cache = self.cache;
-        let root = cache.dir("kernel").join("root");
-        if let Some(release) = cache.ready("kernel") {
-            if let Ok(k) = kernel_in(&root, release.trim()) {
-                return Ok(k);
-            }
-            say("cached guest kernel incomplete; provisioning it again");
-        }
-        let t = Instant::now();
-        let apt = self.apt()?;
-        let prefix = format!("linux-image-{KERNEL_SERIES}.");
-        let package = apt
-            .names_with_prefix(&prefix)?
-            .into_iter()
-            .filter(|n| n.ends_with("-amd64-unsigned") && !n.contains("-rt-") && !n.contains("-cloud-"))
-            .max_by_key(|n| Version::parse_prefix(&n["linux-image-".len()..]))
-            .with_context(|| format!("no {prefix}*-amd64-unsigned package in Debian trixie's lists"))?;
-        say(format!(
-            "provisioning the guest kernel: {package} (~110 MB) into {} ...",
-            root.display()
-        ));
-        cache.clear("kernel")?;
-        let dl = cache.dir("kernel").join("download");
-        let debs = apt.download(&[&package], &dl)?;
-        for deb in &debs {
-            extract_deb(deb, &root)?;
-        }
-        std::fs::remove_dir_all(&dl)?;
-        let release = package
-            .trim_start_matches("linux-image-")
-            .trim_end_matches("-unsigned")
-            .to_owned();
-        let k = kernel_in(&root, &release)?;
-        cache.mark_ready("kernel", &release)?;
-        say(format!("  kernel {release} ready ({:.1} s)", t.elapsed().as_secs_f64()));
-        Ok(k)
-    }
-
     /// The static busybox from Debian's `busybox-static`.
     pub fn busybox(&mut self, explicit: Option<&Path>) -> Result<PathBuf> {
         if let Some(path) = explicit {
@@ -202,21 +150,6 @@ impl<'a> Provisioner<'a> {
         say(format!("  busybox ready ({:.1} s)", t.elapsed().as_secs_f64()));
         Ok(bin)
     }
-}
-
-fn kernel_in(root: &Path, release: &str) -> Result<DebianKernel> {
-    let k = DebianKernel {
-        release: release.to_owned(),
-        image: root.join(format!("boot/vmlinuz-{release}")),
-        modules_dir: root.join(format!("usr/lib/modules/{release}")),
-        config: root.join(format!("boot/config-{release}")),
-    };
-    for p in [&k.image, &k.modules_dir, &k.config] {
-        if !p.exists() {
-            bail!("{} missing from the unpacked kernel package", p.display());
-        }
-    }
-    Ok(k)
 }
 
 /// Busybox must be a static x86-64 ELF: the initramfs has no libc.

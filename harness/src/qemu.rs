@@ -19,6 +19,8 @@ pub struct Qemu {
     /// `-L DIR` firmware search paths (private prefix only).
     pub firmware_args: Vec<String>,
     pub version: Version,
+    /// `-device help` lists virtio-9p-pci (needed by `--share`).
+    pub virtio_9p: bool,
     /// Human description: "/usr/bin/qemu-system-x86_64" or "private QEMU in ...".
     pub origin: String,
 }
@@ -61,6 +63,7 @@ impl Qemu {
             env: vec![],
             firmware_args: vec![],
             version: Version::new(0, 0, 0),
+            virtio_9p: false,
         })
     }
 
@@ -82,6 +85,7 @@ impl Qemu {
                 prefix.join("usr/share/seabios").display().to_string(),
             ],
             version: Version::new(0, 0, 0),
+            virtio_9p: false,
             origin: format!("private QEMU in {}", prefix.display()),
         }
     }
@@ -111,6 +115,7 @@ impl Qemu {
                 version,
             });
         }
+        self.virtio_9p = device_help_lists(&help, "virtio-9p-pci");
         Ok(Probe::Usable(self))
     }
 

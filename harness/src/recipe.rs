@@ -2,7 +2,8 @@
 //!
 //! Format (see qemu-configs/README.md):
 //! - `# phyr: key=value ...` header lines: `endpoints=N`, `topology=S0,S1,...` (switch index of
-//!   each endpoint), `memory=memfd|anon`, optional `bar2-size=BYTES`, `description=...` (rest of line).
+//!   each endpoint), `memory=memfd|anon`, optional `bar2-size=BYTES`, `modules=a,b` (guest kernel
+//!   modules init loads, with their dependencies), `description=...` (rest of line).
 //! - other lines starting with `#` are comments; blank lines are ignored;
 //! - every other line is one QEMU option: the option, whitespace, then its value (which may
 //!   contain spaces), or a lone option such as `-nodefaults`;
@@ -54,6 +55,8 @@ pub struct Recipe {
     pub topology: Vec<u32>,
     pub memory: Memory,
     pub bar2_size: Option<u64>,
+    /// Extra guest kernel modules to load (`# phyr: modules=a,b`).
+    pub modules: Vec<String>,
     pub opts: Vec<Opt>,
 }
 
@@ -72,6 +75,11 @@ const HARNESS_OWNED: &[&str] = &[
     "-no-reboot",
     "-daemonize",
 ];
+/// A module name as `modprobe` takes it: letters, digits, `_` and `-`, at most 64 bytes.
+pub fn valid_module_name(m: &str) -> bool {
+    !m.is_empty() && m.len() <= 64 && m.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
 const PLACEHOLDERS: &[&str] = &["@SOCKET_DIR@", "@RUN_DIR@"];
 pub const MAX_ENDPOINTS: usize = 32;
 
@@ -111,6 +119,7 @@ impl Recipe {
         let (mut endpoints, mut topology, mut memory, mut bar2_size, mut description) =
             (None, None, None, None, String::new());
         let mut opts = Vec::new();
+        let mut modules: Vec<String> = Vec::new();
         for (i, raw) in text.lines().enumerate() {
             let n = i + 1;
             let line = raw.trim();
@@ -154,11 +163,22 @@ impl Recipe {
                                     .map_err(|_| err(n, format!("bar2-size={v:?} is not a byte count")))?,
                             )
                         }
+                        "modules" => {
+                            for m in v.split(',') {
+                                if !valid_module_name(m) {
+                                    return Err(err(
+                                        n,
+                                        format!("modules={v:?}: {m:?} is not a kernel module name"),
+                                    ));
+                                }
+                                modules.push(m.to_owned());
+                            }
+                        }
                         _ => {
                             return Err(err(
                                 n,
                                 format!(
-                                "unknown header key {k:?} (known: endpoints, topology, memory, bar2-size, description)"
+                                "unknown header key {k:?} (known: endpoints, topology, memory, bar2-size, modules, description)"
                             ),
                             ))
                         }
@@ -212,6 +232,7 @@ impl Recipe {
             topology,
             memory,
             bar2_size,
+            modules,
             opts,
         };
         r.check_endpoints().map_err(whole)?;
@@ -373,6 +394,19 @@ mod tests {
         );
         let args = r.args(Path::new("/r/sock"), Path::new("/r"), false).unwrap();
         assert!(args[6].contains(r#""path":"/r/sock/ep0.sock""#));
+    }
+
+    #[test]
+    fn modules_header_lists_guest_modules() {
+        let r = parse(&GOOD.replace("memory=memfd", "memory=memfd modules=dmatest,nvme-core")).unwrap();
+        assert_eq!(r.modules, vec!["dmatest", "nvme-core"]);
+        assert!(parse(GOOD).unwrap().modules.is_empty());
+        let e = err_of(&GOOD.replace("memory=memfd", "memory=memfd modules=a,../x"));
+        assert!(
+            e.contains("t.args:1") && e.contains("\"../x\" is not a kernel module name"),
+            "{e}"
+        );
+        assert!(err_of(&GOOD.replace("memory=memfd", "memory=memfd modules=")).contains("is not a kernel module name"));
     }
 
     #[test]

@@ -1,24 +1,34 @@
-//! `phyr-harness test`: the guest suite under each recipe, TAP and JUnit in results/, and
-//! the final `N passed, N failed` line.
+//! `phyr-harness test`: the guest suite on a matrix of kernels and recipes (every recipe on
+//! the first kernel, the first recipe on the others), TAP and JUnit in results/, and the final
+//! `N passed, N failed` line. Each boot also loads the harness's test module (built for that
+//! kernel) and round-trips a file through `--share`; both count as tests.
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 
-use crate::boot::{self, BootOptions};
+use crate::boot::{self, BootOptions, Parts};
 use crate::cache::Cache;
 use crate::initramfs::GuestMode;
+use crate::kernel_spec::KernelSpec;
 use crate::provision::say;
 use crate::recipe::Recipe;
 use crate::rundir::RunDir;
 use crate::session::Console;
+use crate::share::Share;
 use crate::{junit, tap, GuestOpts};
 
 #[derive(clap::Args)]
 pub struct TestArgs {
-    /// Recipes to run the suite under, comma-separated.
+    /// Recipes to run the suite under, comma-separated (all on the first kernel, the first one
+    /// on the other kernels).
     #[arg(long, value_delimiter = ',', default_value = "default,anon-ram")]
     recipes: Vec<String>,
+    /// Kernels to run the suite on, comma-separated (names, versions, bzImages or build
+    /// directories, as --kernel takes them) [default: backports,stable]
+    #[arg(long, value_delimiter = ',', value_name = "KERNELS", conflicts_with = "kernel")]
+    kernels: Vec<String>,
     /// Failures already counted elsewhere (e.g. by `cargo test`), added to the final line.
     #[arg(long, default_value_t = 0)]
     extra_failed: usize,
@@ -44,6 +54,56 @@ pub struct TestArgs {
 /// Default per-recipe limit: a TCG boot plus the suite, with margin.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// The harness's own test module (harness/tests/kmod), built and loaded on every kernel.
+fn test_module_dir() -> PathBuf {
+    let here = PathBuf::from("harness/tests/kmod");
+    if here.join("Kbuild").is_file() {
+        return here;
+    }
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/kmod"))
+}
+
+/// The kernels of the matrix: `--kernel`, else `--kernels`, else backports and stable.
+fn kernel_specs(a: &TestArgs) -> Result<Vec<KernelSpec>> {
+    if a.guest.sources.kernel.is_some() {
+        return Ok(vec![crate::prepare::kernel_spec(&a.guest.sources)?]);
+    }
+    if a.kernels.is_empty() {
+        return Ok(crate::kernel_spec::Channel::ALL
+            .into_iter()
+            .map(KernelSpec::Channel)
+            .collect());
+    }
+    let specs = a
+        .kernels
+        .iter()
+        .map(|k| KernelSpec::parse(k))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(specs)
+}
+
+/// (kernel index, recipe index) pairs: every recipe on kernel 0, recipe 0 on the others.
+pub fn matrix(kernels: usize, recipes: usize) -> Vec<(usize, usize)> {
+    let mut v = Vec::new();
+    for r in 0..recipes {
+        for k in 0..kernels {
+            if r == 0 || k == 0 {
+                v.push((k, r));
+            }
+        }
+    }
+    v
+}
+
+/// The session directory name: the recipe on the first kernel, `recipe@label` on the others.
+pub fn session_name(recipe: &str, kernel_label: &str, first_kernel: bool) -> String {
+    if first_kernel {
+        recipe.to_owned()
+    } else {
+        format!("{recipe}@{kernel_label}")
+    }
+}
+
 pub fn run(cache: &Cache, a: TestArgs) -> Result<i32> {
     let dir = crate::recipes_dir(&a.guest);
     let recipes: Vec<Recipe> = a
@@ -51,10 +111,17 @@ pub fn run(cache: &Cache, a: TestArgs) -> Result<i32> {
         .iter()
         .map(|r| Recipe::load(r, &dir))
         .collect::<Result<_, _>>()?;
-    for r in &recipes {
-        crate::rundir::check_future_socket_paths(&a.guest.runs_dir, Some(&r.name), r.endpoints)?;
+    if recipes.is_empty() {
+        bail!("--recipes names no recipe");
     }
-    let parts = crate::prepare(cache, &a.guest, true)?;
+    let specs = kernel_specs(&a)?;
+    for r in &recipes {
+        // Other kernels' sessions are `recipe@label`; 40 bytes covers a long release as label.
+        let longest = format!("{}@{}", r.name, "x".repeat(40));
+        let name = if specs.len() > 1 { &longest } else { &r.name };
+        crate::rundir::check_future_socket_paths(&a.guest.runs_dir, Some(name), r.endpoints)?;
+    }
+    let all_parts = crate::prepare::prepare(cache, &a.guest, true, &specs, &[test_module_dir()], true)?;
     let top = RunDir::create(&a.guest.runs_dir)?;
     let results = top.session(None)?.file("results");
     let _ = std::fs::remove_dir(top.file("sock"));
@@ -94,18 +161,22 @@ pub fn run(cache: &Cache, a: TestArgs) -> Result<i32> {
             passed += report.passed();
             failed += report.failed();
             skipped += report.skipped();
-            suites.push(junit::suite_xml(suite, &report, t.elapsed().as_secs_f64()));
+            suites.push(junit::suite_xml(suite, &[], &report, t.elapsed().as_secs_f64()));
         }
     }
-    for r in &recipes {
-        let run = top.session(Some(&r.name))?;
+    for (ki, ri) in matrix(all_parts.len(), recipes.len()) {
+        let (parts, r) = (&all_parts[ki], &recipes[ri]);
+        let k = &parts.kernel;
+        let name = session_name(&r.name, &k.label, ki == 0);
+        let run = top.session(Some(&name))?;
+        let on = format!("{} on kernel {} ({})", r.name, k.release, k.label);
         say(format!(
-            "suite under recipe {} ({}) in {}",
-            r.name,
+            "suite under recipe {on}: {} in {}",
             r.description,
             run.path.display()
         ));
         let t = Instant::now();
+        let probe = share_probe(parts, &run)?;
         let opts = BootOptions {
             recipe: r,
             mode: GuestMode::Suite,
@@ -115,9 +186,13 @@ pub fn run(cache: &Cache, a: TestArgs) -> Result<i32> {
             bar2_size: a.guest.bar2_size,
             trace_crc: !a.guest.no_trace_crc,
             timeout: Some(a.guest.timeout.map(Duration::from_secs).unwrap_or(DEFAULT_TIMEOUT)),
+            modules: &a.guest.modules,
+            share: probe.as_ref().map(|p| &p.share),
+            share_probe: probe.as_ref().map(|_| PROBE),
         };
-        let outcome = boot::boot(&parts, &run, &opts);
-        let mut report = tap::parse(&std::fs::read_to_string(run.file("serial.log")).unwrap_or_default());
+        let outcome = boot::boot(parts, &run, &opts);
+        let serial = std::fs::read_to_string(run.file("serial.log")).unwrap_or_default();
+        let mut report = tap::parse(&serial);
         match &outcome {
             Ok(o) => {
                 if crate::report_ending(&run, o) != 0 && report.run_failure().is_none() && report.missing() == 0 {
@@ -129,25 +204,51 @@ pub fn run(cache: &Cache, a: TestArgs) -> Result<i32> {
                 }
             }
             Err(e) => {
-                say(format!("recipe {}: {e:#}", r.name));
+                say(format!("recipe {on}: {e:#}"));
                 report.problems.insert(0, format!("could not boot: {e:#}"));
             }
         }
         if !a.no_crosscheck && !a.guest.no_device && report.began {
             crosscheck(&run, &mut report)?;
         }
-        std::fs::write(results.join(format!("{}.tap", r.name)), report.tap.join("\n") + "\n")?;
+        if !parts.build_problems.is_empty() {
+            // A module that did not build for this kernel: booted without it, counted here.
+            add_test(&mut report, "module-build", Some(parts.build_problems.join("; ")));
+        }
+        if report.began {
+            add_module_check(parts, &serial, &mut report);
+            if let Some(p) = &probe {
+                add_share_check(p, &k.release, &mut report);
+            }
+        }
+        std::fs::write(results.join(format!("{name}.tap")), report.tap.join("\n") + "\n")?;
         std::fs::write(run.file("results/suite.tap"), report.tap.join("\n") + "\n")?;
-        suites.push(junit::suite_xml(&r.name, &report, t.elapsed().as_secs_f64()));
+        let props = [
+            ("kernel", k.release.as_str()),
+            ("kernel-label", k.label.as_str()),
+            ("recipe", r.name.as_str()),
+        ];
+        suites.push(junit::suite_xml(
+            &format!("{}@{}", r.name, k.release),
+            &props,
+            &report,
+            t.elapsed().as_secs_f64(),
+        ));
         say(format!(
-            "recipe {}: {} passed, {} failed, {} skipped",
-            r.name,
+            "recipe {on}: {} passed, {} failed, {} skipped",
             report.passed(),
             report.failed(),
             report.skipped()
         ));
         for p in &report.problems {
             say(format!("  problem: {p}"));
+        }
+        for t in report
+            .tests
+            .iter()
+            .filter(|t| !t.ok && HARNESS_TESTS.contains(&t.name.as_str()))
+        {
+            say(format!("  FAILED: {}: {}", t.name, t.directive));
         }
         passed += report.passed();
         skipped += report.skipped();
@@ -163,6 +264,100 @@ pub fn run(cache: &Cache, a: TestArgs) -> Result<i32> {
     ));
     println!("{passed} passed, {failed} failed");
     Ok(if failed == 0 { 0 } else { 1 })
+}
+
+/// Tests the harness adds to a suite's results (the guest's own are printed as TAP).
+const HARNESS_TESTS: &[&str] = &["module-build", "module-load", "host-share"];
+
+/// The share probe's file stem in the session's `share/` directory.
+const PROBE: &str = "probe";
+
+/// A session's `--share` check: the directory and the token the guest must echo back.
+struct SharePlan {
+    share: Share,
+    token: String,
+}
+
+/// Shares `RUN/share` when QEMU and the kernel can (9p over virtio), with a fresh token in
+/// `probe.in` for the guest to copy into `probe.out`.
+fn share_probe(parts: &Parts, run: &RunDir) -> Result<Option<SharePlan>> {
+    let config_ok = parts
+        .kernel
+        .config
+        .as_ref()
+        .is_some_and(|(_, c)| crate::share::missing_config(c).is_empty());
+    if !parts.qemu.virtio_9p || !config_ok {
+        return Ok(None);
+    }
+    let dir = run.file("share");
+    std::fs::create_dir_all(&dir)?;
+    let token = format!(
+        "token-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos())
+    );
+    std::fs::write(dir.join(format!("{PROBE}.in")), &token)?;
+    Ok(Some(SharePlan {
+        share: Share::new(&dir)?,
+        token,
+    }))
+}
+
+/// Appends a harness-side test to a suite's report (the plan grows with it, so a suite that
+/// stopped early still counts its own missing tests).
+fn add_test(report: &mut tap::SuiteReport, name: &str, problem: Option<String>) {
+    if let Some(p) = report.planned.as_mut() {
+        *p += 1;
+    }
+    let n = report.tests.len() + 1;
+    report.tap.push(match &problem {
+        None => format!("ok {n} {name}"),
+        Some(p) => format!("not ok {n} {name} # {p}"),
+    });
+    report.tests.push(tap::TestResult {
+        number: n as u32,
+        name: name.into(),
+        ok: problem.is_none(),
+        skipped: false,
+        directive: problem.clone().unwrap_or_default(),
+        diagnostics: problem.into_iter().collect(),
+    });
+}
+
+/// `module-load`: init reported every out-of-tree module loaded.
+fn add_module_check(parts: &Parts, serial: &str, report: &mut tap::SuiteReport) {
+    if parts.built.is_empty() {
+        return;
+    }
+    let missing: Vec<&str> = parts
+        .built
+        .iter()
+        .map(|m| m.name.as_str())
+        .filter(|n| !serial.contains(&format!("phyr-init: module {n} loaded")))
+        .collect();
+    let problem = (!missing.is_empty()).then(|| {
+        let why = serial
+            .lines()
+            .find(|l| l.contains("phyr-init: ERROR: insmod"))
+            .map(|l| format!(": {}", l.trim()))
+            .unwrap_or_default();
+        format!("not loaded: {}{why}", missing.join(", "))
+    });
+    add_test(report, "module-load", problem);
+}
+
+/// `host-share`: the guest wrote `<release> <token>` into the shared directory.
+fn add_share_check(p: &SharePlan, release: &str, report: &mut tap::SuiteReport) {
+    let out: &Path = &p.share.dir.join(format!("{PROBE}.out"));
+    let want = format!("{release} {}", p.token);
+    let problem = match std::fs::read_to_string(out) {
+        Ok(got) if got.trim() == want => None,
+        Ok(got) => Some(format!("{} holds {:?}, expected {want:?}", out.display(), got.trim())),
+        Err(e) => Some(format!("the guest did not write {} ({e})", out.display())),
+    };
+    add_test(report, "host-share", problem);
 }
 
 /// Adds the trace cross-check as one more test of the recipe's suite (see crosscheck.rs).
@@ -191,19 +386,40 @@ fn crosscheck(run: &RunDir, report: &mut tap::SuiteReport) -> Result<()> {
             say(format!("  {p}"));
         }
     }
-    let ok = c.problems.is_empty();
-    report.tap.push(format!(
-        "{} {} trace-crosscheck",
-        if ok { "ok" } else { "not ok" },
-        report.tests.len() + 1
-    ));
-    report.tests.push(tap::TestResult {
-        number: report.tests.len() as u32 + 1,
-        name: "trace-crosscheck".into(),
-        ok,
-        skipped: false,
-        directive: c.problems.first().cloned().unwrap_or_default(),
-        diagnostics: c.problems.iter().take(50).cloned().collect(),
-    });
+    add_test(report, "trace-crosscheck", c.problems.first().cloned());
+    if let Some(t) = report.tests.last_mut() {
+        t.diagnostics = c.problems.iter().take(50).cloned().collect();
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matrix_runs_every_recipe_on_the_first_kernel_only() {
+        assert_eq!(matrix(2, 2), vec![(0, 0), (1, 0), (0, 1)]);
+        assert_eq!(matrix(1, 3), vec![(0, 0), (0, 1), (0, 2)]);
+        assert_eq!(matrix(3, 1), vec![(0, 0), (1, 0), (2, 0)]);
+        assert!(matrix(0, 2).is_empty());
+    }
+
+    #[test]
+    fn other_kernels_get_their_own_session_names() {
+        assert_eq!(session_name("default", "backports", true), "default");
+        assert_eq!(session_name("default", "stable", false), "default@stable");
+    }
+
+    #[test]
+    fn added_tests_are_numbered_after_the_suite() {
+        let mut r = tap::parse("=== phyr suite begin ===\n1..1\nok 1 a\n=== phyr suite end: exit 0 ===\n");
+        add_test(&mut r, "module-load", None);
+        add_test(&mut r, "host-share", Some("no file".into()));
+        assert_eq!(
+            r.tap[r.tap.len() - 2..],
+            ["ok 2 module-load", "not ok 3 host-share # no file"]
+        );
+        assert_eq!((r.passed(), r.failed()), (2, 1));
+    }
 }
