@@ -48,6 +48,20 @@ impl Device for BenchDevice {
     }
 }
 
+/// On-CPU nanoseconds of this process's server threads (named `vfio-user:SOCKET`), from
+/// `/proc/self/task/TID/schedstat`.
+fn server_cpu_ns() -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with("vfio-user:")))
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()))
+        .sum()
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p) as usize]
 }
@@ -85,15 +99,17 @@ fn main() {
         c.region_read(0, 0x10, 4).unwrap();
     }
     let mut lat = Vec::with_capacity(n);
+    let cpu0 = server_cpu_ns();
     for _ in 0..n {
         let t = Instant::now();
         c.region_read(0, 0x10, 4).unwrap();
         lat.push(t.elapsed());
     }
+    let server_cpu = (server_cpu_ns() - cpu0) as f64 / n as f64 / 1e3;
     lat.sort();
     let mean = lat.iter().sum::<Duration>() / n as u32;
     println!(
-        "{:<52} mean {:>6.1} us  p50 {:>6.1} us  p99 {:>6.1} us  ({n} reads)",
+        "{:<52} mean {:>6.1} us  p50 {:>6.1} us  p99 {:>6.1} us  server CPU {server_cpu:>4.1} us/request  ({n} reads)",
         "REGION_READ 4 B round trip",
         mean.as_secs_f64() * 1e6,
         percentile(&lat, 0.5).as_secs_f64() * 1e6,

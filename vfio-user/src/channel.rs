@@ -4,7 +4,9 @@
 //! however the kernel splits them) with the fds that came along. A header whose size field
 //! cannot be trusted (below 16, above [`MAX_MESSAGE_SIZE`]) destroys framing: the caller
 //! closes the connection. So does a message carrying more than [`MAX_FDS_PER_MESSAGE`] fds
-//! (checked after every `recvmsg`, so a message split into many sendmsgs cannot pile up fds).
+//! (checked after every `recvmsg`, so a message split into many sendmsgs cannot pile up fds),
+//! and a message whose fds come after its first byte: the payload is read without a control
+//! buffer (less kernel work per message), so such fds are closed by the kernel (MSG_CTRUNC).
 //! Sending takes a mutex so concurrent senders (the request thread replying, device threads
 //! issuing DMA messages) never interleave bytes.
 //! Requests we send register a waiter under their message id before they go out; the reader
@@ -20,7 +22,7 @@ use std::sync::{Mutex, MutexGuard};
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::errno::Errno;
-use crate::sys::scm::{recv_some, send_all};
+use crate::sys::scm::{recv_plain, recv_some, send_all};
 use crate::wire::{Header, FLAG_ERROR, HEADER_SIZE, MAX_MESSAGE_SIZE, MAX_MSG_FDS, TYPE_COMMAND, TYPE_REPLY};
 
 /// Most fds one message may carry, however many `recvmsg` calls it takes: the most either
@@ -95,11 +97,19 @@ impl Channel {
         header.msg_size =
             u32::try_from(total).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "message too large"))?;
         let h = header.encode();
-        let mut bufs: Vec<&[u8]> = Vec::with_capacity(parts.len() + 1);
-        bufs.push(&h);
-        bufs.extend_from_slice(parts);
         let _g = lock(&self.write_lock);
-        send_all(self.sock.as_fd(), &bufs, fds)
+        // The header and up to two payload parts go out without building a list on the heap.
+        match parts {
+            [] => send_all(self.sock.as_fd(), &[&h[..]], fds),
+            [a] => send_all(self.sock.as_fd(), &[&h[..], *a], fds),
+            [a, b] => send_all(self.sock.as_fd(), &[&h[..], *a, *b], fds),
+            _ => {
+                let mut bufs: Vec<&[u8]> = Vec::with_capacity(parts.len() + 1);
+                bufs.push(&h);
+                bufs.extend_from_slice(parts);
+                send_all(self.sock.as_fd(), &bufs, fds)
+            }
+        }
     }
 
     /// Sends raw bytes (tests of hostile framing).
@@ -228,10 +238,17 @@ impl Channel {
         Ok(Message { header, payload, fds })
     }
 
+    /// Reads all of `buf`. The header (`at_start`) is read with room for fds: a sender
+    /// attaches them to a message's first byte. The payload is read without: fds attached to
+    /// a later part of a message are closed by the kernel and end the connection.
     fn read_exact(&self, buf: &mut [u8], fds: &mut Vec<OwnedFd>, at_start: bool) -> Result<(), FrameError> {
         let mut got = 0;
         while got < buf.len() {
-            let r = recv_some(self.sock.as_fd(), &mut buf[got..], fds)?;
+            let r = if at_start {
+                recv_some(self.sock.as_fd(), &mut buf[got..], fds)?
+            } else {
+                recv_plain(self.sock.as_fd(), &mut buf[got..])?
+            };
             if r.fds_truncated {
                 fds.clear();
                 return Err(FrameError::FdsTruncated);

@@ -136,6 +136,10 @@ pub struct Session {
 /// READ/WRITE flag set. Device DMA (through [`Session::dma`]) must be issued from the
 /// device's own threads, never from inside these callbacks when the mapping has no fd
 /// (the `DmaSpace` refuses that with `DmaError::RequestThread` instead of deadlocking).
+///
+/// `info` and each region's size and READ/WRITE flags are read once per session, at VERSION:
+/// the server checks every region access against that copy without calling the device
+/// (a region's layout does not change while a client is connected; QEMU caches it too).
 pub trait Device: Send + Sync + 'static {
     fn info(&self) -> DeviceInfo;
     fn region_info(&self, index: u32) -> Option<RegionInfo>;

@@ -905,3 +905,32 @@ fn message_split_into_many_sendmsgs_each_with_fds_is_refused_before_fd_table_fil
     );
     server_accepts_next(&srv);
 }
+
+#[test]
+fn fd_attached_to_a_later_part_of_a_message_than_its_first_byte_closes_the_connection() {
+    let (_dev, srv) = start();
+    let c = Client::connect(srv.path()).unwrap();
+    let ram = memfd("r", 0x1000).unwrap();
+    let p = DmaMap {
+        flags: 3,
+        offset: 0,
+        iova: 0,
+        size: 0x1000,
+    }
+    .encode();
+    let h = Header {
+        msg_id: 7,
+        command: Command::DmaMap as u16,
+        msg_size: (HEADER_SIZE + p.len()) as u32,
+        ..Header::default()
+    };
+    // The header alone, then the payload carrying the fd: a sender attaches fds to a
+    // message's first byte (QEMU and libvfio-user do); later ones are closed by the kernel.
+    c.send_bytes(&h.encode(), &[]).unwrap();
+    let _ = c.send_bytes(&p, &[ram.as_fd()]);
+    assert!(
+        c.wait_closed(Duration::from_secs(5)),
+        "the server took a message whose fd came after its first byte"
+    );
+    server_accepts_next(&srv);
+}

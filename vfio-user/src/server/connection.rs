@@ -41,6 +41,9 @@ pub(super) struct Negotiated {
     pub(super) info: DeviceInfo,
     pub(super) dma: Arc<DmaSpace>,
     pub(super) irqs: Arc<Irqs>,
+    /// Size and READ/WRITE flags of every region, read at VERSION: what region accesses are
+    /// checked against (no device call per access).
+    pub(super) regions: Vec<(u64, u32)>,
 }
 
 pub(super) struct Connection {

@@ -130,7 +130,20 @@ fn version(conn: &mut Connection, msg: &Message) -> Outcome {
         dma: Arc::clone(&dma),
         irqs: Arc::clone(&irqs),
     });
-    conn.session = Some(Negotiated { caps, info, dma, irqs });
+    let regions = (0..info.num_regions)
+        .map(|i| {
+            conn.device
+                .region_info(i)
+                .map_or((0, 0), |r| (r.size, r.flags & (REGION_FLAG_READ | REGION_FLAG_WRITE)))
+        })
+        .collect();
+    conn.session = Some(Negotiated {
+        caps,
+        info,
+        dma,
+        irqs,
+        regions,
+    });
     Outcome::payload(
         Version {
             major: 0,
@@ -294,25 +307,16 @@ fn set_irqs(s: &Negotiated, msg: Message) -> Outcome {
     }
 }
 
-/// Checks a region access against the device's description of the region.
-fn check_access(
-    conn: &Connection,
-    s: &Negotiated,
-    region: u32,
-    offset: u64,
-    count: u32,
-    write: bool,
-) -> Result<(), Errno> {
-    if region >= s.info.num_regions {
-        return Err(Errno::EINVAL);
-    }
-    let info = conn.device.region_info(region).ok_or(Errno::EINVAL)?;
+/// Checks a region access against the device's description of the region (as read at
+/// VERSION).
+fn check_access(s: &Negotiated, region: u32, offset: u64, count: u32, write: bool) -> Result<(), Errno> {
+    let &(size, flags) = s.regions.get(region as usize).ok_or(Errno::EINVAL)?;
     let need = if write { REGION_FLAG_WRITE } else { REGION_FLAG_READ };
-    if info.flags & need == 0 {
+    if flags & need == 0 {
         return Err(Errno::EINVAL);
     }
     let end = offset.checked_add(count as u64).ok_or(Errno::EINVAL)?;
-    if end > info.size {
+    if end > size {
         return Err(Errno::EINVAL);
     }
     Ok(())
@@ -320,19 +324,21 @@ fn check_access(
 
 fn region_read(conn: &Connection, s: &Negotiated, msg: &Message) -> Outcome {
     let a = tryw!(RegionAccess::parse_read(&msg.payload, MAX_DATA_XFER));
-    if let Err(e) = check_access(conn, s, a.region, a.offset, a.count, false) {
+    if let Err(e) = check_access(s, a.region, a.offset, a.count, false) {
         return Outcome::Error(e);
     }
-    let mut data = vec![0u8; a.count as usize];
-    if let Err(e) = conn.device.region_read(a.region, a.offset, &mut data) {
-        return Outcome::Error(e);
+    let reply = RegionAccess::encode_read_reply(a.offset, a.region, a.count, |data| {
+        conn.device.region_read(a.region, a.offset, data)
+    });
+    match reply {
+        Ok(payload) => Outcome::payload(payload),
+        Err(e) => Outcome::Error(e),
     }
-    Outcome::payload(RegionAccess::encode(a.offset, a.region, a.count, &data))
 }
 
 fn region_write(conn: &Connection, s: &Negotiated, msg: &Message) -> Outcome {
     let a = tryw!(RegionAccess::parse_write(&msg.payload, MAX_DATA_XFER));
-    if let Err(e) = check_access(conn, s, a.region, a.offset, a.count, true) {
+    if let Err(e) = check_access(s, a.region, a.offset, a.count, true) {
         return Outcome::Error(e);
     }
     if let Err(e) = conn.device.region_write(a.region, a.offset, &a.data) {
@@ -344,7 +350,7 @@ fn region_write(conn: &Connection, s: &Negotiated, msg: &Message) -> Outcome {
 fn write_multi(conn: &Connection, s: &Negotiated, msg: &Message) -> Outcome {
     let m = tryw!(WriteMulti::parse(&msg.payload));
     for w in &m.writes {
-        if let Err(e) = check_access(conn, s, w.region, w.offset, w.count, true) {
+        if let Err(e) = check_access(s, w.region, w.offset, w.count, true) {
             return Outcome::Error(e);
         }
     }

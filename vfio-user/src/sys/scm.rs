@@ -12,6 +12,11 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 pub const MAX_RECV_FDS: usize = 64;
 /// Most fds the kernel passes in one message (SCM_MAX_FD).
 pub const MAX_SEND_FDS: usize = 253;
+/// iovecs `send_all` keeps on the stack.
+const INLINE_IOV: usize = 4;
+/// u64 words of the stack control buffer `recv_some` passes: room for one SCM_RIGHTS header
+/// (16 bytes on 64-bit Linux) and `MAX_RECV_FDS` fds, with slack for alignment.
+const RECV_CONTROL_WORDS: usize = (MAX_RECV_FDS * mem::size_of::<RawFd>() + 64) / 8;
 
 /// Result of one `recvmsg`.
 pub struct Received {
@@ -32,19 +37,35 @@ pub fn send_all(sock: BorrowedFd<'_>, bufs: &[&[u8]], fds: &[RawFd]) -> io::Resu
     let total: usize = bufs.iter().map(|b| b.len()).sum();
     let mut sent = 0usize;
     let mut first = true;
+    // Messages have a header and one or two payload parts: their iovecs live on the stack
+    // (no allocation per message); longer lists take a Vec.
+    let mut inline = [IoSlice::new(&[]); INLINE_IOV];
+    let mut spill: Vec<IoSlice<'_>> = Vec::new();
     while sent < total || (first && !fds.is_empty()) {
         // Rebuild the iovec list from the first unsent byte.
         let mut skip = sent;
-        let mut iov: Vec<IoSlice<'_>> = Vec::with_capacity(bufs.len());
+        let mut n_iov = 0usize;
+        spill.clear();
         for b in bufs {
             if skip >= b.len() {
                 skip -= b.len();
                 continue;
             }
-            iov.push(IoSlice::new(&b[skip..]));
+            let part = IoSlice::new(&b[skip..]);
             skip = 0;
+            if bufs.len() <= INLINE_IOV {
+                inline[n_iov] = part;
+                n_iov += 1;
+            } else {
+                spill.push(part);
+            }
         }
-        let n = sendmsg(sock, &iov, if first { fds } else { &[] })?;
+        let iov: &[IoSlice<'_>] = if bufs.len() <= INLINE_IOV {
+            &inline[..n_iov]
+        } else {
+            &spill
+        };
+        let n = sendmsg(sock, iov, if first { fds } else { &[] })?;
         first = false;
         sent += n;
         if total == 0 {
@@ -95,11 +116,44 @@ fn sendmsg(sock: BorrowedFd<'_>, iov: &[IoSlice<'_>], fds: &[RawFd]) -> io::Resu
     }
 }
 
+/// One `recvmsg` into `buf` that takes no fds: any that come along are closed by the kernel
+/// and reported as `fds_truncated` (MSG_CTRUNC). For the parts of a message after its first
+/// byte, which a well-formed sender never attaches fds to; no control buffer, so the kernel
+/// does less per read.
+pub fn recv_plain(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Received> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is a plain C struct; all-zero is a valid empty value (no control buffer).
+    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    let n = loop {
+        // SAFETY: msg points at a live iovec over `buf`; there is no control buffer.
+        let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        if n >= 0 {
+            break n as usize;
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    };
+    Ok(Received {
+        bytes: n,
+        fds_truncated: msg.msg_flags & libc::MSG_CTRUNC != 0,
+    })
+}
+
 /// One `recvmsg` into `buf`; received fds are appended to `fds` (owned, close-on-exec).
 pub fn recv_some(sock: BorrowedFd<'_>, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<Received> {
-    // SAFETY: CMSG_SPACE only computes a size.
-    let space = (unsafe { libc::CMSG_SPACE((MAX_RECV_FDS * mem::size_of::<RawFd>()) as u32) }) as usize;
-    let mut control = vec![0u64; space.div_ceil(8)];
+    // SAFETY: CMSG_SPACE only computes a size from an integer; it touches no memory.
+    let space = unsafe { libc::CMSG_SPACE((MAX_RECV_FDS * mem::size_of::<RawFd>()) as u32) } as usize;
+    // On the stack, no allocation per read; u64 words keep it aligned for cmsghdr. The length
+    // passed to the kernel never exceeds the buffer.
+    let mut control = [0u64; RECV_CONTROL_WORDS];
+    let space = space.min(mem::size_of_val(&control));
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),

@@ -89,6 +89,23 @@ impl RegionAccess {
         Ok(a)
     }
 
+    /// A REGION_READ reply of `count` data bytes that `read` fills in place: one buffer for
+    /// the whole reply, no copy of the data.
+    pub fn encode_read_reply<E>(
+        offset: u64,
+        region: u32,
+        count: u32,
+        read: impl FnOnce(&mut [u8]) -> Result<(), E>,
+    ) -> Result<Vec<u8>, E> {
+        let mut v = Vec::with_capacity(REGION_ACCESS_SIZE + count as usize);
+        v.put_u64(offset);
+        v.put_u32(region);
+        v.put_u32(count);
+        v.resize(REGION_ACCESS_SIZE + count as usize, 0);
+        read(&mut v[REGION_ACCESS_SIZE..])?;
+        Ok(v)
+    }
+
     /// Encodes the fixed part followed by `data` (which may be empty).
     pub fn encode(offset: u64, region: u32, count: u32, data: &[u8]) -> Vec<u8> {
         let mut v = Vec::with_capacity(REGION_ACCESS_SIZE + data.len());
