@@ -116,7 +116,7 @@ type DeviceCommands = BTreeMap<(u32, u32, u16), VecDeque<DeviceCmd>>;
 /// Reads every endpoint's trace in `trace_dir` into completed commands per (ep, q, id).
 /// Also counts, in `unfinished`, commands that did DMA but were ended by a reset without a completion.
 fn device_commands(trace_dir: &Path, unfinished: &mut usize) -> Result<DeviceCommands, String> {
-    let files = phyr_trace::trace_files(trace_dir).map_err(|e| e.to_string())?;
+    let files = phyr_trace_tools::trace_files(trace_dir).map_err(|e| e.to_string())?;
     let mut done = DeviceCommands::new();
     for f in files {
         let mut reader = TraceReader::open(&f.path).map_err(|e| e.to_string())?;

@@ -3,7 +3,7 @@
 
 use dma_range::{ListKind, Opcode, Status};
 
-use crate::record::{Direction, Space, Target};
+use phyr_trace::{Direction, Space, Target};
 
 /// `SUCCESS`, `IOMMU_FAULT`, ... or `0x1234` for a code this build does not know.
 pub fn status_name(code: u16) -> String {
