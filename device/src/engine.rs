@@ -9,6 +9,7 @@ use dma_range::{
     walk_into, Command, Completion, DmaRange, ListLimits, Opcode, ReadFault, Status, WalkedList, FAULT_LIST_DST,
     FAULT_LIST_NONE, FAULT_LIST_SRC, NO_SEGMENT,
 };
+use phyr_kernels::crc32c;
 use phyr_trace::Target;
 
 use crate::bus::{plain_space, trace_space, AccessError, Bus};
@@ -120,8 +121,7 @@ fn fetch(mem: &dyn IovaMemory, p: Piece) -> Result<Vec<u8>, MemFault> {
 /// pieces, bounce buffers), when the trace wants one: the CRC of exactly the bytes the device
 /// read or wrote, without touching guest memory again.
 pub(crate) fn local_crc(hook: &Hook, bytes: &[u8]) -> Option<Data> {
-    hook.wants_crc()
-        .then(|| Data::Crc(crate::kernels::crc32c_slice(bytes, 0)))
+    hook.wants_crc().then(|| Data::Crc(crc32c::crc32c(bytes)))
 }
 
 impl Exec<'_> {
@@ -738,7 +738,7 @@ impl Exec<'_> {
                     // into the result: the bytes are read once.
                     Piece::Raw(raw) if self.hook.wants_crc() => {
                         let own = raw.crc32c(0);
-                        crc = crate::kernels::crc32c_combine(crc, own, raw.len() as u64);
+                        crc = crc32c::crc32c_combine(crc, own, raw.len() as u64);
                         data = Some(Data::Crc(own));
                     }
                     Piece::Raw(raw) => crc = raw.crc32c(crc),
@@ -748,7 +748,7 @@ impl Exec<'_> {
                         })?;
                         match local_crc(self.hook, &buf) {
                             Some(Data::Crc(own)) => {
-                                crc = crate::kernels::crc32c_combine(crc, own, buf.len() as u64);
+                                crc = crc32c::crc32c_combine(crc, own, buf.len() as u64);
                                 data = Some(Data::Crc(own));
                             }
                             _ => crc = crc32c::crc32c_append(crc, &buf),

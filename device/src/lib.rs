@@ -4,8 +4,8 @@
 //! - `config`: PCI configuration space as data (capabilities, BAR sizing and decode).
 //! - `peer_mem`: BAR2, the memfd-backed peer memory.
 //! - `fabric`: endpoints, switches, bus-address routing (UR / CA semantics).
-//! - `mem`, `raw`, `kernels`: the engine's view of memory (pieces, faults), the unsafe byte
-//!   movers, and their SIMD loops (copy, copy + CRC32C in one pass, CRC32C).
+//! - `mem`, `raw`: the engine's view of memory (pieces, faults) and the unsafe byte movers
+//!   (their SIMD loops: the `phyr-kernels` crate, `kernels/`).
 //! - `bus`: one endpoint's resolver over IOVA and bus address spaces.
 //! - `engine`: executes one command (list walk, COPY / FILL / CRC32C / COMPARE).
 //! - `hook`: the recording hook every DMA passes through.
@@ -21,7 +21,6 @@ mod engine;
 mod fabric;
 mod fleet;
 mod hook;
-mod kernels;
 mod mem;
 mod peer_mem;
 mod queue;

@@ -6,9 +6,10 @@
 //! The memory is shared with the guest (MAP_SHARED memfds), so it can change under us; we only
 //! move bytes, never rely on their values for memory safety, never form a `&[u8]` over it, and
 //! allow overlapping source and destination (a copy inside one mapping). The byte loops
-//! themselves (copy, copy + CRC32C, CRC32C) are in `kernels`.
+//! themselves (copy, copy + CRC32C, CRC32C) are the `phyr-kernels` crate's `mem` module.
 
-use crate::kernels;
+use phyr_kernels::crc32c::{crc32c_append, crc32c_combine};
+use phyr_kernels::mem as kernels;
 
 /// Bytes of guest-shared memory copied into a local buffer at a time for comparing.
 const CHUNK: usize = 4096;
@@ -96,7 +97,7 @@ impl RawPiece {
     pub fn fill(&self, pattern: u64, phase: usize, with_crc: bool) -> Option<u32> {
         let block = pattern_block(pattern, phase);
         // Every whole block has the same CRC: appended by a multiplication, not re-checksummed.
-        let block_crc = if with_crc { kernels::crc32c_slice(&block, 0) } else { 0 };
+        let block_crc = if with_crc { crc32c_append(0, &block) } else { 0 };
         // 4096 is a multiple of 8, so every block starts at the same phase.
         let mut done = 0;
         let mut crc = 0u32;
@@ -104,9 +105,9 @@ impl RawPiece {
             let k = self.sub(done, block.len()).write_from(&block);
             if with_crc {
                 crc = if k == block.len() {
-                    kernels::crc32c_combine(crc, block_crc, k as u64)
+                    crc32c_combine(crc, block_crc, k as u64)
                 } else {
-                    kernels::crc32c_slice(&block[..k], crc)
+                    crc32c_append(crc, &block[..k])
                 };
             }
             done += k;
@@ -146,10 +147,7 @@ impl RawPiece {
                 }
             }
             if with_crc {
-                crcs = (
-                    kernels::crc32c_slice(&x[..k], crcs.0),
-                    kernels::crc32c_slice(&y[..k], crcs.1),
-                );
+                crcs = (crc32c_append(crcs.0, &x[..k]), crc32c_append(crcs.1, &y[..k]));
             }
             off += k;
         }
@@ -178,6 +176,8 @@ pub fn pattern_block(pattern: u64, phase: usize) -> [u8; 4096] {
 
 #[cfg(test)]
 mod tests {
+    use phyr_kernels::crc32c;
+
     use super::*;
 
     #[test]

@@ -16,13 +16,13 @@ pub fn run(log: &Path, extra_args: &[String]) -> Result<SuiteReport> {
     run_cargo(log, &args, "")
 }
 
-/// The device's byte-moving kernels' tests once more, built as they ship (release). In the
-/// debug build std's debug assertions keep the optimizer from a rewrite that once made a
-/// COPY's data CRC disagree with the bytes written while the guest rewrote the source
-/// (device/src/kernels.rs), so only this run can catch it coming back. Test names get a
+/// The byte-moving and CRC32C kernels' tests (`phyr-kernels`) once more, built as they ship
+/// (release). In the debug build std's debug assertions keep the optimizer from a rewrite that
+/// once made a COPY's data CRC disagree with the bytes written while the guest rewrote the
+/// source (kernels/src/mem.rs), so only this run can catch it coming back. Test names get a
 /// `release ` prefix.
 pub fn run_release_kernels(log: &Path) -> Result<SuiteReport> {
-    let args: Vec<String> = ["test", "--release", "-p", "phyr-device", "--lib", "--", "kernels::"]
+    let args: Vec<String> = ["test", "--release", "-p", "phyr-kernels", "--lib"]
         .map(String::from)
         .to_vec();
     let mut report = run_cargo(log, &args, "release ")?;

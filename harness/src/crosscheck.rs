@@ -23,6 +23,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
 
 use dma_range::{AddrSpace, ListKind, Status};
+use phyr_kernels::crc32c;
 use phyr_report::{CmdStatus, Op, ReportedCmd, Span};
 use phyr_trace::{DmaRecord, Event, Payload, Space, TraceReader};
 
@@ -326,7 +327,7 @@ fn check_data(d: &ReportedCmd, dev: &DeviceCmd, what: &str, report: &mut Report)
     };
     report.crcs_compared += 1;
     let got = recs.iter().fold(0u32, |acc, r| {
-        crc32c::crc32c_combine(acc, r.crc32c.unwrap_or(0), r.len as usize)
+        crc32c::crc32c_combine(acc, r.crc32c.unwrap_or(0), u64::from(r.len))
     });
     if got != want {
         report.problems.push(format!(

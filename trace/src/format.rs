@@ -3,6 +3,8 @@
 //! out once, in `trace/FORMAT.md`; the constants and `encode_*`/`decode_*` functions here are
 //! its implementation, and the tests in `tests/format_props.rs` hold them to it.
 
+use phyr_kernels::crc32c::{crc32c, crc32c_words};
+
 use crate::record::{Direction, DmaRecord, Event, Payload, Record, Space, Target};
 
 pub const MAGIC: [u8; 8] = *b"PHYRTRC\0";
@@ -90,7 +92,7 @@ impl Header {
         put32(&mut b, 20, CLOCK_MONOTONIC_SINCE_START);
         put64(&mut b, 24, self.start_unix_ns);
         put64(&mut b, 32, self.max_bytes);
-        let crc = crc32c::crc32c(&b[..60]);
+        let crc = crc32c(&b[..60]);
         put32(&mut b, 60, crc);
         b
     }
@@ -114,7 +116,7 @@ impl Header {
             return Err(FormatError::BadHeaderLen { len });
         }
         let stored = get32(b, 60);
-        let computed = crc32c::crc32c(&b[..60]);
+        let computed = crc32c(&b[..60]);
         if stored != computed {
             return Err(FormatError::HeaderCrc { stored, computed });
         }
@@ -139,7 +141,7 @@ pub fn encode_frame(rec: &Record, frame_crc: bool, out: &mut Vec<u8>) -> usize {
     encode_body(rec, out);
     let body_len = out.len() - start - FRAME_HEADER_LEN;
     let crc = if frame_crc {
-        crate::crc::frame_crc(&out[start + FRAME_HEADER_LEN..])
+        crc32c(&out[start + FRAME_HEADER_LEN..])
     } else {
         0
     };
@@ -198,11 +200,7 @@ pub fn command_done_frame(
 #[inline]
 fn words_frame<const F: usize>(words: &[u64], frame_crc: bool) -> [u8; F] {
     debug_assert_eq!(F, FRAME_HEADER_LEN + 8 * words.len());
-    let crc = if frame_crc {
-        crate::crc::frame_crc_words(words)
-    } else {
-        0
-    };
+    let crc = if frame_crc { crc32c_words(words) } else { 0 };
     let mut f = [0u8; F];
     let body_len = (F - FRAME_HEADER_LEN) as u64;
     f[..8].copy_from_slice(&(body_len | u64::from(crc) << 32).to_le_bytes());

@@ -11,7 +11,6 @@
 //! a run's traces) are the `phyr-trace-tools` crate (`trace-tools/`).
 
 mod clock;
-mod crc;
 pub mod format;
 mod reader;
 mod record;
@@ -20,7 +19,6 @@ pub mod testutil;
 mod writer;
 
 pub use clock::TraceClock;
-pub use crc::{data_crc, data_crc_append};
 pub use format::{FormatError, Header};
 pub use reader::{read_bytes, FileError, ReadError, Tail, TraceContents, TraceReader};
 pub use record::{Direction, DmaRecord, Event, Payload, Record, Space, Target};

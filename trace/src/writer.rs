@@ -22,7 +22,6 @@ use std::time::Duration;
 use std::time::Instant;
 
 use crate::clock::TraceClock;
-use crate::crc::frame_crc;
 use crate::format::{command_done_frame, dma_frame, encode_frame, Header, FRAME_HEADER_LEN, HEADER_LEN};
 use crate::record::{Event, Payload, Record};
 
@@ -231,7 +230,7 @@ impl Recorder {
         self.inner.is_some()
     }
 
-    /// Whether the device should compute a CRC32C of the bytes it moves ([`crate::data_crc`]).
+    /// Whether the device should compute a CRC32C of the bytes it moves (`phyr_kernels::crc32c`, or the device's fused copy + CRC kernel).
     #[inline]
     pub fn wants_crc(&self) -> bool {
         self.inner
@@ -315,7 +314,7 @@ fn seal_frames(buf: &mut [u8]) {
             "buffer holds whole frames only"
         );
         let end = (at + FRAME_HEADER_LEN + body).min(buf.len());
-        let crc = frame_crc(&buf[at + FRAME_HEADER_LEN..end]);
+        let crc = phyr_kernels::crc32c::crc32c(&buf[at + FRAME_HEADER_LEN..end]);
         buf[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
         at = end;
     }
