@@ -44,9 +44,7 @@ impl Failure {
 
 /// A command's walked source and destination lists. A queue keeps one between commands so
 /// that the walks reuse its vectors: no allocation per command while list blocks hold up to 16
-/// entries. Measured with `cargo bench -p phyr-device -- rate` (three runs each, 2026-11-24):
-/// 64-byte COPYs went from 2.26..2.36 to 2.64..2.68 M/s with the stack buffer for short blocks
-/// in `walk_into`, and to 3.27..3.29 M/s with this scratch.
+/// entries (what that gains: `cargo bench -p phyr-device -- rate`, figures in device/README.md).
 #[derive(Debug, Default)]
 pub struct Lists {
     src: WalkedList,

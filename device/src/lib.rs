@@ -1,4 +1,4 @@
-//! The phyr endpoint fabric (issue 3): PCIe endpoints with a DMA engine and a peer-mappable
+//! The phyr endpoint fabric: PCIe endpoints with a DMA engine and a peer-mappable
 //! BAR, served over vfio-user, one process for the whole fabric.
 //!
 //! - `config`: PCI configuration space as data (capabilities, BAR sizing and decode).

@@ -1,4 +1,4 @@
-//! `phyr-harness trace`: inspect device-side DMA traces (issue 6).
+//! `phyr-harness trace`: inspect device-side DMA traces.
 //!
 //! A thin shell over `phyr_trace_tools`: parse the arguments, find the run, pick the view, print
 //! warnings for torn tails and fail (after showing everything readable) on corrupt files.

@@ -155,7 +155,7 @@ pub const DMA_FRAME_LEN: usize = FRAME_HEADER_LEN + DMA_BODY_LEN;
 
 /// The frame of a DMA record, built on the stack (the recorder's hot path; same bytes as
 /// [`encode_frame`]). The body is composed as eight little-endian words in registers (storing
-/// it field by field cost ~25 ns), and with `frame_crc` checksummed from those words:
+/// it field by field was slower, see trace/README.md), and with `frame_crc` checksummed from those words:
 /// checksumming freshly stored bytes would stall on store-to-load forwarding. The recorder
 /// itself passes `frame_crc = false` and leaves the CRC to its writer thread.
 #[inline]
