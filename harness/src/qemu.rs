@@ -21,6 +21,8 @@ pub struct Qemu {
     pub version: Version,
     /// Human description: "/usr/bin/qemu-system-x86_64" or "private QEMU in ...".
     pub origin: String,
+    /// The private prefix it was unpacked into (`None` for a system QEMU).
+    pub prefix: Option<PathBuf>,
 }
 
 /// What a probe of one QEMU binary found.
@@ -61,6 +63,7 @@ impl Qemu {
             env: vec![],
             firmware_args: vec![],
             version: Version::new(0, 0, 0),
+            prefix: None,
         })
     }
 
@@ -83,6 +86,7 @@ impl Qemu {
             ],
             version: Version::new(0, 0, 0),
             origin: format!("private QEMU in {}", prefix.display()),
+            prefix: Some(prefix.to_path_buf()),
         }
     }
 
