@@ -2,18 +2,15 @@
 //! device trace record, the `fault_list` of a completion (source or destination only) and the
 //! `list=` of the report lines (docs/REPORT.md) all use these codes and names.
 
-/// The role of the bytes a transaction moved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// The role of the bytes a transaction moved: a data segment of the source (`Src`) or
+/// destination (`Dst`) list, a list block the device read (`Descriptor`: a head or a chained
+/// block), or a queue entry, completion or shadow doorbell (`Queue`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u8)]
 pub enum ListKind {
-    /// A data segment of the source list.
     Src = 0,
-    /// A data segment of the destination list.
     Dst = 1,
-    /// A list block (head or chained block): the device reading descriptors.
     Descriptor = 2,
-    /// A queue entry, a completion or a shadow doorbell.
     Queue = 3,
 }
 

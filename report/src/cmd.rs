@@ -5,9 +5,10 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use dma_range::{Completion, ListKind, Opcode, Status};
+use dma_range::ListKind;
 
-use crate::fields::{bad, num, Fields};
+use crate::codes::{CmdStatus, Fault, Op};
+use crate::fields::{num, Crc, Dash, Fields};
 use crate::range::{merge, RangeList, Span};
 use crate::{words_after, ParseError};
 
@@ -20,162 +21,10 @@ pub const MAX_RANGES_LINE: usize = 1024;
 /// Reference numbers of `# phyr-ranges` blocks, unique within the process.
 static NEXT_REF: AtomicU32 = AtomicU32::new(1);
 
-/// The `op=` of a phyr-cmd line: an opcode by name (`COPY`), or the raw code (`0x7`) of one
-/// the ABI does not define.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Op {
-    Known(Opcode),
-    Unknown(u8),
-}
-
-impl Op {
-    pub fn from_code(code: u8) -> Self {
-        Opcode::from_u8(code).map_or(Self::Unknown(code), Self::Known)
-    }
-
-    pub fn code(self) -> u8 {
-        match self {
-            Self::Known(o) => o as u8,
-            Self::Unknown(c) => c,
-        }
-    }
-
-    /// The list whose bytes `bytes=` and `crc32c=` describe: the destination for COPY and FILL,
-    /// the source for CRC32C and COMPARE; none for NOP and unknown opcodes.
-    pub fn data_list(self) -> Option<ListKind> {
-        match self {
-            Self::Known(Opcode::Copy | Opcode::Fill) => Some(ListKind::Dst),
-            Self::Known(Opcode::Crc32c | Opcode::Compare) => Some(ListKind::Src),
-            Self::Known(Opcode::Nop) | Self::Unknown(_) => None,
-        }
-    }
-}
-
-impl fmt::Display for Op {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Known(o) => f.write_str(o.name()),
-            Self::Unknown(c) => write!(f, "{c:#x}"),
-        }
-    }
-}
-
-impl FromStr for Op {
-    type Err = ParseError;
-
-    fn from_str(s: &str) -> Result<Self, ParseError> {
-        Opcode::from_name(s)
-            .map(Self::Known)
-            .or_else(|| num(s).map(Self::from_code))
-            .ok_or_else(|| bad("op", s, "not an opcode name or number"))
-    }
-}
-
-/// The `status=` of a phyr-cmd line: a status by name (`IOMMU_FAULT`), or the raw code of one
-/// the ABI does not define.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum CmdStatus {
-    Known(Status),
-    Unknown(u16),
-}
-
-impl CmdStatus {
-    pub fn from_code(code: u16) -> Self {
-        Status::from_u16(code).map_or(Self::Unknown(code), Self::Known)
-    }
-
-    pub fn code(self) -> u16 {
-        match self {
-            Self::Known(s) => s as u16,
-            Self::Unknown(c) => c,
-        }
-    }
-
-    /// SUCCESS and COMPARE_MISMATCH are normal outcomes; everything else (unknown codes too)
-    /// is a failure.
-    pub fn is_failure(self) -> bool {
-        match self {
-            Self::Known(s) => s.is_failure(),
-            Self::Unknown(_) => true,
-        }
-    }
-}
-
-impl fmt::Display for CmdStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Known(s) => f.write_str(s.name()),
-            Self::Unknown(c) => write!(f, "{c:#x}"),
-        }
-    }
-}
-
-impl FromStr for CmdStatus {
-    type Err = ParseError;
-
-    fn from_str(s: &str) -> Result<Self, ParseError> {
-        Status::from_name(s)
-            .map(Self::Known)
-            .or_else(|| num(s).map(Self::from_code))
-            .ok_or_else(|| bad("status", s, "not a status name or number"))
-    }
-}
-
-/// The `fault=` of a phyr-cmd line when the completion names a faulting segment:
-/// `list=src|dst,seg=N,addr=0x..`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Fault {
-    pub list: ListKind,
-    /// The faulting entry's index in its list (data entries across chained blocks, from 0).
-    pub segment: u32,
-    pub addr: u64,
-}
-
-impl Fault {
-    /// The fault a completion reports, if it names a list.
-    pub fn of(c: &Completion) -> Option<Self> {
-        Some(Self {
-            list: ListKind::from_fault_list(c.fault_list)?,
-            segment: c.segment,
-            addr: c.fault_addr,
-        })
-    }
-}
-
-impl fmt::Display for Fault {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "list={},seg={},addr={:#x}",
-            self.list.name(),
-            self.segment,
-            self.addr
-        )
-    }
-}
-
-impl FromStr for Fault {
-    type Err = ParseError;
-
-    fn from_str(s: &str) -> Result<Self, ParseError> {
-        let parts: Vec<&str> = s.split(',').collect();
-        let field = |i: usize, key: &str| parts.get(i).and_then(|p| p.strip_prefix(key));
-        let fault = || {
-            Some(Self {
-                list: ListKind::from_name(field(0, "list=")?)?,
-                segment: num(field(1, "seg=")?)?,
-                addr: num(field(2, "addr=")?)?,
-            })
-        };
-        fault()
-            .filter(|_| parts.len() == 3)
-            .ok_or_else(|| bad("fault", s, "`-` or `list=src|dst,seg=N,addr=0x..`"))
-    }
-}
-
-/// One `# phyr-cmd` line as printed: its range lists inline or as references.
+/// Everything a phyr-cmd line says about one command, with its range lists as `L`: a
+/// [`CmdLine`] holds them as printed (inline or `@N/K`), a [`Cmd`] complete.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CmdLine {
+pub struct CmdReport<L> {
     /// The endpoint's ENDPOINT_ID register (the device's numbering, as in `trace/epN.phyrtrace`).
     pub ep: u32,
     pub q: u32,
@@ -187,29 +36,58 @@ pub struct CmdLine {
     pub bytes: u64,
     /// CRC32C of those bytes as the driver expects them; `None` (`-`) if it does not know.
     pub crc32c: Option<u32>,
-    pub src: RangeList,
-    pub dst: RangeList,
+    pub src: L,
+    pub dst: L,
     /// Every list block the device was told to read.
-    pub lists: RangeList,
+    pub lists: L,
     pub fault: Option<Fault>,
+}
+
+/// One `# phyr-cmd` line as printed: its range lists inline or as references.
+pub type CmdLine = CmdReport<RangeList>;
+
+/// A command with its range lists complete (what a parser gets back from a phyr-cmd line and
+/// its phyr-ranges lines, and what a producer renders).
+pub type Cmd = CmdReport<Vec<Span>>;
+
+impl<L> CmdReport<L> {
+    /// The same command with `[src, dst, lists]` as its range lists.
+    pub fn with_lists<M>(&self, [src, dst, lists]: [M; 3]) -> CmdReport<M> {
+        CmdReport {
+            ep: self.ep,
+            q: self.q,
+            id: self.id,
+            op: self.op,
+            status: self.status,
+            result: self.result,
+            bytes: self.bytes,
+            crc32c: self.crc32c,
+            src,
+            dst,
+            lists,
+            fault: self.fault,
+        }
+    }
 }
 
 impl fmt::Display for CmdLine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "# phyr-cmd ep={} q={} id={} op={} status={} result={:#x} bytes={} crc32c=",
-            self.ep, self.q, self.id, self.op, self.status, self.result, self.bytes
-        )?;
-        match self.crc32c {
-            Some(c) => write!(f, "{c:#010x}")?,
-            None => f.write_str("-")?,
-        }
-        write!(f, " src={} dst={} lists={} fault=", self.src, self.dst, self.lists)?;
-        match &self.fault {
-            Some(x) => write!(f, "{x}"),
-            None => f.write_str("-"),
-        }
+            "# phyr-cmd ep={} q={} id={} op={} status={} result={:#x} bytes={} crc32c={} src={} dst={} lists={} fault={}",
+            self.ep,
+            self.q,
+            self.id,
+            self.op,
+            self.status,
+            self.result,
+            self.bytes,
+            Dash(self.crc32c.map(Crc)),
+            self.src,
+            self.dst,
+            self.lists,
+            Dash(self.fault)
+        )
     }
 }
 
@@ -227,10 +105,7 @@ impl FromStr for CmdLine {
             status: f.req("status")?.parse()?,
             result: f.num("result")?,
             bytes: f.num("bytes")?,
-            crc32c: match f.req("crc32c")? {
-                "-" => None,
-                _ => Some(f.num("crc32c")?),
-            },
+            crc32c: f.dash("crc32c", "`-` or a number", num)?,
             src: list("src")?,
             dst: list("dst")?,
             lists: list("lists")?,
@@ -282,24 +157,6 @@ impl FromStr for RangesLine {
     }
 }
 
-/// Everything the driver says about one command, range lists complete (what a parser gets
-/// back from a phyr-cmd line and its phyr-ranges lines).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Cmd {
-    pub ep: u32,
-    pub q: u32,
-    pub id: u16,
-    pub op: Op,
-    pub status: CmdStatus,
-    pub result: u64,
-    pub bytes: u64,
-    pub crc32c: Option<u32>,
-    pub src: Vec<Span>,
-    pub dst: Vec<Span>,
-    pub lists: Vec<Span>,
-    pub fault: Option<Fault>,
-}
-
 impl Cmd {
     /// The ranges the command handed out for `list` (`Queue` has none).
     pub fn ranges(&self, list: ListKind) -> &[Span] {
@@ -340,7 +197,7 @@ impl Cmd {
         let mut fields = inline(&merged);
         let mut moved: Vec<(u32, usize)> = Vec::new();
         loop {
-            let line = self.line(fields.clone());
+            let line = self.with_lists(fields.clone());
             if line.to_string().len() <= MAX_CMD_LINE {
                 break;
             }
@@ -356,24 +213,7 @@ impl Cmd {
             .into_iter()
             .flat_map(|(n, i)| ranges_lines(n, std::mem::take(&mut merged[i])))
             .collect();
-        (self.line(fields), ranges)
-    }
-
-    fn line(&self, [src, dst, lists]: [RangeList; 3]) -> CmdLine {
-        CmdLine {
-            ep: self.ep,
-            q: self.q,
-            id: self.id,
-            op: self.op,
-            status: self.status,
-            result: self.result,
-            bytes: self.bytes,
-            crc32c: self.crc32c,
-            src,
-            dst,
-            lists,
-            fault: self.fault,
-        }
+        (self.with_lists(fields), ranges)
     }
 
     /// The command of `line`, its referenced lists still empty (filled from phyr-ranges lines).
@@ -382,20 +222,7 @@ impl Cmd {
             RangeList::Inline(v) => v.clone(),
             RangeList::Ref { .. } => Vec::new(),
         };
-        Self {
-            ep: line.ep,
-            q: line.q,
-            id: line.id,
-            op: line.op,
-            status: line.status,
-            result: line.result,
-            bytes: line.bytes,
-            crc32c: line.crc32c,
-            src: inline(&line.src),
-            dst: inline(&line.dst),
-            lists: inline(&line.lists),
-            fault: line.fault,
-        }
+        line.with_lists([inline(&line.src), inline(&line.dst), inline(&line.lists)])
     }
 }
 

@@ -1,6 +1,8 @@
 //! The `key=value` words of a report line, and the numbers in them.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
 
 use crate::ParseError;
 
@@ -43,10 +45,65 @@ impl<'a> Fields<'a> {
         f(v).ok_or_else(|| bad(key, v, what))
     }
 
+    /// A field that may be `-` (none), else parsed by `f`.
+    pub(crate) fn dash<T>(
+        &self,
+        key: &'static str,
+        what: &'static str,
+        f: impl FnOnce(&str) -> Option<T>,
+    ) -> Result<Option<T>, ParseError> {
+        match self.req(key)? {
+            "-" => Ok(None),
+            _ => self.with(key, what, f).map(Some),
+        }
+    }
+
     /// A number field (`0x` hex or decimal) that fits `T`.
     pub(crate) fn num<T: TryFrom<u64>>(&self, key: &'static str) -> Result<T, ParseError> {
         self.with(key, "not a number in range", num)
     }
+}
+
+/// Prints `Some(x)` as `x` and `None` as `-`.
+pub(crate) struct Dash<T>(pub Option<T>);
+
+impl<T: fmt::Display> fmt::Display for Dash<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Some(x) => x.fmt(f),
+            None => f.write_str("-"),
+        }
+    }
+}
+
+/// A CRC printed as `0x` and 8 hex digits.
+pub(crate) struct Crc(pub u32);
+
+impl fmt::Display for Crc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#010x}", self.0)
+    }
+}
+
+/// Prints `items` as `[a,b,...]`.
+pub(crate) fn write_bracketed<T: fmt::Display>(f: &mut fmt::Formatter<'_>, items: &[T]) -> fmt::Result {
+    f.write_str("[")?;
+    for (i, x) in items.iter().enumerate() {
+        if i > 0 {
+            f.write_str(",")?;
+        }
+        write!(f, "{x}")?;
+    }
+    f.write_str("]")
+}
+
+/// Parses `[a,b,...]` (`[]` empty); `None` when the brackets are missing.
+pub(crate) fn parse_bracketed<T: FromStr<Err = ParseError>>(s: &str) -> Option<Result<Vec<T>, ParseError>> {
+    let inner = s.strip_prefix('[')?.strip_suffix(']')?;
+    Some(match inner {
+        "" => Ok(Vec::new()),
+        _ => inner.split(',').map(str::parse).collect(),
+    })
 }
 
 pub(crate) fn bad(key: &'static str, value: &str, what: &'static str) -> ParseError {

@@ -7,6 +7,7 @@
 //! into commands with their range lists resolved.
 
 mod cmd;
+mod codes;
 mod fields;
 mod lines;
 mod log;
@@ -15,7 +16,8 @@ mod range;
 use std::fmt;
 use std::str::FromStr;
 
-pub use cmd::{Cmd, CmdLine, CmdStatus, Fault, Op, RangesLine, MAX_CMD_LINE, MAX_RANGES_LINE};
+pub use cmd::{Cmd, CmdLine, CmdReport, RangesLine, MAX_CMD_LINE, MAX_RANGES_LINE};
+pub use codes::{CmdStatus, Fault, Op};
 pub use fields::num;
 pub use lines::{
     EndpointLine, KernelSeg, KmapLine, MapLine, MapTarget, MapType, Perm, QueueLine, QueueMode, ResetKind, ResetLine,

@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use dma_range::{AddrSpace, ListKind};
 
-use crate::fields::{bad, num, Fields};
+use crate::fields::{bad, num, parse_bracketed, write_bracketed, Dash, Fields};
 use crate::range::Span;
 use crate::{words_after, ParseError};
 
@@ -56,13 +56,15 @@ impl fmt::Display for EndpointLine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "# phyr-endpoint index={} bdf={} endpoint_id={} switch_id={} bar0={} bar2={} iommu_group=",
-            self.index, self.bdf, self.endpoint_id, self.switch_id, self.bar0, self.bar2
-        )?;
-        match self.iommu_group {
-            Some(g) => write!(f, "{g}"),
-            None => f.write_str("-"),
-        }
+            "# phyr-endpoint index={} bdf={} endpoint_id={} switch_id={} bar0={} bar2={} iommu_group={}",
+            self.index,
+            self.bdf,
+            self.endpoint_id,
+            self.switch_id,
+            self.bar0,
+            self.bar2,
+            Dash(self.iommu_group)
+        )
     }
 }
 
@@ -79,10 +81,7 @@ impl FromStr for EndpointLine {
             switch_id: f.num("switch_id")?,
             bar0: Window::parse("bar0", f.req("bar0")?)?,
             bar2: Window::parse("bar2", f.req("bar2")?)?,
-            iommu_group: match f.req("iommu_group")? {
-                "-" => None,
-                _ => Some(f.num("iommu_group")?),
-            },
+            iommu_group: f.dash("iommu_group", "`-` or a number", num)?,
         })
     }
 }
@@ -370,20 +369,14 @@ impl fmt::Display for KmapLine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "# phyr-kmap ep={} q={} id={} list={} first={} segs=[",
+            "# phyr-kmap ep={} q={} id={} list={} first={} segs=",
             self.ep,
             self.q,
             self.id,
             self.list.name(),
             self.first
         )?;
-        for (i, s) in self.segs.iter().enumerate() {
-            if i > 0 {
-                f.write_str(",")?;
-            }
-            write!(f, "{s}")?;
-        }
-        f.write_str("]")
+        write_bracketed(f, &self.segs)
     }
 }
 
@@ -393,10 +386,7 @@ impl FromStr for KmapLine {
     fn from_str(s: &str) -> Result<Self, ParseError> {
         let f = Fields::parse(words_after(s, "kmap")?)?;
         let segs = f.req("segs")?;
-        let inner = segs
-            .strip_prefix('[')
-            .and_then(|x| x.strip_suffix(']'))
-            .ok_or_else(|| bad("segs", segs, "`[S,S,...]`"))?;
+        let segs = parse_bracketed(segs).ok_or_else(|| bad("segs", segs, "`[S,S,...]`"))??;
         Ok(Self {
             ep: f.num("ep")?,
             q: f.num("q")?,
@@ -405,10 +395,7 @@ impl FromStr for KmapLine {
                 ListKind::from_name(l).filter(|k| *k != ListKind::Queue)
             })?,
             first: f.num("first")?,
-            segs: match inner {
-                "" => Vec::new(),
-                _ => inner.split(',').map(str::parse).collect::<Result<_, _>>()?,
-            },
+            segs,
         })
     }
 }

@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use dma_range::{AddrSpace, DmaRange};
 
-use crate::fields::num;
+use crate::fields::{num, parse_bracketed, write_bracketed};
 use crate::ParseError;
 
 /// `iova` or `bus`.
@@ -136,16 +136,7 @@ pub enum RangeList {
 impl fmt::Display for RangeList {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Inline(spans) => {
-                f.write_str("[")?;
-                for (i, s) in spans.iter().enumerate() {
-                    if i > 0 {
-                        f.write_str(",")?;
-                    }
-                    write!(f, "{s}")?;
-                }
-                f.write_str("]")
-            }
+            Self::Inline(spans) => write_bracketed(f, spans),
             Self::Ref { n, k } => write!(f, "@{n}/{k}"),
         }
     }
@@ -166,21 +157,11 @@ impl FromStr for RangeList {
                 k: num(k).ok_or_else(bad)?,
             });
         }
-        let inner = s
-            .strip_prefix('[')
-            .and_then(|x| x.strip_suffix(']'))
-            .ok_or_else(|| ParseError::Range {
-                text: s.to_string(),
-                what: "a range list is `[R,R,...]` or `@N/K`",
-            })?;
-        if inner.is_empty() {
-            return Ok(Self::Inline(Vec::new()));
-        }
-        inner
-            .split(',')
-            .map(str::parse)
-            .collect::<Result<_, _>>()
-            .map(Self::Inline)
+        let spans = parse_bracketed(s).ok_or_else(|| ParseError::Range {
+            text: s.to_string(),
+            what: "a range list is `[R,R,...]` or `@N/K`",
+        })?;
+        spans.map(Self::Inline)
     }
 }
 
