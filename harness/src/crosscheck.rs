@@ -74,10 +74,10 @@ fn aborted_by_reset(d: &ReportedCmd) -> bool {
 
 /// Whether a device access lies inside one of the ranges the driver handed out for its list.
 fn inside(rec: &DmaRecord, allowed: &[Span]) -> bool {
+    // A DMA_READ/DMA_WRITE message (memory without an fd) carries an IOVA too.
     let space = match rec.space {
-        Space::Iova => AddrSpace::Iova,
+        Space::Iova | Space::Message => AddrSpace::Iova,
         Space::Bus => AddrSpace::Bus,
-        Space::Message => return false,
     };
     allowed.iter().any(|s| s.covers(space, rec.addr, u64::from(rec.len)))
 }
@@ -408,10 +408,9 @@ src=[iova:0x100000+0x1000,bus:0xfe000000+0x1000] dst=[iova:0x200000+0x2000] list
             "one byte past the end"
         );
         assert!(!inside(&rec(1, Space::Iova, u64::MAX, 2, b""), &c.dst), "wrapping end");
-        assert!(
-            !inside(&rec(0, Space::Message, 0x100800, 0x800, b""), &c.src),
-            "not a memory access"
-        );
+        let message = |addr| rec(0, Space::Message, addr, 0x800, b"");
+        assert!(inside(&message(0x100800), &c.src), "a message carries an IOVA");
+        assert!(!inside(&message(0xfe000000), &c.src), "not a bus address");
     }
 
     #[test]
