@@ -9,6 +9,7 @@ use dma_range::{
     walk_into, Command, Completion, DmaRange, ListLimits, Opcode, ReadFault, Status, WalkedList, FAULT_LIST_DST,
     FAULT_LIST_NONE, FAULT_LIST_SRC, NO_SEGMENT,
 };
+use phyr_kernels::crc32c;
 use phyr_trace::Target;
 
 use crate::bus::{plain_space, trace_space, AccessError, Bus};
@@ -43,9 +44,7 @@ impl Failure {
 
 /// A command's walked source and destination lists. A queue keeps one between commands so
 /// that the walks reuse its vectors: no allocation per command while list blocks hold up to 16
-/// entries. Measured with `cargo bench -p phyr-device -- rate` (three runs each, 2026-11-24):
-/// 64-byte COPYs went from 2.26..2.36 to 2.64..2.68 M/s with the stack buffer for short blocks
-/// in `walk_into`, and to 3.27..3.29 M/s with this scratch.
+/// entries (what that gains: `cargo bench -p phyr-device -- rate`, figures in device/README.md).
 #[derive(Debug, Default)]
 pub struct Lists {
     src: WalkedList,
@@ -114,8 +113,7 @@ fn seg_index(i: usize) -> u32 {
 /// pieces, bounce buffers), when the trace wants one: the CRC of exactly the bytes the device
 /// read or wrote, without touching guest memory again.
 pub(crate) fn local_crc(hook: &Hook, bytes: &[u8]) -> Option<Data> {
-    hook.wants_crc()
-        .then(|| Data::Crc(crate::kernels::crc32c_slice(bytes, 0)))
+    hook.wants_crc().then(|| Data::Crc(crc32c::crc32c(bytes)))
 }
 
 impl Exec<'_> {
@@ -630,7 +628,7 @@ impl Exec<'_> {
                         // into the result: the bytes are read once.
                         Piece::Raw(raw) if self.hook.wants_crc() => {
                             let own = raw.crc32c(0);
-                            crc = crate::kernels::crc32c_combine(crc, own, raw.len() as u64);
+                            crc = crc32c::crc32c_combine(crc, own, raw.len() as u64);
                             data = Some(Data::Crc(own));
                         }
                         Piece::Raw(raw) => crc = raw.crc32c(crc),
@@ -649,11 +647,11 @@ impl Exec<'_> {
                                     fail = Some(self.fault(FAULT_LIST_SRC, i, r, Dir::Read, m.status(), m.addr));
                                     return Err(());
                                 }
-                                own = crate::kernels::crc32c_slice(&buf[..k], own);
+                                own = crc32c::crc32c_append(own, &buf[..k]);
                                 *done += k as u64;
                                 o += k;
                             }
-                            crc = crate::kernels::crc32c_combine(crc, own, len as u64);
+                            crc = crc32c::crc32c_combine(crc, own, len as u64);
                             data = self.hook.wants_crc().then_some(Data::Crc(own));
                         }
                     }

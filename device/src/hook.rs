@@ -5,18 +5,10 @@
 
 use phyr_trace::{Direction, DmaRecord, Event, Payload, Record, Recorder, Space, Target};
 
-use crate::mem::Dir;
+/// Which list (or structure) a transaction belongs to; `DmaRecord::list` holds its code.
+pub use dma_range::ListKind;
 
-/// Which list (or structure) a transaction belongs to, as `DmaRecord::list` encodes it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ListKind {
-    Src = 0,
-    Dst = 1,
-    /// A list block (descriptor fetch).
-    Descriptor = 2,
-    /// A queue entry, completion or shadow doorbell.
-    Queue = 3,
-}
+use crate::mem::Dir;
 
 /// The command a transaction belongs to.
 #[derive(Debug, Clone, Copy, Default)]

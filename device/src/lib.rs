@@ -1,11 +1,11 @@
-//! The phyr endpoint fabric (issue 3): PCIe endpoints with a DMA engine and a peer-mappable
+//! The phyr endpoint fabric: PCIe endpoints with a DMA engine and a peer-mappable
 //! BAR, served over vfio-user, one process for the whole fabric.
 //!
 //! - `config`: PCI configuration space as data (capabilities, BAR sizing and decode).
 //! - `peer_mem`: BAR2, the memfd-backed peer memory.
 //! - `fabric`: endpoints, switches, bus-address routing (UR / CA semantics).
-//! - `mem`, `raw`, `kernels`: the engine's view of memory (pieces, faults), the unsafe byte
-//!   movers, and their SIMD loops (copy, copy + CRC32C in one pass, CRC32C).
+//! - `mem`, `raw`: the engine's view of memory (pieces, faults) and the unsafe byte movers
+//!   (their SIMD loops: the `phyr-kernels` crate, `kernels/`).
 //! - `bus`: one endpoint's resolver over IOVA and bus address spaces.
 //! - `engine`: executes one command (list walk, COPY / FILL / CRC32C / COMPARE);
 //!   `overlap`: COPY's rule that source and destination do not overlap.
@@ -22,7 +22,6 @@ mod engine;
 mod fabric;
 mod fleet;
 mod hook;
-mod kernels;
 mod mem;
 mod overlap;
 mod peer_mem;

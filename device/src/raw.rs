@@ -9,14 +9,15 @@
 //! move bytes, never rely on their values for memory safety, never form a `&[u8]` over it, and
 //! allow overlapping source and destination (a copy inside one mapping). All the engine's
 //! unsafe memory access is here, each block inside the bounds `MemSlice` vouches for; the
-//! byte loops themselves (copy, copy + CRC32C, CRC32C) are in `kernels`. Writes go only
+//! byte loops themselves (copy, copy + CRC32C, CRC32C) are the `phyr-kernels` crate's `mem` module. Writes go only
 //! through slices that are writable (`MemSlice::as_mut_ptr`): a write op on a read-only piece
 //! moves nothing and reports 0 bytes (the engine asks for write access, and the DMA space
 //! checks the mapping, before it writes).
 
 use vfio_user::MemSlice;
 
-use crate::kernels;
+use phyr_kernels::crc32c::{crc32c_append, crc32c_combine};
+use phyr_kernels::mem as kernels;
 
 /// Bytes of guest-shared memory copied into a local buffer at a time for comparing.
 const CHUNK: usize = 4096;
@@ -157,7 +158,7 @@ impl<'a> RawPiece<'a> {
     pub fn fill(&self, pattern: u64, phase: usize, with_crc: bool) -> Option<u32> {
         let block = pattern_block(pattern, phase);
         // Every whole block has the same CRC: appended by a multiplication, not re-checksummed.
-        let block_crc = if with_crc { kernels::crc32c_slice(&block, 0) } else { 0 };
+        let block_crc = if with_crc { crc32c_append(0, &block) } else { 0 };
         // 4096 is a multiple of 8, so every block starts at the same phase.
         let mut done = 0;
         let mut crc = 0u32;
@@ -168,9 +169,9 @@ impl<'a> RawPiece<'a> {
             }
             if with_crc {
                 crc = if k == block.len() {
-                    kernels::crc32c_combine(crc, block_crc, k as u64)
+                    crc32c_combine(crc, block_crc, k as u64)
                 } else {
-                    kernels::crc32c_slice(&block[..k], crc)
+                    crc32c_append(crc, &block[..k])
                 };
             }
             done += k;
@@ -212,10 +213,7 @@ impl<'a> RawPiece<'a> {
                 }
             }
             if with_crc {
-                crcs = (
-                    kernels::crc32c_slice(&x[..k], crcs.0),
-                    kernels::crc32c_slice(&y[..k], crcs.1),
-                );
+                crcs = (crc32c_append(crcs.0, &x[..k]), crc32c_append(crcs.1, &y[..k]));
             }
             off += k;
         }
@@ -241,6 +239,8 @@ pub fn pattern_block(pattern: u64, phase: usize) -> [u8; 4096] {
 
 #[cfg(test)]
 mod tests {
+    use phyr_kernels::crc32c;
+
     use super::*;
 
     #[test]

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use dma_range::{Command, Opcode, Status};
+use phyr_kernels::crc32c;
 use phyr_trace::{Payload, Space};
 use vfio_user::{Client, MmapRegion};
 

@@ -11,6 +11,7 @@ use common::*;
 use dma_range::regs::*;
 use dma_range::{encode_chained, AddrSpace, Command, DmaRange, Opcode, Status};
 use phyr_device::{FleetConfig, TraceSettings};
+use phyr_kernels::crc32c;
 use vfio_user::pci_irq;
 
 #[test]

@@ -57,6 +57,40 @@ fn start_big_copy(e: &Ep, q: &mut QueueDrv) {
     }
 }
 
+/// How far the big copy has come: how many 64 KiB blocks of its destination begin with the
+/// source's 0xAB (the copy moves 1 MiB steps, three streams each, so this is a progress count,
+/// not a frontier).
+fn copy_progress(e: &Ep) -> usize {
+    (0..BIG / (64 << 10))
+        .filter(|i| e.get(RAM_IOVA + DST_FD_OFF + (i << 16), 1)[0] == 0xAB)
+        .count()
+}
+
+/// Clears Bus Master under the running big copy, then polls until the copy has stopped moving
+/// (no progress over 10 polls 2 ms apart: the worker waits for Bus Master between steps) or
+/// has completed (it outran the clear: `false`). Fails after 5 s of neither.
+fn hold_with_bus_master_clear(e: &Ep, q: &QueueDrv) -> bool {
+    e.client
+        .region_write(pci_region::CONFIG, 0x04, &0x0002u16.to_le_bytes())
+        .unwrap();
+    let t = Instant::now();
+    let (mut last, mut still) = (copy_progress(e), 0);
+    while still < 10 {
+        if q.peek(e).is_some() {
+            return false;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the copy neither finished nor stopped after Bus Master was cleared"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+        let now = copy_progress(e);
+        still = if now == last { still + 1 } else { 0 };
+        last = now;
+    }
+    q.peek(e).is_none()
+}
+
 /// Starts the big copy, runs `interrupt` while it moves data, and returns the rig, the queue
 /// and what `peek` shows right after `interrupt` returned. On a loaded machine the copy can
 /// outrun the interruption (SUCCESS): then the scenario is retried on a fresh device.
@@ -310,11 +344,7 @@ fn bus_master_cleared_then_q_ctrl_irq_flipped_mid_copy_returns_at_once_and_the_c
             .unwrap();
         let mut q = QueueDrv::new(e, 0, 4, 0);
         start_big_copy(e, &mut q);
-        e.client
-            .region_write(pci_region::CONFIG, 0x04, &0x0002u16.to_le_bytes())
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(20));
-        let held = q.peek(e).is_none();
+        let held = hold_with_bus_master_clear(e, &q);
         if !held && attempt < 4 {
             continue; // the copy outran the Bus Master clear: try again
         }
@@ -357,12 +387,8 @@ fn queue_re_enabled_while_the_worker_is_held_by_a_clear_bus_master_returns_at_on
         let e = &r.eps[0];
         let mut q = QueueDrv::new(e, 0, 4, 0);
         start_big_copy(e, &mut q);
-        e.client
-            .region_write(pci_region::CONFIG, 0x04, &0x0002u16.to_le_bytes())
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(20));
-        if q.peek(e).is_some() && attempt < 4 {
-            continue;
+        if !hold_with_bus_master_clear(e, &q) && attempt < 4 {
+            continue; // the copy outran the Bus Master clear: try again
         }
         e.w32(queue_reg(0, Q_CTRL), 0);
         let t = Instant::now();
@@ -372,11 +398,9 @@ fn queue_re_enabled_while_the_worker_is_held_by_a_clear_bus_master_returns_at_on
         e.client
             .region_write(pci_region::CONFIG, 0x04, &0x0006u16.to_le_bytes())
             .unwrap();
-        // The aborted command completes (slot 0), then the re-enabled queue works from 0.
-        let t = Instant::now();
-        while q.peek(e).is_none() && t.elapsed() < Duration::from_secs(5) {
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        // The aborted command's completion is lost (ABI §3: the CQ was not reachable with Bus
+        // Master clear when the abort happened), so the re-enabled queue's first completion, in
+        // slot 0, is the NOP's: nothing of the old run was posted into the new one.
         let mut q = QueueDrv {
             tail: 0,
             cq_head: 0,
@@ -389,6 +413,7 @@ fn queue_re_enabled_while_the_worker_is_held_by_a_clear_bus_master_returns_at_on
             &Command::new(Opcode::Nop, 9, DmaRange::default(), DmaRange::default()),
         );
         assert_eq!((c.command_id, c.status()), (9, Some(Status::SUCCESS)));
+        assert_eq!(q.cq_head, 1, "the NOP's completion was the first of the new run");
         return;
     }
 }

@@ -30,15 +30,16 @@ pub enum Opcode {
 }
 
 impl Opcode {
+    /// Every opcode, in code order.
+    pub const ALL: [Opcode; 5] = [Self::Nop, Self::Copy, Self::Fill, Self::Crc32c, Self::Compare];
+
     pub fn from_u8(v: u8) -> Option<Self> {
-        Some(match v {
-            0 => Self::Nop,
-            1 => Self::Copy,
-            2 => Self::Fill,
-            3 => Self::Crc32c,
-            4 => Self::Compare,
-            _ => return None,
-        })
+        Self::ALL.into_iter().find(|o| *o as u8 == v)
+    }
+
+    /// The opcode [`name`](Self::name) spells `name` (`COPY`; exact case).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|o| o.name() == name)
     }
 
     /// Whether the command reads a source list.
@@ -167,5 +168,9 @@ mod tests {
     fn unknown_opcode_is_none() {
         assert_eq!(Opcode::from_u8(5), None);
         assert_eq!(Opcode::from_u8(0xFF), None);
+        for o in Opcode::ALL {
+            assert_eq!(Opcode::from_name(o.name()), Some(o));
+        }
+        assert_eq!(Opcode::from_name("copy"), None);
     }
 }

@@ -33,6 +33,11 @@ macro_rules! statuses {
                 }
             }
 
+            /// The status [`name`](Self::name) spells `name` (`IOMMU_FAULT`; exact case).
+            pub fn from_name(name: &str) -> Option<Self> {
+                Self::ALL.iter().copied().find(|s| s.name() == name)
+            }
+
             /// The status name as ABI.md spells it (e.g. `IOMMU_FAULT`).
             pub fn name(self) -> &'static str {
                 match self { $( Self::$name => stringify!($name), )* }
@@ -191,5 +196,9 @@ mod tests {
         }
         assert_eq!(Status::from_u16(0xFFFF), None);
         assert_eq!(Status::BUS_CROSS_SWITCH.name(), "BUS_CROSS_SWITCH");
+        for s in Status::ALL {
+            assert_eq!(Status::from_name(s.name()), Some(*s));
+        }
+        assert_eq!(Status::from_name("success"), None);
     }
 }

@@ -5,11 +5,13 @@
 //! - `regs`: the BAR0 register map and PCI identity.
 //! - `command`: submission entries and opcodes.
 //! - `completion`: completion entries and statuses.
+//! - `list_kind`: which list a transaction or fault belongs to (trace records, completions, reports).
 
 mod command;
 mod completion;
 mod entry;
 mod list;
+mod list_kind;
 pub mod regs;
 
 pub use command::{Command, Opcode, COMMAND_SIZE};
@@ -21,3 +23,4 @@ pub use list::{
     blocks_needed, encode_chained, split_range, walk, walk_into, ListFault, ListLimits, ReadFault, WalkedList,
     MAX_SEGMENT_LEN,
 };
+pub use list_kind::ListKind;

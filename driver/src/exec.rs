@@ -2,12 +2,12 @@
 
 use std::time::Duration;
 
-use dma_range::{Command, Completion, DmaRange, Opcode, Status};
+use dma_range::{Command, Completion, DmaRange, Opcode};
+use phyr_report::{Cmd, CmdStatus, Fault, Op, Span};
 
 use crate::error::Result;
 use crate::mapping::BuiltList;
 use crate::queue::QueueMode;
-use crate::report::CmdLine;
 use crate::session::Session;
 
 /// A command about to run, with what the driver knows about it (for the report line).
@@ -81,32 +81,36 @@ impl<'a> Job<'a> {
         self.finish(s, cid, t)
     }
 
-    /// The phyr-cmd line; `dev_ep` is the endpoint's ENDPOINT_ID register (the device's
-    /// numbering, as in its trace file names).
+    /// The phyr-cmd line (and its phyr-ranges lines, see docs/REPORT.md); `dev_ep` is the
+    /// endpoint's ENDPOINT_ID register (the device's numbering, as in its trace file names).
     pub fn line(&self, dev_ep: u32, c: &Completion) -> String {
-        let src = self.src.map(|l| l.ranges()).unwrap_or_default();
-        let dst = self.dst.map(|l| l.ranges()).unwrap_or_default();
-        let mut lists = self.extra_lists.clone();
-        for l in [self.src, self.dst].into_iter().flatten() {
-            lists.extend_from_slice(&l.blocks);
-        }
-        let bytes = match Opcode::from_u8(self.cmd.opcode) {
-            Some(Opcode::Copy | Opcode::Fill) => self.dst.map_or(0, |l| l.total_len()),
+        let spans = |l: Option<&BuiltList>| l.map_or_else(Vec::new, |l| l.ranges().iter().map(Span::from).collect());
+        let blocks = self
+            .extra_lists
+            .iter()
+            .chain([self.src, self.dst].into_iter().flatten().flat_map(|l| &l.blocks));
+        let op = Op::from_code(self.cmd.opcode);
+        let status = CmdStatus::from_code(c.status);
+        let bytes = match op.data_list() {
+            Some(dma_range::ListKind::Dst) => self.dst.map_or(0, |l| l.total_len()),
             _ => self.src.map_or(0, |l| l.total_len()),
         };
-        CmdLine {
-            ep: dev_ep as usize,
+        Cmd {
+            ep: dev_ep,
             q: self.q,
-            opcode: self.cmd.opcode,
-            completion: c,
+            id: c.command_id,
+            op,
+            status,
+            result: c.result,
             bytes,
             // The expected CRC only describes what a successful command moved.
-            crc32c: self
-                .crc32c
-                .filter(|_| Status::from_u16(c.status).is_some_and(|st| !st.is_failure())),
-            src: &src,
-            dst: &dst,
-            lists: &lists,
+            crc32c: self.crc32c.filter(|_| !status.is_failure()),
+            src: spans(self.src),
+            dst: spans(self.dst),
+            lists: blocks
+                .map(|&(space, addr, len)| Span::new(space, addr, u64::from(len)))
+                .collect(),
+            fault: Fault::of(c),
         }
         .render()
     }

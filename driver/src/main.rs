@@ -11,7 +11,6 @@ mod iova;
 mod mapping;
 mod p2p;
 mod queue;
-mod report;
 mod session;
 mod spec;
 mod suite;

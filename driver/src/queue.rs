@@ -6,7 +6,8 @@ use std::collections::VecDeque;
 use std::sync::atomic::{fence, Ordering};
 use std::time::{Duration, Instant};
 
-use dma_range::{regs, Command, Completion, COMMAND_SIZE, COMPLETION_SIZE};
+use dma_range::{regs, AddrSpace, Command, Completion, COMMAND_SIZE, COMPLETION_SIZE};
+use phyr_report::{QueueLine, Span};
 
 use crate::endpoint::Endpoint;
 use crate::error::{DriverError, Result};
@@ -24,11 +25,12 @@ pub enum QueueMode {
 }
 
 impl QueueMode {
-    pub fn name(self) -> &'static str {
+    /// The mode as the `# phyr-queue` line names it.
+    pub fn report(self) -> phyr_report::QueueMode {
         match self {
-            Self::Irq => "irq",
-            Self::Spin => "spin",
-            Self::Poll => "poll",
+            Self::Irq => phyr_report::QueueMode::Irq,
+            Self::Spin => phyr_report::QueueMode::Spin,
+            Self::Poll => phyr_report::QueueMode::Poll,
         }
     }
 }
@@ -107,18 +109,18 @@ impl Queue {
             std::thread::sleep(Duration::from_millis(1));
         }
         if trace {
-            let sh = shadow
-                .as_ref()
-                .map_or(String::new(), |s| format!(" shadow=iova:{:#x}+{:#x}", s.iova, s.len()));
-            println!(
-                "# phyr-queue ep={} q={q} mode={} size={size} vector={vector} sq=iova:{:#x}+{:#x} cq=iova:{:#x}+{:#x}{sh}",
-                e.id.endpoint_id,
-                mode.name(),
-                sq.iova,
-                sq.len(),
-                cq.iova,
-                cq.len()
-            );
+            let span = |m: &HostMem| Span::new(AddrSpace::Iova, m.iova, m.len());
+            let line = QueueLine {
+                ep: e.id.endpoint_id,
+                q,
+                mode: mode.report(),
+                size,
+                vector,
+                sq: span(&sq),
+                cq: span(&cq),
+                shadow: shadow.as_ref().map(span),
+            };
+            println!("{line}");
         }
         Ok(Self {
             ep: e.index,

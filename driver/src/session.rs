@@ -7,13 +7,15 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Duration;
 
+pub use phyr_report::ResetKind;
+use phyr_report::{MapLine, MapTarget, Perm, ResetLine, Window};
+
 use crate::endpoint::{self, Endpoint};
 use crate::error::{DriverError, Result};
 use crate::hostmem::HostMem;
 use crate::iova::{IovaAllocator, PAGE};
 use crate::p2p::{self, Decision};
 use crate::queue::{Queue, QueueMode};
-pub use crate::report::ResetKind;
 use crate::vfio::{Container, DmaBuffer, DmaPerm};
 
 /// Peer BAR windows are mapped into the IOMMU lazily, this many bytes at a time (aligned).
@@ -97,11 +99,15 @@ impl Session {
             .ok_or(DriverError::IovaExhausted { len })?;
         self.container.map_dma(buf.vaddr(), iova, buf.len(), perm)?;
         if self.trace_lines {
-            println!(
-                "# phyr-map kind=host iova={iova:#x}+{:#x} perm={}",
-                buf.len(),
-                perm_name(perm)
-            );
+            let line = MapLine {
+                target: MapTarget::Host,
+                iova: Window {
+                    addr: iova,
+                    len: buf.len(),
+                },
+                perm: report_perm(perm),
+            };
+            println!("{line}");
         }
         Ok(HostMem::new(buf, iova, perm, self.container.clone()))
     }
@@ -134,9 +140,19 @@ impl Session {
                     .ok_or(DriverError::IovaExhausted { len: win_len })?;
                 self.container.map_dma(vaddr, iova, win_len, DmaPerm::ReadWrite)?;
                 if self.trace_lines {
-                    println!(
-                        "# phyr-map kind=bar ep={dev_ep} bar=2 offset={base:#x} iova={iova:#x}+{win_len:#x} perm=rw"
-                    );
+                    let line = MapLine {
+                        target: MapTarget::Bar {
+                            ep: dev_ep,
+                            bar: 2,
+                            offset: base,
+                        },
+                        iova: Window {
+                            addr: iova,
+                            len: win_len,
+                        },
+                        perm: Perm::ReadWrite,
+                    };
+                    println!("{line}");
                 }
                 let w = BarWindow { ep, offset: base, iova };
                 self.windows.push(w);
@@ -213,11 +229,12 @@ impl Session {
         Ok(())
     }
 
-    /// Prints the `# phyr-reset` line (see `report`) for a reset of `ep` that has returned.
+    /// Prints the `# phyr-reset` line (docs/REPORT.md) for a reset of `ep` that has returned.
     fn note_reset(&self, ep: usize, kind: ResetKind) {
         if self.trace_lines {
             if let Ok(e) = self.ep(ep) {
-                println!("{}", crate::report::reset_line(e.id.endpoint_id, kind));
+                let ep = e.id.endpoint_id;
+                println!("{}", ResetLine { ep, kind });
             }
         }
     }
@@ -230,9 +247,9 @@ impl Session {
     }
 }
 
-pub fn perm_name(p: DmaPerm) -> &'static str {
+fn report_perm(p: DmaPerm) -> Perm {
     match p {
-        DmaPerm::ReadOnly => "r",
-        DmaPerm::ReadWrite => "rw",
+        DmaPerm::ReadOnly => Perm::Read,
+        DmaPerm::ReadWrite => Perm::ReadWrite,
     }
 }

@@ -2,30 +2,41 @@
 //! lines (`test name ... ok|FAILED|ignored`) into the same report as the guest suite, so the
 //! final `N passed, N failed` line and junit.xml cover both.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result};
 
+use crate::qemu::Qemu;
 use crate::tap::{SuiteReport, TestResult};
 
-/// Runs cargo test in the current directory with its output in `log`.
-pub fn run(log: &Path, extra_args: &[String]) -> Result<SuiteReport> {
+/// Runs cargo test in the current directory with its output in `log`, telling the tests that
+/// need QEMU (vfio-user/tests/qemu.rs) to use `qemu` and to fail rather than skip without it.
+pub fn run(log: &Path, extra_args: &[String], qemu: &Qemu) -> Result<SuiteReport> {
     let mut args: Vec<String> = vec!["test".into(), "--workspace".into()];
     args.extend(extra_args.iter().cloned());
-    run_cargo(log, &args, "")
+    run_cargo(log, &args, "", &qemu_env(qemu))
 }
 
-/// The device's byte-moving kernels' tests once more, built as they ship (release). In the
-/// debug build std's debug assertions keep the optimizer from a rewrite that once made a
-/// COPY's data CRC disagree with the bytes written while the guest rewrote the source
-/// (device/src/kernels.rs), so only this run can catch it coming back. Test names get a
+/// The environment that points the QEMU tests at `qemu` and makes them required.
+pub fn qemu_env(qemu: &Qemu) -> Vec<(&'static str, PathBuf)> {
+    let which = match &qemu.prefix {
+        Some(p) => ("PHYR_QEMU_PREFIX", p.clone()),
+        None => ("PHYR_QEMU", qemu.program.clone()),
+    };
+    vec![("PHYR_REQUIRE_QEMU", PathBuf::from("1")), which]
+}
+
+/// The byte-moving and CRC32C kernels' tests (`phyr-kernels`) once more, built as they ship
+/// (release). In the debug build std's debug assertions keep the optimizer from a rewrite that
+/// once made a COPY's data CRC disagree with the bytes written while the guest rewrote the
+/// source (kernels/src/mem.rs), so only this run can catch it coming back. Test names get a
 /// `release ` prefix.
 pub fn run_release_kernels(log: &Path) -> Result<SuiteReport> {
-    let args: Vec<String> = ["test", "--release", "-p", "phyr-device", "--lib", "--", "kernels::"]
+    let args: Vec<String> = ["test", "--release", "-p", "phyr-kernels", "--lib"]
         .map(String::from)
         .to_vec();
-    let mut report = run_cargo(log, &args, "release ")?;
+    let mut report = run_cargo(log, &args, "release ", &[])?;
     if report.tests.is_empty() && report.problems.is_empty() {
         // A renamed module must not turn this run into a silent pass.
         report
@@ -42,11 +53,12 @@ pub fn picks_a_profile(args: &[String]) -> bool {
         .any(|a| a == "--release" || a == "-r" || a == "--profile" || a.starts_with("--profile="))
 }
 
-fn run_cargo(log: &Path, args: &[String], prefix: &str) -> Result<SuiteReport> {
+fn run_cargo(log: &Path, args: &[String], prefix: &str, env: &[(&str, PathBuf)]) -> Result<SuiteReport> {
     let file = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
     let shown = format!("cargo {}", args.join(" "));
     let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(file.try_clone()?)
         .stderr(file)
@@ -110,6 +122,23 @@ pub fn parse(output: &str) -> SuiteReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_qemu_tests_are_required_and_pointed_at_the_harness_qemu() {
+        let private = Qemu::in_prefix(Path::new("/cache/qemu/prefix"));
+        let env = qemu_env(&private);
+        assert_eq!(env[0], ("PHYR_REQUIRE_QEMU", PathBuf::from("1")));
+        assert_eq!(env[1], ("PHYR_QEMU_PREFIX", PathBuf::from("/cache/qemu/prefix")));
+        let system = Qemu {
+            program: "/usr/bin/qemu-system-x86_64".into(),
+            prefix: None,
+            ..private
+        };
+        assert_eq!(
+            qemu_env(&system)[1],
+            ("PHYR_QEMU", PathBuf::from("/usr/bin/qemu-system-x86_64"))
+        );
+    }
 
     #[test]
     fn release_or_profile_arguments_skip_the_extra_release_run() {

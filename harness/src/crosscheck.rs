@@ -1,11 +1,13 @@
 //! After a guest suite: cross-check the device's DMA records (RUN/trace/epN.phyrtrace)
-//! against what the driver reported on the console (`# phyr-cmd` lines, format in
-//! driver/src/report.rs). For every command the driver says it ran:
+//! against what the driver reported on the console (`# phyr-cmd` lines: docs/REPORT.md,
+//! read with the `phyr-report` crate). For every command the driver says it ran:
 //! - the device completed a command with the same endpoint, queue, id, opcode, status, result;
 //! - for a successful command with a known CRC, the bytes the device moved on the data side
 //!   (dst for COPY/FILL, src for CRC32C/COMPARE) add up to `bytes` and their CRC32C matches;
 //! - every access that reached memory lies inside a segment the driver handed out for that
-//!   list (src, dst, or the list blocks), in the same address space.
+//!   list (src, dst, or the list blocks), in the same address space;
+//! - with a kernel driver, every `# phyr-kmap` segment lies inside the command's ranges of its
+//!   list, in the space its map type implies (a bus address for `bus_addr`, an IOVA otherwise).
 //!
 //! Commands are matched per (endpoint, queue, id) in order of completion, scoped to *reset
 //! epochs*: the driver prints `# phyr-reset ep=N kind=ctrl|vfio` when it resets an endpoint
@@ -20,33 +22,10 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
 
+use dma_range::{AddrSpace, ListKind, Status};
+use phyr_kernels::crc32c;
+use phyr_report::{CmdStatus, Op, ReportedCmd, Span};
 use phyr_trace::{DmaRecord, Event, Payload, Space, TraceReader};
-
-/// One `space:addr+len` segment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Seg {
-    pub bus: bool,
-    pub addr: u64,
-    pub len: u64,
-}
-
-/// A parsed `# phyr-cmd` line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DriverCmd {
-    pub ep: u16,
-    pub q: u16,
-    pub id: u16,
-    pub op: String,
-    pub status: String,
-    pub result: u64,
-    pub bytes: u64,
-    pub crc32c: Option<u32>,
-    pub src: Vec<Seg>,
-    pub dst: Vec<Seg>,
-    pub lists: Vec<Seg>,
-    /// `# phyr-reset` lines for this endpoint before this command.
-    pub resets: u32,
-}
 
 /// What the device did for one command.
 #[derive(Debug, Default)]
@@ -88,207 +67,66 @@ impl Report {
     }
 }
 
-fn num(s: &str) -> Option<u64> {
-    match s.strip_prefix("0x") {
-        Some(h) => u64::from_str_radix(h, 16).ok(),
-        None => s.parse().ok(),
-    }
+/// Whether the reported status is ABORTED_RESET (such a command gets one epoch of slack).
+fn aborted_by_reset(d: &ReportedCmd) -> bool {
+    d.cmd.status == CmdStatus::Known(Status::ABORTED_RESET)
 }
 
-/// `space:addr+len`, optionally `*N` (the same range N times in a row: same coverage).
-fn seg(x: &str) -> Option<Seg> {
-    let (space, rest) = x.split_once(':')?;
-    let (addr, len) = rest.split_once('+')?;
-    let len = match len.split_once('*') {
-        Some((len, reps)) => {
-            reps.parse::<u64>().ok().filter(|&n| n >= 2)?;
-            len
-        }
-        None => len,
+/// Whether a device access lies inside one of the ranges the driver handed out for its list.
+fn inside(rec: &DmaRecord, allowed: &[Span]) -> bool {
+    // A DMA_READ/DMA_WRITE message (memory without an fd) carries an IOVA too.
+    let space = match rec.space {
+        Space::Iova | Space::Message => AddrSpace::Iova,
+        Space::Bus => AddrSpace::Bus,
     };
-    Some(Seg {
-        bus: space == "bus",
-        addr: num(addr)?,
-        len: num(len)?,
-    })
+    allowed.iter().any(|s| s.covers(space, rec.addr, u64::from(rec.len)))
 }
 
-fn segs(s: &str) -> Option<Vec<Seg>> {
-    let inner = s.strip_prefix('[')?.strip_suffix(']')?;
-    if inner.is_empty() {
-        return Some(vec![]);
-    }
-    inner.split(',').map(seg).collect()
-}
-
-/// A range-list field of a phyr-cmd line: inline, or a reference `@N/K` to `K` ranges that
-/// follow on `# phyr-ranges N I/T ...` lines.
-enum Field {
-    Inline(Vec<Seg>),
-    Ref { n: u64, k: usize },
-}
-
-fn field(s: &str) -> Option<Field> {
-    match s.strip_prefix('@') {
-        Some(r) => {
-            let (n, k) = r.split_once('/')?;
-            Some(Field::Ref {
-                n: n.parse().ok()?,
-                k: k.parse().ok()?,
-            })
-        }
-        None => segs(s).map(Field::Inline),
-    }
-}
-
-/// Which range list of a command a reference fills.
-#[derive(Debug, Clone, Copy)]
-enum Which {
-    Src,
-    Dst,
-    Lists,
-}
-
-/// Parses a phyr-cmd line; referenced range lists are left empty and returned to be filled.
-/// The `@N/K` references of one phyr-cmd line: (which list, N, K).
-type Refs = Vec<(Which, u64, usize)>;
-
-fn parse_cmd_fields(line: &str) -> Option<(DriverCmd, Refs)> {
-    let rest = line.trim().strip_prefix("# phyr-cmd ")?;
-    let mut f = BTreeMap::new();
-    for kv in rest.split_whitespace() {
-        let (k, v) = kv.split_once('=')?;
-        f.insert(k, v);
-    }
-    let mut refs = Vec::new();
-    let mut take = |which, v: &str| -> Option<Vec<Seg>> {
-        match field(v)? {
-            Field::Inline(segs) => Some(segs),
-            Field::Ref { n, k } => {
-                refs.push((which, n, k));
-                Some(Vec::new())
-            }
-        }
-    };
-    let src = take(Which::Src, f.get("src")?)?;
-    let dst = take(Which::Dst, f.get("dst")?)?;
-    let lists = take(Which::Lists, f.get("lists")?)?;
-    let cmd = DriverCmd {
-        ep: num(f.get("ep")?)?.try_into().ok()?,
-        q: num(f.get("q")?)?.try_into().ok()?,
-        id: num(f.get("id")?)?.try_into().ok()?,
-        op: f.get("op")?.to_string(),
-        status: f.get("status")?.to_string(),
-        result: num(f.get("result")?)?,
-        bytes: num(f.get("bytes")?)?,
-        crc32c: f.get("crc32c").and_then(|c| num(c)).map(|c| c as u32),
-        src,
-        dst,
-        lists,
-        resets: 0,
-    };
-    Some((cmd, refs))
-}
-
-/// Parses a `# phyr-ranges N I/T R R ...` line into (N, ranges).
-fn parse_ranges_line(line: &str) -> Option<(u64, Vec<Seg>)> {
-    let mut words = line.trim().strip_prefix("# phyr-ranges ")?.split_whitespace();
-    let n = words.next()?.parse().ok()?;
-    let _part = words.next()?.split_once('/')?;
-    Some((n, words.map(seg).collect::<Option<Vec<_>>>()?))
-}
-
-/// The endpoint of a `# phyr-reset ep=N kind=ctrl|vfio` line.
-fn parse_reset_line(line: &str) -> Option<u16> {
-    let rest = line.trim().strip_prefix("# phyr-reset ")?;
-    let ep = rest.split_whitespace().find_map(|kv| kv.strip_prefix("ep="))?;
-    num(ep)?.try_into().ok()
-}
-
-/// Every command the driver reported on the console, with `@N/K` references resolved from
-/// the `# phyr-ranges` lines; a reference that does not add up to K ranges (a lost console
-/// line) is a problem.
-pub fn parse_driver_log(log: &str) -> (Vec<DriverCmd>, Vec<String>) {
-    let mut cmds: Vec<DriverCmd> = Vec::new();
-    let mut problems = Vec::new();
-    // reference number -> (command index, which list, expected count, ranges so far)
-    let mut pending: BTreeMap<u64, (usize, Which, usize, Vec<Seg>)> = BTreeMap::new();
-    let mut settle = |pending: &mut BTreeMap<u64, (usize, Which, usize, Vec<Seg>)>, cmds: &mut Vec<DriverCmd>| {
-        for (n, (i, which, k, got)) in std::mem::take(pending) {
-            if got.len() != k {
-                problems.push(format!(
-                    "console: range reference @{n}/{k} of command id {} has {} ranges (a console line was lost?)",
-                    cmds[i].id,
-                    got.len()
+/// The kernel's `# phyr-kmap` segments must describe what the command handed out: each DMA
+/// range inside the command's ranges of its list, in the space its map type implies.
+fn check_kernel_map(d: &ReportedCmd, what: &str, report: &mut Report) {
+    for (list, segs) in &d.kmap {
+        for (i, k) in segs.iter().enumerate() {
+            let dma = k.dma;
+            if dma.space != k.map.space() {
+                report.problems.push(format!(
+                    "{what}: kernel {} segment {i} is {dma} but mapped {} (its address belongs in {})",
+                    list.name(),
+                    k.map.name(),
+                    phyr_report::space_name(k.map.space())
+                ));
+            } else if !d
+                .cmd
+                .ranges(*list)
+                .iter()
+                .any(|s| s.covers(dma.space, dma.addr, dma.len))
+            {
+                report.problems.push(format!(
+                    "{what}: kernel {} segment {i} {dma} is not among the command's {} ranges",
+                    list.name(),
+                    list.name()
                 ));
             }
-            let c = &mut cmds[i];
-            match which {
-                Which::Src => c.src = got,
-                Which::Dst => c.dst = got,
-                Which::Lists => c.lists = got,
-            }
-        }
-    };
-    let mut resets: BTreeMap<u16, u32> = BTreeMap::new();
-    for line in log.lines() {
-        if let Some(ep) = parse_reset_line(line) {
-            *resets.entry(ep).or_default() += 1;
-        } else if let Some((n, ranges)) = parse_ranges_line(line) {
-            if let Some(p) = pending.get_mut(&n) {
-                p.3.extend(ranges);
-            }
-        } else if let Some((cmd, refs)) = parse_cmd_fields(line) {
-            settle(&mut pending, &mut cmds);
-            for (which, n, k) in refs {
-                pending.insert(n, (cmds.len(), which, k, Vec::new()));
-            }
-            let resets = resets.get(&cmd.ep).copied().unwrap_or(0);
-            cmds.push(DriverCmd { resets, ..cmd });
         }
     }
-    settle(&mut pending, &mut cmds);
-    (cmds, problems)
 }
 
-fn same_status(driver: &str, code: u16) -> bool {
-    match num(driver) {
-        Some(n) if driver.starts_with("0x") => n == u64::from(code),
-        _ => driver == phyr_trace::status_name(code),
-    }
-}
-
-fn same_opcode(driver: &str, code: u8) -> bool {
-    match driver.strip_prefix("0x") {
-        Some(h) => u8::from_str_radix(h, 16).ok() == Some(code),
-        None => driver == phyr_trace::opcode_name(code),
-    }
-}
-
-fn inside(rec: &DmaRecord, allowed: &[Seg]) -> bool {
-    let bus = rec.space == Space::Bus;
-    let end = rec.addr.checked_add(u64::from(rec.len));
-    allowed.iter().any(|s| {
-        s.bus == bus && rec.addr >= s.addr && end.is_some_and(|e| s.addr.checked_add(s.len).is_some_and(|se| e <= se))
-    })
-}
+/// Completed commands per (endpoint, queue, command id), in completion order.
+type DeviceCommands = BTreeMap<(u32, u32, u16), VecDeque<DeviceCmd>>;
 
 /// Reads every endpoint's trace in `trace_dir` into completed commands per (ep, q, id).
-/// Completed commands per (endpoint, queue, command id), in completion order.
-type DeviceCommands = BTreeMap<(u16, u16, u16), VecDeque<DeviceCmd>>;
-
 /// Also counts, in `unfinished`, commands that did DMA but were ended by a reset without a completion.
 fn device_commands(trace_dir: &Path, unfinished: &mut usize) -> Result<DeviceCommands, String> {
-    let files = phyr_trace::trace_files(trace_dir).map_err(|e| e.to_string())?;
+    let files = phyr_trace_tools::trace_files(trace_dir).map_err(|e| e.to_string())?;
     let mut done = DeviceCommands::new();
     for f in files {
         let mut reader = TraceReader::open(&f.path).map_err(|e| e.to_string())?;
-        let mut pending: BTreeMap<(u16, u16, u16), DeviceCmd> = BTreeMap::new();
+        let mut pending: BTreeMap<(u32, u32, u16), DeviceCmd> = BTreeMap::new();
         let mut epochs: BTreeMap<u16, u32> = BTreeMap::new();
         while let Some((_, rec)) = reader.next_record().map_err(|e| format!("{}: {e}", f.path.display()))? {
             match rec.payload {
                 Payload::Dma(d) => pending
-                    .entry((d.endpoint, d.queue, d.command_id))
+                    .entry((u32::from(d.endpoint), u32::from(d.queue), d.command_id))
                     .or_default()
                     .dma
                     .push(d),
@@ -303,7 +141,7 @@ fn device_commands(trace_dir: &Path, unfinished: &mut usize) -> Result<DeviceCom
                             result,
                         },
                 } => {
-                    let key = (endpoint, queue, command_id);
+                    let key = (u32::from(endpoint), u32::from(queue), command_id);
                     let mut cmd = pending.remove(&key).unwrap_or_default();
                     (cmd.opcode, cmd.status, cmd.result) = (opcode, status, result);
                     cmd.epoch = epochs.get(&endpoint).copied().unwrap_or(0);
@@ -317,7 +155,7 @@ fn device_commands(trace_dir: &Path, unfinished: &mut usize) -> Result<DeviceCom
                 } => {
                     *epochs.entry(endpoint).or_default() += 1;
                     let before = pending.len();
-                    pending.retain(|k, _| k.0 != endpoint);
+                    pending.retain(|k, _| k.0 != u32::from(endpoint));
                     *unfinished += before - pending.len();
                 }
                 Payload::Event { .. } => {}
@@ -330,8 +168,9 @@ fn device_commands(trace_dir: &Path, unfinished: &mut usize) -> Result<DeviceCom
 /// Cross-checks the console log of a suite run against the run's traces.
 pub fn check(serial_log: &str, trace_dir: &Path) -> Report {
     let mut report = Report::default();
-    let (driver, problems) = parse_driver_log(serial_log);
-    report.problems.extend(problems);
+    let log = phyr_report::parse_log(serial_log);
+    report.problems.extend(log.problems);
+    let driver = log.cmds;
     if driver.is_empty() {
         report
             .problems
@@ -348,10 +187,11 @@ pub fn check(serial_log: &str, trace_dir: &Path) -> Report {
     let device_total: usize = device.values().map(VecDeque::len).sum();
     let mut matched = 0usize;
     // Per endpoint: (driver resets, device epoch) of the last command matched.
-    let mut last: BTreeMap<u16, (u32, u32)> = BTreeMap::new();
+    let mut last: BTreeMap<u32, (u32, u32)> = BTreeMap::new();
     for d in &driver {
-        let what = format!("ep{} q{} cmd {} {}", d.ep, d.q, d.id, d.op);
-        let mut epochs = match last.get(&d.ep) {
+        let c = &d.cmd;
+        let what = format!("ep{} q{} cmd {} {}", c.ep, c.q, c.id, c.op);
+        let mut epochs = match last.get(&c.ep) {
             Some(&(resets, epoch)) if resets == d.resets => Epochs {
                 lo: epoch,
                 hi: Some(epoch),
@@ -365,39 +205,37 @@ pub fn check(serial_log: &str, trace_dir: &Path) -> Report {
         // A command aborted by a reset is reported after the driver's reset line, but the
         // device completed it before recording the reset: it may sit one epoch earlier.
         let normal_lo = epochs.lo;
-        if d.status == "ABORTED_RESET" {
+        if aborted_by_reset(d) {
             epochs.lo = epochs.lo.saturating_sub(1);
         }
         let Some(dev) = device
-            .get_mut(&(d.ep, d.q, d.id))
+            .get_mut(&(c.ep, c.q, c.id))
             .and_then(|q| take_match(q, d, epochs))
         else {
             report.problems.push(format!(
                 "{what}: the driver reports it ({} result {:#x}), the device trace has no completion in its reset epoch ({epochs:?})",
-                d.status, d.result
+                c.status, c.result
             ));
             continue;
         };
         matched += 1;
-        last.insert(d.ep, (d.resets, dev.epoch.max(normal_lo)));
+        last.insert(c.ep, (d.resets, dev.epoch.max(normal_lo)));
         report.commands_checked += 1;
         let opcode = dev_opcode(&dev);
         if !same_cmd(d, &dev) {
             report.problems.push(format!(
                 "{what}: driver saw {} result {:#x}, device recorded {} {} result {:#x}",
-                d.status,
-                d.result,
-                phyr_trace::opcode_name(opcode),
-                phyr_trace::status_name(dev.status),
+                c.status,
+                c.result,
+                Op::from_code(opcode),
+                CmdStatus::from_code(dev.status),
                 dev.result
             ));
         }
         for rec in dev.dma.iter().filter(|r| r.status == 0) {
-            let allowed = match rec.list {
-                0 => &d.src,
-                1 => &d.dst,
-                2 => &d.lists,
-                _ => continue,
+            let allowed = match ListKind::from_u8(rec.list) {
+                Some(list @ (ListKind::Src | ListKind::Dst | ListKind::Descriptor)) => c.ranges(list),
+                Some(ListKind::Queue) | None => continue,
             };
             if !inside(rec, allowed) {
                 report.problems.push(format!(
@@ -406,7 +244,8 @@ pub fn check(serial_log: &str, trace_dir: &Path) -> Report {
                 ));
             }
         }
-        if d.status == "SUCCESS" {
+        check_kernel_map(d, &what, &mut report);
+        if c.status == CmdStatus::Known(Status::SUCCESS) {
             check_data(d, &dev, &what, &mut report);
         }
     }
@@ -434,20 +273,21 @@ fn dev_opcode(dev: &DeviceCmd) -> u8 {
     dev.dma.first().map_or(dev.opcode, |r| r.opcode)
 }
 
-fn same_cmd(d: &DriverCmd, dev: &DeviceCmd) -> bool {
-    let opcode_ok = same_opcode(&d.op, dev_opcode(dev)) || (dev.dma.is_empty() && dev.opcode == 0);
-    opcode_ok && same_status(&d.status, dev.status) && d.result == dev.result
+fn same_cmd(d: &ReportedCmd, dev: &DeviceCmd) -> bool {
+    let c = &d.cmd;
+    let opcode_ok = c.op.code() == dev_opcode(dev) || (dev.dma.is_empty() && dev.opcode == 0);
+    opcode_ok && c.status.code() == dev.status && c.result == dev.result
 }
 
 /// Takes the device completion of `d` from `q` (completions of one (ep, q, id) in order):
 /// the first in an admitted epoch that agrees with the driver; the completions before it were
 /// never reported (dropped). Without one that agrees, the first admitted completion (to
 /// report the mismatch), if any; completions of later epochs stay for later commands.
-fn take_match(q: &mut VecDeque<DeviceCmd>, d: &DriverCmd, epochs: Epochs) -> Option<DeviceCmd> {
+fn take_match(q: &mut VecDeque<DeviceCmd>, d: &ReportedCmd, epochs: Epochs) -> Option<DeviceCmd> {
     let first = q.iter().position(|c| epochs.admits(c.epoch))?;
     // Never skip a whole epoch to find agreement: within the admitted ones, only the first
     // epoch and (for an aborted command, which may sit one earlier) the one after it.
-    let last = match (epochs.hi, d.status == "ABORTED_RESET") {
+    let last = match (epochs.hi, aborted_by_reset(d)) {
         (Some(hi), _) => hi,
         (None, true) => q[first].epoch + 1,
         (None, false) => q[first].epoch,
@@ -464,26 +304,30 @@ fn take_match(q: &mut VecDeque<DeviceCmd>, d: &DriverCmd, epochs: Epochs) -> Opt
 }
 
 /// Bytes and CRC of the data side of a successful command.
-fn check_data(d: &DriverCmd, dev: &DeviceCmd, what: &str, report: &mut Report) {
-    let side = if d.op == "COPY" || d.op == "FILL" { 1 } else { 0 };
-    if d.op == "NOP" {
+fn check_data(d: &ReportedCmd, dev: &DeviceCmd, what: &str, report: &mut Report) {
+    let c = &d.cmd;
+    let Some(side) = c.op.data_list() else {
         return;
-    }
-    let recs: Vec<&DmaRecord> = dev.dma.iter().filter(|r| r.list == side && r.status == 0).collect();
+    };
+    let recs: Vec<&DmaRecord> = dev
+        .dma
+        .iter()
+        .filter(|r| r.list == side as u8 && r.status == 0)
+        .collect();
     let moved: u64 = recs.iter().map(|r| u64::from(r.len)).sum();
-    if moved != d.bytes {
+    if moved != c.bytes {
         report.problems.push(format!(
             "{what}: driver expected {} bytes, the device moved {moved}",
-            d.bytes
+            c.bytes
         ));
         return;
     }
-    let (Some(want), true) = (d.crc32c, recs.iter().all(|r| r.crc32c.is_some())) else {
+    let (Some(want), true) = (c.crc32c, recs.iter().all(|r| r.crc32c.is_some())) else {
         return;
     };
     report.crcs_compared += 1;
     let got = recs.iter().fold(0u32, |acc, r| {
-        crc32c::crc32c_combine(acc, r.crc32c.unwrap_or(0), r.len as usize)
+        crc32c::crc32c_combine(acc, r.crc32c.unwrap_or(0), u64::from(r.len))
     });
     if got != want {
         report.problems.push(format!(
@@ -496,86 +340,35 @@ fn check_data(d: &DriverCmd, dev: &DeviceCmd, what: &str, report: &mut Report) {
 mod tests {
     use super::*;
 
-    /// Parses one `# phyr-cmd ...` line with inline range lists; `None` for anything else, a
-    /// malformed line, or one with `@N/K` references (see [`parse_driver_log`]).
-    fn parse_cmd_line(line: &str) -> Option<DriverCmd> {
-        match parse_cmd_fields(line)? {
-            (cmd, refs) if refs.is_empty() => Some(cmd),
-            _ => None,
-        }
+    /// The one command of a console log.
+    fn parse_cmd_line(line: &str) -> ReportedCmd {
+        let log = phyr_report::parse_log(line);
+        assert!(log.problems.is_empty(), "{:?}", log.problems);
+        assert_eq!(log.cmds.len(), 1, "{line}");
+        log.cmds.into_iter().next().unwrap()
     }
 
     const LINE: &str = "# phyr-cmd ep=0 q=1 id=17 op=COPY status=SUCCESS result=0x2000 bytes=8192 crc32c=0x1a2b3c4d \
 src=[iova:0x100000+0x1000,bus:0xfe000000+0x1000] dst=[iova:0x200000+0x2000] lists=[iova:0x5000+0x20] fault=-";
 
     #[test]
-    fn range_references_are_resolved_from_phyr_ranges_lines() {
-        let log = "# phyr-cmd ep=0 q=2 id=5 op=COPY status=SUCCESS result=0x80 bytes=128 crc32c=0x0badf00d \
-src=@7/3 dst=[iova:0x900000+0x80] lists=@8/1 fault=-
-# phyr-ranges 7 1/2 iova:0x100000+0x40 iova:0x100080+0x20
-# phyr-ranges 7 2/2 bus:0xfe010000+0x20
-# phyr-ranges 8 1/1 iova:0x5000+0x30
-ok 1 something";
-        let (cmds, problems) = parse_driver_log(log);
-        assert!(problems.is_empty(), "{problems:?}");
-        assert_eq!(cmds.len(), 1);
-        assert_eq!(cmds[0].src.len(), 3);
-        assert_eq!(
-            cmds[0].src[2],
-            Seg {
-                bus: true,
-                addr: 0xfe010000,
-                len: 0x20
-            }
-        );
-        assert_eq!(
-            cmds[0].lists,
-            vec![Seg {
-                bus: false,
-                addr: 0x5000,
-                len: 0x30
-            }]
-        );
-        assert!(parse_cmd_line(log.lines().next().unwrap()).is_none());
-    }
-
-    #[test]
-    fn lost_phyr_ranges_line_is_a_problem() {
-        let log = "# phyr-cmd ep=0 q=2 id=5 op=COPY status=SUCCESS result=0x80 bytes=128 crc32c=- \
-src=@7/3 dst=[iova:0x900000+0x80] lists=[] fault=-
-# phyr-ranges 7 1/2 iova:0x100000+0x40 iova:0x100080+0x20";
-        let (cmds, problems) = parse_driver_log(log);
-        assert_eq!(cmds[0].src.len(), 2);
-        assert!(problems[0].contains("@7/3"), "{problems:?}");
-    }
-
-    #[test]
     fn parses_the_driver_line() {
-        let c = parse_cmd_line(LINE).unwrap();
+        let c = parse_cmd_line(LINE).cmd;
         assert_eq!(
-            (c.ep, c.q, c.id, c.op.as_str(), c.status.as_str()),
-            (0, 1, 17, "COPY", "SUCCESS")
+            (c.ep, c.q, c.id, c.op.to_string(), c.status.to_string()),
+            (0, 1, 17, "COPY".into(), "SUCCESS".into())
         );
         assert_eq!((c.result, c.bytes, c.crc32c), (0x2000, 8192, Some(0x1a2b3c4d)));
-        assert_eq!(
-            c.src[1],
-            Seg {
-                bus: true,
-                addr: 0xfe000000,
-                len: 0x1000
-            }
+        assert_eq!(c.src[1], Span::new(AddrSpace::Bus, 0xfe000000, 0x1000));
+        assert_eq!(c.lists, vec![Span::new(AddrSpace::Iova, 0x5000, 0x20)]);
+        // A report line that does not parse is a problem of the check, not a skipped line.
+        let r = check("# phyr-cmd ep=x", Path::new("/nonexistent"));
+        assert!(r.problems[0].contains("field `ep=x`"), "{:?}", r.problems);
+        let r = check(
+            &LINE.replace("src=[iova:0x100000+0x1000,", "src=[iova:0x100000,"),
+            Path::new("/nonexistent"),
         );
-        assert_eq!(
-            c.lists,
-            vec![Seg {
-                bus: false,
-                addr: 0x5000,
-                len: 0x20
-            }]
-        );
-        assert!(parse_cmd_line("# phyr-cmd ep=x").is_none());
-        assert!(parse_cmd_line(&LINE.replace("src=[iova:0x100000+0x1000,", "src=[iova:0x100000,")).is_none());
-        assert!(parse_cmd_line("ok 1 copy").is_none());
+        assert!(r.problems[0].contains("no `+len`"), "{:?}", r.problems);
     }
 
     fn rec(list: u8, space: Space, addr: u64, len: u32, data: &[u8]) -> DmaRecord {
@@ -603,7 +396,7 @@ src=@7/3 dst=[iova:0x900000+0x80] lists=[] fault=-
 
     #[test]
     fn accesses_must_stay_inside_handed_out_segments() {
-        let c = parse_cmd_line(LINE).unwrap();
+        let c = parse_cmd_line(LINE).cmd;
         assert!(inside(&rec(0, Space::Iova, 0x100800, 0x800, b""), &c.src));
         assert!(inside(&rec(0, Space::Bus, 0xfe000000, 0x1000, b""), &c.src));
         assert!(
@@ -615,13 +408,16 @@ src=@7/3 dst=[iova:0x900000+0x80] lists=[] fault=-
             "one byte past the end"
         );
         assert!(!inside(&rec(1, Space::Iova, u64::MAX, 2, b""), &c.dst), "wrapping end");
+        let message = |addr| rec(0, Space::Message, addr, 0x800, b"");
+        assert!(inside(&message(0x100800), &c.src), "a message carries an IOVA");
+        assert!(!inside(&message(0xfe000000), &c.src), "not a bus address");
     }
 
     #[test]
     fn crc_and_length_are_combined_across_records() {
         let data = vec![0xabu8; 8192];
-        let mut d = parse_cmd_line(LINE).unwrap();
-        d.crc32c = Some(crc32c::crc32c(&data));
+        let mut d = parse_cmd_line(LINE);
+        d.cmd.crc32c = Some(crc32c::crc32c(&data));
         let dev = DeviceCmd {
             epoch: 0,
             opcode: 1,
@@ -636,10 +432,10 @@ src=@7/3 dst=[iova:0x900000+0x80] lists=[] fault=-
         check_data(&d, &dev, "t", &mut r);
         assert!(r.problems.is_empty(), "{:?}", r.problems);
         assert_eq!(r.crcs_compared, 1);
-        d.crc32c = Some(1);
+        d.cmd.crc32c = Some(1);
         check_data(&d, &dev, "t", &mut r);
         assert!(r.problems[0].contains("CRC32C"));
-        d.bytes = 100;
+        d.cmd.bytes = 100;
         check_data(&d, &dev, "t", &mut r);
         assert!(r.problems[1].contains("moved 8192"));
     }
@@ -816,27 +612,36 @@ src=@7/3 dst=[iova:0x900000+0x80] lists=[] fault=-
     #[test]
     fn repeated_ranges_parse_with_their_coverage() {
         let line = LINE.replace("dst=[iova:0x200000+0x2000]", "dst=[bus:0xe0000000+0x2000000*4096]");
-        let c = parse_cmd_line(&line).unwrap();
-        assert_eq!(
-            c.dst,
-            vec![Seg {
-                bus: true,
-                addr: 0xe0000000,
-                len: 0x2000000
-            }]
+        let c = parse_cmd_line(&line).cmd;
+        assert!(inside(&rec(1, Space::Bus, 0xe1000000, 0x1000000, b""), &c.dst));
+        assert!(
+            !inside(&rec(1, Space::Bus, 0xe2000000, 0x1000, b""), &c.dst),
+            "the count adds no coverage"
         );
-        assert!(parse_cmd_line(&LINE.replace("+0x2000]", "+0x2000*1]")).is_none());
     }
 
     #[test]
-    fn reset_lines_count_per_endpoint() {
-        let log = format!(
-            "# phyr-reset ep=1 kind=ctrl\n{}\n# phyr-reset ep=0 kind=vfio\n{}\n",
-            cmd_line(1, "NOP", "SUCCESS", 0),
-            cmd_line(2, "NOP", "SUCCESS", 0)
-        );
-        let (cmds, problems) = parse_driver_log(&log);
-        assert!(problems.is_empty());
-        assert_eq!((cmds[0].resets, cmds[1].resets), (0, 1));
+    fn kernel_segments_must_lie_inside_the_command_in_the_space_of_their_map_type() {
+        let kmap = "# phyr-kmap ep=0 q=1 id=17 list=src first=0 \
+segs=[iova:0x100000+0x1000=none:0x7f3a0000,bus:0xfe000000+0x800=bus_addr:0xfe000000]";
+        let problems = |kmap: &str| {
+            let mut r = Report::default();
+            check_kernel_map(&parse_cmd_line(&format!("{kmap}\n{LINE}")), "t", &mut r);
+            r.problems
+        };
+        assert_eq!(problems(kmap), Vec::<String>::new());
+        for (changed, want) in [
+            (
+                kmap.replace("=bus_addr:", "=thru_host_bridge:"),
+                "mapped thru_host_bridge (its address belongs in iova)",
+            ),
+            (
+                kmap.replace("bus:0xfe000000+0x800", "bus:0xfe000800+0x1000"),
+                "is not among the command's src ranges",
+            ),
+        ] {
+            let p = problems(&changed);
+            assert!(p.len() == 1 && p[0].contains(want), "{changed}: {p:?}");
+        }
     }
 }

@@ -23,6 +23,8 @@ pub struct Qemu {
     pub virtio_9p: bool,
     /// Human description: "/usr/bin/qemu-system-x86_64" or "private QEMU in ...".
     pub origin: String,
+    /// The private prefix it was unpacked into (`None` for a system QEMU).
+    pub prefix: Option<PathBuf>,
 }
 
 /// What a probe of one QEMU binary found.
@@ -64,6 +66,7 @@ impl Qemu {
             firmware_args: vec![],
             version: Version::new(0, 0, 0),
             virtio_9p: false,
+            prefix: None,
         })
     }
 
@@ -87,6 +90,7 @@ impl Qemu {
             version: Version::new(0, 0, 0),
             virtio_9p: false,
             origin: format!("private QEMU in {}", prefix.display()),
+            prefix: Some(prefix.to_path_buf()),
         }
     }
 

@@ -392,8 +392,22 @@ mod tests {
     #[test]
     fn stop_group_on_an_exited_child_is_harmless() {
         let mut child = spawn_group("exit 3");
-        let _ = child.wait();
-        stop_group(&mut child, "test child", Duration::from_millis(100));
+        assert_eq!(child.wait().unwrap().code(), Some(3));
+        let pgid = child.id();
+        let t = Instant::now();
+        // A long grace: stopping a child that already exited must not wait for it.
+        stop_group(&mut child, "test child", Duration::from_secs(5));
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "waited {:?} on an exited child",
+            t.elapsed()
+        );
+        assert_eq!(
+            child.try_wait().unwrap().and_then(|s| s.code()),
+            Some(3),
+            "exit status kept"
+        );
+        assert!(!sys::group_alive(pgid), "group {pgid} still has processes");
     }
 
     #[test]

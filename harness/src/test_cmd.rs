@@ -140,7 +140,7 @@ pub fn run(cache: &Cache, a: TestArgs) -> Result<i32> {
             let t = Instant::now();
             let log = results.join(log);
             let report = if suite == "cargo" {
-                crate::cargo_test::run(&log, &a.cargo_args)?
+                crate::cargo_test::run(&log, &a.cargo_args, &all_parts[0].qemu)?
             } else {
                 crate::cargo_test::run_release_kernels(&log)?
             };

@@ -1,6 +1,6 @@
-//! `phyr-harness trace`: inspect device-side DMA traces (issue 6).
+//! `phyr-harness trace`: inspect device-side DMA traces.
 //!
-//! A thin shell over `phyr_trace`: parse the arguments, find the run, pick the view, print
+//! A thin shell over `phyr_trace_tools`: parse the arguments, find the run, pick the view, print
 //! warnings for torn tails and fail (after showing everything readable) on corrupt files.
 
 use std::fs::File;
@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use phyr_trace::{AddrRange, ExportFormat, Filter, Outcome, Space, StatusFilter, Style, Views};
+use phyr_trace::Space;
+use phyr_trace_tools::{AddrRange, ExportFormat, Filter, Outcome, StatusFilter, Style, Views};
 
 /// Command-line arguments of `phyr-harness trace`.
 #[derive(Debug, clap::Args)]
@@ -56,17 +57,17 @@ pub struct TraceArgs {
 }
 
 fn parse_u16(s: &str) -> Result<u16, String> {
-    let n = phyr_trace::parse_u64(s).map_err(|e| e.to_string())?;
+    let n = phyr_trace_tools::parse_u64(s).map_err(|e| e.to_string())?;
     u16::try_from(n).map_err(|_| format!("{s} does not fit in 16 bits"))
 }
 fn parse_addr(s: &str) -> Result<AddrRange, String> {
-    s.parse().map_err(|e: phyr_trace::FilterError| e.to_string())
+    s.parse().map_err(|e: phyr_trace_tools::FilterError| e.to_string())
 }
 fn parse_space(s: &str) -> Result<Space, String> {
-    phyr_trace::parse_space(s).map_err(|e| e.to_string())
+    phyr_trace_tools::parse_space(s).map_err(|e| e.to_string())
 }
 fn parse_status(s: &str) -> Result<StatusFilter, String> {
-    s.parse().map_err(|e: phyr_trace::FilterError| e.to_string())
+    s.parse().map_err(|e: phyr_trace_tools::FilterError| e.to_string())
 }
 fn parse_export(s: &str) -> Result<ExportFormat, String> {
     match s.to_ascii_lowercase().as_str() {
@@ -85,8 +86,8 @@ pub fn run(args: TraceArgs, runs_root: &Path) -> anyhow::Result<()> {
         space: args.space,
         status: args.status,
     };
-    let run_dir = phyr_trace::resolve_run_dir(args.run_dir.as_deref(), runs_root)?;
-    let (run_dir, note) = phyr_trace::pick_recipe_run(&run_dir);
+    let run_dir = phyr_trace_tools::resolve_run_dir(args.run_dir.as_deref(), runs_root)?;
+    let (run_dir, note) = phyr_trace_tools::pick_recipe_run(&run_dir);
     if let Some(note) = note {
         eprintln!("{note}");
     }
@@ -102,18 +103,18 @@ pub fn run(args: TraceArgs, runs_root: &Path) -> anyhow::Result<()> {
     };
 
     if args.follow {
-        let target = phyr_trace::follow_target(&run_dir);
+        let target = phyr_trace_tools::follow_target(&run_dir);
         eprintln!("following {} (Ctrl-C to stop)", target.display());
-        let r = phyr_trace::follow(&target, &filter, style, Duration::from_millis(200), &mut out, || true);
+        let r = phyr_trace_tools::follow(&target, &filter, style, Duration::from_millis(200), &mut out, || true);
         return match r {
-            Err(phyr_trace::FollowRunError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+            Err(phyr_trace_tools::FollowRunError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
             other => other.map(|_| ()).map_err(Into::into),
         };
     }
 
-    let files = phyr_trace::trace_files(&run_dir)?;
+    let files = phyr_trace_tools::trace_files(&run_dir)?;
     let result = match args.export {
-        Some(format) => phyr_trace::export(&files, &filter, format, &mut out),
+        Some(format) => phyr_trace_tools::export(&files, &filter, format, &mut out),
         None => {
             let filtered = filter != Filter::default();
             let list = args.list || (filtered && !args.summary);
@@ -121,7 +122,7 @@ pub fn run(args: TraceArgs, runs_root: &Path) -> anyhow::Result<()> {
                 list,
                 summary: args.summary || !list,
             };
-            phyr_trace::inspect(&files, &filter, views, style, &mut out)
+            phyr_trace_tools::inspect(&files, &filter, views, style, &mut out)
         }
     };
     let outcome = match result {

@@ -1,14 +1,15 @@
 //! Cost of `Recorder::record` on the DMA path (a plain bench binary: `cargo bench -p phyr-trace`).
 //!
 //! Prints ns per record for a disabled recorder, an enabled one (frame CRC on and off), and two
-//! threads sharing one recorder; plus, for scale, a 64 KiB memcpy and the `crc32c` crate's
-//! CRC32C over 64 KiB (`data_crc`; the device computes its data CRCs with its own, faster
-//! kernel: see the "for scale" rows of `cargo bench -p phyr-device`).
+//! threads sharing one recorder; plus, for scale, a 64 KiB memcpy and a CRC32C over 64 KiB
+//! (`phyr_kernels::crc32c`, the workspace's one CRC32C; the device's fused copy + CRC kernel:
+//! see the "for scale" rows of `cargo bench -p phyr-device`).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use phyr_trace::{data_crc, Direction, DmaRecord, Payload, Record, Recorder, Space, Target, TraceClock, TraceConfig};
+use phyr_kernels::crc32c::crc32c;
+use phyr_trace::{Direction, DmaRecord, Payload, Record, Recorder, Space, Target, TraceClock, TraceConfig};
 
 fn make(i: u64) -> Record {
     Record {
@@ -141,7 +142,7 @@ fn main() {
     });
     let crc = per_op(reps, || {
         for _ in 0..reps {
-            black_box(data_crc(black_box(src)));
+            black_box(crc32c(black_box(src)));
         }
     });
     let gbps = |ns: f64| 65536.0 / ns;
@@ -152,7 +153,7 @@ fn main() {
     );
     println!(
         "{:<44} {crc:>8.1} ns  ({:.1} GB/s)",
-        "for scale: CRC32C of 64 KiB (crc32c crate)",
+        "for scale: CRC32C of 64 KiB (phyr-kernels)",
         gbps(crc)
     );
     std::thread::sleep(Duration::from_millis(10));

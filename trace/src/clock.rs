@@ -1,9 +1,9 @@
 //! [`TraceClock`]: the records' time base, cheap enough to read twice per DMA transaction.
 //!
-//! `Instant::now()` (a vDSO `clock_gettime`) costs 30-40 ns on the machines we bench on, and a
-//! 64 KiB COPY reads the clock about eight times. Where the kernel's own monotonic clock is
-//! the TSC (`current_clocksource` is `tsc`, so the TSC is invariant and synchronized across
-//! CPUs), [`TraceClock::now_ns`] reads the TSC instead (about 12 ns) and maps it linearly to
+//! `Instant::now()` (a vDSO `clock_gettime`) costs several times a TSC read (figures in
+//! trace/README.md), and a 64 KiB COPY reads the clock about eight times. Where the kernel's
+//! own monotonic clock is the TSC (`current_clocksource` is `tsc`, so the TSC is invariant and
+//! synchronized across CPUs), [`TraceClock::now_ns`] reads the TSC instead and maps it linearly to
 //! nanoseconds on the `Instant` time line. The mapping is re-anchored against `Instant` every
 //! [`REANCHOR_NS`]: each new segment starts where the previous one ended (no jumps) and its
 //! slope is the long-term TSC rate corrected so that the segment ends on the `Instant` time

@@ -1,52 +1,9 @@
-//! The `.phyrtrace` binary file format, version 1 (human copy: `trace/FORMAT.md`).
-//!
-//! All integers are little-endian. A file is a 64-byte header followed by frames.
-//!
-//! ```text
-//! header (64 bytes)
-//!   0  [u8; 8] magic "PHYRTRC\0"
-//!   8  u16     version (1)
-//!  10  u16     header length (64)
-//!  12  u32     flags: bit 0 FRAME_CRC (frames carry a CRC32C of their body),
-//!              bit 1 DATA_CRC (DMA records carry a CRC32C of the bytes moved)
-//!  16  u16     endpoint
-//!  18  u16     reserved (0)
-//!  20  u32     clock: 1 = monotonic nanoseconds since `start_unix_ns`
-//!  24  u64     start_unix_ns: wall-clock time (ns since the Unix epoch) of t_ns = 0
-//!  32  u64     max_bytes: size cap the writer enforced
-//!  40  [u8;20] reserved (0)
-//!  60  u32     CRC32C of header bytes 0..60
-//!
-//! frame
-//!   0  u32     body length (1..=MAX_BODY)
-//!   4  u32     CRC32C of the body if FRAME_CRC, else 0
-//!   8  body    byte 0 is the kind: 1 = DMA record, 2 = event
-//!
-//! DMA body (64 bytes)
-//!   0 u8 kind=1   1 u8 direction (0 read, 1 write)   2 u8 space (0 iova, 1 bus, 2 message)
-//!   3 u8 target kind (0 none, 1 guest memory, 2 peer BAR)   4 u32 dur_ns   8 u64 t_ns
-//!  16 u16 endpoint  18 u16 queue  20 u16 command_id  22 u8 opcode  23 u8 list  24 u32 segment
-//!  28 u32 len  32 u64 addr  40 u16 status  42 u8 has_crc (0/1)  43 u8 target bar
-//!  44 u32 crc32c  48 u16 target endpoint  50 u16 reserved  52 u32 target mapping
-//!  56 u64 target offset
-//!
-//! event body (16-byte prefix + tag-specific tail, exact length per tag)
-//!   0 u8 kind=2   1 u8 tag   2 u16 endpoint   4 u32 reserved   8 u64 t_ns
-//!   tag 1 DmaMap        16 u64 iova  24 u64 size  32 u8 flags (bit0 readable, bit1 writable,
-//!                       bit2 has_fd)  33 [u8;7] reserved                       (40 bytes)
-//!   tag 2 DmaUnmap      16 u64 iova  24 u64 size  32 u8 all (0/1)  33 [u8;7]   (40 bytes)
-//!   tag 3 Reset, 6 Connected, 7 Disconnected: no tail                          (16 bytes)
-//!   tag 4 Interrupt     16 u16 vector  18 [u8;6]                               (24 bytes)
-//!   tag 5 CommandDone   16 u16 queue  18 u16 command_id  20 u8 opcode  21 u8 reserved
-//!                       22 u16 status  24 u64 result                           (32 bytes)
-//!   tag 8 Error         16 u16 n  18 [u8; n] UTF-8 message (n <= MAX_MESSAGE)  (18 + n)
-//!   tag 9 Dropped       16 u64 records                                         (24 bytes)
-//! ```
-//! `CommandDone` is stamped as the command's execution ends: after its last transfer, before
-//! the next command of its queue, before its completion entry is written.
-//!
-//! Frames are written whole and appended in order, so a writer killed at any instant leaves a
-//! file whose last frame may be cut short; the reader reports such a tail instead of failing.
+//! The `.phyrtrace` binary file format, version 1: encoding and decoding of the header and
+//! frames. The layout (every offset, field, tag and the writing and reading rules) is written
+//! out once, in `trace/FORMAT.md`; the constants and `encode_*`/`decode_*` functions here are
+//! its implementation, and the tests in `tests/format_props.rs` hold them to it.
+
+use phyr_kernels::crc32c::{crc32c, crc32c_words};
 
 use crate::record::{Direction, DmaRecord, Event, Payload, Record, Space, Target};
 
@@ -135,7 +92,7 @@ impl Header {
         put32(&mut b, 20, CLOCK_MONOTONIC_SINCE_START);
         put64(&mut b, 24, self.start_unix_ns);
         put64(&mut b, 32, self.max_bytes);
-        let crc = crc32c::crc32c(&b[..60]);
+        let crc = crc32c(&b[..60]);
         put32(&mut b, 60, crc);
         b
     }
@@ -159,7 +116,7 @@ impl Header {
             return Err(FormatError::BadHeaderLen { len });
         }
         let stored = get32(b, 60);
-        let computed = crc32c::crc32c(&b[..60]);
+        let computed = crc32c(&b[..60]);
         if stored != computed {
             return Err(FormatError::HeaderCrc { stored, computed });
         }
@@ -184,7 +141,7 @@ pub fn encode_frame(rec: &Record, frame_crc: bool, out: &mut Vec<u8>) -> usize {
     encode_body(rec, out);
     let body_len = out.len() - start - FRAME_HEADER_LEN;
     let crc = if frame_crc {
-        crate::crc::frame_crc(&out[start + FRAME_HEADER_LEN..])
+        crc32c(&out[start + FRAME_HEADER_LEN..])
     } else {
         0
     };
@@ -198,7 +155,7 @@ pub const DMA_FRAME_LEN: usize = FRAME_HEADER_LEN + DMA_BODY_LEN;
 
 /// The frame of a DMA record, built on the stack (the recorder's hot path; same bytes as
 /// [`encode_frame`]). The body is composed as eight little-endian words in registers (storing
-/// it field by field cost ~25 ns), and with `frame_crc` checksummed from those words:
+/// it field by field was slower, see trace/README.md), and with `frame_crc` checksummed from those words:
 /// checksumming freshly stored bytes would stall on store-to-load forwarding. The recorder
 /// itself passes `frame_crc = false` and leaves the CRC to its writer thread.
 #[inline]
@@ -243,11 +200,7 @@ pub fn command_done_frame(
 #[inline]
 fn words_frame<const F: usize>(words: &[u64], frame_crc: bool) -> [u8; F] {
     debug_assert_eq!(F, FRAME_HEADER_LEN + 8 * words.len());
-    let crc = if frame_crc {
-        crate::crc::frame_crc_words(words)
-    } else {
-        0
-    };
+    let crc = if frame_crc { crc32c_words(words) } else { 0 };
     let mut f = [0u8; F];
     let body_len = (F - FRAME_HEADER_LEN) as u64;
     f[..8].copy_from_slice(&(body_len | u64::from(crc) << 32).to_le_bytes());

@@ -174,7 +174,7 @@ impl<R: Read> TraceReader<R> {
             return self.end_with(Tail::Truncated { offset: at, bytes });
         }
         if self.header.frame_crc {
-            let computed = crc32c::crc32c(&self.body);
+            let computed = phyr_kernels::crc32c::crc32c(&self.body);
             if computed != stored {
                 let mut probe = [0u8; 1];
                 if fill(&mut self.src, &mut probe, at)? == 0 {

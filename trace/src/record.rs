@@ -47,8 +47,8 @@ pub struct DmaRecord {
     pub opcode: u8,
     /// Index of the dma_range entry in its list (counting across chained blocks).
     pub segment: u32,
-    /// 0 = source list (or the only list), 1 = destination list, 2 = the list itself
-    /// (descriptor fetch), 3 = queue entry / completion write.
+    /// A `dma_range::ListKind` code: 0 = source list (or the only list), 1 = destination
+    /// list, 2 = the list itself (descriptor fetch), 3 = queue entry / completion write.
     pub list: u8,
     pub direction: Direction,
     pub space: Space,

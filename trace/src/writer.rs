@@ -1,23 +1,14 @@
-//! The recording hook's sink: a [`Recorder`] per endpoint writing `<dir>/ep<N>.phyrtrace`.
+//! The recording hook's sink: a [`Recorder`] per endpoint writing `<dir>/ep<N>.phyrtrace`
+//! (writing rules, size cap and `Dropped` marker: `trace/FORMAT.md`).
 //!
 //! Cost model on the DMA path: [`Recorder::record`] encodes the frame on the stack (eight
 //! words composed in registers), copies it into a shared in-memory buffer under an
 //! uncontended mutex, and returns; timestamps come from [`TraceClock`] (the TSC where the
 //! kernel's clocksource is the TSC). A writer thread per file swaps the buffer out, fills in
 //! the frame CRCs (so they cost the DMA path nothing) and `write`s it whole, every
-//! `flush_interval` (100 ms) or as soon as `flush_threshold` bytes are pending. Measured per
-//! 64 KiB COPY (about five records, 340 bytes) in `cargo bench -p phyr-device` on a 2-core VM:
-//! about +350 ns of device CPU, of which ~140 ns on the writer thread.
-//! Frames are appended whole and in order, and reach the file whole (CRC filled in),
-//! so a process killed at any instant leaves a file readable up to its last written frame;
-//! at most the last `flush_interval` of records is lost to SIGKILL, none to SIGTERM if the
-//! device calls [`Recorder::flush`] (dropping the last clone flushes too).
-//!
-//! Bounded size: the file never exceeds `max_bytes`. When the next record would not fit, the
-//! recorder appends an `Event::Dropped` marker, stops recording, and from then on only counts;
-//! each flush rewrites the marker in place with the current count. If the writer thread falls
-//! behind by more than `max_buffer` bytes, records are dropped too and a `Dropped` record is
-//! appended at the next flush.
+//! `flush_interval` or as soon as `flush_threshold` bytes are pending; dropping the last clone
+//! flushes too. What this costs per command: `cargo bench -p phyr-device -- trace`, and
+//! trace/README.md for a measured run.
 
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -31,7 +22,6 @@ use std::time::Duration;
 use std::time::Instant;
 
 use crate::clock::TraceClock;
-use crate::crc::frame_crc;
 use crate::format::{command_done_frame, dma_frame, encode_frame, Header, FRAME_HEADER_LEN, HEADER_LEN};
 use crate::record::{Event, Payload, Record};
 
@@ -240,7 +230,7 @@ impl Recorder {
         self.inner.is_some()
     }
 
-    /// Whether the device should compute a CRC32C of the bytes it moves ([`crate::data_crc`]).
+    /// Whether the device should compute a CRC32C of the bytes it moves (`phyr_kernels::crc32c`, or the device's fused copy + CRC kernel).
     #[inline]
     pub fn wants_crc(&self) -> bool {
         self.inner
@@ -324,7 +314,7 @@ fn seal_frames(buf: &mut [u8]) {
             "buffer holds whole frames only"
         );
         let end = (at + FRAME_HEADER_LEN + body).min(buf.len());
-        let crc = frame_crc(&buf[at + FRAME_HEADER_LEN..end]);
+        let crc = phyr_kernels::crc32c::crc32c(&buf[at + FRAME_HEADER_LEN..end]);
         buf[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
         at = end;
     }

@@ -1,12 +1,17 @@
-//! Against the real QEMU (the harness provisions it under ~/.cache/phyr/qemu/prefix; the test
-//! says "skipped" and passes when it is not there). QEMU runs with the qtest accelerator, so
-//! the test itself plays the guest: it reads config space, sizes and programs a BAR, enables
-//! bus mastering, peeks at guest RAM, while the device side does DMA through the session.
+//! Against the real QEMU. QEMU runs with the qtest accelerator, so the test itself plays the
+//! guest: it reads config space, sizes and programs a BAR, enables bus mastering, peeks at
+//! guest RAM, while the device side does DMA through the session.
+//!
+//! Which QEMU: `PHYR_QEMU` (a `qemu-system-x86_64` run as it is), else the private prefix the
+//! harness provisions (`PHYR_QEMU_PREFIX`, else `qemu/prefix` under `$PHYR_CACHE_DIR` or
+//! `~/.cache/phyr`). Without one a plain `cargo test` says "skipped" and passes; under
+//! `just test` the harness sets `PHYR_REQUIRE_QEMU=1` and names its QEMU, and then a missing or
+//! failing QEMU fails the test.
 
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -14,12 +19,45 @@ use std::time::Duration;
 use common::*;
 use vfio_user::{Server, ServerHandle};
 
-fn qemu_prefix() -> Option<PathBuf> {
+/// How to start QEMU.
+enum Launcher {
+    /// A `qemu-system-x86_64` run as it is (`PHYR_QEMU`).
+    Binary(PathBuf),
+    /// A private prefix unpacked from Debian packages, run through its own loader.
+    Prefix(PathBuf),
+}
+
+/// Whether the harness asked for a real run (`PHYR_REQUIRE_QEMU=1`).
+fn required() -> bool {
+    std::env::var_os("PHYR_REQUIRE_QEMU").is_some_and(|v| v == "1")
+}
+
+/// The QEMU to test against, `Ok(None)` when none is provisioned, `Err` when one was named
+/// explicitly but is not there.
+fn launcher() -> Result<Option<Launcher>, String> {
+    let in_prefix = |p: &Path| p.join("usr/bin/qemu-system-x86_64").exists();
+    if let Some(q) = std::env::var_os("PHYR_QEMU").map(PathBuf::from) {
+        return match q.is_file() {
+            true => Ok(Some(Launcher::Binary(q))),
+            false => Err(format!("PHYR_QEMU={} is not a file", q.display())),
+        };
+    }
+    if let Some(p) = std::env::var_os("PHYR_QEMU_PREFIX").map(PathBuf::from) {
+        return match in_prefix(&p) {
+            true => Ok(Some(Launcher::Prefix(p))),
+            false => Err(format!(
+                "PHYR_QEMU_PREFIX={} has no usr/bin/qemu-system-x86_64",
+                p.display()
+            )),
+        };
+    }
     let cache = std::env::var_os("PHYR_CACHE_DIR")
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/phyr")))?;
-    let prefix = cache.join("qemu/prefix");
-    prefix.join("usr/bin/qemu-system-x86_64").exists().then_some(prefix)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/phyr")));
+    Ok(cache
+        .map(|c| c.join("qemu/prefix"))
+        .filter(|p| in_prefix(p))
+        .map(Launcher::Prefix))
 }
 
 struct Qtest {
@@ -29,31 +67,37 @@ struct Qtest {
 }
 
 impl Qtest {
-    fn start(prefix: &std::path::Path, sock: &std::path::Path, memfd_ram: bool) -> Qtest {
-        let lib = prefix.join("usr/lib/x86_64-linux-gnu");
-        let mut cmd = Command::new(lib.join("ld-linux-x86-64.so.2"));
-        cmd.env("QEMU_MODULE_DIR", lib.join("qemu"))
-            .arg("--library-path")
-            .arg(&lib)
-            .arg(prefix.join("usr/bin/qemu-system-x86_64"))
-            .args(["-L"])
-            .arg(prefix.join("usr/share/qemu"))
-            .args(["-L"])
-            .arg(prefix.join("usr/share/seabios"))
-            .args([
-                "-machine",
-                "q35",
-                "-accel",
-                "qtest",
-                "-qtest",
-                "stdio",
-                "-qtest-log",
-                "/dev/null",
-                "-m",
-                "256M",
-                "-nodefaults",
-            ])
-            .args(["-display", "none", "-serial", "none", "-monitor", "none"]);
+    fn start(qemu: &Launcher, sock: &Path, memfd_ram: bool) -> Qtest {
+        let mut cmd = match qemu {
+            Launcher::Binary(q) => Command::new(q),
+            Launcher::Prefix(prefix) => {
+                let lib = prefix.join("usr/lib/x86_64-linux-gnu");
+                let mut cmd = Command::new(lib.join("ld-linux-x86-64.so.2"));
+                cmd.env("QEMU_MODULE_DIR", lib.join("qemu"))
+                    .arg("--library-path")
+                    .arg(&lib)
+                    .arg(prefix.join("usr/bin/qemu-system-x86_64"))
+                    .args(["-L"])
+                    .arg(prefix.join("usr/share/qemu"))
+                    .args(["-L"])
+                    .arg(prefix.join("usr/share/seabios"));
+                cmd
+            }
+        };
+        cmd.args([
+            "-machine",
+            "q35",
+            "-accel",
+            "qtest",
+            "-qtest",
+            "stdio",
+            "-qtest-log",
+            "/dev/null",
+            "-m",
+            "256M",
+            "-nodefaults",
+        ])
+        .args(["-display", "none", "-serial", "none", "-monitor", "none"]);
         if memfd_ram {
             cmd.args([
                 "-object",
@@ -131,14 +175,21 @@ impl Drop for Qtest {
 }
 
 fn run(memfd_ram: bool) {
-    let Some(prefix) = qemu_prefix() else {
-        eprintln!("skipped: no provisioned QEMU under ~/.cache/phyr/qemu/prefix");
-        return;
+    let qemu = match launcher() {
+        Ok(Some(q)) => q,
+        Ok(None) if !required() => {
+            eprintln!("skipped: no provisioned QEMU under ~/.cache/phyr/qemu/prefix (`just provision` makes one)");
+            return;
+        }
+        Ok(None) => {
+            panic!("PHYR_REQUIRE_QEMU=1 but no QEMU: set PHYR_QEMU or PHYR_QEMU_PREFIX, or run `just provision`")
+        }
+        Err(e) => panic!("{e}"),
     };
     let dev = TestDevice::new();
     dev.bar2.slice(0, 8).unwrap().copy_from(b"BAR2MEM!").unwrap();
     let srv: ServerHandle = Server::new(sock_path(), dev.clone()).unwrap().spawn().unwrap();
-    let mut q = Qtest::start(&prefix, srv.path(), memfd_ram);
+    let mut q = Qtest::start(&qemu, srv.path(), memfd_ram);
 
     // Enumeration: config space through REGION_READ.
     assert_eq!(q.cfg_read32(0), 0x7068_1234);

@@ -504,7 +504,7 @@ fn data_crcs_in_the_trace_match_the_bytes_of_every_piece() {
         // The CRC32C command ran first: its five source pieces come first in the file.
         if d.list == 0 && pieces < 5 {
             pieces += 1;
-            combined = crc32c::crc32c_combine(combined, crc32c::crc32c(piece), piece.len());
+            combined = crc32c::crc32c_combine(combined, crc32c::crc32c(piece), piece.len() as u64);
         } else {
             copied += 1;
         }

@@ -3,6 +3,7 @@
 
 use anyhow::{Context, Result};
 use dma_range::{Opcode, Status};
+use phyr_kernels::crc32c;
 
 use crate::data;
 use crate::exec::Job;

@@ -31,6 +31,7 @@ use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
 use dma_range::{Command, DmaRange, Opcode, Status, ENTRY_SIZE, RANGE_BUS_ADDR, RANGE_CHAIN};
+use phyr_kernels::crc32c;
 use serde::Deserialize;
 
 use crate::exec::Job;

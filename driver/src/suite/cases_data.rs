@@ -4,6 +4,7 @@
 
 use anyhow::{ensure, Result};
 use dma_range::{Opcode, Status};
+use phyr_kernels::crc32c;
 
 use super::check::{self, copy_and_check, expect_status, peer, Opts};
 use super::{Case, Outcome, Tap};

@@ -6,6 +6,7 @@ use anyhow::{ensure, Result};
 use dma_range::{
     AddrSpace, Command, DmaRange, ListLimits, Opcode, ReadFault, Status, FAULT_LIST_DST, FAULT_LIST_SRC, NO_SEGMENT,
 };
+use phyr_kernels::crc32c;
 
 use super::check::{self, expect_fault, expect_status, peer, Fault, Opts};
 use super::{Case, Outcome, Tap};

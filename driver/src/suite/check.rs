@@ -3,6 +3,7 @@
 
 use anyhow::{bail, ensure, Result};
 use dma_range::{Completion, Opcode, Status};
+use phyr_kernels::crc32c;
 
 use crate::data;
 use crate::exec::Job;

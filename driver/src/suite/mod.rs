@@ -1,7 +1,7 @@
 //! `phyr suite`: the integration suite. Named cases run against the real endpoints through
 //! VFIO; each checks data byte for byte and by the device's CRC32C, or (negative cases) the
 //! exact status, list, segment index and fault address. Output is TAP on stdout, with a
-//! `# phyr-...` line for every mapping, queue and command (see `report`).
+//! `# phyr-...` line for every mapping, queue and command (docs/REPORT.md).
 
 mod cases_data;
 mod cases_fault;
@@ -11,6 +11,7 @@ mod check;
 mod tap;
 
 use anyhow::Result;
+use phyr_report::{EndpointLine, Window};
 
 use crate::session::Session;
 pub use tap::Tap;
@@ -60,18 +61,23 @@ pub fn run(s: &mut Session, only: &[String]) -> Result<bool> {
     let mut tap = Tap::default();
     tap.header(selected.len());
     for e in &s.endpoints {
-        Tap::diag(&format!(
-            "phyr-endpoint index={} bdf={} endpoint_id={} switch_id={} bar0={:#x}+{:#x} bar2={:#x}+{:#x} iommu_group={}",
-            e.index,
-            e.pci.bdf,
-            e.id.endpoint_id,
-            e.id.switch_id,
-            e.pci.bar(0).map_or(0, |r| r.start),
-            e.pci.bar(0).map_or(0, |r| r.size()),
-            e.bar2_bus(),
-            e.bar2_len(),
-            e.pci.iommu_group.map_or(-1, i64::from),
-        ));
+        let bar0 = e.pci.bar(0);
+        let line = EndpointLine {
+            index: e.index as u32,
+            bdf: e.pci.bdf.clone(),
+            endpoint_id: e.id.endpoint_id,
+            switch_id: e.id.switch_id,
+            bar0: Window {
+                addr: bar0.map_or(0, |r| r.start),
+                len: bar0.map_or(0, |r| r.size()),
+            },
+            bar2: Window {
+                addr: e.bar2_bus(),
+                len: e.bar2_len(),
+            },
+            iommu_group: e.pci.iommu_group,
+        };
+        Tap::report(&line);
     }
     for c in selected {
         Tap::diag(&format!("case {}: {}", c.name, c.about));

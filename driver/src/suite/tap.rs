@@ -31,6 +31,12 @@ impl Tap {
         flush();
     }
 
+    /// A report line (docs/REPORT.md): already a `# ` diagnostic.
+    pub fn report(line: &impl std::fmt::Display) {
+        println!("{line}");
+        flush();
+    }
+
     pub fn ok(&mut self, name: &str) {
         self.n += 1;
         self.pass += 1;

@@ -11,10 +11,10 @@ use std::io::{BufReader, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::format::{Header, HEADER_LEN};
 use crate::merge::Item;
-use crate::reader::{FileError, ReadError, TraceReader};
 use crate::run_dir::{trace_files, LocateError};
+use phyr_trace::format::{Header, HEADER_LEN};
+use phyr_trace::{FileError, ReadError, TraceReader};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FollowError {
@@ -124,8 +124,8 @@ fn read_new(path: &Path, st: &mut Followed, base: &mut Option<u64>, out: &mut Ve
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::{dma, temp_dir};
-    use crate::{Recorder, TraceClock, TraceConfig};
+    use phyr_trace::testutil::{dma, temp_dir};
+    use phyr_trace::{Recorder, TraceClock, TraceConfig};
 
     #[test]
     fn picks_up_appended_records_and_late_files() {
@@ -162,7 +162,7 @@ mod tests {
             max_bytes: 1 << 20,
         };
         let mut bytes = h.encode().to_vec();
-        crate::format::encode_frame(&dma(1, 0, 1, 0, 8, 0), true, &mut bytes);
+        phyr_trace::format::encode_frame(&dma(1, 0, 1, 0, 8, 0), true, &mut bytes);
         std::fs::write(&path, &bytes[..bytes.len() - 10]).unwrap();
         let mut f = Follower::new(&dir);
         assert!(f.poll().unwrap().is_empty());

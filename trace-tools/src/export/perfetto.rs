@@ -16,8 +16,8 @@ use serde_json::{json, Value};
 
 use crate::listing::event_details;
 use crate::names::{direction_name, list_name, opcode_name, space_name, status_name, target_text};
-use crate::record::{Event, Payload, Record};
 use crate::summary::event_kind;
+use phyr_trace::{Event, Payload, Record};
 
 /// Thread id of each endpoint's protocol-event track.
 pub const EVENTS_TID: u32 = 100_000;
@@ -183,7 +183,7 @@ fn meta(name: &'static str, pid: u32, tid: u32, args: Value) -> TraceEvent<'stat
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::sample_records;
+    use phyr_trace::testutil::sample_records;
 
     fn export() -> Value {
         let mut p = PerfettoWriter::new(Vec::new()).unwrap();

@@ -13,7 +13,7 @@
 use std::str::FromStr;
 
 use crate::names::{status_code, status_is_failure};
-use crate::record::{Event, Payload, Record, Space};
+use phyr_trace::{Event, Payload, Record, Space};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FilterError {
@@ -172,7 +172,7 @@ impl Filter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::{dma, event, sample_records};
+    use phyr_trace::testutil::{dma, event, sample_records};
 
     fn count(f: &Filter) -> usize {
         sample_records().iter().filter(|r| f.matches(r)).count()

@@ -140,7 +140,7 @@ fn endpoint_of(path: &Path) -> Option<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::temp_dir;
+    use phyr_trace::testutil::temp_dir;
 
     #[test]
     fn missing_runs_root_says_how_to_make_a_run() {

@@ -9,7 +9,7 @@ use crate::merge::FileReport;
 use crate::names::{
     direction_name, list_name, opcode_name, space_name, status_description, status_is_failure, status_name,
 };
-use crate::record::{DmaRecord, Event, Payload, Record};
+use phyr_trace::{DmaRecord, Event, Payload, Record};
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Flow {
@@ -245,7 +245,7 @@ pub fn human_bytes(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::sample_records;
+    use phyr_trace::testutil::sample_records;
 
     #[test]
     fn counts_bytes_per_space_and_direction_and_groups_errors() {

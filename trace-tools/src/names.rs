@@ -1,9 +1,9 @@
 //! Human names for the numbers in a record: statuses and opcodes (from the `dma-range` ABI
 //! crate, so they track docs/ABI.md), list roles, spaces, directions, targets.
 
-use dma_range::{Opcode, Status};
+use dma_range::{ListKind, Opcode, Status};
 
-use crate::record::{Direction, Space, Target};
+use phyr_trace::{Direction, Space, Target};
 
 /// `SUCCESS`, `IOMMU_FAULT`, ... or `0x1234` for a code this build does not know.
 pub fn status_name(code: u16) -> String {
@@ -39,15 +39,9 @@ pub fn opcode_name(op: u8) -> String {
     }
 }
 
-/// The `list` field of a DMA record.
+/// The `list` field of a DMA record (a [`ListKind`] code).
 pub fn list_name(list: u8) -> &'static str {
-    match list {
-        0 => "src",
-        1 => "dst",
-        2 => "list",
-        3 => "queue",
-        _ => "?",
-    }
+    ListKind::from_u8(list).map_or("?", ListKind::name)
 }
 
 pub fn space_name(s: Space) -> &'static str {

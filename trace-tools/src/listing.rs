@@ -3,8 +3,8 @@
 use std::io::{self, Write};
 
 use crate::names::{direction_name, list_name, opcode_name, space_name, status_is_failure, status_name, target_text};
-use crate::record::{Event, Payload, Record};
 use crate::summary::event_kind;
+use phyr_trace::{Event, Payload, Record};
 
 /// Whether to emit ANSI colour escapes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,7 +152,7 @@ pub fn event_details(e: &Event) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::sample_records;
+    use phyr_trace::testutil::sample_records;
 
     #[test]
     fn one_line_per_record_and_columns_line_up() {

@@ -9,10 +9,10 @@ use std::fs::File;
 use std::io::BufReader;
 use std::path::PathBuf;
 
-use crate::format::Header;
-use crate::reader::{FileError, Tail, TraceReader};
-use crate::record::Record;
 use crate::run_dir::TraceFile;
+use phyr_trace::format::Header;
+use phyr_trace::Record;
+use phyr_trace::{FileError, Tail, TraceReader};
 
 /// One record with where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,8 +160,8 @@ impl Iterator for MergedReader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::{dma, temp_dir};
-    use crate::{Recorder, TraceClock, TraceConfig};
+    use phyr_trace::testutil::{dma, temp_dir};
+    use phyr_trace::{Recorder, TraceClock, TraceConfig};
 
     #[test]
     fn merges_endpoints_in_time_order_and_reports_a_corrupt_file() {

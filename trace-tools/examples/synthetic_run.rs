@@ -6,9 +6,7 @@
 
 use std::path::PathBuf;
 
-use phyr_trace::{
-    data_crc, Direction, DmaRecord, Event, Payload, Record, Recorder, Space, Target, TraceClock, TraceConfig,
-};
+use phyr_trace::{Direction, DmaRecord, Event, Payload, Record, Recorder, Space, Target, TraceClock, TraceConfig};
 
 struct Cmd<'a> {
     rec: &'a Recorder,
@@ -21,7 +19,7 @@ impl Cmd<'_> {
     fn dma(&mut self, cmd: u16, list: u8, seg: u32, access: (Direction, Space, u64, u32), target: Target, status: u16) {
         let (dir, space, addr, len) = access;
         let dur = 200 + len / 8;
-        let crc = (status == 0).then(|| data_crc(&addr.to_le_bytes()));
+        let crc = (status == 0).then(|| phyr_kernels::crc32c::crc32c(&addr.to_le_bytes()));
         self.rec.record(Record {
             t_ns: *self.t,
             payload: Payload::Dma(DmaRecord {

@@ -194,8 +194,9 @@ fn has_trace_files(dir: &Path) -> bool {
 mod tests {
     use super::*;
     use crate::run_dir::trace_files;
-    use crate::testutil::{sample_records, temp_dir};
-    use crate::{Recorder, StatusFilter, TraceClock, TraceConfig};
+    use crate::StatusFilter;
+    use phyr_trace::testutil::{sample_records, temp_dir};
+    use phyr_trace::{Recorder, TraceClock, TraceConfig};
 
     fn run_with_trace(tag: &str) -> PathBuf {
         let run = temp_dir(tag);

@@ -8,7 +8,7 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 
-use crate::record::Record;
+use phyr_trace::Record;
 
 #[derive(Serialize)]
 struct Line<'a> {
@@ -44,7 +44,7 @@ impl<W: Write> JsonlWriter<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::sample_records;
+    use phyr_trace::testutil::sample_records;
 
     #[test]
     fn every_line_parses_back_to_its_record() {

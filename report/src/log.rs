@@ -1,0 +1,154 @@
+//! A whole console log: every command the driver reported, with `@N/K` references resolved
+//! from the `# phyr-ranges` lines, the resets before it and the kernel's `# phyr-kmap`
+//! segments, and every problem found on the way (a line that does not parse, a lost line).
+
+use std::collections::BTreeMap;
+
+use dma_range::ListKind;
+
+use crate::{Cmd, KernelSeg, Line, RangeList, Span};
+
+/// A command as the console reported it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReportedCmd {
+    pub cmd: Cmd,
+    /// `# phyr-reset` lines of this endpoint before the command.
+    pub resets: u32,
+    /// The `# phyr-kmap` segments of this command, per list, in list order (empty unless a
+    /// kernel driver ran it).
+    pub kmap: BTreeMap<ListKind, Vec<KernelSeg>>,
+}
+
+/// What [`parse_log`] found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConsoleLog {
+    pub cmds: Vec<ReportedCmd>,
+    /// Report lines that do not parse, lost `# phyr-ranges` or `# phyr-kmap` lines.
+    pub problems: Vec<String>,
+}
+
+/// A reference `@n/k` of a phyr-cmd line waiting for its phyr-ranges lines.
+struct Pending {
+    cmd: usize,
+    list: ListKind,
+    k: usize,
+    parts_seen: u32,
+    parts: Option<u32>,
+    spans: Vec<Span>,
+}
+
+/// Reads every report line of `log` (other lines are skipped).
+pub fn parse_log(log: &str) -> ConsoleLog {
+    let mut out = ConsoleLog::default();
+    let mut pending: BTreeMap<u32, Pending> = BTreeMap::new();
+    let mut resets: BTreeMap<u32, u32> = BTreeMap::new();
+    let mut kmaps: BTreeMap<(u32, u32, u16), BTreeMap<ListKind, Vec<KernelSeg>>> = BTreeMap::new();
+    for (no, text) in log.lines().enumerate() {
+        let line = match Line::find(text) {
+            None => continue,
+            Some(Ok(l)) => l,
+            Some(Err(e)) => {
+                let shown: String = text.trim().chars().take(160).collect();
+                out.problems.push(format!("console line {}: {e}: `{shown}`", no + 1));
+                continue;
+            }
+        };
+        match line {
+            Line::Reset(r) => *resets.entry(r.ep).or_default() += 1,
+            Line::Ranges(r) => match pending.get_mut(&r.n) {
+                Some(p) => {
+                    if r.part != p.parts_seen + 1 || p.parts.is_some_and(|t| t != r.parts) {
+                        out.problems.push(format!(
+                            "console line {}: phyr-ranges {} part {}/{} out of order (a console line was lost?)",
+                            no + 1,
+                            r.n,
+                            r.part,
+                            r.parts
+                        ));
+                    }
+                    p.parts_seen = r.part;
+                    p.parts = Some(r.parts);
+                    p.spans.extend(r.spans);
+                }
+                None => out.problems.push(format!(
+                    "console line {}: phyr-ranges for reference {} that no phyr-cmd line is waiting for",
+                    no + 1,
+                    r.n
+                )),
+            },
+            Line::Cmd(c) => {
+                settle(&mut pending, &mut out);
+                let fields = [
+                    (ListKind::Src, &c.src),
+                    (ListKind::Dst, &c.dst),
+                    (ListKind::Descriptor, &c.lists),
+                ];
+                for (list, field) in fields {
+                    if let RangeList::Ref { n, k } = *field {
+                        let p = Pending {
+                            cmd: out.cmds.len(),
+                            list,
+                            k,
+                            parts_seen: 0,
+                            parts: None,
+                            spans: Vec::new(),
+                        };
+                        pending.insert(n, p);
+                    }
+                }
+                out.cmds.push(ReportedCmd {
+                    cmd: Cmd::from_line(&c),
+                    resets: resets.get(&c.ep).copied().unwrap_or(0),
+                    kmap: kmaps.remove(&(c.ep, c.q, c.id)).unwrap_or_default(),
+                });
+            }
+            Line::Kmap(k) => {
+                let segs = kmaps.entry((k.ep, k.q, k.id)).or_default().entry(k.list).or_default();
+                // A line from segment 0 starts the command's mapping afresh (its id was reused).
+                if k.first == 0 {
+                    segs.clear();
+                } else if k.first as usize != segs.len() {
+                    out.problems.push(format!(
+                        "console line {}: phyr-kmap ep={} q={} id={} list={} starts at segment {}, after {} segments \
+                         (a console line was lost?)",
+                        no + 1,
+                        k.ep,
+                        k.q,
+                        k.id,
+                        k.list.name(),
+                        k.first,
+                        segs.len()
+                    ));
+                }
+                segs.extend(k.segs);
+            }
+            Line::Endpoint(_) | Line::Map(_) | Line::Queue(_) => {}
+        }
+    }
+    settle(&mut pending, &mut out);
+    out
+}
+
+/// Fills the referenced lists of the last command; a reference without all its ranges is a
+/// problem.
+fn settle(pending: &mut BTreeMap<u32, Pending>, out: &mut ConsoleLog) {
+    for (n, p) in std::mem::take(pending) {
+        let c = &mut out.cmds[p.cmd].cmd;
+        if p.spans.len() != p.k || p.parts != Some(p.parts_seen) {
+            out.problems.push(format!(
+                "console: range reference @{n}/{} of command id {} has {} ranges in {} of {} parts (a console line \
+                 was lost?)",
+                p.k,
+                c.id,
+                p.spans.len(),
+                p.parts_seen,
+                p.parts.map_or_else(|| "?".to_string(), |t| t.to_string())
+            ));
+        }
+        match p.list {
+            ListKind::Src => c.src = p.spans,
+            ListKind::Dst => c.dst = p.spans,
+            ListKind::Descriptor | ListKind::Queue => c.lists = p.spans,
+        }
+    }
+}
