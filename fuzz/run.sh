@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 total=${1:-60}
 case "$total" in ''|*[!0-9]*) echo "fuzz: SECONDS must be a whole number, got '$total'" >&2; exit 2;; esac
-targets=(list_walk trace_reader regfile vfio_user_stream)
+targets=(list_walk trace_reader regfile vfio_user_stream report_line submit_json)
 if ! cargo +nightly --version >/dev/null 2>&1; then
     echo "fuzz: no nightly toolchain (rustup toolchain install nightly): fuzzing skipped, nothing ran"
     exit 0

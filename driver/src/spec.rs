@@ -10,6 +10,8 @@
 //! ```
 //! Example: `--src host:0+64K --dst bar:1:0x1000+32K,host:0x20000+32K@...`
 
+pub use phyr_driver::size::parse_size;
+
 use crate::mapping::Route;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,22 +32,6 @@ pub struct Piece {
 pub struct SpecError {
     pub piece: String,
     pub why: String,
-}
-
-/// Parses a number: decimal or 0x-hex, optional K/M/G suffix.
-pub fn parse_size(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let (num, mult) = match s.chars().last()? {
-        'k' | 'K' => (&s[..s.len() - 1], 1u64 << 10),
-        'm' | 'M' => (&s[..s.len() - 1], 1 << 20),
-        'g' | 'G' => (&s[..s.len() - 1], 1 << 30),
-        _ => (s, 1),
-    };
-    let v = match num.strip_prefix("0x").or_else(|| num.strip_prefix("0X")) {
-        Some(h) => u64::from_str_radix(h, 16).ok()?,
-        None => num.parse().ok()?,
-    };
-    v.checked_mul(mult)
 }
 
 pub fn parse_spec(spec: &str) -> Result<Vec<Piece>, SpecError> {

@@ -37,13 +37,66 @@ struct Pending {
     spans: Vec<Span>,
 }
 
+/// Where a kernel console message (`[  seconds.micros] ...`, printk with CONFIG_PRINTK_TIME)
+/// starts inside `line` after its first byte, if it does.
+fn printk_inside(line: &str) -> Option<usize> {
+    let b = line.as_bytes();
+    (1..b.len()).find(|&i| {
+        b[i] == b'[' && {
+            let rest = &line[i + 1..];
+            let t = rest.trim_start_matches(' ');
+            let digits = t.bytes().take_while(u8::is_ascii_digit).count();
+            let t = &t[digits..];
+            digits > 0
+                && t.starts_with('.')
+                && t[1..].bytes().take_while(u8::is_ascii_digit).count() == 6
+                && t[7..].starts_with("] ")
+        }
+    })
+}
+
+/// The console's lines with report lines the kernel interrupted put back together.
+///
+/// The guest kernel prints to the same serial console as `phyr`, and a printk can land in the
+/// middle of a user-space line: `# phyr-map ... per[  11.98] DMAR: fault ...` then, after the
+/// kernel's own line(s), `m=rw`. A report line cut by a printk timestamp is joined with the
+/// first later line that is not a kernel message; its number is the line it started on.
+fn unspliced(log: &str) -> Vec<(usize, String)> {
+    let lines: Vec<&str> = log.lines().collect();
+    let mut out = Vec::with_capacity(lines.len());
+    let mut i = 0;
+    while i < lines.len() {
+        let text = lines[i];
+        let cut = printk_inside(text).filter(|&at| text[..at].contains(crate::MARKER));
+        let Some(at) = cut else {
+            out.push((i, text.to_string()));
+            i += 1;
+            continue;
+        };
+        // The kernel's line is a line of its own too.
+        out.push((i, text[at..].to_string()));
+        let mut j = i + 1;
+        while j < lines.len() && printk_inside(&format!(" {}", lines[j])) == Some(1) {
+            j += 1;
+        }
+        let rest = lines.get(j).copied().unwrap_or("");
+        out.push((i, format!("{}{rest}", &text[..at])));
+        for (k, l) in lines.iter().enumerate().take(j).skip(i + 1) {
+            out.push((k, (*l).to_string()));
+        }
+        i = j + 1;
+    }
+    out
+}
+
 /// Reads every report line of `log` (other lines are skipped).
 pub fn parse_log(log: &str) -> ConsoleLog {
     let mut out = ConsoleLog::default();
     let mut pending: BTreeMap<u32, Pending> = BTreeMap::new();
     let mut resets: BTreeMap<u32, u32> = BTreeMap::new();
     let mut kmaps: BTreeMap<(u32, u32, u16), BTreeMap<ListKind, Vec<KernelSeg>>> = BTreeMap::new();
-    for (no, text) in log.lines().enumerate() {
+    for (no, text) in unspliced(log) {
+        let text = text.as_str();
         let line = match Line::find(text) {
             None => continue,
             Some(Ok(l)) => l,

@@ -290,3 +290,31 @@ fn hostile_lines_are_errors_not_panics() {
         assert!(text.parse::<Line>().is_err(), "{text}");
     }
 }
+
+#[test]
+fn report_line_cut_by_a_kernel_message_at_its_end_is_put_back_together() {
+    // Seen on the serial console of a real run (anon-ram recipe, DMAR fault during a fault case).
+    let log = "# phyr-map kind=host iova=0x103c000+0x1000 perm=rw[   11.984075] DMAR: [DMA Read NO_PASID] Request \
+device [0000:03:00.0] fault addr 0x103a000 [fault reason 0x06] PTE Read access is not set\n\n# phyr-reset ep=0 kind=ctrl\n";
+    let p = parse_log(log);
+    assert!(p.problems.is_empty(), "{:?}", p.problems);
+}
+
+#[test]
+fn report_line_cut_mid_field_by_two_kernel_lines_is_put_back_together() {
+    let whole =
+        "# phyr-cmd ep=0 q=0 id=3 op=NOP status=SUCCESS result=0x0 bytes=0 crc32c=- src=[] dst=[] lists=[] fault=-";
+    let (a, b) = whole.split_at(25);
+    let log =
+        format!("{a}[    7.000001] DMAR: DRHD: handling fault status reg 2\n[    7.000002] DMAR: second line\n{b}\n");
+    let p = parse_log(&log);
+    assert!(p.problems.is_empty(), "{:?}", p.problems);
+    assert_eq!(p.cmds.len(), 1);
+    assert_eq!(p.cmds[0].cmd.id, 3);
+}
+
+#[test]
+fn kernel_report_lines_with_a_timestamp_at_the_start_are_not_cut() {
+    let log = "[   12.345678] phyr 0000:03:00.0: # phyr-reset ep=0 kind=ctrl\n";
+    assert!(parse_log(log).problems.is_empty());
+}

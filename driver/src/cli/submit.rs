@@ -29,100 +29,16 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use anyhow::{anyhow, bail, Context, Result};
-use dma_range::{Command, DmaRange, Opcode, Status, ENTRY_SIZE, RANGE_BUS_ADDR, RANGE_CHAIN};
+use anyhow::{anyhow, Context, Result};
+use dma_range::{Command, Opcode, Status, RANGE_BUS_ADDR};
+use phyr_driver::submit_file::{Init, Place, Plan, Resolve};
 use phyr_kernels::crc32c;
-use serde::Deserialize;
 
 use crate::exec::Job;
 use crate::hostmem::HostMem;
 use crate::queue::QueueMode;
 use crate::session::Session;
-use crate::spec::parse_size;
 use crate::vfio::DmaPerm;
-
-#[derive(Deserialize, Clone)]
-#[serde(untagged)]
-enum Val {
-    Num(u64),
-    Str(String),
-}
-
-impl Val {
-    fn text(&self) -> String {
-        match self {
-            Val::Num(n) => n.to_string(),
-            Val::Str(s) => s.clone(),
-        }
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct File {
-    #[serde(default)]
-    endpoint: usize,
-    #[serde(default)]
-    queue: u32,
-    #[serde(default)]
-    buffers: Vec<Buffer>,
-    #[serde(default)]
-    lists: Vec<List>,
-    command: Cmd,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Buffer {
-    name: String,
-    size: Val,
-    #[serde(default)]
-    perm: Option<String>,
-    #[serde(default)]
-    init: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct List {
-    name: String,
-    #[serde(default)]
-    at: Option<String>,
-    entries: Vec<Entry>,
-}
-
-#[derive(Deserialize, Clone)]
-#[serde(deny_unknown_fields)]
-struct Entry {
-    addr: Val,
-    #[serde(default)]
-    len: Option<Val>,
-    #[serde(default)]
-    flags: Option<Val>,
-}
-
-#[derive(Deserialize, Clone)]
-#[serde(untagged)]
-enum Head {
-    Name(String),
-    Raw(Entry),
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Cmd {
-    opcode: Val,
-    #[serde(default)]
-    src: Option<Head>,
-    #[serde(default)]
-    dst: Option<Head>,
-    #[serde(default)]
-    pattern: Option<Val>,
-    #[serde(default)]
-    flags: Option<u8>,
-    #[serde(default)]
-    reserved0: Option<u32>,
-}
 
 /// Where a list block was placed: its address, the BUS_ADDR flag it needs, its size.
 struct Placed {
@@ -131,133 +47,75 @@ struct Placed {
     bytes: u32,
 }
 
-fn num(v: &Val, what: &str) -> Result<u64> {
-    match v {
-        Val::Num(n) => Ok(*n),
-        Val::Str(s) => parse_size(s).ok_or_else(|| anyhow!("{what}: {s:?} is not a number")),
-    }
-}
-
-fn flags(v: &Val) -> Result<u32> {
-    if let Val::Str(s) = v {
-        if s.chars().next().is_some_and(|c| c.is_ascii_alphabetic()) {
-            let mut f = 0;
-            for p in s.split('|') {
-                f |= match p.trim() {
-                    "bus" => RANGE_BUS_ADDR,
-                    "chain" => RANGE_CHAIN,
-                    other => bail!("unknown flag {other:?} (bus, chain, or a number)"),
-                };
-            }
-            return Ok(f);
-        }
-    }
-    Ok(num(v, "flags")? as u32)
-}
-
+/// The session answers where the file's names landed.
 struct Resolver<'a> {
     s: &'a mut Session,
     bufs: &'a HashMap<String, HostMem>,
     lists: &'a HashMap<String, Placed>,
 }
 
-impl Resolver<'_> {
-    /// Resolves an address expression: (address, implied flags, implied length).
-    fn addr(&mut self, v: &Val) -> Result<(u64, u32, Option<u32>)> {
-        let t = v.text();
-        let (base, off) = match t.split_once('+') {
-            Some((b, o)) => (b, parse_size(o).ok_or_else(|| anyhow!("bad offset in {t:?}"))?),
-            None => (t.as_str(), 0),
-        };
-        if let Some(name) = base.strip_prefix("buf:") {
-            let b = self.bufs.get(name).ok_or_else(|| anyhow!("no buffer {name:?}"))?;
-            return Ok((b.iova + off, 0, None));
-        }
-        if let Some(ep) = base.strip_prefix("bus:") {
-            let ep: usize = ep.parse().context("bus:EP")?;
-            return Ok((self.s.ep(ep)?.bar2_bus() + off, RANGE_BUS_ADDR, None));
-        }
-        if let Some(ep) = base.strip_prefix("bar-iova:") {
-            let ep: usize = ep.parse().context("bar-iova:EP")?;
-            return Ok((self.s.bar_iova(ep, off)?.0, 0, None));
-        }
-        if let Some(name) = base.strip_prefix("list:") {
-            let l = self.lists.get(name).ok_or_else(|| anyhow!("no list {name:?}"))?;
-            return Ok((l.addr + off, l.flags, Some(l.bytes)));
-        }
-        Ok((num(v, "addr")?, 0, None))
+impl Resolve for Resolver<'_> {
+    fn buffer(&self, name: &str) -> Option<u64> {
+        self.bufs.get(name).map(|b| b.iova)
     }
-
-    fn entry(&mut self, e: &Entry) -> Result<DmaRange> {
-        let (addr, implied, implied_len) = self.addr(&e.addr)?;
-        // Named flags add to what the address implies; a number is taken verbatim.
-        let flags = match &e.flags {
-            Some(Val::Num(n)) => *n as u32,
-            Some(f) => flags(f)? | implied,
-            None => implied,
-        };
-        let len = match (&e.len, implied_len) {
-            (Some(l), _) => num(l, "len")? as u32,
-            (None, Some(l)) => l,
-            (None, None) => bail!("entry at {} needs a len", e.addr.text()),
-        };
-        Ok(DmaRange { addr, len, flags })
+    fn list(&self, name: &str) -> Option<(u64, u32, u32)> {
+        self.lists.get(name).map(|l| (l.addr, l.flags, l.bytes))
+    }
+    fn bus(&mut self, ep: usize) -> Result<u64, String> {
+        self.s.ep(ep).map(|e| e.bar2_bus()).map_err(|e| e.to_string())
+    }
+    fn bar_iova(&mut self, ep: usize, off: u64) -> Result<u64, String> {
+        self.s.bar_iova(ep, off).map(|m| m.0).map_err(|e| e.to_string())
     }
 }
 
 pub fn run(s: &mut Session, path: &Path, mode: QueueMode) -> Result<bool> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let f: File = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let plan = Plan::parse(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
     let mut bufs = HashMap::new();
-    for b in &f.buffers {
-        let size = num(&b.size, "size")?;
-        let perm = match b.perm.as_deref() {
-            None | Some("rw") => DmaPerm::ReadWrite,
-            Some("r") => DmaPerm::ReadOnly,
-            Some(p) => bail!("buffer {}: perm {p:?} (r or rw)", b.name),
+    for b in &plan.buffers {
+        let perm = if b.read_only {
+            DmaPerm::ReadOnly
+        } else {
+            DmaPerm::ReadWrite
         };
-        let m = s.alloc_host(size, perm)?;
-        match b.init.as_deref() {
-            None | Some("zero") => {}
-            Some(i) if i.starts_with("pattern:") => m.buf.write(
-                0,
-                &crate::data::pattern(num(&Val::Str(i[8..].into()), "seed")?, size as usize),
-            )?,
-            Some(i) if i.starts_with("byte:") => m
-                .buf
-                .write(0, &vec![num(&Val::Str(i[5..].into()), "byte")? as u8; size as usize])?,
-            Some(i) => bail!("buffer {}: init {i:?} (zero, pattern:SEED, byte:B)", b.name),
+        let m = s.alloc_host(b.size, perm)?;
+        match b.init {
+            Init::Zero => {}
+            Init::Pattern(seed) => m.buf.write(0, &crate::data::pattern(seed, b.size as usize))?,
+            Init::Byte(v) => m.buf.write(0, &vec![v; b.size as usize])?,
         }
-        println!("buffer {:8} iova {:#x}+{:#x} {:?}", b.name, m.iova, size, perm);
+        println!("buffer {:8} iova {:#x}+{:#x} {:?}", b.name, m.iova, b.size, perm);
         bufs.insert(b.name.clone(), m);
     }
     // Place every list first so entries can name any list (chains, cycles).
     let mut placed = HashMap::new();
     let mut storage = Vec::new();
     let mut bar_writes = Vec::new();
-    for l in &f.lists {
-        let bytes = (l.entries.len().max(1) * ENTRY_SIZE) as u32;
-        let at = l.at.as_deref().unwrap_or("host");
-        let p = if at == "host" {
-            let m = s.alloc_host(u64::from(bytes), DmaPerm::ReadOnly)?;
-            let p = Placed {
-                addr: m.iova,
-                flags: 0,
-                bytes,
-            };
-            storage.push((l.name.clone(), m));
-            p
-        } else {
-            let rest = at
-                .strip_prefix("bar:")
-                .ok_or_else(|| anyhow!("list {}: at {at:?} (host or bar:EP:OFF)", l.name))?;
-            let (ep, off) = rest.split_once(':').ok_or_else(|| anyhow!("bar:EP:OFF"))?;
-            let (ep, off): (usize, u64) = (ep.parse()?, parse_size(off).context("offset")?);
-            bar_writes.push((l.name.clone(), ep, off));
-            Placed {
-                addr: s.ep(ep)?.bar2_bus() + off,
-                flags: RANGE_BUS_ADDR,
-                bytes,
+    for l in &plan.lists {
+        let bytes = l.block_bytes();
+        let p = match l.at {
+            Place::Host => {
+                let m = s.alloc_host(u64::from(bytes), DmaPerm::ReadOnly)?;
+                let p = Placed {
+                    addr: m.iova,
+                    flags: 0,
+                    bytes,
+                };
+                storage.push((l.name.clone(), m));
+                p
+            }
+            Place::Bar { ep, off } => {
+                bar_writes.push((l.name.clone(), ep, off));
+                Placed {
+                    addr: s
+                        .ep(ep)?
+                        .bar2_bus()
+                        .checked_add(off)
+                        .ok_or_else(|| anyhow!("list {}: bar:{ep}:{off:#x} overflows", l.name))?,
+                    flags: RANGE_BUS_ADDR,
+                    bytes,
+                }
             }
         };
         println!(
@@ -275,67 +133,39 @@ pub fn run(s: &mut Session, path: &Path, mode: QueueMode) -> Result<bool> {
         bufs: &bufs,
         lists: &placed,
     };
-    for l in &f.lists {
+    for l in &plan.lists {
         let mut bytes = Vec::new();
         for e in &l.entries {
-            let d = r.entry(e)?;
+            let d = e.resolve(&mut r)?;
             println!("  {}: addr {:#x} len {:#x} flags {:#x}", l.name, d.addr, d.len, d.flags);
             bytes.extend(d.to_bytes());
         }
         encoded.insert(l.name.clone(), bytes);
     }
-    let head = |r: &mut Resolver, h: &Option<Head>| -> Result<DmaRange> {
-        Ok(match h {
-            None => DmaRange::default(),
-            Some(Head::Name(n)) => {
-                let mut d = r.entry(&Entry {
-                    addr: Val::Str(n.clone()),
-                    len: None,
-                    flags: None,
-                })?;
-                d.flags &= !RANGE_CHAIN;
-                d
-            }
-            Some(Head::Raw(e)) => r.entry(e)?,
-        })
-    };
-    let src = head(&mut r, &f.command.src)?;
-    let dst = head(&mut r, &f.command.dst)?;
+    let src = plan.src.resolve(&mut r)?;
+    let dst = plan.dst.resolve(&mut r)?;
     for (name, m) in &storage {
         m.buf.write(0, &encoded[name])?;
     }
     for (name, ep, off) in &bar_writes {
         s.ep(*ep)?.bar2.write(*off, &encoded[name])?;
     }
-    let opcode = match f.command.opcode.text().to_ascii_lowercase().as_str() {
-        "nop" => Opcode::Nop as u8,
-        "copy" => Opcode::Copy as u8,
-        "fill" => Opcode::Fill as u8,
-        "crc32c" | "crc" => Opcode::Crc32c as u8,
-        "compare" => Opcode::Compare as u8,
-        _ => num(&f.command.opcode, "opcode")? as u8,
-    };
-    let mut job = Job::new(f.endpoint, Opcode::Nop, None, None).on(f.queue, mode);
+    let opcode = plan.opcode;
+    let mut job = Job::new(plan.endpoint, Opcode::Nop, None, None).on(plan.queue, mode);
     job.cmd = Command {
         opcode,
         src,
         dst,
         ..Default::default()
     };
-    job.cmd.pattern = f
-        .command
-        .pattern
-        .as_ref()
-        .map(|p| num(p, "pattern"))
-        .transpose()?
-        .unwrap_or(0);
-    job.cmd.flags = f.command.flags.unwrap_or(0);
-    job.cmd.reserved0 = f.command.reserved0.unwrap_or(0);
+    job.cmd.pattern = plan.pattern;
+    job.cmd.flags = plan.flags;
+    job.cmd.reserved0 = plan.reserved0;
     println!(
         "command: opcode {opcode:#x} src {src:?} dst {dst:?} pattern {:#x}",
         job.cmd.pattern
     );
-    let dev_ep = s.ep(f.endpoint)?.id.endpoint_id;
+    let dev_ep = s.ep(plan.endpoint)?.id.endpoint_id;
     let c = job.run(s)?;
     if !s.trace_lines {
         println!("{}", job.line(dev_ep, &c));

@@ -319,6 +319,40 @@ fn vfio_user_stream(dir: &Path) {
     write(dir, "vfio_user_stream", "version-only", &hello);
 }
 
+/// The report grammar's own documented examples (docs/REPORT.md): each line that starts with
+/// `# phyr-` is a seed, and all of them together make a console log seed.
+fn report_line(dir: &Path) {
+    const DOC: &str = include_str!("../../../docs/REPORT.md");
+    let examples: Vec<&str> = DOC.lines().filter(|l| l.starts_with("# phyr-")).collect();
+    for (i, l) in examples.iter().enumerate() {
+        write(dir, "report_line", &format!("doc-{i}"), l.as_bytes());
+    }
+    let console = examples.join("\n[   12.345678] phyr 0000:03:00.0: ");
+    write(dir, "report_line", "console", console.as_bytes());
+}
+
+/// The submit file example the driver documents (the JSON block of cli/submit.rs's module doc)
+/// and a few shapes of its own tests.
+fn submit_json(dir: &Path) {
+    const DOC: &str = include_str!("../../../driver/src/cli/submit.rs");
+    if let Some(block) = DOC.split("//! ```json").nth(1).and_then(|b| b.split("//! ```").next()) {
+        let json: String = block
+            .lines()
+            .map(|l| l.trim_start_matches("//!"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        write(dir, "submit_json", "documented", json.as_bytes());
+    }
+    let own = [
+        r#"{"command":{"opcode":"nop"}}"#,
+        r#"{"buffers":[{"name":"a","size":"4K","init":"byte:0x5a"}],"command":{"opcode":"fill","dst":{"addr":"buf:a","len":4096},"pattern":"0x0123"}}"#,
+        r#"{"lists":[{"name":"l","at":"bar:1:0x1000","entries":[{"addr":"bus:0+0x10","len":16},{"addr":"list:l","flags":"chain"}]}],"command":{"opcode":"crc32c","src":"list:l"}}"#,
+    ];
+    for (i, j) in own.iter().enumerate() {
+        write(dir, "submit_json", &format!("own-{i}"), j.as_bytes());
+    }
+}
+
 fn main() {
     let Some(dir) = std::env::args_os().nth(1).map(PathBuf::from) else {
         eprintln!("usage: phyr-fuzz-seeds DIR (writes DIR/<target>/seed-*)");
@@ -330,6 +364,8 @@ fn main() {
     trace_reader(&dir, &scratch);
     regfile(&dir);
     vfio_user_stream(&dir);
+    report_line(&dir);
+    submit_json(&dir);
     let _ = std::fs::remove_dir_all(&scratch);
     println!("seeds written to {}", dir.display());
 }
