@@ -1,11 +1,12 @@
-//! The `.phyrtrace` binary file format, version 1 (human copy: `trace/FORMAT.md`).
+//! The `.phyrtrace` binary file format, version 2 (human copy: `trace/FORMAT.md`). Version 1
+//! files (whose `DmaMap` events have no fd offset) are read too.
 //!
 //! All integers are little-endian. A file is a 64-byte header followed by frames.
 //!
 //! ```text
 //! header (64 bytes)
 //!   0  [u8; 8] magic "PHYRTRC\0"
-//!   8  u16     version (1)
+//!   8  u16     version (2; 1 is read too)
 //!  10  u16     header length (64)
 //!  12  u32     flags: bit 0 FRAME_CRC (frames carry a CRC32C of their body),
 //!              bit 1 DATA_CRC (DMA records carry a CRC32C of the bytes moved)
@@ -33,7 +34,9 @@
 //! event body (16-byte prefix + tag-specific tail, exact length per tag)
 //!   0 u8 kind=2   1 u8 tag   2 u16 endpoint   4 u32 reserved   8 u64 t_ns
 //!   tag 1 DmaMap        16 u64 iova  24 u64 size  32 u8 flags (bit0 readable, bit1 writable,
-//!                       bit2 has_fd)  33 [u8;7] reserved                       (40 bytes)
+//!                       bit2 has_fd, bit3 fd_offset recorded)  33 [u8;7] reserved
+//!                       40 u64 fd_offset (0 unless bit3)                       (48 bytes)
+//!                       version 1: no bit3, no fd_offset                       (40 bytes)
 //!   tag 2 DmaUnmap      16 u64 iova  24 u64 size  32 u8 all (0/1)  33 [u8;7]   (40 bytes)
 //!   tag 3 Reset, 6 Connected, 7 Disconnected: no tail                          (16 bytes)
 //!   tag 4 Interrupt     16 u16 vector  18 [u8;6]                               (24 bytes)
@@ -51,7 +54,9 @@
 use crate::record::{Direction, DmaRecord, Event, Payload, Record, Space, Target};
 
 pub const MAGIC: [u8; 8] = *b"PHYRTRC\0";
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
+/// The oldest version this reader reads (1: `DmaMap` events without the fd offset).
+pub const MIN_VERSION: u16 = 1;
 pub const HEADER_LEN: usize = 64;
 pub const FRAME_HEADER_LEN: usize = 8;
 /// Largest body a valid frame can have; anything longer is corruption.
@@ -76,7 +81,7 @@ pub enum FormatError {
     HeaderTruncated { len: usize },
     #[error("not a phyr trace file (magic {found:02x?})")]
     BadMagic { found: [u8; 8] },
-    #[error("trace format version {version} is not supported (this reader knows version {VERSION})")]
+    #[error("trace format version {version} is not supported (this reader knows versions {MIN_VERSION} to {VERSION})")]
     UnsupportedVersion { version: u16 },
     #[error("header length {len} is not {HEADER_LEN}")]
     BadHeaderLen { len: u16 },
@@ -151,7 +156,7 @@ impl Header {
             return Err(FormatError::BadMagic { found });
         }
         let version = get16(b, 8);
-        if version != VERSION {
+        if !(MIN_VERSION..=VERSION).contains(&version) {
             return Err(FormatError::UnsupportedVersion { version });
         }
         let len = get16(b, 10);
@@ -316,10 +321,15 @@ fn encode_body(rec: &Record, out: &mut Vec<u8>) {
                     readable,
                     writable,
                     has_fd,
+                    fd_offset,
                 } => {
-                    let flags = u8::from(*readable) | u8::from(*writable) << 1 | u8::from(*has_fd) << 2;
+                    let flags = u8::from(*readable)
+                        | u8::from(*writable) << 1
+                        | u8::from(*has_fd) << 2
+                        | u8::from(fd_offset.is_some()) << 3;
                     push_u64s(out, &[*iova, *size]);
                     out.extend_from_slice(&[flags, 0, 0, 0, 0, 0, 0, 0]);
+                    push_u64s(out, &[fd_offset.unwrap_or(0)]);
                     1
                 }
                 Event::DmaUnmap { iova, size, all } => {
@@ -475,13 +485,30 @@ fn decode_event(b: &[u8], offset: u64) -> Result<Record, FormatError> {
     };
     let event = match tag {
         1 => {
-            need("DmaMap event", 24)?;
+            // 48 bytes since version 2 (fd offset); version 1 files hold the 40-byte form.
+            let (known, recorded) = match tail.len() {
+                24 => (0b111, false),
+                _ => {
+                    need("DmaMap event", 32)?;
+                    (0b1111, true)
+                }
+            };
             let flags = tail[16];
-            if flags & !0b111 != 0 {
+            let has_fd = flags & 4 != 0;
+            let with_offset = flags & 8 != 0;
+            if flags & !known != 0 || (with_offset && !has_fd) {
                 return Err(FormatError::BadField {
                     offset,
                     field: "DmaMap flags",
                     value: flags.into(),
+                });
+            }
+            let fd_offset = (recorded && with_offset).then(|| get64(tail, 24));
+            if recorded && !with_offset && get64(tail, 24) != 0 {
+                return Err(FormatError::BadField {
+                    offset,
+                    field: "DmaMap fd_offset without flag bit 3",
+                    value: get64(tail, 24),
                 });
             }
             Event::DmaMap {
@@ -489,7 +516,8 @@ fn decode_event(b: &[u8], offset: u64) -> Result<Record, FormatError> {
                 size: get64(tail, 8),
                 readable: flags & 1 != 0,
                 writable: flags & 2 != 0,
-                has_fd: flags & 4 != 0,
+                has_fd,
+                fd_offset,
             }
         }
         2 => {
@@ -670,12 +698,7 @@ mod tests {
         assert!(matches!(Header::decode(&b), Err(FormatError::BadMagic { .. })));
     }
 
-    #[test]
-    fn rejects_header_with_future_version() {
-        let mut b = header().encode();
-        put16(&mut b, 8, 2);
-        assert_eq!(Header::decode(&b), Err(FormatError::UnsupportedVersion { version: 2 }));
-    }
+    // Versions (2 written, 1 read, others refused): tests/format_versions.rs.
 
     #[test]
     fn rejects_header_with_flipped_bit() {
