@@ -132,6 +132,7 @@ impl Device for VfioEndpoint {
             readable: m.readable,
             writable: m.writable,
             has_fd: m.fd_offset.is_some(),
+            fd_offset: m.fd_offset,
         });
     }
 

@@ -69,6 +69,10 @@ fn serves_two_endpoints_records_traces_and_exits_cleanly_on_sigterm() {
             client
                 .dma_map(RAM_IOVA, 16 << 20, ram_fd.as_fd(), 0, true, true)
                 .unwrap();
+            // A second, read-only window onto the same RAM, 0x3000 bytes into the fd.
+            client
+                .dma_map(RAM_IOVA + (64 << 20), 0x1000, ram_fd.as_fd(), 0x3000, true, false)
+                .unwrap();
             let ram = MmapRegion::map(ram_fd.as_fd(), 0, 16 << 20, true, true).unwrap();
             let e = Ep {
                 index: i,
@@ -114,6 +118,28 @@ fn serves_two_endpoints_records_traces_and_exits_cleanly_on_sigterm() {
     let w = dmas.iter().find(|d| d.space == Space::Bus).expect("bus write recorded");
     assert_eq!((w.addr, w.len, w.queue), (bar2_bus(1) + 0x100, 5000, 1));
     assert_eq!(w.crc32c, Some(crc32c::crc32c(&pattern(5000, 2))));
+    // DmaMap events carry the fd offset of each mapping (trace format version 2).
+    let maps: Vec<_> = t
+        .records
+        .iter()
+        .filter_map(|(_, r)| match &r.payload {
+            Payload::Event {
+                event:
+                    phyr_trace::Event::DmaMap {
+                        iova,
+                        writable,
+                        fd_offset,
+                        ..
+                    },
+                ..
+            } => Some((*iova, *writable, *fd_offset)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        maps,
+        [(RAM_IOVA, true, Some(0)), (RAM_IOVA + (64 << 20), false, Some(0x3000))]
+    );
     // Descriptor fetches (list 2) land in guest memory; SQ fetches and CQ writes are list 3.
     let all: Vec<_> = t
         .records

@@ -78,10 +78,22 @@ fn run(cli: Cli) -> Result<bool> {
             suite::run(&mut s, cases)
         }
         Cmd::EduCheck { bdf } => cli::edu::run(&cli.sysfs, bdf.as_deref()),
+        Cmd::Bind { target, endpoints } => cli::bind::run(&cli.sysfs, *target, endpoints),
+    }
+}
+
+/// Back to the default action for SIGPIPE (the Rust runtime ignores it, and `println!` then
+/// panics on a closed pipe): `phyr list | head` ends quietly, like any other Unix tool.
+fn default_sigpipe() {
+    // SAFETY: signal() with SIG_DFL installs no handler, so no Rust code runs in signal
+    // context; it is called once, before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
 fn main() -> ExitCode {
+    default_sigpipe();
     let cli = Cli::parse();
     match run(cli) {
         Ok(true) => ExitCode::SUCCESS,

@@ -174,7 +174,8 @@ pub fn boot(parts: &Parts, run: &RunDir, o: &BootOptions<'_>) -> Result<Outcome>
     if let Some(s) = o.share {
         qemu_args.extend(s.qemu_args());
     }
-    let cmdline = kernel_cmdline(o.append);
+    let extra: Vec<&str> = [o.recipe.append.as_deref(), o.append].into_iter().flatten().collect();
+    let cmdline = kernel_cmdline(Some(&extra.join(" ")));
     qemu_args.extend(harness_args(
         &parts.kernel.image,
         &initrd,

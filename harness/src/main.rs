@@ -10,6 +10,7 @@ mod cpio;
 mod crosscheck;
 mod debian_kernel;
 mod elf;
+mod guest_phys;
 mod ikconfig;
 mod initramfs;
 mod junit;

@@ -3,7 +3,8 @@
 //! Format (see qemu-configs/README.md):
 //! - `# phyr: key=value ...` header lines: `endpoints=N`, `topology=S0,S1,...` (switch index of
 //!   each endpoint), `memory=memfd|anon`, optional `bar2-size=BYTES`, `modules=a,b` (guest kernel
-//!   modules init loads, with their dependencies), `description=...` (rest of line).
+//!   modules init loads, with their dependencies), `description=...` (rest of line),
+//!   `append=...` (rest of line: guest kernel command-line parameters, e.g. `iommu=pt`).
 //! - other lines starting with `#` are comments; blank lines are ignored;
 //! - every other line is one QEMU option: the option, whitespace, then its value (which may
 //!   contain spaces), or a lone option such as `-nodefaults`;
@@ -57,6 +58,8 @@ pub struct Recipe {
     pub bar2_size: Option<u64>,
     /// Extra guest kernel modules to load (`# phyr: modules=a,b`).
     pub modules: Vec<String>,
+    /// Guest kernel command-line parameters the machine needs (`# phyr: append=iommu=pt`).
+    pub append: Option<String>,
     pub opts: Vec<Opt>,
 }
 
@@ -78,6 +81,30 @@ const HARNESS_OWNED: &[&str] = &[
 /// A module name as `modprobe` takes it: letters, digits, `_` and `-`, at most 64 bytes.
 pub fn valid_module_name(m: &str) -> bool {
     !m.is_empty() && m.len() <= 64 && m.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// Kernel parameters the harness sets itself (console, IOMMU on, panic, log level).
+const HARNESS_PARAMS: &[&str] = &["console", "panic", "loglevel", "rdinit", "init"];
+
+/// Checks a recipe's `append=` value: printable ASCII, and none of the harness's own parameters.
+fn check_append(a: &str) -> Result<String, String> {
+    if a.is_empty() {
+        return Err("append= is empty (name kernel parameters, e.g. append=iommu=pt)".into());
+    }
+    if let Some(c) = a.chars().find(|c| !c.is_ascii_graphic() && *c != ' ') {
+        return Err(format!(
+            "append={a:?} contains {c:?}; kernel parameters are printable ASCII"
+        ));
+    }
+    for p in a.split_whitespace() {
+        let key = p.split_once('=').map_or(p, |(k, _)| k);
+        if HARNESS_PARAMS.contains(&key) {
+            return Err(format!(
+                "append= sets {key}, which phyr-harness sets itself; remove it (or pass --append to run)"
+            ));
+        }
+    }
+    Ok(a.to_owned())
 }
 
 const PLACEHOLDERS: &[&str] = &["@SOCKET_DIR@", "@RUN_DIR@"];
@@ -120,6 +147,7 @@ impl Recipe {
             (None, None, None, None, String::new());
         let mut opts = Vec::new();
         let mut modules: Vec<String> = Vec::new();
+        let mut append: Option<String> = None;
         for (i, raw) in text.lines().enumerate() {
             let n = i + 1;
             let line = raw.trim();
@@ -127,6 +155,10 @@ impl Recipe {
                 let header = header.trim();
                 if let Some(d) = header.strip_prefix("description=") {
                     description = d.trim().to_owned();
+                    continue;
+                }
+                if let Some(a) = header.strip_prefix("append=") {
+                    append = Some(check_append(a.trim()).map_err(|what| err(n, what))?);
                     continue;
                 }
                 for kv in header.split_whitespace() {
@@ -178,7 +210,7 @@ impl Recipe {
                             return Err(err(
                                 n,
                                 format!(
-                                "unknown header key {k:?} (known: endpoints, topology, memory, bar2-size, modules, description)"
+                                "unknown header key {k:?} (known: endpoints, topology, memory, bar2-size, modules, description, append)"
                             ),
                             ))
                         }
@@ -233,6 +265,7 @@ impl Recipe {
             memory,
             bar2_size,
             modules,
+            append,
             opts,
         };
         r.check_endpoints().map_err(whole)?;
@@ -397,6 +430,31 @@ mod tests {
     }
 
     #[test]
+    fn append_header_is_the_rest_of_its_line() {
+        let r = parse(&GOOD.replace(
+            "# a comment",
+            "# phyr: append=iommu=pt pci=disable_acs_redir=0000:02:00.0;0000:02:01.0",
+        ))
+        .unwrap();
+        assert_eq!(
+            r.append.as_deref(),
+            Some("iommu=pt pci=disable_acs_redir=0000:02:00.0;0000:02:01.0")
+        );
+        assert_eq!(parse(GOOD).unwrap().append, None);
+    }
+
+    #[test]
+    fn append_header_refuses_harness_parameters_and_control_characters() {
+        let e = err_of(&GOOD.replace("# a comment", "# phyr: append=iommu=pt console=tty0"));
+        assert!(e.contains("t.args:3") && e.contains("sets console"), "{e}");
+        let e = err_of(&GOOD.replace("# a comment", "# phyr: append=iommu=pt\x1b"));
+        assert!(e.contains("printable ASCII"), "{e}");
+        let e = err_of(&GOOD.replace("# a comment", "# phyr: append=a\tb"));
+        assert!(e.contains("printable ASCII"), "{e}");
+        assert!(err_of(&GOOD.replace("# a comment", "# phyr: append=")).contains("append= is empty"));
+    }
+
+    #[test]
     fn modules_header_lists_guest_modules() {
         let r = parse(&GOOD.replace("memory=memfd", "memory=memfd modules=dmatest,nvme-core")).unwrap();
         assert_eq!(r.modules, vec!["dmatest", "nvme-core"]);
@@ -444,10 +502,20 @@ mod tests {
     fn shipped_recipes_parse() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../qemu-configs");
         let names = list(&dir);
-        for want in ["default", "anon-ram", "two-switches"] {
+        for want in [
+            "default",
+            "anon-ram",
+            "two-switches",
+            "root-ports",
+            "root-ports-epyc",
+            "acs-redirect",
+            "passthrough",
+            "bar2-8g",
+        ] {
             assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
             let r = Recipe::load(want, &dir).unwrap();
             assert_eq!(r.endpoints, r.topology.len());
+            assert!(!r.description.is_empty(), "{want} has no description");
         }
         assert!(matches!(Recipe::load("nope", &dir), Err(RecipeError::NotFound { .. })));
     }

@@ -74,6 +74,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             readable: true,
             writable: true,
             has_fd: true,
+            fd_offset: Some(0x10_0000),
         });
         let mem = |off| Target::GuestMemory {
             mapping: 0,

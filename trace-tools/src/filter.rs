@@ -213,6 +213,7 @@ mod tests {
                 readable: true,
                 writable: true,
                 has_fd: true,
+                fd_offset: Some(0),
             },
         );
         assert!(f("0x100f").matches(&map));

@@ -115,13 +115,18 @@ pub fn event_details(e: &Event) -> String {
             readable,
             writable,
             has_fd,
+            fd_offset,
         } => {
             let prot = format!(
                 "{}{}",
                 if *readable { "r" } else { "-" },
                 if *writable { "w" } else { "-" }
             );
-            let fd = if *has_fd { "fd" } else { "no fd (message access)" };
+            let fd = match (has_fd, fd_offset) {
+                (_, Some(o)) => format!("fd offset={o:#x}"),
+                (true, None) => "fd".to_owned(),
+                (false, None) => "no fd (message access)".to_owned(),
+            };
             format!("iova={iova:#x} size={size:#x} {prot} {fd}")
         }
         Event::DmaUnmap { iova, size, all } => {

@@ -1,4 +1,4 @@
-//! The `.phyrtrace` binary file format, version 1: encoding and decoding of the header and
+//! The `.phyrtrace` binary file format, version 2 (version 1 files, whose `DmaMap` events have no fd offset, are read too): encoding and decoding of the header and
 //! frames. The layout (every offset, field, tag and the writing and reading rules) is written
 //! out once, in `trace/FORMAT.md`; the constants and `encode_*`/`decode_*` functions here are
 //! its implementation, and the tests in `tests/format_props.rs` hold them to it.
@@ -8,7 +8,9 @@ use phyr_kernels::crc32c::{crc32c, crc32c_words};
 use crate::record::{Direction, DmaRecord, Event, Payload, Record, Space, Target};
 
 pub const MAGIC: [u8; 8] = *b"PHYRTRC\0";
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
+/// The oldest version this reader reads (1: `DmaMap` events without the fd offset).
+pub const MIN_VERSION: u16 = 1;
 pub const HEADER_LEN: usize = 64;
 pub const FRAME_HEADER_LEN: usize = 8;
 /// Largest body a valid frame can have; anything longer is corruption.
@@ -33,7 +35,7 @@ pub enum FormatError {
     HeaderTruncated { len: usize },
     #[error("not a phyr trace file (magic {found:02x?})")]
     BadMagic { found: [u8; 8] },
-    #[error("trace format version {version} is not supported (this reader knows version {VERSION})")]
+    #[error("trace format version {version} is not supported (this reader knows versions {MIN_VERSION} to {VERSION})")]
     UnsupportedVersion { version: u16 },
     #[error("header length {len} is not {HEADER_LEN}")]
     BadHeaderLen { len: u16 },
@@ -108,7 +110,7 @@ impl Header {
             return Err(FormatError::BadMagic { found });
         }
         let version = get16(b, 8);
-        if version != VERSION {
+        if !(MIN_VERSION..=VERSION).contains(&version) {
             return Err(FormatError::UnsupportedVersion { version });
         }
         let len = get16(b, 10);
@@ -269,10 +271,15 @@ fn encode_body(rec: &Record, out: &mut Vec<u8>) {
                     readable,
                     writable,
                     has_fd,
+                    fd_offset,
                 } => {
-                    let flags = u8::from(*readable) | u8::from(*writable) << 1 | u8::from(*has_fd) << 2;
+                    let flags = u8::from(*readable)
+                        | u8::from(*writable) << 1
+                        | u8::from(*has_fd) << 2
+                        | u8::from(fd_offset.is_some()) << 3;
                     push_u64s(out, &[*iova, *size]);
                     out.extend_from_slice(&[flags, 0, 0, 0, 0, 0, 0, 0]);
+                    push_u64s(out, &[fd_offset.unwrap_or(0)]);
                     1
                 }
                 Event::DmaUnmap { iova, size, all } => {
@@ -428,13 +435,30 @@ fn decode_event(b: &[u8], offset: u64) -> Result<Record, FormatError> {
     };
     let event = match tag {
         1 => {
-            need("DmaMap event", 24)?;
+            // 48 bytes since version 2 (fd offset); version 1 files hold the 40-byte form.
+            let (known, recorded) = match tail.len() {
+                24 => (0b111, false),
+                _ => {
+                    need("DmaMap event", 32)?;
+                    (0b1111, true)
+                }
+            };
             let flags = tail[16];
-            if flags & !0b111 != 0 {
+            let has_fd = flags & 4 != 0;
+            let with_offset = flags & 8 != 0;
+            if flags & !known != 0 || (with_offset && !has_fd) {
                 return Err(FormatError::BadField {
                     offset,
                     field: "DmaMap flags",
                     value: flags.into(),
+                });
+            }
+            let fd_offset = (recorded && with_offset).then(|| get64(tail, 24));
+            if recorded && !with_offset && get64(tail, 24) != 0 {
+                return Err(FormatError::BadField {
+                    offset,
+                    field: "DmaMap fd_offset without flag bit 3",
+                    value: get64(tail, 24),
                 });
             }
             Event::DmaMap {
@@ -442,7 +466,8 @@ fn decode_event(b: &[u8], offset: u64) -> Result<Record, FormatError> {
                 size: get64(tail, 8),
                 readable: flags & 1 != 0,
                 writable: flags & 2 != 0,
-                has_fd: flags & 4 != 0,
+                has_fd,
+                fd_offset,
             }
         }
         2 => {
@@ -623,12 +648,7 @@ mod tests {
         assert!(matches!(Header::decode(&b), Err(FormatError::BadMagic { .. })));
     }
 
-    #[test]
-    fn rejects_header_with_future_version() {
-        let mut b = header().encode();
-        put16(&mut b, 8, 2);
-        assert_eq!(Header::decode(&b), Err(FormatError::UnsupportedVersion { version: 2 }));
-    }
+    // Versions (2 written, 1 read, others refused): tests/format_versions.rs.
 
     #[test]
     fn rejects_header_with_flipped_bit() {

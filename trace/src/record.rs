@@ -73,6 +73,10 @@ pub enum Event {
         readable: bool,
         writable: bool,
         has_fd: bool,
+        /// With `has_fd`: the offset in that fd of the mapping's first byte (DMA_MAP's
+        /// `offset`; with the recipes' memory-backend-memfd, the offset in guest RAM). `None`
+        /// without an fd, and in version 1 files, which did not record it.
+        fd_offset: Option<u64>,
     },
     DmaUnmap {
         iova: u64,

@@ -66,6 +66,7 @@ pub fn sample_records() -> Vec<Record> {
                 readable: true,
                 writable: false,
                 has_fd: true,
+                fd_offset: Some(0x3fe_0000),
             },
         ),
         event(

@@ -66,15 +66,22 @@ fn dma() -> impl Strategy<Value = DmaRecord> {
 
 fn event() -> impl Strategy<Value = Event> {
     prop_oneof![
-        (any::<u64>(), any::<u64>(), any::<bool>(), any::<bool>(), any::<bool>()).prop_map(
-            |(iova, size, readable, writable, has_fd)| Event::DmaMap {
+        (
+            any::<u64>(),
+            any::<u64>(),
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+            any::<Option<u64>>()
+        )
+            .prop_map(|(iova, size, readable, writable, has_fd, fd_offset)| Event::DmaMap {
                 iova,
                 size,
                 readable,
                 writable,
-                has_fd
-            }
-        ),
+                has_fd: has_fd || fd_offset.is_some(),
+                fd_offset,
+            }),
         (any::<u64>(), any::<u64>(), any::<bool>()).prop_map(|(iova, size, all)| Event::DmaUnmap { iova, size, all }),
         Just(Event::Reset),
         any::<u16>().prop_map(|vector| Event::Interrupt { vector }),

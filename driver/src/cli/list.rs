@@ -6,8 +6,23 @@ use std::path::Path;
 use anyhow::Result;
 
 use crate::endpoint;
+use crate::p2p;
 use crate::session::Session;
 use crate::sysfs;
+
+/// The provider side of P2PDMA: `p2pmem/` appears once a kernel driver (phyr.ko) registers
+/// BAR memory with pci_p2pdma_add_resource().
+fn p2pmem(sys: &Path, bdf: &str) -> Option<String> {
+    let dir = sys.join("bus/pci/devices").join(bdf).join("p2pmem");
+    let read = |n: &str| std::fs::read_to_string(dir.join(n)).ok().map(|s| s.trim().to_string());
+    let size: u64 = read("size")?.parse().ok()?;
+    let available: u64 = read("available").and_then(|s| s.parse().ok()).unwrap_or(0);
+    let published = read("published").unwrap_or_default() == "1";
+    Some(format!(
+        "p2pmem: {size:#x} bytes registered, {available:#x} available, {}",
+        if published { "published" } else { "not published" }
+    ))
+}
 
 pub fn run(sys: &Path, only: &[String], session: Option<&Session>) -> Result<()> {
     let funcs = endpoint::find(sys, only)?;
@@ -33,6 +48,9 @@ pub fn run(sys: &Path, only: &[String], session: Option<&Session>) -> Result<()>
             bar(2)
         );
         println!("    path: {} / {}", f.host_bridge, f.path.join(" / "));
+        if let Some(p2pmem) = p2pmem(sys, &f.bdf) {
+            println!("    {p2pmem}");
+        }
         let acs: Vec<String> = f.path[..f.path.len().saturating_sub(1)]
             .iter()
             .filter(|b| sysfs::acs_redirect(sys, b) == Some(true))
@@ -57,25 +75,37 @@ pub fn run(sys: &Path, only: &[String], session: Option<&Session>) -> Result<()>
             );
         }
     }
-    if let Some(s) = session {
-        println!("reachability of BAR2 (rows: executing endpoint, columns: BAR owner):");
-        for c in 0..s.endpoints.len() {
-            let mut row = format!("  ep{c}:");
-            for p in 0..s.endpoints.len() {
-                let d = s.p2p_decision(p, c)?;
-                let via = match d.map_type {
-                    crate::p2p::MapType::BusAddr => "bus",
-                    _ => "iommu",
-                };
-                let common = d.common.as_deref().unwrap_or("host-bridge");
-                row.push_str(&format!(
-                    " ep{p}={via}({} dist={} via {common})",
-                    d.map_type.name(),
-                    d.distance
-                ));
+    // Decided from sysfs alone, so endpoints bound to the phyr kernel driver get a row too.
+    let use_acs = session.is_none_or(|s| s.policy == crate::session::P2pPolicy::Linux);
+    let cpu = p2p::host_cpu_supports_p2pdma();
+    println!("reachability of BAR2 as Linux's pci_p2pdma_map_type decides it (rows: executing endpoint, columns: BAR owner):");
+    let mut reasons = Vec::new();
+    for (c, client) in funcs.iter().enumerate() {
+        let mut row = format!("  ep{c}:");
+        for (p, provider) in funcs.iter().enumerate() {
+            let d = p2p::decide_from_sysfs_with(sys, cpu, provider, client, use_acs);
+            let via = match d.map_type {
+                p2p::MapType::BusAddr => "bus",
+                _ => "iommu",
+            };
+            let common = d.common.as_deref().unwrap_or("host-bridge");
+            row.push_str(&format!(
+                " ep{p}={via}({} dist={} via {common})",
+                d.map_type.name(),
+                d.distance
+            ));
+            if let Some(why) = d.host_bridge {
+                if !reasons.contains(&why) {
+                    reasons.push(why);
+                }
             }
-            println!("{row}");
         }
+        println!("{row}");
+    }
+    for why in reasons {
+        println!("  root complex: {why}");
+    }
+    if let Some(s) = session {
         println!("container: IOMMU {}", s.container.iommu_type_name());
     }
     Ok(())

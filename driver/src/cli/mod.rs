@@ -1,5 +1,6 @@
 //! The command line (clap) and its subcommands.
 
+pub mod bind;
 pub mod edu;
 pub mod list;
 pub mod ops;
@@ -94,6 +95,14 @@ pub enum Cmd {
         /// List the cases and exit.
         #[arg(long)]
         list: bool,
+    },
+    /// Move endpoints between vfio-pci and the phyr kernel driver (driver_override, unbind, drivers_probe).
+    Bind {
+        /// Where to: `kernel` (phyr.ko, PCI driver "phyr") or `vfio` (vfio-pci).
+        #[arg(value_enum)]
+        target: bind::Target,
+        /// Endpoints: ep0, 0, 0000:03:00.0 or 03:00.0 (default: every phyr endpoint).
+        endpoints: Vec<String>,
     },
     /// Exercise the VFIO plumbing on QEMU's edu device (1234:11e8): BAR mmap, DMA, MSI.
     EduCheck {

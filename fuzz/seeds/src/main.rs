@@ -118,6 +118,7 @@ fn trace_payloads() -> Vec<Payload> {
             readable: true,
             writable: true,
             has_fd: true,
+            fd_offset: Some(0x10_0000),
         }),
         dma(
             Direction::Read,
