@@ -263,7 +263,7 @@ static long phyr_ioctl_p2p_query(void __user *arg)
 
 	if (copy_from_user(&q, arg, sizeof(q)))
 		return -EFAULT;
-	if (q.distance || q.map_type || q.source || q.reserved)
+	if (q.reserved)
 		return -EINVAL;
 	provider = phyr_ep_get(q.provider);
 	if (!provider)
@@ -298,7 +298,7 @@ static long phyr_ioctl_buf_alloc(struct phyr_file *pf, void __user *arg)
 
 	if (copy_from_user(&req, arg, sizeof(req)))
 		return -EFAULT;
-	if (req.flags || req.buf || req.phys || req.nr_chunks || req.reserved)
+	if (req.flags || req.reserved)
 		return -EINVAL;
 	if (req.kind < PHYR_BUF_RAM || req.kind > PHYR_BUF_BAR || !req.len)
 		return -EINVAL;
@@ -419,7 +419,7 @@ static long phyr_ioctl_buf_io(struct phyr_file *pf, void __user *arg,
 
 static int phyr_map_check(const struct phyr_map *req)
 {
-	if (req->flags || req->map || req->total_len)
+	if (req->flags)
 		return -EINVAL;
 	if (req->dir > PHYR_DIR_FROM_DEVICE)
 		return -EINVAL;

@@ -81,9 +81,6 @@ static int phyr_submit_check(const struct phyr_submit *req)
 		return -EINVAL;
 	if (req->timeout_ms > PHYR_MAX_TIMEOUT_MS)
 		return -EINVAL;
-	if (req->src_head || req->dst_head || req->list_dma ||
-	    req->list_bytes || req->out_flags)
-		return -EINVAL;
 	lists = phyr_op_lists[req->opcode];
 	if (!!(lists & 1) != !!req->src_map || !!(lists & 2) != !!req->dst_map)
 		return -EINVAL;
@@ -192,6 +189,11 @@ long phyr_ioctl_submit(struct phyr_file *pf, void __user *arg)
 	ret = phyr_submit_check(&req);
 	if (ret)
 		return ret;
+	req.src_head = 0;
+	req.dst_head = 0;
+	req.list_dma = 0;
+	req.list_bytes = 0;
+	req.out_flags = 0;
 	memset(&req.cqe, 0, sizeof(req.cqe));
 
 	ep = phyr_ep_get(req.ep);
