@@ -343,6 +343,9 @@ int phyr_queue_submit(struct phyr_queue *q, struct phyr_hw_cmd *cmd,
 	for (slot = 0; slot < q->depth; slot++)
 		if (!q->slots[slot])
 			break;
+	/* ids below depth never occur: the slot bits alone would repeat soonest */
+	if (!(u16)(q->seq << ilog2(q->depth)))
+		q->seq++;
 	c->cid = (u16)(q->seq++ << ilog2(q->depth)) | slot;
 	q->slots[slot] = c;
 	q->inflight++;

@@ -95,6 +95,8 @@ pub enum Cmd {
         #[arg(long)]
         list: bool,
     },
+    /// The kernel-path suite through phyr.ko and /dev/phyr (docs/KERNEL-UAPI.md), TAP on stdout.
+    Ksuite(crate::ksuite::Args),
     /// Exercise the VFIO plumbing on QEMU's edu device (1234:11e8): BAR mmap, DMA, MSI.
     EduCheck {
         /// BDF of the edu device (default: the first one found).
