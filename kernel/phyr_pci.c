@@ -219,11 +219,13 @@ static int phyr_ep_start(struct phyr_ep *ep)
  */
 int phyr_ep_reset(struct phyr_ep *ep)
 {
-	bool gone = READ_ONCE(ep->gone);
 	unsigned int i;
 	int ret = 0;
+	bool gone;
 
 	mutex_lock(&ep->ctrl_lock);
+	/* read under the lock: no reset after removal began starts a queue */
+	gone = READ_ONCE(ep->gone);
 	for (i = 0; i < ep->nr_queues; i++)
 		phyr_queue_halt(&ep->queues[i]);
 	writel(PHYR_CTRL_RESET, ep->regs + PHYR_REG_CTRL);

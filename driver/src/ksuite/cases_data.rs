@@ -53,6 +53,11 @@ pub fn cases() -> Vec<Case> {
             run: bar_window,
         },
         Case {
+            name: "k-over-4g",
+            about: "more than 4 GiB of a peer's p2pmem in one list (BAR2 > 4 GiB): ranges split below 4 GiB, FILL lands at both ends and across the split",
+            run: over_4g,
+        },
+        Case {
             name: "k-fill-compare",
             about: "FILL over a mixed list, COMPARE equal lists, COMPARE_MISMATCH at the first changed byte",
             run: fill_compare,
@@ -375,6 +380,54 @@ fn fill_compare(ctx: &Ctx) -> Result<Outcome> {
             p.name(),
             s.cqe.result
         );
+    }
+    Ok(Outcome::Pass)
+}
+
+fn over_4g(ctx: &Ctx) -> Result<Outcome> {
+    const LEN: u64 = (4 << 30) + 3 * 4096;
+    if !ctx.p2pdma() {
+        return Ok(Outcome::Skip("the kernel has no CONFIG_PCI_P2PDMA".into()));
+    }
+    let Some((ep, peer)) = ctx
+        .same_switch_pair()
+        .filter(|(_, p)| p.bar2_size > LEN)
+        .or_else(|| ctx.eps.iter().find(|e| e.bar2_size > LEN).map(|e| (*e, *e)))
+    else {
+        return Ok(Outcome::Skip("needs a BAR2 over 4 GiB (--bar2-size 8589934592)".into()));
+    };
+    let pm = ctx.alloc(uapi::BUF_P2PMEM, peer.ep, LEN)?;
+    let seg = [pm.seg(5, LEN - 10)];
+    let m = ctx.map(&ep, Path::SgTable, uapi::DIR_BIDIRECTIONAL, &seg)?;
+    ensure!(
+        m.m.ranges.len() >= 2,
+        "{} range(s) for {} bytes",
+        m.m.ranges.len(),
+        LEN - 10
+    );
+    let mut next = m.m.ranges[0].addr;
+    for r in &m.m.ranges {
+        ensure!(
+            r.flags & uapi::RANGE_BUS_ADDR != 0,
+            "a range of the peer's BAR is not a bus address"
+        );
+        ensure!(r.addr == next, "ranges not contiguous at {:#x}", r.addr);
+        next = r.addr + u64::from(r.len);
+    }
+    let pat = 0x0f1e_2d3c_4b5a_6978;
+    let mut fill = Cmd::new(Opcode::Fill, 0).dst(&m).pattern(pat);
+    fill.timeout_ms = 300_000; // 4 GiB take longer than the default 10 s under TCG
+    let s = ctx.submit(&ep, &fill, LEN - 10, None)?;
+    expect_status("FILL over 4 GiB", &s, Status::SUCCESS)?;
+    ensure!(s.cqe.result == LEN - 10, "FILL result {:#x}", s.cqe.result);
+    // the device writes pattern byte k % 8 at list offset k: check 4 KiB windows at the
+    // start, across the first range's end and at the end
+    let split = u64::from(m.m.ranges[0].len);
+    for at in [0, split - 2048, LEN - 10 - 4096] {
+        let mut got = vec![0u8; 4096];
+        ctx.dev.buf_read(pm.id, 5 + at, &mut got)?;
+        let want: Vec<u8> = (at..at + 4096).map(|k| pat.to_le_bytes()[(k % 8) as usize]).collect();
+        ensure!(got == want, "bytes at list offset {at:#x} differ");
     }
     Ok(Outcome::Pass)
 }
