@@ -8,6 +8,7 @@ mod error;
 mod exec;
 mod hostmem;
 mod iova;
+mod ksuite;
 mod mapping;
 mod p2p;
 mod queue;
@@ -79,6 +80,7 @@ fn run(cli: Cli) -> Result<bool> {
         }
         Cmd::EduCheck { bdf } => cli::edu::run(&cli.sysfs, bdf.as_deref()),
         Cmd::Bind { target, endpoints } => cli::bind::run(&cli.sysfs, *target, endpoints),
+        Cmd::Ksuite(a) => ksuite::run(&cli.sysfs, a),
     }
 }
 

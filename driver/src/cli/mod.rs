@@ -104,6 +104,8 @@ pub enum Cmd {
         /// Endpoints: ep0, 0, 0000:03:00.0 or 03:00.0 (default: every phyr endpoint).
         endpoints: Vec<String>,
     },
+    /// The kernel-path suite through phyr.ko and /dev/phyr (docs/KERNEL-UAPI.md), TAP on stdout.
+    Ksuite(crate::ksuite::Args),
     /// Exercise the VFIO plumbing on QEMU's edu device (1234:11e8): BAR mmap, DMA, MSI.
     EduCheck {
         /// BDF of the edu device (default: the first one found).
