@@ -1,6 +1,6 @@
 //! Everything one guest boot needs, assembled: provisioned parts, the recipe's QEMU options
 //! plus the harness's own (kernel, initrd, command line, console, accelerator), the device's
-//! command line, the initramfs, then the session itself.
+//! command line, the initramfs, then the guest run itself (`guest_run.rs`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -8,13 +8,13 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use crate::accel::Accel;
+use crate::guest_run::{self, Console, DeviceLaunch, Launch, Outcome};
 use crate::initramfs::{self, GuestMode, InitramfsSpec};
 use crate::kernel::GuestKernel;
 use crate::kmod::Module;
 use crate::qemu::Qemu;
 use crate::recipe::Recipe;
 use crate::rundir::{check_socket_paths, RunDir};
-use crate::session::{self, Console, DeviceLaunch, Launch, Outcome};
 use crate::share::Share;
 
 /// PCI IDs the guest hands to vfio-pci: phyr endpoints, or QEMU's edu with --no-device.
@@ -190,7 +190,7 @@ pub fn boot(parts: &Parts, run: &RunDir, o: &BootOptions<'_>) -> Result<Outcome>
             .map(|i| run.socket_dir().join(format!("ep{i}.sock")))
             .collect(),
     });
-    session::run(Launch {
+    guest_run::run(Launch {
         run,
         qemu: &parts.qemu,
         qemu_args,

@@ -10,6 +10,7 @@ mod cpio;
 mod crosscheck;
 mod debian_kernel;
 mod elf;
+mod guest_run;
 mod ikconfig;
 mod initramfs;
 mod junit;
@@ -24,7 +25,6 @@ mod provision;
 mod qemu;
 mod recipe;
 mod rundir;
-mod session;
 mod share;
 mod sys;
 mod tap;
@@ -43,11 +43,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::accel::AccelChoice;
 use crate::boot::BootOptions;
 use crate::cache::Cache;
+use crate::guest_run::{Console, Ending};
 use crate::initramfs::GuestMode;
 use crate::provision::say;
 use crate::recipe::Recipe;
 use crate::rundir::RunDir;
-use crate::session::{Console, Ending};
 use crate::share::Share;
 
 #[derive(Parser)]
@@ -334,8 +334,8 @@ fn run_cmd(cache: &Cache, a: RunArgs) -> Result<i32> {
     }
 }
 
-/// Prints how a session ended (which side failed and where its log is); returns an exit code.
-pub fn report_ending(run: &RunDir, o: &session::Outcome) -> i32 {
+/// Prints how a guest run ended (which side failed and where its log is); returns an exit code.
+pub fn report_ending(run: &RunDir, o: &guest_run::Outcome) -> i32 {
     let secs = o.elapsed.as_secs_f64();
     match &o.ending {
         Ending::PoweredOff => {
@@ -357,7 +357,7 @@ pub fn report_ending(run: &RunDir, o: &session::Outcome) -> i32 {
             say(format!(
                 "QEMU failed ({st}) after {secs:.1} s; see {}{}",
                 run.file("qemu.log").display(),
-                session::log_tail(&run.file("qemu.log"), 5)
+                guest_run::log_tail(&run.file("qemu.log"), 5)
             ));
             1
         }
@@ -365,7 +365,7 @@ pub fn report_ending(run: &RunDir, o: &session::Outcome) -> i32 {
             say(format!(
                 "phyr-device died ({st}) after {secs:.1} s; QEMU was stopped. See {}{}",
                 run.file("device.log").display(),
-                session::log_tail(&run.file("device.log"), 5)
+                guest_run::log_tail(&run.file("device.log"), 5)
             ));
             1
         }

@@ -10,12 +10,12 @@ use anyhow::{bail, Result};
 
 use crate::boot::{self, BootOptions, Parts};
 use crate::cache::Cache;
+use crate::guest_run::Console;
 use crate::initramfs::GuestMode;
 use crate::kernel_spec::KernelSpec;
 use crate::provision::say;
 use crate::recipe::Recipe;
 use crate::rundir::RunDir;
-use crate::session::Console;
 use crate::share::Share;
 use crate::{junit, tap, GuestOpts};
 

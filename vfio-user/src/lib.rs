@@ -1,11 +1,11 @@
 //! vfio-user protocol layer: wire types, framing over UNIX stream sockets with SCM_RIGHTS fd
 //! passing, a validating server loop, and a client for tests and benchmarks.
-//! It knows nothing of phyr's device: a device implements [`Device`] and gets a [`Session`].
+//! It knows nothing of phyr's device: a device implements [`Device`] and gets a [`ClientHandles`].
 //!
 //! Table of contents (private modules, public items re-exported below):
 //! - `errno`: [`Errno`], the positive errno every error reply carries.
 //! - `device`: the [`Device`] backend trait and the data it returns ([`DeviceInfo`],
-//!   [`RegionInfo`], [`IrqInfo`], [`MappingInfo`], [`Session`]).
+//!   [`RegionInfo`], [`IrqInfo`], [`MappingInfo`], [`ClientHandles`]).
 //! - `dma`: [`DmaSpace`], the client's DMA mappings with checked, chunked, zero-copy access
 //!   and the DMA_READ/DMA_WRITE message fallback.
 //! - `irq`: [`Irqs`], the eventfd table from SET_IRQS with mask/pending bits.
@@ -41,9 +41,9 @@ pub mod wire;
 pub use channel::{FrameError, Message};
 pub use client::{Client, ClientError, ClientOptions, LocalMemory};
 pub use device::{
-    pci_irq, pci_region, Device, DeviceInfo, IrqInfo, MappingInfo, RegionInfo, RegionMmap, Session, DEVICE_FLAG_PCI,
-    DEVICE_FLAG_RESET, IRQ_INFO_AUTOMASKED, IRQ_INFO_EVENTFD, IRQ_INFO_MASKABLE, IRQ_INFO_NORESIZE, REGION_FLAG_CAPS,
-    REGION_FLAG_MMAP, REGION_FLAG_READ, REGION_FLAG_WRITE,
+    pci_irq, pci_region, ClientHandles, Device, DeviceInfo, IrqInfo, MappingInfo, RegionInfo, RegionMmap,
+    DEVICE_FLAG_PCI, DEVICE_FLAG_RESET, IRQ_INFO_AUTOMASKED, IRQ_INFO_EVENTFD, IRQ_INFO_MASKABLE, IRQ_INFO_NORESIZE,
+    REGION_FLAG_CAPS, REGION_FLAG_MMAP, REGION_FLAG_READ, REGION_FLAG_WRITE,
 };
 pub use dma::{Access, CopyError, CopySide, DmaChunk, DmaError, DmaSpace, MapError, UnmapError, DEFAULT_DMA_TIMEOUT};
 pub use errno::Errno;

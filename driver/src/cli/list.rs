@@ -5,11 +5,11 @@ use std::path::Path;
 
 use anyhow::Result;
 
+use crate::bench::Bench;
 use crate::endpoint;
-use crate::session::Session;
 use crate::sysfs;
 
-pub fn run(sys: &Path, only: &[String], session: Option<&Session>) -> Result<()> {
+pub fn run(sys: &Path, only: &[String], bench: Option<&Bench>) -> Result<()> {
     let funcs = endpoint::find(sys, only)?;
     if funcs.is_empty() {
         println!(
@@ -41,7 +41,7 @@ pub fn run(sys: &Path, only: &[String], session: Option<&Session>) -> Result<()>
         if !acs.is_empty() {
             println!("    ACS redirect enabled on: {}", acs.join(", "));
         }
-        if let Some(ep) = session.and_then(|s| s.endpoints.iter().find(|e| e.pci.bdf == f.bdf)) {
+        if let Some(ep) = bench.and_then(|s| s.endpoints.iter().find(|e| e.pci.bdf == f.bdf)) {
             let id = &ep.id;
             println!(
                 "    regs: endpoint_id={} switch_id={} version={:#x} queues={} max_queue_entries={} bar2_size={:#x} max_list_entries={} max_chain={} status={:#x}",
@@ -57,7 +57,7 @@ pub fn run(sys: &Path, only: &[String], session: Option<&Session>) -> Result<()>
             );
         }
     }
-    if let Some(s) = session {
+    if let Some(s) = bench {
         println!("reachability of BAR2 (rows: executing endpoint, columns: BAR owner):");
         for c in 0..s.endpoints.len() {
             let mut row = format!("  ep{c}:");

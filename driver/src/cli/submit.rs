@@ -34,10 +34,10 @@ use dma_range::{Command, DmaRange, Opcode, Status, ENTRY_SIZE, RANGE_BUS_ADDR, R
 use phyr_kernels::crc32c;
 use serde::Deserialize;
 
+use crate::bench::Bench;
 use crate::exec::Job;
 use crate::hostmem::HostMem;
 use crate::queue::QueueMode;
-use crate::session::Session;
 use crate::spec::parse_size;
 use crate::vfio::DmaPerm;
 
@@ -156,7 +156,7 @@ fn flags(v: &Val) -> Result<u32> {
 }
 
 struct Resolver<'a> {
-    s: &'a mut Session,
+    s: &'a mut Bench,
     bufs: &'a HashMap<String, HostMem>,
     lists: &'a HashMap<String, Placed>,
 }
@@ -205,7 +205,7 @@ impl Resolver<'_> {
     }
 }
 
-pub fn run(s: &mut Session, path: &Path, mode: QueueMode) -> Result<bool> {
+pub fn run(s: &mut Bench, path: &Path, mode: QueueMode) -> Result<bool> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let f: File = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
     let mut bufs = HashMap::new();

@@ -13,7 +13,7 @@ mod tap;
 use anyhow::Result;
 use phyr_report::{EndpointLine, Window};
 
-use crate::session::Session;
+use crate::bench::Bench;
 pub use tap::Tap;
 
 /// What a case concluded when it did not fail.
@@ -22,7 +22,7 @@ pub enum Outcome {
     Skip(String),
 }
 
-pub type CaseFn = fn(&mut Session) -> Result<Outcome>;
+pub type CaseFn = fn(&mut Bench) -> Result<Outcome>;
 
 pub struct Case {
     pub name: &'static str,
@@ -47,7 +47,7 @@ pub fn list() {
 }
 
 /// Runs the selected cases (all if `only` is empty); returns whether all passed.
-pub fn run(s: &mut Session, only: &[String]) -> Result<bool> {
+pub fn run(s: &mut Bench, only: &[String]) -> Result<bool> {
     let cases = all_cases();
     for n in only {
         if !cases.iter().any(|c| c.name == n) {

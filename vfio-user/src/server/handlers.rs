@@ -5,7 +5,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
 use crate::channel::Message;
-use crate::device::{DeviceInfo, MappingInfo, Session, REGION_FLAG_MMAP, REGION_FLAG_READ, REGION_FLAG_WRITE};
+use crate::device::{ClientHandles, DeviceInfo, MappingInfo, REGION_FLAG_MMAP, REGION_FLAG_READ, REGION_FLAG_WRITE};
 use crate::dma::DmaSpace;
 use crate::errno::Errno;
 use crate::irq::Irqs;
@@ -126,7 +126,7 @@ fn version(conn: &mut Connection, msg: &Message) -> Outcome {
         })
         .collect();
     let irqs = Arc::new(Irqs::new(&irq_infos));
-    conn.device.connected(Session {
+    conn.device.connected(ClientHandles {
         dma: Arc::clone(&dma),
         irqs: Arc::clone(&irqs),
     });

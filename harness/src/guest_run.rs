@@ -1,4 +1,4 @@
-//! One guest session: start phyr-device, wait for its sockets, start QEMU, watch both, and
+//! One guest run: start phyr-device, wait for its sockets, start QEMU, watch both, and
 //! tear everything down on poweroff, Ctrl-C/SIGTERM, a crashed device or a crashed QEMU.
 //! Each child runs in its own process group (except an interactive QEMU, which must own the
 //! terminal) and dies with the harness (PR_SET_PDEATHSIG), so nothing is left behind.
@@ -45,7 +45,7 @@ pub struct Launch<'a> {
     pub timeout: Option<Duration>,
 }
 
-/// How the session ended.
+/// How the guest run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ending {
     /// QEMU exited by itself with status 0 (the guest powered off).
@@ -69,7 +69,7 @@ impl Outcome {
     }
 }
 
-/// Runs the session to its end. Errors are for things that stop it from starting at all.
+/// Runs the guest to its end. Errors are for things that stop it from starting at all.
 pub fn run(l: Launch<'_>) -> Result<Outcome> {
     let start = Instant::now();
     let mut device = match &l.device {

@@ -1,4 +1,4 @@
-//! A session: the VFIO container, the phyr endpoints in it, the IOVA space, the peer-BAR
+//! The bench: the VFIO container, the phyr endpoints in it, the IOVA space, the peer-BAR
 //! windows mapped through the IOMMU, and the queues. Everything the commands and the suite
 //! work with hangs off this struct.
 
@@ -15,7 +15,7 @@ use crate::error::{DriverError, Result};
 use crate::hostmem::HostMem;
 use crate::iova::{IovaAllocator, PAGE};
 use crate::p2p::{self, Decision};
-use crate::queue::{Queue, QueueMode};
+use crate::queue::{Queue, QueueMem, QueueMode};
 use crate::vfio::{Container, DmaBuffer, DmaPerm};
 
 /// Peer BAR windows are mapped into the IOMMU lazily, this many bytes at a time (aligned).
@@ -38,7 +38,9 @@ struct BarWindow {
     iova: u64,
 }
 
-pub struct Session {
+/// The phyr endpoints this guest opened, as one test bench: one VFIO container (one IOMMU
+/// domain), the IOVA space it hands out, the peer-BAR windows and the queues.
+pub struct Bench {
     pub container: Rc<Container>,
     pub endpoints: Vec<Endpoint>,
     pub sys: PathBuf,
@@ -51,7 +53,7 @@ pub struct Session {
     queues: BTreeMap<(usize, u32), Queue>,
 }
 
-impl Session {
+impl Bench {
     /// Opens every phyr endpoint bound to vfio-pci (or only those in `only`) in one container.
     pub fn open(sys: &Path, only: &[String]) -> Result<Self> {
         let funcs = endpoint::find(sys, only)?;
@@ -112,7 +114,7 @@ impl Session {
         Ok(HostMem::new(buf, iova, perm, self.container.clone()))
     }
 
-    /// An IOVA no mapping will ever cover in this session.
+    /// An IOVA no mapping will ever cover while the bench is open.
     pub fn unmapped_iova(&self) -> u64 {
         self.iova.never_mapped()
     }
@@ -191,7 +193,8 @@ impl Session {
                 QueueMode::Poll => Some(self.alloc_host(PAGE, DmaPerm::ReadWrite)?),
                 _ => None,
             };
-            let queue = Queue::create(&self.endpoints[ep], q, size, mode, sq, cq, shadow, self.trace_lines)?;
+            let mem = QueueMem { sq, cq, shadow };
+            let queue = Queue::create(&self.endpoints[ep], q, size, mode, mem, self.trace_lines)?;
             self.queues.insert((ep, q), queue);
         }
         Ok(self.queues.get_mut(&(ep, q)).expect("inserted above"))

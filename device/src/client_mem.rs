@@ -1,6 +1,7 @@
-//! The engine's memory and interrupt traits over a vfio-user session: `DmaSpace` chunks become
-//! pieces (zero-copy slices of the client's mmap-ed memory, or message spans), `DmaError`s
-//! become faults with the same address, MSI-X goes to the session's eventfds.
+//! The engine's memory and interrupt traits over what a vfio-user client handed the device
+//! (`vfio_user::ClientHandles`): `DmaSpace` chunks become pieces (zero-copy slices of the
+//! client's mmap-ed memory, or message spans), `DmaError`s become faults with the same
+//! address, MSI-X goes to the client's eventfds.
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -12,8 +13,8 @@ use vfio_user::{pci_irq, Access, DmaChunk, DmaError, DmaSpace, Irqs};
 use crate::mem::{Dir, IovaMemory, IrqSink, MemFault, MemFaultKind, Piece, PieceFn};
 use crate::raw::RawPiece;
 
-/// Guest memory by IOVA: the session's DMA mappings.
-pub struct SessionMemory {
+/// Guest memory by IOVA: the client's DMA mappings.
+pub struct ClientMemory {
     dma: Arc<DmaSpace>,
     /// Resolve trace targets (mapping index and offset); only when tracing.
     targets: bool,
@@ -41,16 +42,16 @@ impl Drop for InMessage<'_> {
     }
 }
 
-impl std::fmt::Debug for SessionMemory {
+impl std::fmt::Debug for ClientMemory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SessionMemory")
+        f.debug_struct("ClientMemory")
             .field("dma", &self.dma)
             .field("targets", &self.targets)
             .finish()
     }
 }
 
-impl SessionMemory {
+impl ClientMemory {
     pub fn new(dma: Arc<DmaSpace>, targets: bool) -> Self {
         Self {
             dma,
@@ -125,7 +126,7 @@ fn target_in(maps: &[vfio_user::MappingInfo], addr: u64) -> Target {
     }
 }
 
-impl IovaMemory for SessionMemory {
+impl IovaMemory for ClientMemory {
     fn access(&self, iova: u64, len: u64, dir: Dir, f: &mut PieceFn<'_>) -> Result<(), MemFault> {
         let access = match dir {
             Dir::Read => Access::Read,
@@ -170,10 +171,10 @@ impl IovaMemory for SessionMemory {
     }
 }
 
-/// MSI-X through the session's eventfds.
-pub struct SessionIrqs(pub Arc<Irqs>);
+/// MSI-X through the client's eventfds.
+pub struct ClientIrqs(pub Arc<Irqs>);
 
-impl IrqSink for SessionIrqs {
+impl IrqSink for ClientIrqs {
     fn msix(&self, vector: u16) {
         if let Err(e) = self.0.trigger(pci_irq::MSIX, u32::from(vector)) {
             tracing::debug!(vector, "MSI-X trigger failed: {e}");
