@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 
 use crate::cache::Cache;
 use crate::cpio::CpioWriter;
-use crate::provision::say;
+use crate::progress::say;
 use crate::qemu::Qemu;
 use crate::sys;
 

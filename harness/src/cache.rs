@@ -39,7 +39,7 @@ impl Cache {
             .open(&path)
             .with_context(|| format!("opening {}", path.display()))?;
         if !crate::sys::try_flock_exclusive(&f).with_context(|| format!("locking {}", path.display()))? {
-            crate::provision::say(format!(
+            crate::progress::say(format!(
                 "waiting for another phyr-harness using {} ...",
                 self.root.display()
             ));

@@ -15,7 +15,8 @@ use anyhow::{bail, Context, Result};
 use crate::apt::extract_deb;
 use crate::kernel_pins::Pins;
 use crate::kernel_spec::{full_release, Channel};
-use crate::provision::{say, Provisioner};
+use crate::progress::say;
+use crate::provision::Provisioner;
 use crate::version::Version;
 
 /// A Debian kernel unpacked in the cache.

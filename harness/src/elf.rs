@@ -1,5 +1,6 @@
-//! What a dynamically linked ELF64 program needs from the host: its DT_NEEDED libraries and
-//! the newest `GLIBC_x.y` symbol version it asks for (`.gnu.version_r`). Read from the file,
+//! What a dynamically linked ELF64 program needs from the host: whether it is dynamically
+//! linked at all (PT_INTERP), its DT_NEEDED libraries and the newest `GLIBC_x.y` symbol
+//! version it asks for (`.gnu.version_r`). Read from the file,
 //! bounds-checked throughout, so deciding whether a tool runs on the host's libc never means
 //! running it.
 
@@ -110,6 +111,21 @@ pub fn glibc_needed(b: &[u8]) -> Option<Version> {
         }
     }
     best
+}
+
+/// Whether an ELF64 file has a PT_INTERP program header (i.e. is dynamically linked).
+pub fn elf_has_interp(elf: &[u8]) -> bool {
+    let rd = |off: usize, n: usize| elf.get(off..off.saturating_add(n));
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (rd(0x20, 8), rd(0x36, 2), rd(0x38, 2)) else {
+        return false;
+    };
+    let phoff = u64::from_le_bytes(phoff.try_into().unwrap_or_default()) as usize;
+    let phentsize = u16::from_le_bytes(phentsize.try_into().unwrap_or_default()) as usize;
+    let phnum = u16::from_le_bytes(phnum.try_into().unwrap_or_default()) as usize;
+    (0..phnum).any(|i| {
+        let base = phoff.saturating_add(i.saturating_mul(phentsize));
+        rd(base, 4).is_some_and(|t| u32::from_le_bytes(t.try_into().unwrap_or_default()) == 3)
+    })
 }
 
 #[cfg(test)]

@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::provision::say;
+use crate::progress::say;
 use crate::qemu::Qemu;
 use crate::rundir::RunDir;
+use crate::shell::shell_line;
 use crate::sys;
 
 const SOCKET_WAIT: Duration = Duration::from_secs(15);
@@ -61,12 +62,6 @@ pub struct Outcome {
     pub elapsed: Duration,
     /// When the guest printed its READY marker (captured console only).
     pub ready_after: Option<Duration>,
-}
-
-impl Outcome {
-    pub fn ok(&self) -> bool {
-        self.ending == Ending::PoweredOff
-    }
 }
 
 /// Runs the guest to its end. Errors are for things that stop it from starting at all.
@@ -334,6 +329,59 @@ fn cleanup_sockets(run: &RunDir) {
     let _ = std::fs::remove_dir(&dir);
 }
 
+/// Prints how a guest run ended (which side failed and where its log is); returns an exit code.
+pub fn report_ending(run: &RunDir, o: &Outcome) -> i32 {
+    let secs = o.elapsed.as_secs_f64();
+    match &o.ending {
+        Ending::PoweredOff => {
+            let serial = std::fs::read_to_string(run.file("serial.log")).unwrap_or_default();
+            if serial.contains("Kernel panic") {
+                say(format!(
+                    "the guest kernel panicked after {secs:.1} s; see {}",
+                    run.file("serial.log").display()
+                ));
+                return 1;
+            }
+            say(format!(
+                "guest powered off after {secs:.1} s; logs in {}",
+                run.path.display()
+            ));
+            0
+        }
+        Ending::QemuFailed(st) => {
+            say(format!(
+                "QEMU failed ({st}) after {secs:.1} s; see {}{}",
+                run.file("qemu.log").display(),
+                log_tail(&run.file("qemu.log"), 5)
+            ));
+            1
+        }
+        Ending::DeviceCrashed(st) => {
+            say(format!(
+                "phyr-device died ({st}) after {secs:.1} s; QEMU was stopped. See {}{}",
+                run.file("device.log").display(),
+                log_tail(&run.file("device.log"), 5)
+            ));
+            1
+        }
+        Ending::Interrupted(sig) => {
+            say(format!(
+                "interrupted by {sig}; QEMU and phyr-device stopped, logs in {}",
+                run.path.display()
+            ));
+            130
+        }
+        Ending::TimedOut(t) => {
+            say(format!(
+                "timed out after {} s; QEMU and phyr-device stopped; see {}",
+                t.as_secs(),
+                run.file("serial.log").display()
+            ));
+            1
+        }
+    }
+}
+
 /// The last `n` lines of a log, indented, for error messages.
 pub fn log_tail(path: &Path, n: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -344,21 +392,6 @@ pub fn log_tail(path: &Path, n: usize) -> String {
     } else {
         format!("; last lines:\n    {}", tail.join("\n    "))
     }
-}
-
-/// A command line as a user could paste it into a shell.
-pub fn shell_line(program: &str, args: &[String]) -> String {
-    let mut s = crate::initramfs::sh_quote(program);
-    for a in args {
-        s.push(' ');
-        if a.chars().all(|c| c.is_ascii_alphanumeric() || "-_=,./:@".contains(c)) {
-            s.push_str(a);
-        } else {
-            s.push_str(&crate::initramfs::sh_quote(a));
-        }
-    }
-    s.push('\n');
-    s
 }
 
 #[cfg(test)]
@@ -422,14 +455,5 @@ mod tests {
         assert!(!worth_echoing(
             b"[    0.5] pci 0000:00:01.0: PCI bridge to [bus 01-04]\n"
         ));
-    }
-
-    #[test]
-    fn shell_line_quotes_what_needs_it() {
-        let s = shell_line(
-            "/q/qemu",
-            &["-device".into(), r#"{"driver":"edu"}"#.into(), "-m".into(), "1G".into()],
-        );
-        assert_eq!(s, "'/q/qemu' -device '{\"driver\":\"edu\"}' -m 1G\n");
     }
 }

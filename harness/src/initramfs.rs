@@ -9,7 +9,9 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 use crate::cpio::CpioWriter;
+use crate::elf::elf_has_interp;
 use crate::kmod::Module;
+use crate::shell::sh_quote;
 
 const INIT_SCRIPT: &str = include_str!("../guest/init.sh");
 
@@ -92,7 +94,7 @@ pub fn build(spec: &InitramfsSpec<'_>, out: &Path) -> Result<u64> {
 
     if let Some(phyr) = spec.phyr {
         let data = std::fs::read(phyr).with_context(|| format!("reading {}", phyr.display()))?;
-        if crate::provision::elf_has_interp(&data) {
+        if elf_has_interp(&data) {
             bail!(
                 "{} is dynamically linked; the guest has no libc. Build it statically: \
                  RUSTFLAGS='-C target-feature=+crt-static' cargo build --release -p phyr-driver --target x86_64-unknown-linux-gnu",
@@ -107,11 +109,6 @@ pub fn build(spec: &InitramfsSpec<'_>, out: &Path) -> Result<u64> {
     let mut inner = w.finish()?;
     std::io::Write::flush(&mut inner)?;
     Ok(std::fs::metadata(out)?.len())
-}
-
-/// Single-quotes `s` for /bin/sh.
-pub fn sh_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
 }
 
 fn phyr_conf(spec: &InitramfsSpec<'_>, modules: &[String]) -> String {
@@ -185,12 +182,6 @@ pub fn default_phyr_binary() -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn quoting_survives_hostile_commands() {
-        assert_eq!(sh_quote("phyr list"), "'phyr list'");
-        assert_eq!(sh_quote("echo 'x'; rm"), r"'echo '\''x'\''; rm'");
-    }
 
     #[test]
     fn conf_carries_mode_modules_and_bind_list() {

@@ -14,18 +14,22 @@ mod guest_run;
 mod ikconfig;
 mod initramfs;
 mod junit;
+mod kconfig;
 mod kernel;
 mod kernel_pins;
 mod kernel_spec;
 mod kernel_tree;
 mod kmod;
 mod modbuild;
+mod options;
 mod prepare;
+mod progress;
 mod provision;
 mod qemu;
 mod recipe;
 mod rundir;
 mod share;
+mod shell;
 mod sys;
 mod tap;
 mod test_cmd;
@@ -40,12 +44,12 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use crate::accel::AccelChoice;
 use crate::boot::BootOptions;
 use crate::cache::Cache;
-use crate::guest_run::{Console, Ending};
+use crate::guest_run::Console;
 use crate::initramfs::GuestMode;
-use crate::provision::say;
+use crate::options::{GuestOpts, SourceOpts};
+use crate::progress::say;
 use crate::recipe::Recipe;
 use crate::rundir::RunDir;
 use crate::share::Share;
@@ -90,82 +94,6 @@ struct ProvisionArgs {
     /// newest (a warm cache otherwise keeps the kernel it has).
     #[arg(long)]
     refresh: bool,
-}
-
-/// Where QEMU and the guest kernel come from.
-#[derive(Args, Clone)]
-pub struct SourceOpts {
-    /// Use this qemu-system-x86_64 (must be >= 10.1 with vfio-user-pci) instead of detecting one.
-    #[arg(long, value_name = "PATH")]
-    qemu: Option<PathBuf>,
-    /// The guest kernel: backports (Debian trixie-backports' newest, with P2PDMA; the default),
-    /// stable (Debian trixie's 6.12), a Debian version (7.3.4 or 7.3.4+deb13-amd64), a bzImage,
-    /// or a kernel build directory (in-tree or `make O=` output) [default: backports]
-    #[arg(long, value_name = "NAME|PATH|DIR")]
-    kernel: Option<String>,
-    /// The .config of --kernel (default: found in its build tree or /boot).
-    #[arg(long, value_name = "FILE", requires = "kernel")]
-    kernel_config: Option<PathBuf>,
-    /// Modules of --kernel when VFIO is built as modules (default: its build tree or /lib/modules/VERSION).
-    #[arg(long, value_name = "DIR", requires = "kernel")]
-    modules_dir: Option<PathBuf>,
-    /// A statically linked busybox for the initramfs instead of Debian's busybox-static.
-    #[arg(long, value_name = "PATH")]
-    busybox: Option<PathBuf>,
-}
-
-/// Options of every guest boot.
-#[derive(Args, Clone)]
-pub struct GuestOpts {
-    #[command(flatten)]
-    sources: SourceOpts,
-    /// tcg, kvm, or auto (probe once whether KVM can boot a guest, cache the verdict).
-    #[arg(long, value_enum, default_value = "auto")]
-    accel: AccelChoice,
-    /// The statically linked guest driver `phyr` [default: target/guest/x86_64-unknown-linux-gnu/release/phyr]
-    #[arg(long, value_name = "PATH", env = "PHYR_GUEST_BIN")]
-    phyr: Option<PathBuf>,
-    /// The phyr-device binary [default: phyr-device next to phyr-harness]
-    #[arg(long, value_name = "PATH", env = "PHYR_DEVICE_BIN")]
-    device_bin: Option<PathBuf>,
-    /// Where run directories go.
-    #[arg(long, value_name = "DIR", default_value = "runs")]
-    runs_dir: PathBuf,
-    /// Where recipes live [default: ./qemu-configs, else next to the harness's source tree]
-    #[arg(long, value_name = "DIR")]
-    recipes_dir: Option<PathBuf>,
-    /// Extra guest kernel command line.
-    #[arg(long, value_name = "ARGS")]
-    append: Option<String>,
-    /// No phyr-device: QEMU's built-in `edu` device stands in for each endpoint (guest VFIO plumbing tests).
-    #[arg(long)]
-    no_device: bool,
-    /// BAR2 size of each endpoint in bytes (passed to phyr-device).
-    #[arg(long, value_name = "BYTES")]
-    bar2_size: Option<u64>,
-    /// Do not record a CRC32C of the bytes of every DMA in the traces (cheaper tracing; the
-    /// test cross-check then compares lengths and addresses but not data CRCs).
-    #[arg(long)]
-    no_trace_crc: bool,
-    /// Stop the guest after this many seconds.
-    #[arg(long, value_name = "SECS")]
-    timeout: Option<u64>,
-    /// Build this out-of-tree module directory (Kbuild/Makefile with `obj-m`) for the guest
-    /// kernel and load it at boot; repeatable. ./kernel (phyr's driver) is built when present.
-    #[arg(long, value_name = "DIR")]
-    module_src: Vec<PathBuf>,
-    /// Load this prebuilt module file (.ko, .ko.xz, .ko.zst) at boot; repeatable.
-    #[arg(long, value_name = "FILE")]
-    module: Vec<PathBuf>,
-    /// Do not build and load ./kernel (phyr's kernel driver) even though it exists.
-    #[arg(long)]
-    no_kernel_driver: bool,
-    /// Guest kernel modules to load at boot (with their dependencies), comma-separated.
-    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
-    modules: Vec<String>,
-    /// Share a host directory, read-write at /mnt/host in the guest (9p over virtio).
-    #[arg(long, value_name = "DIR")]
-    share: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -239,20 +167,8 @@ fn crosscheck_cmd(dir: &Path) -> Result<i32> {
     Ok(i32::from(failed))
 }
 
-/// The recipes directory: --recipes-dir, ./qemu-configs, or the source tree's.
-pub fn recipes_dir(g: &GuestOpts) -> PathBuf {
-    if let Some(d) = &g.recipes_dir {
-        return d.clone();
-    }
-    let here = PathBuf::from("qemu-configs");
-    if here.is_dir() {
-        return here;
-    }
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../qemu-configs"))
-}
-
 fn run_cmd(cache: &Cache, a: RunArgs) -> Result<i32> {
-    let recipe = Recipe::load(&a.recipe, &recipes_dir(&a.guest))?;
+    let recipe = Recipe::load(&a.recipe, &a.guest.recipes_dir())?;
     rundir::check_future_socket_paths(&a.guest.runs_dir, None, recipe.endpoints)?;
     let share = a.guest.share.as_deref().map(Share::new).transpose()?;
     let spec = prepare::kernel_spec(&a.guest.sources)?;
@@ -296,7 +212,7 @@ fn run_cmd(cache: &Cache, a: RunArgs) -> Result<i32> {
     };
     let outcome = boot::boot(&parts, &run, &opts)?;
     drop(_term);
-    let code = report_ending(&run, &outcome);
+    let code = guest_run::report_ending(&run, &outcome);
     let serial = std::fs::read_to_string(run.file("serial.log")).unwrap_or_default();
     let errors = serial.lines().filter(|l| l.contains("phyr-init: ERROR")).count();
     if errors > 0 {
@@ -330,59 +246,6 @@ fn run_cmd(cache: &Cache, a: RunArgs) -> Result<i32> {
                 run.file("serial.log").display()
             ));
             Ok(1)
-        }
-    }
-}
-
-/// Prints how a guest run ended (which side failed and where its log is); returns an exit code.
-pub fn report_ending(run: &RunDir, o: &guest_run::Outcome) -> i32 {
-    let secs = o.elapsed.as_secs_f64();
-    match &o.ending {
-        Ending::PoweredOff => {
-            let serial = std::fs::read_to_string(run.file("serial.log")).unwrap_or_default();
-            if serial.contains("Kernel panic") {
-                say(format!(
-                    "the guest kernel panicked after {secs:.1} s; see {}",
-                    run.file("serial.log").display()
-                ));
-                return 1;
-            }
-            say(format!(
-                "guest powered off after {secs:.1} s; logs in {}",
-                run.path.display()
-            ));
-            0
-        }
-        Ending::QemuFailed(st) => {
-            say(format!(
-                "QEMU failed ({st}) after {secs:.1} s; see {}{}",
-                run.file("qemu.log").display(),
-                guest_run::log_tail(&run.file("qemu.log"), 5)
-            ));
-            1
-        }
-        Ending::DeviceCrashed(st) => {
-            say(format!(
-                "phyr-device died ({st}) after {secs:.1} s; QEMU was stopped. See {}{}",
-                run.file("device.log").display(),
-                guest_run::log_tail(&run.file("device.log"), 5)
-            ));
-            1
-        }
-        Ending::Interrupted(sig) => {
-            say(format!(
-                "interrupted by {sig}; QEMU and phyr-device stopped, logs in {}",
-                run.path.display()
-            ));
-            130
-        }
-        Ending::TimedOut(t) => {
-            say(format!(
-                "timed out after {} s; QEMU and phyr-device stopped; see {}",
-                t.as_secs(),
-                run.file("serial.log").display()
-            ));
-            1
         }
     }
 }

@@ -16,9 +16,11 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 
 use crate::apt::which;
-use crate::kernel::{config_value, BuildSource, GuestKernel};
+use crate::kconfig::config_value;
+use crate::kernel::{BuildSource, GuestKernel};
 use crate::kmod::{modinfo_field, vermagic_mismatch, Module};
-use crate::provision::{say, Provisioner};
+use crate::progress::say;
+use crate::provision::Provisioner;
 use crate::toolchain::{CcKind, CcWanted, Compiler};
 
 /// How modules are built for one kernel.

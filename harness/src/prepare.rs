@@ -13,8 +13,10 @@ use crate::kernel::{self, BuildSource, GuestKernel};
 use crate::kernel_spec::{Channel, KernelSpec};
 use crate::kmod::Module;
 use crate::modbuild::check_source_dir;
-use crate::provision::{say, Provisioner};
-use crate::{accel, initramfs, modbuild, GuestOpts, SourceOpts};
+use crate::options::{GuestOpts, SourceOpts};
+use crate::progress::say;
+use crate::provision::Provisioner;
+use crate::{accel, initramfs, modbuild};
 
 /// `--kernel`, or the default (backports).
 pub fn kernel_spec(src: &SourceOpts) -> Result<KernelSpec> {

@@ -1,6 +1,6 @@
 //! Provisioning: QEMU and busybox, each cached and verified before use (the guest kernels:
 //! debian_kernel.rs; compilers for their modules: toolchain.rs).
-//! Progress goes to stderr as `phyr: ...` lines.
+//! Progress goes to stderr as `phyr: ...` lines (`progress.rs`).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -9,12 +9,9 @@ use anyhow::{bail, Context, Result};
 
 use crate::apt::{extract_deb, PrivateApt};
 use crate::cache::Cache;
+use crate::elf::elf_has_interp;
+use crate::progress::say;
 use crate::qemu::{Probe, Qemu};
-
-/// Prints a progress line.
-pub fn say(msg: impl AsRef<str>) {
-    eprintln!("phyr: {}", msg.as_ref());
-}
 
 pub struct Provisioner<'a> {
     pub(crate) cache: &'a Cache,
@@ -165,19 +162,4 @@ pub fn check_static_elf(path: &Path) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// Whether an ELF64 file has a PT_INTERP program header (i.e. is dynamically linked).
-pub fn elf_has_interp(elf: &[u8]) -> bool {
-    let rd = |off: usize, n: usize| elf.get(off..off.saturating_add(n));
-    let (Some(phoff), Some(phentsize), Some(phnum)) = (rd(0x20, 8), rd(0x36, 2), rd(0x38, 2)) else {
-        return false;
-    };
-    let phoff = u64::from_le_bytes(phoff.try_into().unwrap_or_default()) as usize;
-    let phentsize = u16::from_le_bytes(phentsize.try_into().unwrap_or_default()) as usize;
-    let phnum = u16::from_le_bytes(phnum.try_into().unwrap_or_default()) as usize;
-    (0..phnum).any(|i| {
-        let base = phoff.saturating_add(i.saturating_mul(phentsize));
-        rd(base, 4).is_some_and(|t| u32::from_le_bytes(t.try_into().unwrap_or_default()) == 3)
-    })
 }

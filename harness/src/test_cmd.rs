@@ -13,11 +13,12 @@ use crate::cache::Cache;
 use crate::guest_run::Console;
 use crate::initramfs::GuestMode;
 use crate::kernel_spec::KernelSpec;
-use crate::provision::say;
+use crate::options::GuestOpts;
+use crate::progress::say;
 use crate::recipe::Recipe;
 use crate::rundir::RunDir;
 use crate::share::Share;
-use crate::{junit, tap, GuestOpts};
+use crate::{junit, tap};
 
 #[derive(clap::Args)]
 pub struct TestArgs {
@@ -105,7 +106,7 @@ pub fn session_name(recipe: &str, kernel_label: &str, first_kernel: bool) -> Str
 }
 
 pub fn run(cache: &Cache, a: TestArgs) -> Result<i32> {
-    let dir = crate::recipes_dir(&a.guest);
+    let dir = a.guest.recipes_dir();
     let recipes: Vec<Recipe> = a
         .recipes
         .iter()
@@ -195,7 +196,10 @@ pub fn run(cache: &Cache, a: TestArgs) -> Result<i32> {
         let mut report = tap::parse(&serial);
         match &outcome {
             Ok(o) => {
-                if crate::report_ending(&run, o) != 0 && report.run_failure().is_none() && report.missing() == 0 {
+                if crate::guest_run::report_ending(&run, o) != 0
+                    && report.run_failure().is_none()
+                    && report.missing() == 0
+                {
                     report.problems.push(format!(
                         "the session ended badly: {:?}; see {}",
                         o.ending,

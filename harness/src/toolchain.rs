@@ -10,7 +10,8 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 
 use crate::apt::extract_deb;
-use crate::provision::{say, Provisioner};
+use crate::progress::say;
+use crate::provision::Provisioner;
 use crate::version::Version;
 use crate::wrap::{dynamic_elfs, wrap_in_place, Runtime};
 
@@ -63,11 +64,9 @@ pub enum CcError {
     Unreadable(String),
 }
 
+/// A config option's value without quotes (`CONFIG_CC_VERSION_TEXT="gcc ..."`).
 fn config_value<'a>(config: &'a str, key: &str) -> Option<&'a str> {
-    config
-        .lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
-        .map(|v| v.trim().trim_matches('"'))
+    crate::kconfig::config_value(config, key).map(|v| v.trim().trim_matches('"'))
 }
 
 /// `140200` -> 14.2.0 (CONFIG_GCC_VERSION / CONFIG_CLANG_VERSION encoding).

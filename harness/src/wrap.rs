@@ -10,8 +10,8 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result};
 
-use crate::initramfs::sh_quote;
 use crate::provision::Provisioner;
+use crate::shell::sh_quote;
 use crate::version::Version;
 
 /// The directory real binaries move to.
@@ -86,7 +86,7 @@ pub fn dynamic_elfs(dir: &Path) -> Result<Vec<PathBuf>> {
 
 fn is_dynamic_elf(p: &Path) -> bool {
     let Ok(bytes) = std::fs::read(p) else { return false };
-    bytes.starts_with(b"\x7fELF\x02\x01") && crate::provision::elf_has_interp(&bytes)
+    bytes.starts_with(b"\x7fELF\x02\x01") && crate::elf::elf_has_interp(&bytes)
 }
 
 /// The host's glibc version (`getconf GNU_LIBC_VERSION` prints `glibc 2.36`).

@@ -6,8 +6,9 @@ use anyhow::{ensure, Result};
 use dma_range::{Opcode, Status};
 use phyr_kernels::crc32c;
 
+use super::case::{Case, Outcome};
 use super::check::{self, copy_and_check, expect_status, peer, Opts};
-use super::{Case, Outcome, Tap};
+use super::tap::Tap;
 use crate::bench::{Bench, BAR_WINDOW};
 use crate::data;
 use crate::exec::Job;

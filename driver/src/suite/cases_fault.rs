@@ -8,8 +8,9 @@ use dma_range::{
 };
 use phyr_kernels::crc32c;
 
+use super::case::{Case, Outcome};
 use super::check::{self, expect_fault, expect_status, peer, Fault, Opts};
-use super::{Case, Outcome, Tap};
+use super::tap::Tap;
 use crate::bench::Bench;
 use crate::exec::Job;
 use crate::hostmem::HostMem;

@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Result};
 use dma_range::{regs, Opcode, Status};
 
+use super::case::{Case, Outcome};
 use super::check::{self, Opts};
-use super::{Case, Outcome, Tap};
+use super::tap::Tap;
 use crate::bench::Bench;
 use crate::data;
 use crate::exec::Job;

@@ -8,8 +8,9 @@ use anyhow::{ensure, Result};
 use dma_range::{AddrSpace, Command, DmaRange, Opcode, Status, FAULT_LIST_DST, FAULT_LIST_SRC, NO_SEGMENT};
 use phyr_kernels::crc32c;
 
+use super::case::{Case, Outcome};
 use super::check::{self, expect_fault, expect_success, Fault, Opts};
-use super::{Case, Outcome, Tap};
+use super::tap::Tap;
 use crate::bench::Bench;
 use crate::data;
 use crate::exec::Job;

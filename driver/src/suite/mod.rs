@@ -3,6 +3,7 @@
 //! exact status, list, segment index and fault address. Output is TAP on stdout, with a
 //! `# phyr-...` line for every mapping, queue and command (docs/REPORT.md).
 
+mod case;
 mod cases_data;
 mod cases_fault;
 mod cases_queue;
@@ -14,21 +15,8 @@ use anyhow::Result;
 use phyr_report::{EndpointLine, Window};
 
 use crate::bench::Bench;
+pub use case::{Case, Outcome};
 pub use tap::Tap;
-
-/// What a case concluded when it did not fail.
-pub enum Outcome {
-    Pass,
-    Skip(String),
-}
-
-pub type CaseFn = fn(&mut Bench) -> Result<Outcome>;
-
-pub struct Case {
-    pub name: &'static str,
-    pub about: &'static str,
-    pub run: CaseFn,
-}
 
 pub fn all_cases() -> Vec<Case> {
     let mut v = Vec::new();
