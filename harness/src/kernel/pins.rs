@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::kernel_spec::{full_release, Channel};
+use crate::kernel::spec::{full_release, Channel};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PinError {

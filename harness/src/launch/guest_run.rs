@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use crate::launch::rundir::RunDir;
 use crate::progress::say;
-use crate::qemu::Qemu;
-use crate::rundir::RunDir;
+use crate::provision::qemu::Qemu;
 use crate::shell::shell_line;
 use crate::sys;
 

@@ -7,15 +7,15 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use crate::accel::Accel;
-use crate::guest_run::{self, Console, DeviceLaunch, Launch, Outcome};
-use crate::initramfs::{self, GuestMode, InitramfsSpec};
-use crate::kernel::GuestKernel;
-use crate::kmod::Module;
-use crate::qemu::Qemu;
-use crate::recipe::Recipe;
-use crate::rundir::{check_socket_paths, RunDir};
-use crate::share::Share;
+use crate::image::initramfs::{self, GuestMode, InitramfsSpec};
+use crate::image::share::Share;
+use crate::kernel::guest::GuestKernel;
+use crate::kernel::kmod::Module;
+use crate::launch::accel::Accel;
+use crate::launch::guest_run::{self, Console, DeviceLaunch, Launch, Outcome};
+use crate::launch::recipe::Recipe;
+use crate::launch::rundir::{check_socket_paths, RunDir};
+use crate::provision::qemu::Qemu;
 
 /// PCI IDs the guest hands to vfio-pci: phyr endpoints, or QEMU's edu with --no-device.
 pub const PHYR_PCI_ID: &str = "0x1234:0x7068";
@@ -145,7 +145,7 @@ pub fn boot(parts: &Parts, run: &RunDir, o: &BootOptions<'_>) -> Result<Outcome>
             );
         }
         if let Some((origin, config)) = &parts.kernel.config {
-            let missing = crate::share::missing_config(config);
+            let missing = crate::image::share::missing_config(config);
             if !missing.is_empty() {
                 anyhow::bail!(
                     "--share {}: kernel {} ({origin}) lacks {} (=y or =m), which 9p over virtio needs",
@@ -155,7 +155,7 @@ pub fn boot(parts: &Parts, run: &RunDir, o: &BootOptions<'_>) -> Result<Outcome>
                 );
             }
         }
-        extra.extend(crate::share::MODULES.iter().map(|m| (*m).to_owned()));
+        extra.extend(crate::image::share::MODULES.iter().map(|m| (*m).to_owned()));
     }
     let modules = parts.kernel.load_order(&extra, &parts.built)?;
     record_kernel(run, parts, &modules)?;

@@ -1,7 +1,7 @@
 //! The compiler a guest kernel's modules must be built with: the one its
 //! CONFIG_CC_VERSION_TEXT names (same compiler, same major version). Found on PATH, or for gcc
 //! provisioned privately from Debian trixie into `CACHE/toolchains/trixie/prefix` with the
-//! libraries kbuild's tools need, and run through trixie's own loader (see wrap.rs).
+//! libraries kbuild's tools need, and run through trixie's own loader (see provision/wrap.rs).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -9,11 +9,11 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use crate::apt::extract_deb;
 use crate::progress::say;
-use crate::provision::Provisioner;
-use crate::version::Version;
-use crate::wrap::{dynamic_elfs, wrap_in_place, Runtime};
+use crate::provision::apt::extract_deb;
+use crate::provision::provisioner::Provisioner;
+use crate::provision::version::Version;
+use crate::provision::wrap::{dynamic_elfs, wrap_in_place, Runtime};
 
 /// trixie's libc and the libraries of gcc and kbuild's tools (objtool: libelf; sign-file: libssl).
 const RUNTIME_PACKAGES: &[&str] = &[
@@ -66,7 +66,7 @@ pub enum CcError {
 
 /// A config option's value without quotes (`CONFIG_CC_VERSION_TEXT="gcc ..."`).
 fn config_value<'a>(config: &'a str, key: &str) -> Option<&'a str> {
-    crate::kconfig::config_value(config, key).map(|v| v.trim().trim_matches('"'))
+    crate::kernel::kconfig::config_value(config, key).map(|v| v.trim().trim_matches('"'))
 }
 
 /// `140200` -> 14.2.0 (CONFIG_GCC_VERSION / CONFIG_CLANG_VERSION encoding).

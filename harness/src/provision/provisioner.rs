@@ -1,5 +1,5 @@
 //! Provisioning: QEMU and busybox, each cached and verified before use (the guest kernels:
-//! debian_kernel.rs; compilers for their modules: toolchain.rs).
+//! kernel/debian.rs; compilers for their modules: kernel/toolchain.rs).
 //! Progress goes to stderr as `phyr: ...` lines (`progress.rs`).
 
 use std::path::{Path, PathBuf};
@@ -7,11 +7,11 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use crate::apt::{extract_deb, PrivateApt};
-use crate::cache::Cache;
-use crate::elf::elf_has_interp;
 use crate::progress::say;
-use crate::qemu::{Probe, Qemu};
+use crate::provision::apt::{extract_deb, PrivateApt};
+use crate::provision::cache::Cache;
+use crate::provision::elf::elf_has_interp;
+use crate::provision::qemu::{Probe, Qemu};
 
 pub struct Provisioner<'a> {
     pub(crate) cache: &'a Cache,

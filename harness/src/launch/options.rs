@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::accel::AccelChoice;
+use crate::launch::accel::AccelChoice;
 
 /// Where QEMU and the guest kernel come from.
 #[derive(Args, Clone)]

@@ -5,19 +5,19 @@
 //! `linux-kbuild-V`), fetched only when a module is built for that kernel.
 //!
 //! A channel (`backports`, `stable`) is resolved from `linux-image-amd64` in its suite and
-//! pinned (see kernel_pins.rs); a version names one release directly.
+//! pinned (see pins.rs); a version names one release directly.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use crate::apt::extract_deb;
-use crate::kernel_pins::Pins;
-use crate::kernel_spec::{full_release, Channel};
+use crate::kernel::pins::Pins;
+use crate::kernel::spec::{full_release, Channel};
 use crate::progress::say;
-use crate::provision::Provisioner;
-use crate::version::Version;
+use crate::provision::apt::extract_deb;
+use crate::provision::provisioner::Provisioner;
+use crate::provision::version::Version;
 
 /// A Debian kernel unpacked in the cache.
 #[derive(Debug, Clone)]
@@ -343,7 +343,7 @@ impl Provisioner<'_> {
             .ok()
             .and_then(|l| kdir.join(l).parent().map(Path::to_path_buf))
             .context("the headers have no scripts/ link to linux-kbuild")?;
-        let wrapped = crate::wrap::wrap_tools_if_needed(self, &kbuild)?;
+        let wrapped = crate::provision::wrap::wrap_tools_if_needed(self, &kbuild)?;
         self.cache.mark_ready(&name, &format!("{release}\n"))?;
         say(format!(
             "  headers of {release} ready{} ({:.1} s)",

@@ -8,17 +8,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 
-use crate::boot::{self, BootOptions, Parts};
-use crate::cache::Cache;
-use crate::guest_run::Console;
-use crate::initramfs::GuestMode;
-use crate::kernel_spec::KernelSpec;
-use crate::options::GuestOpts;
+use crate::image::initramfs::GuestMode;
+use crate::image::share::Share;
+use crate::kernel::spec::KernelSpec;
+use crate::launch::boot::{self, BootOptions, Parts};
+use crate::launch::guest_run::Console;
+use crate::launch::options::GuestOpts;
+use crate::launch::recipe::Recipe;
+use crate::launch::rundir::RunDir;
 use crate::progress::say;
-use crate::recipe::Recipe;
-use crate::rundir::RunDir;
-use crate::share::Share;
-use crate::{junit, tap};
+use crate::provision::cache::Cache;
+use crate::results::{junit, tap};
 
 #[derive(clap::Args)]
 pub struct TestArgs {
@@ -67,10 +67,10 @@ fn test_module_dir() -> PathBuf {
 /// The kernels of the matrix: `--kernel`, else `--kernels`, else backports and stable.
 fn kernel_specs(a: &TestArgs) -> Result<Vec<KernelSpec>> {
     if a.guest.sources.kernel.is_some() {
-        return Ok(vec![crate::prepare::kernel_spec(&a.guest.sources)?]);
+        return Ok(vec![crate::launch::prepare::kernel_spec(&a.guest.sources)?]);
     }
     if a.kernels.is_empty() {
-        return Ok(crate::kernel_spec::Channel::ALL
+        return Ok(crate::kernel::spec::Channel::ALL
             .into_iter()
             .map(KernelSpec::Channel)
             .collect());
@@ -120,9 +120,9 @@ pub fn run(cache: &Cache, a: TestArgs) -> Result<i32> {
         // Other kernels' sessions are `recipe@label`; 40 bytes covers a long release as label.
         let longest = format!("{}@{}", r.name, "x".repeat(40));
         let name = if specs.len() > 1 { &longest } else { &r.name };
-        crate::rundir::check_future_socket_paths(&a.guest.runs_dir, Some(name), r.endpoints)?;
+        crate::launch::rundir::check_future_socket_paths(&a.guest.runs_dir, Some(name), r.endpoints)?;
     }
-    let all_parts = crate::prepare::prepare(cache, &a.guest, true, &specs, &[test_module_dir()], true)?;
+    let all_parts = crate::launch::prepare::prepare(cache, &a.guest, true, &specs, &[test_module_dir()], true)?;
     let top = RunDir::create(&a.guest.runs_dir)?;
     let results = top.session(None)?.file("results");
     let _ = std::fs::remove_dir(top.file("sock"));
@@ -132,7 +132,7 @@ pub fn run(cache: &Cache, a: TestArgs) -> Result<i32> {
     let mut suites = Vec::new();
     if a.cargo {
         let mut runs = vec![("cargo", "cargo test --workspace", "cargo-test.log")];
-        if !crate::cargo_test::picks_a_profile(&a.cargo_args) {
+        if !crate::results::cargo_test::picks_a_profile(&a.cargo_args) {
             let what = "cargo test --release (the device's kernels as they ship)";
             runs.push(("cargo-release", what, "cargo-test-release.log"));
         }
@@ -141,9 +141,9 @@ pub fn run(cache: &Cache, a: TestArgs) -> Result<i32> {
             let t = Instant::now();
             let log = results.join(log);
             let report = if suite == "cargo" {
-                crate::cargo_test::run(&log, &a.cargo_args, &all_parts[0].qemu)?
+                crate::results::cargo_test::run(&log, &a.cargo_args, &all_parts[0].qemu)?
             } else {
-                crate::cargo_test::run_release_kernels(&log)?
+                crate::results::cargo_test::run_release_kernels(&log)?
             };
             say(format!(
                 "{what}: {} passed, {} failed, {} ignored ({:.0} s); log in {}",
@@ -196,7 +196,7 @@ pub fn run(cache: &Cache, a: TestArgs) -> Result<i32> {
         let mut report = tap::parse(&serial);
         match &outcome {
             Ok(o) => {
-                if crate::guest_run::report_ending(&run, o) != 0
+                if crate::launch::guest_run::report_ending(&run, o) != 0
                     && report.run_failure().is_none()
                     && report.missing() == 0
                 {
@@ -289,7 +289,7 @@ fn share_probe(parts: &Parts, run: &RunDir) -> Result<Option<SharePlan>> {
         .kernel
         .config
         .as_ref()
-        .is_some_and(|(_, c)| crate::share::missing_config(c).is_empty());
+        .is_some_and(|(_, c)| crate::image::share::missing_config(c).is_empty());
     if !parts.qemu.virtio_9p || !config_ok {
         return Ok(None);
     }
@@ -367,7 +367,7 @@ fn add_share_check(p: &SharePlan, release: &str, report: &mut tap::SuiteReport) 
 /// Adds the trace cross-check as one more test of the recipe's suite (see crosscheck.rs).
 fn crosscheck(run: &RunDir, report: &mut tap::SuiteReport) -> Result<()> {
     let serial = std::fs::read_to_string(run.file("serial.log")).unwrap_or_default();
-    let c = crate::crosscheck::check(&serial, &run.file("trace"));
+    let c = crate::results::crosscheck::check(&serial, &run.file("trace"));
     let mut text = format!("{}\n", c.counts());
     for p in &c.problems {
         text.push_str(p);

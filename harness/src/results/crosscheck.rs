@@ -20,7 +20,9 @@
 //! (same opcode, status and result) in its epoch is.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
 
 use dma_range::{AddrSpace, ListKind, Status};
 use phyr_kernels::crc32c;
@@ -334,6 +336,37 @@ fn check_data(d: &ReportedCmd, dev: &DeviceCmd, what: &str, report: &mut Report)
             "{what}: driver expected CRC32C {want:#010x}, the device's records give {got:#010x}"
         ));
     }
+}
+
+/// `crosscheck DIR`: one session directory (serial.log + trace/), or a `test` run holding one
+/// per recipe.
+pub fn command(dir: &Path) -> Result<i32> {
+    let sessions: Vec<PathBuf> = if dir.join("serial.log").is_file() {
+        vec![dir.to_owned()]
+    } else {
+        let mut subs: Vec<PathBuf> = std::fs::read_dir(dir)
+            .with_context(|| format!("reading {}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.join("serial.log").is_file())
+            .collect();
+        subs.sort();
+        subs
+    };
+    if sessions.is_empty() {
+        bail!("{} holds no serial.log (nor recipe directories with one): pass a run directory such as runs/latest/default", dir.display());
+    }
+    let mut failed = false;
+    for s in &sessions {
+        let serial = std::fs::read_to_string(s.join("serial.log"))
+            .with_context(|| format!("reading {}", s.join("serial.log").display()))?;
+        let c = check(&serial, &s.join("trace"));
+        for p in &c.problems {
+            println!("{}: {p}", s.display());
+        }
+        println!("{}: {}", s.display(), c.counts());
+        failed |= !c.problems.is_empty();
+    }
+    Ok(i32::from(failed))
 }
 
 #[cfg(test)]

@@ -66,7 +66,7 @@ pub fn missing_config(config: &str) -> Vec<&'static str> {
         "CONFIG_VIRTIO_PCI",
     ]
     .into_iter()
-    .filter(|o| !matches!(crate::kconfig::config_value(config, o), Some("y" | "m")))
+    .filter(|o| !matches!(crate::kernel::kconfig::config_value(config, o), Some("y" | "m")))
     .collect()
 }
 

@@ -10,9 +10,9 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result};
 
-use crate::provision::Provisioner;
+use crate::provision::provisioner::Provisioner;
+use crate::provision::version::Version;
 use crate::shell::sh_quote;
-use crate::version::Version;
 
 /// The directory real binaries move to.
 pub const REAL_DIR: &str = ".phyr-real";
@@ -86,7 +86,7 @@ pub fn dynamic_elfs(dir: &Path) -> Result<Vec<PathBuf>> {
 
 fn is_dynamic_elf(p: &Path) -> bool {
     let Ok(bytes) = std::fs::read(p) else { return false };
-    bytes.starts_with(b"\x7fELF\x02\x01") && crate::elf::elf_has_interp(&bytes)
+    bytes.starts_with(b"\x7fELF\x02\x01") && crate::provision::elf::elf_has_interp(&bytes)
 }
 
 /// The host's glibc version (`getconf GNU_LIBC_VERSION` prints `glibc 2.36`).
@@ -112,7 +112,7 @@ const HOST_LIB_DIRS: &[&str] = &[
 /// Why the dynamically linked program `elf` cannot run on the host's libc (a newer glibc
 /// symbol version, or a library the host lacks), or `None` when it can.
 pub fn needs_wrapper(elf: &[u8], host: Option<Version>) -> Option<String> {
-    if let Some(v) = crate::elf::glibc_needed(elf) {
+    if let Some(v) = crate::provision::elf::glibc_needed(elf) {
         match host {
             Some(h) if v <= h => {}
             Some(h) => {
@@ -124,7 +124,7 @@ pub fn needs_wrapper(elf: &[u8], host: Option<Version>) -> Option<String> {
             None => return Some("the host's glibc version is unknown".into()),
         }
     }
-    crate::elf::needed_libraries(elf)
+    crate::provision::elf::needed_libraries(elf)
         .into_iter()
         .find(|lib| !HOST_LIB_DIRS.iter().any(|d| Path::new(d).join(lib).exists()))
         .map(|lib| format!("needs {lib}, which the host lacks"))
@@ -206,7 +206,7 @@ mod tests {
     #[test]
     fn tools_wanting_a_newer_glibc_are_wrapped() {
         let Ok(b) = std::fs::read("/bin/true") else { return };
-        let needs = crate::elf::glibc_needed(&b).unwrap();
+        let needs = crate::provision::elf::glibc_needed(&b).unwrap();
         assert_eq!(needs_wrapper(&b, Some(needs)), None, "the host runs its own /bin/true");
         let older = Version::new(needs.major, needs.minor.saturating_sub(1), 0);
         let why = needs_wrapper(&b, Some(older)).unwrap();

@@ -7,8 +7,8 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result};
 
-use crate::qemu::Qemu;
-use crate::tap::{SuiteReport, TestResult};
+use crate::provision::qemu::Qemu;
+use crate::results::tap::{SuiteReport, TestResult};
 
 /// Runs cargo test in the current directory with its output in `log`, telling the tests that
 /// need QEMU (vfio-user/tests/qemu.rs) to use `qemu` and to fail rather than skip without it.

@@ -4,7 +4,7 @@
 //! bounds-checked throughout, so deciding whether a tool runs on the host's libc never means
 //! running it.
 
-use crate::version::Version;
+use crate::provision::version::Version;
 
 const SHT_DYNAMIC: u32 = 6;
 const SHT_GNU_VERNEED: u32 = 0x6fff_fffe;

@@ -1,7 +1,7 @@
 //! JUnit XML for CI: one `<testsuite>` per recipe, one `<testcase>` per TAP result, plus a
 //! failing `<testcase>` for each problem with the run as a whole.
 
-use crate::tap::SuiteReport;
+use crate::results::tap::SuiteReport;
 
 /// Escapes text for XML attributes and content; drops characters XML 1.0 cannot carry.
 pub fn escape(s: &str) -> String {
@@ -98,7 +98,7 @@ pub fn document(suites: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tap::parse;
+    use crate::results::tap::parse;
 
     #[test]
     fn writes_failures_skips_and_escapes() {

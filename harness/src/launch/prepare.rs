@@ -6,23 +6,37 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use clap::Args;
 
-use crate::boot::Parts;
-use crate::cache::Cache;
-use crate::kernel::{self, BuildSource, GuestKernel};
-use crate::kernel_spec::{Channel, KernelSpec};
-use crate::kmod::Module;
-use crate::modbuild::check_source_dir;
-use crate::options::{GuestOpts, SourceOpts};
+use crate::image::initramfs;
+use crate::kernel::guest::{self, BuildSource, GuestKernel};
+use crate::kernel::kmod::Module;
+use crate::kernel::modbuild;
+use crate::kernel::modbuild::check_source_dir;
+use crate::kernel::spec::{Channel, KernelSpec};
+use crate::launch::accel;
+use crate::launch::boot::Parts;
+use crate::launch::options::{GuestOpts, SourceOpts};
 use crate::progress::say;
-use crate::provision::Provisioner;
-use crate::{accel, initramfs, modbuild};
+use crate::provision::cache::Cache;
+use crate::provision::provisioner::Provisioner;
+
+/// `provision`: what a boot needs, without booting.
+#[derive(Args)]
+pub struct ProvisionArgs {
+    #[command(flatten)]
+    pub sources: SourceOpts,
+    /// Ask apt again which kernels `backports` and `stable` mean, and move their pins to the
+    /// newest (a warm cache otherwise keeps the kernel it has).
+    #[arg(long)]
+    pub refresh: bool,
+}
 
 /// `--kernel`, or the default (backports).
 pub fn kernel_spec(src: &SourceOpts) -> Result<KernelSpec> {
     Ok(match &src.kernel {
         Some(k) => KernelSpec::parse(k)?,
-        None => crate::kernel_spec::DEFAULT,
+        None => crate::kernel::spec::DEFAULT,
     })
 }
 
@@ -45,7 +59,7 @@ pub fn module_sources(g: &GuestOpts, extra: &[PathBuf]) -> Result<Vec<PathBuf>> 
         check_source_dir(d)?;
     }
     for m in &g.modules {
-        if !crate::recipe::valid_module_name(m) {
+        if !crate::launch::recipe::valid_module_name(m) {
             bail!("--modules: {m:?} is not a kernel module name (letters, digits, _ and -)");
         }
     }
@@ -130,7 +144,7 @@ fn prebuilt_modules(files: &[PathBuf]) -> Result<Vec<(Module, Option<String>)>> 
     files
         .iter()
         .map(|f| {
-            let info = crate::kmod::modinfo_of(f).with_context(|| format!("--module {}", f.display()))?;
+            let info = crate::kernel::kmod::modinfo_of(f).with_context(|| format!("--module {}", f.display()))?;
             let field = |k: &str| info.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
             let name = field("name")
                 .or_else(|| {
@@ -140,7 +154,7 @@ fn prebuilt_modules(files: &[PathBuf]) -> Result<Vec<(Module, Option<String>)>> 
                 .with_context(|| format!("--module {}: no module name", f.display()))?;
             Ok((
                 Module {
-                    name: crate::kmod::normalise(&name),
+                    name: crate::kernel::kmod::normalise(&name),
                     path: f.clone(),
                     out_of_tree: true,
                 },
@@ -160,7 +174,7 @@ fn check_prebuilt(k: &GuestKernel, prebuilt: &[(Module, Option<String>)]) -> Vec
                 say(format!(
                     "warning: --module {}: {}; init's insmod will refuse it",
                     m.path.display(),
-                    crate::kmod::vermagic_mismatch(&m.name, g, &k.release, w)
+                    crate::kernel::kmod::vermagic_mismatch(&m.name, g, &k.release, w)
                 ));
             }
         }
@@ -169,7 +183,7 @@ fn check_prebuilt(k: &GuestKernel, prebuilt: &[(Module, Option<String>)]) -> Vec
 }
 
 fn resolve(p: &mut Provisioner<'_>, src: &SourceOpts, spec: &KernelSpec, refresh: bool) -> Result<GuestKernel> {
-    kernel::resolve(
+    guest::resolve(
         p,
         spec,
         src.kernel_config.as_deref(),
@@ -192,7 +206,7 @@ fn build_all(
             say(format!(
                 "note: no test module for kernel {}: {}",
                 k.release,
-                crate::modbuild::no_headers(&k.release, why)
+                crate::kernel::modbuild::no_headers(&k.release, why)
             ));
             &[][..]
         }

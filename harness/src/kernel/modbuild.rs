@@ -15,13 +15,13 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use crate::apt::which;
-use crate::kconfig::config_value;
-use crate::kernel::{BuildSource, GuestKernel};
-use crate::kmod::{modinfo_field, vermagic_mismatch, Module};
+use crate::kernel::guest::{BuildSource, GuestKernel};
+use crate::kernel::kconfig::config_value;
+use crate::kernel::kmod::{modinfo_field, vermagic_mismatch, Module};
+use crate::kernel::toolchain::{CcKind, CcWanted, Compiler};
 use crate::progress::say;
-use crate::provision::Provisioner;
-use crate::toolchain::{CcKind, CcWanted, Compiler};
+use crate::provision::apt::which;
+use crate::provision::provisioner::Provisioner;
 
 /// How modules are built for one kernel.
 #[derive(Debug, Clone)]
@@ -255,7 +255,7 @@ pub fn build(cache_root: &Path, env: &BuildEnv, src: &Path) -> Result<Vec<Module
 
 fn built_module(name: &str, out: &Path) -> Module {
     Module {
-        name: crate::kmod::normalise(name),
+        name: crate::kernel::kmod::normalise(name),
         path: out.join(format!("{name}.ko")),
         out_of_tree: true,
     }
@@ -342,7 +342,7 @@ fn run_logged(cmd: &mut Command, log: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::version::Version;
+    use crate::provision::version::Version;
 
     fn gcc() -> Compiler {
         Compiler {

@@ -8,12 +8,12 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use crate::cpio::CpioWriter;
-use crate::elf::elf_has_interp;
-use crate::kmod::Module;
+use crate::image::cpio::CpioWriter;
+use crate::kernel::kmod::Module;
+use crate::provision::elf::elf_has_interp;
 use crate::shell::sh_quote;
 
-const INIT_SCRIPT: &str = include_str!("../guest/init.sh");
+const INIT_SCRIPT: &str = include_str!("../../guest/init.sh");
 
 /// What the guest does once its devices are bound.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,7 +131,7 @@ fn phyr_conf(spec: &InitramfsSpec<'_>, modules: &[String]) -> String {
         sh_quote(&check.join(" ")),
         sh_quote(&spec.bind.join(" ")),
         sh_quote(cmd),
-        sh_quote(if spec.share.is_some() { crate::share::TAG } else { "" }),
+        sh_quote(if spec.share.is_some() { crate::image::share::TAG } else { "" }),
         sh_quote(spec.share.as_deref().unwrap_or_default()),
         sh_quote(spec.share_probe.as_deref().unwrap_or_default()),
     )

@@ -7,13 +7,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::debian_kernel::{DebianKernel, Which};
-use crate::kconfig::{check_config, config_value, NEEDED};
-use crate::kernel_spec::KernelSpec;
-use crate::kernel_tree::{locate, tree_of_image};
-use crate::kmod::{Module, ModuleTree, VFIO_MODULES};
+use crate::kernel::debian::{DebianKernel, Which};
+use crate::kernel::kconfig::{check_config, config_value, NEEDED};
+use crate::kernel::kmod::{Module, ModuleTree, VFIO_MODULES};
+use crate::kernel::spec::KernelSpec;
+use crate::kernel::tree::{locate, tree_of_image};
 use crate::progress::say;
-use crate::provision::Provisioner;
+use crate::provision::provisioner::Provisioner;
 
 /// Where out-of-tree modules for a kernel are built.
 #[derive(Debug, Clone)]
@@ -66,7 +66,7 @@ impl GuestKernel {
             .iter()
             .find_map(|n| self.tree.file(n))
             .or_else(|| self.tree.any_file())?;
-        crate::kmod::modinfo_field(m, "vermagic").ok().flatten()
+        crate::kernel::kmod::modinfo_field(m, "vermagic").ok().flatten()
     }
 }
 
@@ -156,7 +156,7 @@ pub fn from_user(
     let tree = tree_of_image(image);
     // The image's own embedded config (CONFIG_IKCONFIG) is the most reliable after --kernel-config.
     let embedded = if config.is_none() {
-        Some(crate::ikconfig::from_bzimage(&bytes))
+        Some(crate::kernel::ikconfig::from_bzimage(&bytes))
     } else {
         None
     };

@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
-use crate::version::{device_help_lists, parse_qemu_version, Version, QEMU_MIN};
+use crate::provision::version::{device_help_lists, parse_qemu_version, Version, QEMU_MIN};
 
 /// How to start `qemu-system-x86_64`: a program, arguments that come before QEMU's own, and
 /// environment. A private prefix runs through its own dynamic loader, so the host's libc is
@@ -57,7 +57,7 @@ impl Qemu {
 
     /// A QEMU from PATH (or `None` when there is none).
     pub fn system() -> Option<Qemu> {
-        let program = crate::apt::which("qemu-system-x86_64")?;
+        let program = crate::provision::apt::which("qemu-system-x86_64")?;
         Some(Qemu {
             origin: program.display().to_string(),
             program,

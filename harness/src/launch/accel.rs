@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::cache::Cache;
-use crate::cpio::CpioWriter;
+use crate::image::cpio::CpioWriter;
 use crate::progress::say;
-use crate::qemu::Qemu;
+use crate::provision::cache::Cache;
+use crate::provision::qemu::Qemu;
 use crate::sys;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
