@@ -45,7 +45,7 @@ impl DmaError {
     }
 }
 
-/// Which side of a [`DmaSpace::copy`] faulted.
+/// Which side of a [`DmaSpace::copy`](crate::DmaSpace::copy) faulted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CopySide {
     Src,

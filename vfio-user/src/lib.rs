@@ -14,7 +14,8 @@
 //! - `wire`: message layouts, one validator per command ([`wire`] is public for tests).
 //! - `channel`: whole-message framing with fds, reply routing by message id.
 //! - `remote`: server-to-client DMA messages.
-//! - `server`: [`Server`], the accept loop and the per-connection request handler.
+//! - `server`: [`Server`], the accept loop; [`ServerOptions`]; per connection its state, its
+//!   read-validate-dispatch loop and one handler per command.
 //! - `client`: [`Client`], drives a server the way QEMU does.
 //! - `sys`: the only `unsafe`: mmap ([`MmapRegion`], [`MemSlice`]), memfd/eventfd, SCM_RIGHTS.
 //!
