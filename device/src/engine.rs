@@ -63,15 +63,78 @@ pub struct Exec<'a> {
     pub abort: &'a dyn Fn() -> Option<Status>,
 }
 
-/// One step of a two-list operation: `len` bytes at `s`/`d`, `off` bytes into the transfer.
+/// One segment of a walked list, as completions and trace records name it: the list (source
+/// or destination), the segment's index in it, and the entry itself.
 #[derive(Debug, Clone, Copy)]
-struct Step {
-    si: usize,
-    s: u64,
-    di: usize,
-    d: u64,
+struct Seg<'r> {
+    list: ListKind,
+    index: usize,
+    range: &'r DmaRange,
+}
+
+impl<'r> Seg<'r> {
+    fn src(index: usize, range: &'r DmaRange) -> Self {
+        Seg {
+            list: ListKind::Src,
+            index,
+            range,
+        }
+    }
+
+    fn dst(index: usize, range: &'r DmaRange) -> Self {
+        Seg {
+            list: ListKind::Dst,
+            index,
+            range,
+        }
+    }
+
+    /// An access to `piece` at `addr` in this segment.
+    fn access<'a>(self, dir: Dir, piece: Piece<'a>, addr: u64, target: Target) -> Access<'a>
+    where
+        'r: 'a,
+    {
+        Access {
+            seg: self,
+            dir,
+            piece,
+            addr,
+            target,
+        }
+    }
+
+    /// The completion's `fault_list` for a fault in this segment.
+    fn fault_list(&self) -> u8 {
+        match self.list {
+            ListKind::Dst => FAULT_LIST_DST,
+            _ => FAULT_LIST_SRC,
+        }
+    }
+}
+
+/// One step of a two-list operation: `len` bytes on each side, inside one source and one
+/// destination segment.
+#[derive(Debug, Clone, Copy)]
+struct Step<'r> {
+    src: Seg<'r>,
+    /// Where the step starts in `src`.
+    src_addr: u64,
+    dst: Seg<'r>,
+    /// Where the step starts in `dst`.
+    dst_addr: u64,
     len: u64,
+    /// Bytes of the whole transfer before this step.
     off: u64,
+}
+
+/// One access to a piece of a segment, as the trace records it.
+#[derive(Clone, Copy)]
+struct Access<'a> {
+    seg: Seg<'a>,
+    dir: Dir,
+    piece: Piece<'a>,
+    addr: u64,
+    target: Target,
 }
 
 /// What `Exec::zip_raw` hands each pair of directly addressable pieces to: source, destination
@@ -267,18 +330,14 @@ impl Exec<'_> {
         }
     }
 
-    /// Records a failed transaction and builds the failure.
-    fn fault(&self, list: u8, seg: usize, r: &DmaRange, dir: Dir, status: Status, addr: u64) -> Failure {
+    /// Records a failed transaction in `seg` and builds the failure.
+    fn fault(&self, seg: Seg<'_>, dir: Dir, status: Status, addr: u64) -> Failure {
         self.hook.dma(&Txn {
             tag: self.tag,
-            segment: seg_index(seg),
-            list: if list == FAULT_LIST_DST {
-                ListKind::Dst
-            } else {
-                ListKind::Src
-            },
+            segment: seg_index(seg.index),
+            list: seg.list,
             dir,
-            space: plain_space(r.space()),
+            space: plain_space(seg.range.space()),
             addr,
             len: 0,
             target: Target::None,
@@ -288,75 +347,37 @@ impl Exec<'_> {
         });
         Failure {
             status,
-            list,
-            segment: seg_index(seg),
+            list: seg.fault_list(),
+            segment: seg_index(seg.index),
             addr,
         }
     }
 
-    /// Records the read and the write of a piece moved from `src` to `dst`, with the CRC of the
+    /// Records the read of `src` and the write of `dst` (a piece moved), with the CRC of the
     /// bytes moved (computed by the copy itself) for both, and one end time.
-    #[allow(clippy::too_many_arguments)]
-    fn record_pair(
-        &self,
-        st: &Step,
-        sr: &DmaRange,
-        dr: &DmaRange,
-        part: Piece<'_>,
-        dp: Piece<'_>,
-        a: u64,
-        targets: (Target, Target),
-        t0: u64,
-        crc: Option<u32>,
-    ) {
+    fn record_pair(&self, src: &Access<'_>, dst: &Access<'_>, t0: u64, crc: Option<u32>) {
         if !self.hook.enabled() {
             return;
         }
         let crc = Some(crc.map_or(Data::None, Data::Crc));
-        self.hook.dma_pair(
-            &self.txn(ListKind::Src, st.si, sr, Dir::Read, part, st.s + a, targets.0, t0, crc),
-            &self.txn(ListKind::Dst, st.di, dr, Dir::Write, dp, st.d + a, targets.1, t0, crc),
-        );
+        self.hook.dma_pair(&self.txn(src, t0, crc), &self.txn(dst, t0, crc));
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn record_with(
-        &self,
-        list: ListKind,
-        seg: usize,
-        r: &DmaRange,
-        dir: Dir,
-        p: Piece<'_>,
-        addr: u64,
-        t: Target,
-        t0: u64,
-        data: Option<Data>,
-    ) {
-        self.hook.dma(&self.txn(list, seg, r, dir, p, addr, t, t0, data));
+    /// Records one access.
+    fn record(&self, a: &Access<'_>, t0: u64, data: Option<Data>) {
+        self.hook.dma(&self.txn(a, t0, data));
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn txn(
-        &self,
-        list: ListKind,
-        seg: usize,
-        r: &DmaRange,
-        dir: Dir,
-        p: Piece<'_>,
-        addr: u64,
-        t: Target,
-        t0: u64,
-        data: Option<Data>,
-    ) -> Txn {
+    fn txn(&self, a: &Access<'_>, t0: u64, data: Option<Data>) -> Txn {
         Txn {
             tag: self.tag,
-            segment: seg_index(seg),
-            list,
-            dir,
-            space: trace_space(r.space(), &p),
-            addr,
-            len: p.len() as u64,
-            target: t,
+            segment: seg_index(a.seg.index),
+            list: a.seg.list,
+            dir: a.dir,
+            space: trace_space(a.seg.range.space(), &a.piece),
+            addr: a.addr,
+            len: a.piece.len() as u64,
+            target: a.target,
             status: 0,
             data: data.unwrap_or(Data::None),
             t0,
@@ -364,11 +385,11 @@ impl Exec<'_> {
     }
 
     /// Calls `f` for each step of a two-list transfer (lists of equal total length).
-    fn steps(
+    fn steps<'r>(
         &self,
-        src: &[DmaRange],
-        dst: &[DmaRange],
-        mut f: impl FnMut(Step) -> Result<(), Failure>,
+        src: &'r [DmaRange],
+        dst: &'r [DmaRange],
+        mut f: impl FnMut(Step<'r>) -> Result<(), Failure>,
     ) -> Result<(), Failure> {
         let (mut si, mut so, mut di, mut dof, mut off) = (0usize, 0u64, 0usize, 0u64, 0u64);
         while si < src.len() && di < dst.len() {
@@ -376,10 +397,10 @@ impl Exec<'_> {
             let (s, d) = (&src[si], &dst[di]);
             let len = (u64::from(s.len) - so).min(u64::from(d.len) - dof).min(STEP);
             f(Step {
-                si,
-                s: s.addr + so,
-                di,
-                d: d.addr + dof,
+                src: Seg::src(si, s),
+                src_addr: s.addr + so,
+                dst: Seg::dst(di, d),
+                dst_addr: d.addr + dof,
                 len,
                 off,
             })?;
@@ -398,19 +419,25 @@ impl Exec<'_> {
         Ok(())
     }
 
-    /// Calls `f(segment index, addr, len, offset)` for each step over one list.
-    fn steps1(
+    /// Calls `f(segment, addr, len, offset)` for each step over one list of kind `kind`.
+    fn steps1<'r>(
         &self,
-        list: &[DmaRange],
-        mut f: impl FnMut(usize, u64, u64, u64) -> Result<(), Failure>,
+        kind: ListKind,
+        list: &'r [DmaRange],
+        mut f: impl FnMut(Seg<'r>, u64, u64, u64) -> Result<(), Failure>,
     ) -> Result<(), Failure> {
         let mut off = 0u64;
         for (i, r) in list.iter().enumerate() {
+            let seg = Seg {
+                list: kind,
+                index: i,
+                range: r,
+            };
             let mut so = 0u64;
             while so < u64::from(r.len) {
                 self.check_abort()?;
                 let len = (u64::from(r.len) - so).min(STEP);
-                f(i, r.addr + so, len, off)?;
+                f(seg, r.addr + so, len, off)?;
                 so += len;
                 off += len;
             }
@@ -423,45 +450,57 @@ impl Exec<'_> {
     /// `dst_dir` is how the destination is accessed (COPY writes it, COMPARE reads it). The walk
     /// stops where a DMA-message piece begins, so a message is never sent while an fd-backed
     /// piece is held in use: the caller finishes the step through a bounce buffer.
-    fn zip_raw(&self, st: &Step, sr: &DmaRange, dr: &DmaRange, dst_dir: Dir, f: &mut PairFn<'_>) -> Walk {
+    fn zip_raw(&self, step: &Step<'_>, dst_dir: Dir, f: &mut PairFn<'_>) -> Walk {
+        let (src, dst) = (step.src.range, step.dst.range);
         let mut fail: Option<Failure> = None;
         let mut bounce: Option<u64> = None;
-        let mut s_off = 0u64;
-        let r = self
-            .bus
-            .segment_pieces(sr, st.s - sr.addr, st.len, Dir::Read, &mut |sp, stgt| {
-                if sp.is_message() {
-                    bounce = Some(s_off);
+        let mut src_off = 0u64;
+        let r = self.bus.segment_pieces(
+            src,
+            step.src_addr - src.addr,
+            step.len,
+            Dir::Read,
+            &mut |src_piece, src_target| {
+                if src_piece.is_message() {
+                    bounce = Some(src_off);
                     return Err(());
                 }
                 let mut inner = 0usize;
-                let r2 =
-                    self.bus
-                        .segment_pieces(dr, st.d - dr.addr + s_off, sp.len() as u64, dst_dir, &mut |dp, dtgt| {
-                            let (Piece::Raw(s), Piece::Raw(d)) = (sp.sub(inner, dp.len()), dp) else {
-                                bounce = Some(s_off + inner as u64);
-                                return Err(());
-                            };
-                            f(s, d, s_off + inner as u64, (shift(stgt, inner as u64), dtgt))?;
-                            inner += dp.len();
-                            Ok(())
-                        });
+                let r2 = self.bus.segment_pieces(
+                    dst,
+                    step.dst_addr - dst.addr + src_off,
+                    src_piece.len() as u64,
+                    dst_dir,
+                    &mut |dst_piece, dst_target| {
+                        let (Piece::Raw(s), Piece::Raw(d)) = (src_piece.sub(inner, dst_piece.len()), dst_piece) else {
+                            bounce = Some(src_off + inner as u64);
+                            return Err(());
+                        };
+                        f(
+                            s,
+                            d,
+                            src_off + inner as u64,
+                            (shift(src_target, inner as u64), dst_target),
+                        )?;
+                        inner += dst_piece.len();
+                        Ok(())
+                    },
+                );
                 match r2 {
                     Ok(()) => {}
                     Err(AccessError::Stopped) => return Err(()),
                     Err(AccessError::Fault { status, addr }) => {
-                        fail = Some(self.fault(FAULT_LIST_DST, st.di, dr, dst_dir, status, addr));
+                        fail = Some(self.fault(step.dst, dst_dir, status, addr));
                         return Err(());
                     }
                 }
-                s_off += sp.len() as u64;
+                src_off += src_piece.len() as u64;
                 Ok(())
-            });
+            },
+        );
         match r {
             Ok(()) => Walk::Done,
-            Err(AccessError::Fault { status, addr }) => {
-                Walk::Failed(self.fault(FAULT_LIST_SRC, st.si, sr, Dir::Read, status, addr))
-            }
+            Err(AccessError::Fault { status, addr }) => Walk::Failed(self.fault(step.src, Dir::Read, status, addr)),
             Err(AccessError::Stopped) => match (fail, bounce) {
                 (Some(f), _) => Walk::Failed(f),
                 (None, Some(from)) => Walk::Bounce(from),
@@ -471,23 +510,32 @@ impl Exec<'_> {
     }
 
     fn copy(&self, src: &[DmaRange], dst: &[DmaRange], done: &mut u64) -> Result<(), Failure> {
-        self.steps(src, dst, |st| {
-            let (sr, dr) = (&src[st.si], &dst[st.di]);
-            let walk = self.zip_raw(&st, sr, dr, Dir::Write, &mut |s, d, a, targets| {
-                let t0 = self.hook.start();
-                let crc = if self.hook.wants_crc() {
-                    Some(RawPiece::copy_crc32c(s, d).1)
-                } else {
-                    RawPiece::copy(s, d);
-                    None
-                };
-                self.record_pair(&st, sr, dr, Piece::Raw(s), Piece::Raw(d), a, targets, t0, crc);
-                *done += d.len() as u64;
-                Ok(())
-            });
+        self.steps(src, dst, |step| {
+            let walk = self.zip_raw(
+                &step,
+                Dir::Write,
+                &mut |src_piece, dst_piece, at, (src_target, dst_target)| {
+                    let t0 = self.hook.start();
+                    let crc = if self.hook.wants_crc() {
+                        Some(RawPiece::copy_crc32c(src_piece, dst_piece).1)
+                    } else {
+                        RawPiece::copy(src_piece, dst_piece);
+                        None
+                    };
+                    let read = step
+                        .src
+                        .access(Dir::Read, Piece::Raw(src_piece), step.src_addr + at, src_target);
+                    let write = step
+                        .dst
+                        .access(Dir::Write, Piece::Raw(dst_piece), step.dst_addr + at, dst_target);
+                    self.record_pair(&read, &write, t0, crc);
+                    *done += dst_piece.len() as u64;
+                    Ok(())
+                },
+            );
             match walk {
                 Walk::Done => Ok(()),
-                Walk::Bounce(from) => self.copy_bounced(&st, sr, dr, from, done),
+                Walk::Bounce(from) => self.copy_bounced(&step, from, done),
                 Walk::Failed(f) => Err(f),
                 // The copy callback never stops the walk.
                 Walk::Stopped => Err(Failure::plain(Status::IOMMU_FAULT)),
@@ -497,48 +545,37 @@ impl Exec<'_> {
 
     fn compare(&self, src: &[DmaRange], dst: &[DmaRange], done: &mut u64) -> Result<Option<u64>, Failure> {
         let mut mismatch = None;
-        let r = self.steps(src, dst, |st| {
-            let (sr, dr) = (&src[st.si], &dst[st.di]);
-            let walk = self.zip_raw(&st, sr, dr, Dir::Read, &mut |a_p, b_p, a, (stgt, dtgt)| {
-                let t0 = self.hook.start();
-                // With data CRCs, both pieces are read to the end and checksummed from the
-                // copies compared.
-                let (diff, crcs) = RawPiece::compare(a_p, b_p, self.hook.wants_crc());
-                if self.hook.enabled() {
-                    let (ca, cb) = crcs.map_or((None, None), |(x, y)| (Some(Data::Crc(x)), Some(Data::Crc(y))));
-                    self.record_with(
-                        ListKind::Src,
-                        st.si,
-                        sr,
-                        Dir::Read,
-                        Piece::Raw(a_p),
-                        st.s + a,
-                        stgt,
-                        t0,
-                        ca,
-                    );
-                    self.record_with(
-                        ListKind::Dst,
-                        st.di,
-                        dr,
-                        Dir::Read,
-                        Piece::Raw(b_p),
-                        st.d + a,
-                        dtgt,
-                        t0,
-                        cb,
-                    );
-                }
-                if let Some(i) = diff {
-                    mismatch = Some(st.off + a + i as u64);
-                    return Err(());
-                }
-                *done += b_p.len() as u64;
-                Ok(())
-            });
+        let r = self.steps(src, dst, |step| {
+            let walk = self.zip_raw(
+                &step,
+                Dir::Read,
+                &mut |src_piece, dst_piece, at, (src_target, dst_target)| {
+                    let t0 = self.hook.start();
+                    // With data CRCs, both pieces are read to the end and checksummed from the
+                    // copies compared.
+                    let (diff, crcs) = RawPiece::compare(src_piece, dst_piece, self.hook.wants_crc());
+                    if self.hook.enabled() {
+                        let (ca, cb) = crcs.map_or((None, None), |(x, y)| (Some(Data::Crc(x)), Some(Data::Crc(y))));
+                        let read_src =
+                            step.src
+                                .access(Dir::Read, Piece::Raw(src_piece), step.src_addr + at, src_target);
+                        let read_dst =
+                            step.dst
+                                .access(Dir::Read, Piece::Raw(dst_piece), step.dst_addr + at, dst_target);
+                        self.record(&read_src, t0, ca);
+                        self.record(&read_dst, t0, cb);
+                    }
+                    if let Some(i) = diff {
+                        mismatch = Some(step.off + at + i as u64);
+                        return Err(());
+                    }
+                    *done += dst_piece.len() as u64;
+                    Ok(())
+                },
+            );
             match walk {
                 Walk::Done => Ok(()),
-                Walk::Bounce(from) => match self.compare_bounced(&st, sr, dr, from, done)? {
+                Walk::Bounce(from) => match self.compare_bounced(&step, from, done)? {
                     Some(at) => {
                         mismatch = Some(at);
                         Err(Failure::plain(Status::COMPARE_MISMATCH))
@@ -558,8 +595,8 @@ impl Exec<'_> {
     }
 
     fn fill(&self, dst: &[DmaRange], pattern: u64, done: &mut u64) -> Result<(), Failure> {
-        self.steps1(dst, |i, addr, len, off| {
-            let r = &dst[i];
+        self.steps1(ListKind::Dst, dst, |seg, addr, len, off| {
+            let r = seg.range;
             let mut fail = None;
             let mut p_off = 0u64;
             let res = self
@@ -584,7 +621,7 @@ impl Exec<'_> {
                                 let buf: Vec<u8> = (0..k).map(|j| pat[(phase + o + j) % 8]).collect();
                                 if let Err(m) = self.bus.iova.message_write(iova + o as u64, &buf) {
                                     *done += o as u64;
-                                    fail = Some(self.fault(FAULT_LIST_DST, i, r, Dir::Write, m.status(), m.addr));
+                                    fail = Some(self.fault(seg, Dir::Write, m.status(), m.addr));
                                     return Err(());
                                 }
                                 if self.hook.wants_crc() {
@@ -596,7 +633,8 @@ impl Exec<'_> {
                         }
                     };
                     if self.hook.enabled() {
-                        self.record_with(ListKind::Dst, i, r, Dir::Write, p, addr + p_off, tgt, t0, data);
+                        let write = seg.access(Dir::Write, p, addr + p_off, tgt);
+                        self.record(&write, t0, data);
                     }
                     p_off += p.len() as u64;
                     *done += p.len() as u64;
@@ -605,17 +643,15 @@ impl Exec<'_> {
             match res {
                 Ok(()) => Ok(()),
                 Err(AccessError::Stopped) => Err(fail.unwrap_or(Failure::plain(Status::IOMMU_FAULT))),
-                Err(AccessError::Fault { status, addr }) => {
-                    Err(self.fault(FAULT_LIST_DST, i, r, Dir::Write, status, addr))
-                }
+                Err(AccessError::Fault { status, addr }) => Err(self.fault(seg, Dir::Write, status, addr)),
             }
         })
     }
 
     fn crc(&self, src: &[DmaRange], done: &mut u64) -> Result<u32, Failure> {
         let mut crc = 0u32;
-        self.steps1(src, |i, addr, len, _off| {
-            let r = &src[i];
+        self.steps1(ListKind::Src, src, |seg, addr, len, _off| {
+            let r = seg.range;
             let mut fail = None;
             let mut p_off = 0u64;
             let res = self
@@ -644,7 +680,7 @@ impl Exec<'_> {
                                 }
                                 let k = (len - o).min(BOUNCE);
                                 if let Err(m) = self.bus.iova.message_read(iova + o as u64, &mut buf[..k]) {
-                                    fail = Some(self.fault(FAULT_LIST_SRC, i, r, Dir::Read, m.status(), m.addr));
+                                    fail = Some(self.fault(seg, Dir::Read, m.status(), m.addr));
                                     return Err(());
                                 }
                                 own = crc32c::crc32c_append(own, &buf[..k]);
@@ -656,7 +692,8 @@ impl Exec<'_> {
                         }
                     }
                     if self.hook.enabled() {
-                        self.record_with(ListKind::Src, i, r, Dir::Read, p, addr + p_off, tgt, t0, data);
+                        let read = seg.access(Dir::Read, p, addr + p_off, tgt);
+                        self.record(&read, t0, data);
                     }
                     p_off += p.len() as u64;
                     if !p.is_message() {
@@ -667,9 +704,7 @@ impl Exec<'_> {
             match res {
                 Ok(()) => Ok(()),
                 Err(AccessError::Stopped) => Err(fail.unwrap_or(Failure::plain(Status::IOMMU_FAULT))),
-                Err(AccessError::Fault { status, addr }) => {
-                    Err(self.fault(FAULT_LIST_SRC, i, r, Dir::Read, status, addr))
-                }
+                Err(AccessError::Fault { status, addr }) => Err(self.fault(seg, Dir::Read, status, addr)),
             }
         })?;
         Ok(crc)

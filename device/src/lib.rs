@@ -16,6 +16,7 @@
 //! - `signal`: SIGTERM/SIGINT for the binary.
 
 mod bus;
+mod client_mem;
 mod config;
 mod endpoint;
 mod engine;
@@ -28,13 +29,13 @@ mod peer_mem;
 mod queue;
 mod raw;
 mod regs;
-mod session;
 mod signal;
 #[cfg(test)]
 mod testmem;
 mod vfio;
 
 pub use bus::{AccessError, Bus};
+pub use client_mem::{ClientIrqs, ClientMemory};
 pub use config::{BarDecode, ConfigEffect, ConfigSpace, CONFIG_SIZE};
 pub use endpoint::{Endpoint, Ports};
 pub use engine::{Exec, Failure, STEP};
@@ -46,6 +47,5 @@ pub use peer_mem::{PeerMem, PeerMemError};
 pub use queue::{process, Counters, Progress, QueueCtx, QueueRun, QueueShared, BATCH};
 pub use raw::RawPiece;
 pub use regs::{Limits, Live, QueueConfig, RegEffect, RegFile};
-pub use session::{SessionIrqs, SessionMemory};
 pub use signal::TermSignals;
 pub use vfio::VfioEndpoint;

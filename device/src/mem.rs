@@ -1,7 +1,7 @@
 //! The engine's view of memory: what it needs from "memory by IOVA" (the client's DMA
 //! mappings) and from interrupts, as two small traits, so the DMA engine does not depend on the
-//! transport. `session.rs` implements them over the vfio-user session; unit tests implement
-//! them over plain buffers.
+//! transport. `client_mem.rs` implements them over the vfio-user client's DMA mappings and
+//! eventfds; unit tests implement them over plain buffers.
 //!
 //! Memory is handed to the engine in *pieces*: a directly addressable span (`Piece::Raw`,
 //! valid only inside the callback that received it, because an unmap waits for that callback

@@ -3,7 +3,7 @@
 //! mapped memory that borrows the mapping it came from (a DMA mapping in use, a BAR's
 //! memfd), like vm-memory's `VolatileSlice<'a>` — so the compiler keeps every piece inside
 //! the borrow that keeps its memory mapped. Pieces are made safely: from a DMA chunk
-//! (session.rs), from a BAR (`PeerMem::piece`), or from a Rust buffer (`of_slice`).
+//! (client_mem.rs), from a BAR (`PeerMem::piece`), or from a Rust buffer (`of_slice`).
 //!
 //! The memory is shared with the guest (MAP_SHARED memfds), so it can change under us; we only
 //! move bytes, never rely on their values for memory safety, never form a `&[u8]` over it, and

@@ -6,21 +6,21 @@ use std::sync::{Arc, Mutex};
 
 use dma_range::regs;
 use vfio_user::{
-    pci_irq, pci_region, Device, DeviceInfo, Errno, IrqInfo, MappingInfo, RegionInfo, RegionMmap, Session,
+    pci_irq, pci_region, ClientHandles, Device, DeviceInfo, Errno, IrqInfo, MappingInfo, RegionInfo, RegionMmap,
     DEVICE_FLAG_PCI, DEVICE_FLAG_RESET, IRQ_INFO_EVENTFD, IRQ_INFO_MASKABLE, IRQ_INFO_NORESIZE, REGION_FLAG_READ,
     REGION_FLAG_WRITE,
 };
 
+use crate::client_mem::{ClientIrqs, ClientMemory};
 use crate::config::CONFIG_SIZE;
 use crate::endpoint::{Endpoint, Ports};
-use crate::session::{SessionIrqs, SessionMemory};
 
 /// An [`Endpoint`] served over vfio-user.
 #[derive(Debug)]
 pub struct VfioEndpoint {
     ep: Arc<Endpoint>,
-    /// The current session's memory, told about map changes (trace target snapshots).
-    mem: Mutex<Option<Arc<SessionMemory>>>,
+    /// The connected client's memory, told about map changes (trace target snapshots).
+    mem: Mutex<Option<Arc<ClientMemory>>>,
 }
 
 impl VfioEndpoint {
@@ -107,14 +107,14 @@ impl Device for VfioEndpoint {
         self.ep.reset();
     }
 
-    fn connected(&self, session: Session) {
+    fn connected(&self, client: ClientHandles) {
         tracing::info!(endpoint = self.ep.index(), "client connected");
         let targets = self.ep.hook().enabled();
-        let mem = Arc::new(SessionMemory::new(session.dma, targets));
+        let mem = Arc::new(ClientMemory::new(client.dma, targets));
         *self.mem.lock().unwrap_or_else(|e| e.into_inner()) = Some(mem.clone());
         self.ep.connect(Ports {
             mem,
-            irq: Arc::new(SessionIrqs(session.irqs)),
+            irq: Arc::new(ClientIrqs(client.irqs)),
         });
     }
 

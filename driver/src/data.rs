@@ -1,11 +1,11 @@
 //! Reading and writing the bytes behind a `Loc` from the CPU side (host buffers directly,
 //! BARs through their mmap), and deterministic test patterns.
 
+use crate::bench::Bench;
 use crate::error::Result;
 use crate::mapping::Loc;
-use crate::session::Session;
 
-pub fn read(s: &Session, loc: Loc, len: usize) -> Result<Vec<u8>> {
+pub fn read(s: &Bench, loc: Loc, len: usize) -> Result<Vec<u8>> {
     let mut v = vec![0u8; len];
     match loc {
         Loc::Host { mem, offset } => mem.buf.read(offset, &mut v)?,
@@ -14,7 +14,7 @@ pub fn read(s: &Session, loc: Loc, len: usize) -> Result<Vec<u8>> {
     Ok(v)
 }
 
-pub fn write(s: &Session, loc: Loc, data: &[u8]) -> Result<()> {
+pub fn write(s: &Bench, loc: Loc, data: &[u8]) -> Result<()> {
     match loc {
         Loc::Host { mem, offset } => mem.buf.write(offset, data)?,
         Loc::Bar { ep, offset } => s.ep(ep)?.bar2.write(offset, data)?,

@@ -24,7 +24,7 @@ pub struct Identity {
 }
 
 pub struct Endpoint {
-    /// Index in the session (endpoints sorted by BDF).
+    /// Index in the bench (endpoints sorted by BDF).
     pub index: usize,
     pub pci: PciFunction,
     pub dev: VfioDevice,

@@ -5,10 +5,10 @@ use std::time::Duration;
 use dma_range::{Command, Completion, DmaRange, Opcode};
 use phyr_report::{Cmd, CmdStatus, Fault, Op, Span};
 
+use crate::bench::Bench;
 use crate::error::Result;
 use crate::mapping::BuiltList;
 use crate::queue::QueueMode;
-use crate::session::Session;
 
 /// A command about to run, with what the driver knows about it (for the report line).
 pub struct Job<'a> {
@@ -57,13 +57,13 @@ impl<'a> Job<'a> {
     }
 
     /// Submits the command; returns its id.
-    pub fn submit(&self, s: &mut Session) -> Result<u16> {
+    pub fn submit(&self, s: &mut Bench) -> Result<u16> {
         let (e, queue) = s.endpoint_and_queue(self.ep, self.q, self.mode)?;
         queue.submit(e, self.cmd)
     }
 
     /// Waits for the completion of `cid` (from `submit`) and prints the phyr-cmd line.
-    pub fn finish(&self, s: &mut Session, cid: u16, timeout: Duration) -> Result<Completion> {
+    pub fn finish(&self, s: &mut Bench, cid: u16, timeout: Duration) -> Result<Completion> {
         let trace = s.trace_lines;
         let (e, queue) = s.endpoint_and_queue(self.ep, self.q, self.mode)?;
         let dev_ep = e.id.endpoint_id;
@@ -75,7 +75,7 @@ impl<'a> Job<'a> {
     }
 
     /// Submit and wait.
-    pub fn run(&self, s: &mut Session) -> Result<Completion> {
+    pub fn run(&self, s: &mut Bench) -> Result<Completion> {
         let t = s.timeout;
         let cid = self.submit(s)?;
         self.finish(s, cid, t)

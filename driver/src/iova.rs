@@ -1,6 +1,6 @@
 //! IOVA allocation: a bump allocator over a fixed window, page-aligned, leaving an unmapped
 //! guard page after every allocation (so a segment running past a buffer's end faults at a
-//! predictable address) and never handing an IOVA out twice in one session (so a stale
+//! predictable address) and never handing an IOVA out twice while the bench is open (so a stale
 //! mapping can never satisfy a later command by accident).
 
 /// Start of the IOVA window: 1 MiB (below it: nothing, so small IOVAs are known-unmapped).
@@ -40,7 +40,7 @@ impl IovaAllocator {
         Some(start)
     }
 
-    /// An IOVA that is guaranteed never to be mapped in this session (below the window).
+    /// An IOVA that is guaranteed never to be mapped while the bench is open (below the window).
     pub fn never_mapped(&self) -> u64 {
         IOVA_START / 2
     }

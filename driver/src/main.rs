@@ -1,6 +1,7 @@
 //! `phyr`: the guest-side userspace VFIO driver for the phyr endpoint and its integration
 //! suite. See driver/README.md for the CLI and the suite's output format.
 
+mod bench;
 mod cli;
 mod data;
 mod endpoint;
@@ -12,7 +13,6 @@ mod ksuite;
 mod mapping;
 mod p2p;
 mod queue;
-mod session;
 mod spec;
 mod suite;
 mod sysfs;
@@ -25,11 +25,11 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use dma_range::Opcode;
 
+use bench::Bench;
 use cli::{Cli, Cmd};
-use session::Session;
 
-fn open(cli: &Cli) -> Result<Session> {
-    let mut s = Session::open(&cli.sysfs, &cli.endpoints).context("opening the phyr endpoints")?;
+fn open(cli: &Cli) -> Result<Bench> {
+    let mut s = Bench::open(&cli.sysfs, &cli.endpoints).context("opening the phyr endpoints")?;
     s.policy = cli.p2p;
     s.timeout = Duration::from_millis(cli.timeout_ms);
     s.trace_lines = cli.trace_lines;

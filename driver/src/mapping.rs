@@ -10,10 +10,10 @@
 
 use dma_range::{encode_chained, split_range, AddrSpace, DmaRange, ENTRY_SIZE};
 
+use crate::bench::Bench;
 use crate::error::{DriverError, Result};
 use crate::hostmem::HostMem;
 use crate::p2p::MapType;
-use crate::session::Session;
 use crate::vfio::DmaPerm;
 
 /// Where bytes live, as the driver sees them.
@@ -82,7 +82,7 @@ pub struct Segment {
     pub via: Via,
 }
 
-/// What the mapping layer needs to know about the fabric (a `Session` in the driver, a fake
+/// What the mapping layer needs to know about the fabric (a `Bench` in the driver, a fake
 /// in the tests): BAR2 bus addresses and sizes, the P2P decision, IOMMU windows on BARs.
 pub trait Fabric {
     /// Endpoint `ep`'s BAR2: bus address and usable size.
@@ -94,7 +94,7 @@ pub trait Fabric {
     fn bar_iova(&mut self, ep: usize, offset: u64) -> Result<(u64, u64)>;
 }
 
-impl Fabric for Session {
+impl Fabric for Bench {
     fn bar2(&self, ep: usize) -> Result<(u64, u64)> {
         let e = self.ep(ep)?;
         Ok((e.bar2_bus(), e.bar2_len()))
@@ -105,7 +105,7 @@ impl Fabric for Session {
     }
 
     fn bar_iova(&mut self, ep: usize, offset: u64) -> Result<(u64, u64)> {
-        Session::bar_iova(self, ep, offset)
+        Bench::bar_iova(self, ep, offset)
     }
 }
 
@@ -130,7 +130,7 @@ impl PhysRange<'_> {
 }
 
 /// Maps `ranges` for the device `client` into segments of at most `max_seg` bytes.
-pub fn map_ranges(s: &mut Session, client: usize, ranges: &[PhysRange], max_seg: u32) -> Result<Vec<Segment>> {
+pub fn map_ranges(s: &mut Bench, client: usize, ranges: &[PhysRange], max_seg: u32) -> Result<Vec<Segment>> {
     let places: Vec<(Place, u64, Route)> = ranges.iter().map(|r| (r.place(), r.len, r.route)).collect();
     map_places(s, client, &places, max_seg)
 }
@@ -289,7 +289,7 @@ pub fn list_base_in_bar(
 /// Encodes `segments` into chained blocks of at most `block_entries` entries at `at`, for
 /// the executing endpoint `client`.
 pub fn build_list(
-    s: &mut Session,
+    s: &mut Bench,
     client: usize,
     segments: Vec<Segment>,
     block_entries: usize,

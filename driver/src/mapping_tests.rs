@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use dma_range::{walk, ListLimits, ReadFault, Status, RANGE_BUS_ADDR};
 
 use super::*;
-use crate::session::BAR_WINDOW;
+use crate::bench::BAR_WINDOW;
 
 /// Two endpoints with 8 MiB BAR2s; `bus_ok[provider][client]` is the P2P decision. BAR
 /// windows get IOVAs far apart, so IOVA space is not contiguous across a window boundary.

@@ -35,6 +35,14 @@ impl QueueMode {
     }
 }
 
+/// The host memory a queue lives in: its submission and completion rings, and in POLL mode
+/// the shadow doorbell page.
+pub struct QueueMem {
+    pub sq: HostMem,
+    pub cq: HostMem,
+    pub shadow: Option<HostMem>,
+}
+
 pub struct Queue {
     pub ep: usize,
     pub q: u32,
@@ -56,17 +64,10 @@ pub struct Queue {
 }
 
 impl Queue {
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn create(
-        e: &Endpoint,
-        q: u32,
-        size: u32,
-        mode: QueueMode,
-        sq: HostMem,
-        cq: HostMem,
-        shadow: Option<HostMem>,
-        trace: bool,
-    ) -> Result<Self> {
+    /// Programs queue `q` of `e` with `size` entries in `mem`, enables it and waits until the
+    /// device says it is; prints its `# phyr-queue` line when `trace`.
+    pub(crate) fn create(e: &Endpoint, q: u32, size: u32, mode: QueueMode, mem: QueueMem, trace: bool) -> Result<Self> {
+        let QueueMem { sq, cq, shadow } = mem;
         let r = |reg| regs::queue_reg(q, reg);
         let vector = q % (e.irqs.len().max(1) as u32);
         e.w32(r(regs::Q_CTRL), 0)?;

@@ -1,55 +1,33 @@
 //! phyr-harness: provisions QEMU and the guest, boots guests with phyr endpoints attached,
 //! runs the guest suite and collects results, and inspects DMA traces.
+//!
+//! One folder per pipeline stage, each depending only on the ones before it:
+//! `provision/` (QEMU, busybox, apt, the cache) -> `kernel/` (the guest kernel and its
+//! modules) -> `image/` (the initramfs) -> `launch/` (options, run directories, recipes, one
+//! boot, the device and QEMU processes; `provision` and `run`) -> `results/` (TAP, JUnit, the
+//! trace cross-check; `test`, `crosscheck`); `trace/` (`trace`) stands apart. Beside them:
+//! `progress` (the `phyr: ...` lines), `shell` (quoting), `sys` (the crate's only `unsafe`).
 
-mod accel;
-mod apt;
-mod boot;
-mod cache;
-mod cargo_test;
-mod cpio;
-mod crosscheck;
-mod debian_kernel;
-mod elf;
-mod guest_phys;
-mod ikconfig;
-mod initramfs;
-mod junit;
+mod image;
 mod kernel;
-mod kernel_pins;
-mod kernel_spec;
-mod kernel_tree;
-mod kmod;
-mod modbuild;
-mod prepare;
+mod launch;
+mod progress;
 mod provision;
-mod qemu;
-mod recipe;
-mod rundir;
-mod session;
-mod share;
+mod results;
+mod shell;
 mod sys;
-mod tap;
-mod test_cmd;
-mod toolchain;
-mod trace_cmd;
-mod version;
-mod wrap;
+mod trace;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand};
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
 
-use crate::accel::AccelChoice;
-use crate::boot::BootOptions;
-use crate::cache::Cache;
-use crate::initramfs::GuestMode;
-use crate::provision::say;
-use crate::recipe::Recipe;
-use crate::rundir::RunDir;
-use crate::session::{Console, Ending};
-use crate::share::Share;
+use crate::launch::prepare::{self, ProvisionArgs};
+use crate::launch::run_cmd::{self, RunArgs};
+use crate::provision::cache::Cache;
+use crate::results::{crosscheck, test_cmd};
+use crate::trace::trace_cmd;
 
 #[derive(Parser)]
 #[command(
@@ -83,104 +61,6 @@ enum Cmd {
     },
 }
 
-#[derive(Args)]
-struct ProvisionArgs {
-    #[command(flatten)]
-    sources: SourceOpts,
-    /// Ask apt again which kernels `backports` and `stable` mean, and move their pins to the
-    /// newest (a warm cache otherwise keeps the kernel it has).
-    #[arg(long)]
-    refresh: bool,
-}
-
-/// Where QEMU and the guest kernel come from.
-#[derive(Args, Clone)]
-pub struct SourceOpts {
-    /// Use this qemu-system-x86_64 (must be >= 10.1 with vfio-user-pci) instead of detecting one.
-    #[arg(long, value_name = "PATH")]
-    qemu: Option<PathBuf>,
-    /// The guest kernel: backports (Debian trixie-backports' newest, with P2PDMA; the default),
-    /// stable (Debian trixie's 6.12), a Debian version (7.3.4 or 7.3.4+deb13-amd64), a bzImage,
-    /// or a kernel build directory (in-tree or `make O=` output) [default: backports]
-    #[arg(long, value_name = "NAME|PATH|DIR")]
-    kernel: Option<String>,
-    /// The .config of --kernel (default: found in its build tree or /boot).
-    #[arg(long, value_name = "FILE", requires = "kernel")]
-    kernel_config: Option<PathBuf>,
-    /// Modules of --kernel when VFIO is built as modules (default: its build tree or /lib/modules/VERSION).
-    #[arg(long, value_name = "DIR", requires = "kernel")]
-    modules_dir: Option<PathBuf>,
-    /// A statically linked busybox for the initramfs instead of Debian's busybox-static.
-    #[arg(long, value_name = "PATH")]
-    busybox: Option<PathBuf>,
-}
-
-/// Options of every guest boot.
-#[derive(Args, Clone)]
-pub struct GuestOpts {
-    #[command(flatten)]
-    sources: SourceOpts,
-    /// tcg, kvm, or auto (probe once whether KVM can boot a guest, cache the verdict).
-    #[arg(long, value_enum, default_value = "auto")]
-    accel: AccelChoice,
-    /// The statically linked guest driver `phyr` [default: target/guest/x86_64-unknown-linux-gnu/release/phyr]
-    #[arg(long, value_name = "PATH", env = "PHYR_GUEST_BIN")]
-    phyr: Option<PathBuf>,
-    /// The phyr-device binary [default: phyr-device next to phyr-harness]
-    #[arg(long, value_name = "PATH", env = "PHYR_DEVICE_BIN")]
-    device_bin: Option<PathBuf>,
-    /// Where run directories go.
-    #[arg(long, value_name = "DIR", default_value = "runs")]
-    runs_dir: PathBuf,
-    /// Where recipes live [default: ./qemu-configs, else next to the harness's source tree]
-    #[arg(long, value_name = "DIR")]
-    recipes_dir: Option<PathBuf>,
-    /// Extra guest kernel command line.
-    #[arg(long, value_name = "ARGS")]
-    append: Option<String>,
-    /// No phyr-device: QEMU's built-in `edu` device stands in for each endpoint (guest VFIO plumbing tests).
-    #[arg(long)]
-    no_device: bool,
-    /// BAR2 size of each endpoint in bytes (passed to phyr-device).
-    #[arg(long, value_name = "BYTES")]
-    bar2_size: Option<u64>,
-    /// Do not record a CRC32C of the bytes of every DMA in the traces (cheaper tracing; the
-    /// test cross-check then compares lengths and addresses but not data CRCs).
-    #[arg(long)]
-    no_trace_crc: bool,
-    /// Stop the guest after this many seconds.
-    #[arg(long, value_name = "SECS")]
-    timeout: Option<u64>,
-    /// Build this out-of-tree module directory (Kbuild/Makefile with `obj-m`) for the guest
-    /// kernel and load it at boot; repeatable. ./kernel (phyr's driver) is built when present.
-    #[arg(long, value_name = "DIR")]
-    module_src: Vec<PathBuf>,
-    /// Load this prebuilt module file (.ko, .ko.xz, .ko.zst) at boot; repeatable.
-    #[arg(long, value_name = "FILE")]
-    module: Vec<PathBuf>,
-    /// Do not build and load ./kernel (phyr's kernel driver) even though it exists.
-    #[arg(long)]
-    no_kernel_driver: bool,
-    /// Guest kernel modules to load at boot (with their dependencies), comma-separated.
-    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
-    modules: Vec<String>,
-    /// Share a host directory, read-write at /mnt/host in the guest (9p over virtio).
-    #[arg(long, value_name = "DIR")]
-    share: Option<PathBuf>,
-}
-
-#[derive(Args)]
-struct RunArgs {
-    /// Recipe name in qemu-configs/ (or a path to an .args file).
-    #[arg(long, short, default_value = "default")]
-    recipe: String,
-    /// Run this command in the guest (after binding the endpoints), print its output, power off.
-    #[arg(long, value_name = "CMD")]
-    guest_cmd: Option<String>,
-    #[command(flatten)]
-    guest: GuestOpts,
-}
-
 fn main() {
     let cli = Cli::parse();
     let code = match real_main(cli) {
@@ -202,188 +82,9 @@ fn real_main(cli: Cli) -> Result<i32> {
     let cache = || Cache::resolve(cli.cache_dir.as_deref());
     match cli.command {
         Cmd::Provision(ref a) => prepare::provision_all(&cache()?, &a.sources, a.refresh),
-        Cmd::Run(a) => run_cmd(&cache()?, a),
+        Cmd::Run(a) => run_cmd::run(&cache()?, a),
         Cmd::Test(a) => test_cmd::run(&cache()?, a),
         Cmd::Trace(args) => trace_cmd::run(args, Path::new("runs")).map(|()| 0),
-        Cmd::Crosscheck { dir } => crosscheck_cmd(&dir),
-    }
-}
-
-/// `crosscheck DIR`: one session directory (serial.log + trace/), or a `test` run holding one
-/// per recipe.
-fn crosscheck_cmd(dir: &Path) -> Result<i32> {
-    let sessions: Vec<PathBuf> = if dir.join("serial.log").is_file() {
-        vec![dir.to_owned()]
-    } else {
-        let mut subs: Vec<PathBuf> = std::fs::read_dir(dir)
-            .with_context(|| format!("reading {}", dir.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.join("serial.log").is_file())
-            .collect();
-        subs.sort();
-        subs
-    };
-    if sessions.is_empty() {
-        bail!("{} holds no serial.log (nor recipe directories with one): pass a run directory such as runs/latest/default", dir.display());
-    }
-    let mut failed = false;
-    for s in &sessions {
-        let serial = std::fs::read_to_string(s.join("serial.log"))
-            .with_context(|| format!("reading {}", s.join("serial.log").display()))?;
-        let c = crosscheck::check(&serial, &s.join("trace"));
-        for p in &c.problems {
-            println!("{}: {p}", s.display());
-        }
-        println!("{}: {}", s.display(), c.counts());
-        failed |= !c.problems.is_empty();
-    }
-    Ok(i32::from(failed))
-}
-
-/// The recipes directory: --recipes-dir, ./qemu-configs, or the source tree's.
-pub fn recipes_dir(g: &GuestOpts) -> PathBuf {
-    if let Some(d) = &g.recipes_dir {
-        return d.clone();
-    }
-    let here = PathBuf::from("qemu-configs");
-    if here.is_dir() {
-        return here;
-    }
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../qemu-configs"))
-}
-
-fn run_cmd(cache: &Cache, a: RunArgs) -> Result<i32> {
-    let recipe = Recipe::load(&a.recipe, &recipes_dir(&a.guest))?;
-    rundir::check_future_socket_paths(&a.guest.runs_dir, None, recipe.endpoints)?;
-    let share = a.guest.share.as_deref().map(Share::new).transpose()?;
-    let spec = prepare::kernel_spec(&a.guest.sources)?;
-    let parts = prepare::prepare(cache, &a.guest, false, &[spec], &[], false)?
-        .pop()
-        .context("no kernel prepared")?;
-    let run = RunDir::create(&a.guest.runs_dir)?.session(None)?;
-    if a.guest_cmd.is_none() && !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
-        say("note: standard input is not a terminal; the guest shell reads its commands from it (use --guest-cmd CMD to run one command)");
-    }
-    let (mode, console) = match &a.guest_cmd {
-        Some(c) => (GuestMode::Command(c.clone()), Console::Captured),
-        None => (GuestMode::Shell, Console::Interactive),
-    };
-    say(format!("run directory: {}", run.path.display()));
-    say(format!(
-        "booting {} under {} with recipe {} ({}){}",
-        parts.kernel.description,
-        parts.accel.name().to_uppercase(),
-        recipe.name,
-        recipe.description,
-        if a.guest.no_device {
-            "; --no-device: QEMU's edu device instead of phyr endpoints"
-        } else {
-            ""
-        }
-    ));
-    let _term = sys::TerminalGuard::save();
-    let opts = BootOptions {
-        recipe: &recipe,
-        mode,
-        console,
-        no_device: a.guest.no_device,
-        append: a.guest.append.as_deref(),
-        bar2_size: a.guest.bar2_size,
-        trace_crc: !a.guest.no_trace_crc,
-        timeout: a.guest.timeout.map(Duration::from_secs),
-        modules: &a.guest.modules,
-        share: share.as_ref(),
-        share_probe: None,
-    };
-    let outcome = boot::boot(&parts, &run, &opts)?;
-    drop(_term);
-    let code = report_ending(&run, &outcome);
-    let serial = std::fs::read_to_string(run.file("serial.log")).unwrap_or_default();
-    let errors = serial.lines().filter(|l| l.contains("phyr-init: ERROR")).count();
-    if errors > 0 {
-        say(format!(
-            "the guest's init reported {errors} problem(s) (the `phyr-init: ERROR` lines in {})",
-            run.file("serial.log").display()
-        ));
-    }
-    if let (Some(t), true) = (outcome.ready_after, a.guest_cmd.is_some()) {
-        say(format!(
-            "guest ready (devices bound) {:.1} s after start",
-            t.as_secs_f64()
-        ));
-    }
-    if code != 0 || a.guest_cmd.is_none() {
-        return Ok(code);
-    }
-    // The guest command's own exit status.
-    match serial
-        .lines()
-        .find_map(|l| l.trim_end().strip_prefix("=== phyr guest-cmd end: exit "))
-    {
-        Some(rest) => {
-            let st: i32 = rest.trim_end_matches(" ===").trim().parse().unwrap_or(1);
-            say(format!("guest command exited with status {st}"));
-            Ok(st)
-        }
-        None => {
-            say(format!(
-                "the guest command did not finish; see {}",
-                run.file("serial.log").display()
-            ));
-            Ok(1)
-        }
-    }
-}
-
-/// Prints how a session ended (which side failed and where its log is); returns an exit code.
-pub fn report_ending(run: &RunDir, o: &session::Outcome) -> i32 {
-    let secs = o.elapsed.as_secs_f64();
-    match &o.ending {
-        Ending::PoweredOff => {
-            let serial = std::fs::read_to_string(run.file("serial.log")).unwrap_or_default();
-            if serial.contains("Kernel panic") {
-                say(format!(
-                    "the guest kernel panicked after {secs:.1} s; see {}",
-                    run.file("serial.log").display()
-                ));
-                return 1;
-            }
-            say(format!(
-                "guest powered off after {secs:.1} s; logs in {}",
-                run.path.display()
-            ));
-            0
-        }
-        Ending::QemuFailed(st) => {
-            say(format!(
-                "QEMU failed ({st}) after {secs:.1} s; see {}{}",
-                run.file("qemu.log").display(),
-                session::log_tail(&run.file("qemu.log"), 5)
-            ));
-            1
-        }
-        Ending::DeviceCrashed(st) => {
-            say(format!(
-                "phyr-device died ({st}) after {secs:.1} s; QEMU was stopped. See {}{}",
-                run.file("device.log").display(),
-                session::log_tail(&run.file("device.log"), 5)
-            ));
-            1
-        }
-        Ending::Interrupted(sig) => {
-            say(format!(
-                "interrupted by {sig}; QEMU and phyr-device stopped, logs in {}",
-                run.path.display()
-            ));
-            130
-        }
-        Ending::TimedOut(t) => {
-            say(format!(
-                "timed out after {} s; QEMU and phyr-device stopped; see {}",
-                t.as_secs(),
-                run.file("serial.log").display()
-            ));
-            1
-        }
+        Cmd::Crosscheck { dir } => crosscheck::command(&dir),
     }
 }

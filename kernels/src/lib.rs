@@ -15,6 +15,7 @@
 
 pub mod crc32c;
 pub mod mem;
+mod opaque;
 mod poly;
 pub mod portable;
 #[cfg(target_arch = "x86_64")]

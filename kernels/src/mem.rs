@@ -24,6 +24,8 @@
 //! Without AVX2 (or off x86-64) every kernel takes the portable path: bytes go through a local
 //! buffer and [`crate::crc32c::crc32c_append`].
 
+pub use crate::opaque::forget_contents;
+
 /// Copies `n` bytes from `src` to `dst`; the spans may overlap (memmove semantics).
 ///
 /// Where the CPU has AVX2 and the spans do not overlap: our loop for copies of 16 KiB and more
@@ -92,23 +94,6 @@ pub unsafe fn crc32c(src: *const u8, n: usize, crc: u32) -> u32 {
 fn overlap(src: *const u8, dst: *mut u8, n: usize) -> bool {
     let (s, d) = (src as usize, dst as usize);
     s < d.wrapping_add(n) && d < s.wrapping_add(n)
-}
-
-/// Makes the compiler forget what `buf` holds, as if code it cannot see had rewritten it: the
-/// bytes later stored out of `buf` and checksummed from it are then read from `buf`, never
-/// re-read from where they were copied from. Shared memory may change between two reads, and
-/// the CRC must be of the bytes written (without this, the optimizer was seen turning
-/// "source -> buffer -> destination" into a second copy straight from the source).
-#[inline(always)]
-pub fn forget_contents(buf: &mut [u8]) {
-    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-    // SAFETY: an empty template: it touches no memory; without `nomem` the compiler has to
-    // assume it may have written through the pointer it is given.
-    unsafe {
-        core::arch::asm!("/* {0} */", in(reg) buf.as_mut_ptr(), options(nostack, preserves_flags))
-    };
-    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-    std::hint::black_box(buf);
 }
 
 /// The portable path: bytes go through a local buffer (never a `&[u8]` over shared memory),

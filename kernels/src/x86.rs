@@ -17,7 +17,7 @@
 
 use std::arch::x86_64::*;
 
-use crate::mem::forget_contents;
+use crate::opaque::forget_contents;
 use crate::poly::xpow_mod;
 
 /// Bytes per folding step: four 256-bit registers, eight 16-byte lanes.

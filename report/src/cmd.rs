@@ -10,7 +10,7 @@ use dma_range::ListKind;
 use crate::codes::{CmdStatus, Fault, Op};
 use crate::fields::{num, Crc, Dash, Fields};
 use crate::range::{merge, RangeList, Span};
-use crate::{words_after, ParseError};
+use crate::syntax::{words_after, ParseError};
 
 /// Longest phyr-cmd line [`Cmd::render`] prints with inline range lists (bytes, without the
 /// newline).

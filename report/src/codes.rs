@@ -7,7 +7,7 @@ use std::str::FromStr;
 use dma_range::{Completion, ListKind, Opcode, Status};
 
 use crate::fields::{bad, num};
-use crate::ParseError;
+use crate::syntax::ParseError;
 
 /// A field holding an ABI code: `Known` prints the ABI's name, `Unknown` the raw code as `0x..`;
 /// parsing takes either (a number the ABI names becomes `Known`).

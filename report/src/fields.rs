@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
-use crate::ParseError;
+use crate::syntax::ParseError;
 
 /// The `key=value` words of one line, by key. Unknown keys are kept (and ignored by the line
 /// types: a newer producer may add fields); a key given twice is an error.

@@ -8,7 +8,7 @@ use dma_range::{AddrSpace, ListKind};
 
 use crate::fields::{bad, num, parse_bracketed, write_bracketed, Dash, Fields};
 use crate::range::Span;
-use crate::{words_after, ParseError};
+use crate::syntax::{words_after, ParseError};
 
 /// `addr+len` (both `0x` hex): a window of addresses without a space prefix.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

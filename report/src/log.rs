@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 
 use dma_range::ListKind;
 
-use crate::{Cmd, KernelSeg, Line, RangeList, Span};
+use crate::any_line::Line;
+use crate::cmd::Cmd;
+use crate::lines::KernelSeg;
+use crate::range::{RangeList, Span};
 
 /// A command as the console reported it.
 #[derive(Clone, Debug, PartialEq, Eq)]

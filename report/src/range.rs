@@ -6,7 +6,7 @@ use std::str::FromStr;
 use dma_range::{AddrSpace, DmaRange};
 
 use crate::fields::{num, parse_bracketed, write_bracketed};
-use crate::ParseError;
+use crate::syntax::ParseError;
 
 /// `iova` or `bus`.
 pub fn space_name(s: AddrSpace) -> &'static str {

@@ -2,8 +2,9 @@
 
 use std::io::{self, Write};
 
-use crate::names::{direction_name, list_name, opcode_name, space_name, status_is_failure, status_name, target_text};
-use crate::summary::event_kind;
+use crate::names::{
+    direction_name, event_kind, list_name, opcode_name, space_name, status_is_failure, status_name, target_text,
+};
 use phyr_trace::{Event, Payload, Record};
 
 /// Whether to emit ANSI colour escapes.

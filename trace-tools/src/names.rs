@@ -1,9 +1,9 @@
 //! Human names for the numbers in a record: statuses and opcodes (from the `dma-range` ABI
-//! crate, so they track docs/ABI.md), list roles, spaces, directions, targets.
+//! crate, so they track docs/ABI.md), list roles, spaces, directions, targets, event kinds.
 
 use dma_range::{ListKind, Opcode, Status};
 
-use phyr_trace::{Direction, Space, Target};
+use phyr_trace::{Direction, Event, Space, Target};
 
 /// `SUCCESS`, `IOMMU_FAULT`, ... or `0x1234` for a code this build does not know.
 pub fn status_name(code: u16) -> String {
@@ -65,6 +65,21 @@ pub fn target_text(t: &Target) -> String {
         Target::None => "-".to_owned(),
         Target::GuestMemory { mapping, offset } => format!("mem#{mapping}+{offset:#x}"),
         Target::PeerBar { endpoint, bar, offset } => format!("ep{endpoint}.bar{bar}+{offset:#x}"),
+    }
+}
+
+/// Event kind in snake_case, as JSON Lines spells it.
+pub fn event_kind(e: &Event) -> &'static str {
+    match e {
+        Event::DmaMap { .. } => "dma_map",
+        Event::DmaUnmap { .. } => "dma_unmap",
+        Event::Reset => "reset",
+        Event::Interrupt { .. } => "interrupt",
+        Event::CommandDone { .. } => "command_done",
+        Event::Connected => "connected",
+        Event::Disconnected => "disconnected",
+        Event::Error { .. } => "error",
+        Event::Dropped { .. } => "dropped",
     }
 }
 

@@ -7,7 +7,7 @@ use std::io::{self, Write};
 use crate::listing::{fmt_time, Style};
 use crate::merge::FileReport;
 use crate::names::{
-    direction_name, list_name, opcode_name, space_name, status_description, status_is_failure, status_name,
+    direction_name, event_kind, list_name, opcode_name, space_name, status_description, status_is_failure, status_name,
 };
 use phyr_trace::{DmaRecord, Event, Payload, Record};
 
@@ -210,21 +210,6 @@ fn dma_text(d: &DmaRecord) -> String {
         d.addr,
         d.len
     )
-}
-
-/// Event kind in snake_case, as JSON Lines spells it.
-pub fn event_kind(e: &Event) -> &'static str {
-    match e {
-        Event::DmaMap { .. } => "dma_map",
-        Event::DmaUnmap { .. } => "dma_unmap",
-        Event::Reset => "reset",
-        Event::Interrupt { .. } => "interrupt",
-        Event::CommandDone { .. } => "command_done",
-        Event::Connected => "connected",
-        Event::Disconnected => "disconnected",
-        Event::Error { .. } => "error",
-        Event::Dropped { .. } => "dropped",
-    }
 }
 
 /// `512 B`, `64.0 KiB`, `1.5 MiB`, `2.0 GiB`.

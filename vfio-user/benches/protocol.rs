@@ -7,12 +7,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use vfio_user::{
-    memfd, pci_region, Client, Device, DeviceInfo, Errno, IrqInfo, MmapRegion, RegionInfo, Server, Session,
+    memfd, pci_region, Client, ClientHandles, Device, DeviceInfo, Errno, IrqInfo, MmapRegion, RegionInfo, Server,
     DEVICE_FLAG_PCI, REGION_FLAG_READ, REGION_FLAG_WRITE,
 };
 
 struct BenchDevice {
-    session: Mutex<Option<Session>>,
+    client: Mutex<Option<ClientHandles>>,
 }
 
 impl Device for BenchDevice {
@@ -40,11 +40,11 @@ impl Device for BenchDevice {
         None
     }
     fn reset(&self) {}
-    fn connected(&self, session: Session) {
-        *self.session.lock().unwrap() = Some(session);
+    fn connected(&self, client: ClientHandles) {
+        *self.client.lock().unwrap() = Some(client);
     }
     fn disconnected(&self) {
-        *self.session.lock().unwrap() = None;
+        *self.client.lock().unwrap() = None;
     }
 }
 
@@ -87,7 +87,7 @@ fn main() {
     // `cargo test --benches` passes --bench-less args; run quickly when not benchmarking.
     let quick = !std::env::args().any(|a| a == "--bench");
     let dev = Arc::new(BenchDevice {
-        session: Mutex::new(None),
+        client: Mutex::new(None),
     });
     let path = std::env::temp_dir().join(format!("vfio-user-bench-{}.sock", std::process::id()));
     let srv = Server::new(&path, dev.clone()).unwrap().spawn().unwrap();
@@ -119,7 +119,7 @@ fn main() {
         return;
     }
 
-    let session = dev.session.lock().unwrap().clone().unwrap();
+    let client = dev.client.lock().unwrap().clone().unwrap();
     let size: usize = 16 << 20;
 
     // DMA_READ over messages (fd-less mapping served by the client's reader thread).
@@ -127,10 +127,10 @@ fn main() {
     local.slice().fill(0x5a).unwrap();
     let mut buf = vec![0u8; size];
     throughput("DMA_READ messages (fd-less map, 1 MiB per message)", size, || {
-        session.dma.read(0x1000_0000, &mut buf).unwrap();
+        client.dma.read(0x1000_0000, &mut buf).unwrap();
     });
     throughput("DMA_WRITE messages (fd-less map, 1 MiB per message)", size, || {
-        session.dma.write(0x1000_0000, &buf).unwrap();
+        client.dma.write(0x1000_0000, &buf).unwrap();
     });
 
     // Zero-copy over an fd-backed mapping split into 4 KiB maps (as behind an IOMMU).
@@ -140,13 +140,13 @@ fn main() {
             .unwrap();
     }
     throughput("device read, fd-backed, 4 KiB maps (zero-copy)", size, || {
-        session.dma.read(0x4000_0000, &mut buf).unwrap();
+        client.dma.read(0x4000_0000, &mut buf).unwrap();
     });
     throughput("device copy within space, 4 KiB maps (zero-copy)", size, || {
         vfio_user::DmaSpace::copy(
-            &session.dma,
+            &client.dma,
             0x4000_0000,
-            &session.dma,
+            &client.dma,
             0x4000_0000 + size as u64,
             size as u64,
         )

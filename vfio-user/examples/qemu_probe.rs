@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 
 use vfio_user::wire::DmaRwLayout;
 use vfio_user::{
-    memfd, pci_irq, pci_region, Device, DeviceInfo, Errno, IrqInfo, MappingInfo, MmapRegion, RegionInfo, RegionMmap,
-    Server, ServerOptions, Session, DEVICE_FLAG_PCI, DEVICE_FLAG_RESET, REGION_FLAG_READ, REGION_FLAG_WRITE,
+    memfd, pci_irq, pci_region, ClientHandles, Device, DeviceInfo, Errno, IrqInfo, MappingInfo, MmapRegion, RegionInfo,
+    RegionMmap, Server, ServerOptions, DEVICE_FLAG_PCI, DEVICE_FLAG_RESET, REGION_FLAG_READ, REGION_FLAG_WRITE,
 };
 
 const BAR2_SIZE: u64 = 64 * 1024;
@@ -20,14 +20,14 @@ struct Probe {
     bar2: MmapRegion,
     config: Mutex<Vec<u8>>,
     bar0: Mutex<Vec<u8>>,
-    session: Mutex<Option<Session>>,
+    client: Mutex<Option<ClientHandles>>,
     probe_iova: u64,
 }
 
 impl Probe {
     /// Writes a pattern into guest memory and reads it back, from a worker thread.
     fn round_trip(&self) {
-        let Some(s) = self.session.lock().unwrap().clone() else {
+        let Some(s) = self.client.lock().unwrap().clone() else {
             return;
         };
         let iova = self.probe_iova;
@@ -105,13 +105,13 @@ impl Device for Probe {
     fn reset(&self) {
         eprintln!("probe: DEVICE_RESET");
     }
-    fn connected(&self, session: Session) {
+    fn connected(&self, client: ClientHandles) {
         eprintln!("probe: connected");
-        *self.session.lock().unwrap() = Some(session);
+        *self.client.lock().unwrap() = Some(client);
     }
     fn disconnected(&self) {
         eprintln!("probe: disconnected");
-        *self.session.lock().unwrap() = None;
+        *self.client.lock().unwrap() = None;
     }
     fn dma_mapped(&self, m: &MappingInfo) {
         eprintln!(
@@ -149,7 +149,7 @@ fn main() {
         bar2,
         config: Mutex::new(config),
         bar0: Mutex::new(vec![0; 4096]),
-        session: Mutex::new(None),
+        client: Mutex::new(None),
         probe_iova,
     });
     let opts = ServerOptions {

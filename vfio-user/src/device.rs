@@ -1,128 +1,20 @@
-//! The backend trait a device implements, and the plain data it hands the server.
+//! The backend trait a device implements, and the handles it gets when a client connects
+//! (the plain data it hands the server: `info.rs`).
 //!
 //! The server validates every message (sizes, argsz, region index/offset/count, IRQ ranges)
 //! before it calls into the device, so a `Device` never sees an out-of-range access.
 
-use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
 use crate::dma::DmaSpace;
 use crate::errno::Errno;
+use crate::info::{DeviceInfo, IrqInfo, MappingInfo, RegionInfo};
 use crate::irq::Irqs;
 
-/// `DEVICE_GET_INFO` flag: the device supports `DEVICE_RESET`.
-pub const DEVICE_FLAG_RESET: u32 = vfio_bindings::bindings::vfio::VFIO_DEVICE_FLAGS_RESET;
-/// `DEVICE_GET_INFO` flag: the device is a PCI device.
-pub const DEVICE_FLAG_PCI: u32 = vfio_bindings::bindings::vfio::VFIO_DEVICE_FLAGS_PCI;
-/// Region flag: readable with `REGION_READ`.
-pub const REGION_FLAG_READ: u32 = vfio_bindings::bindings::vfio::VFIO_REGION_INFO_FLAG_READ;
-/// Region flag: writable with `REGION_WRITE`.
-pub const REGION_FLAG_WRITE: u32 = vfio_bindings::bindings::vfio::VFIO_REGION_INFO_FLAG_WRITE;
-/// Region flag: (parts of) the region can be mmap-ed through the region's fd.
-pub const REGION_FLAG_MMAP: u32 = vfio_bindings::bindings::vfio::VFIO_REGION_INFO_FLAG_MMAP;
-/// Region flag: capabilities follow the region info (set by the server, not the device).
-pub const REGION_FLAG_CAPS: u32 = vfio_bindings::bindings::vfio::VFIO_REGION_INFO_FLAG_CAPS;
-/// IRQ info flag: triggers are signalled through eventfds.
-pub const IRQ_INFO_EVENTFD: u32 = vfio_bindings::bindings::vfio::VFIO_IRQ_INFO_EVENTFD;
-/// IRQ info flag: the vectors can be masked.
-pub const IRQ_INFO_MASKABLE: u32 = vfio_bindings::bindings::vfio::VFIO_IRQ_INFO_MASKABLE;
-/// IRQ info flag: the interrupt masks itself when it fires (INTx).
-pub const IRQ_INFO_AUTOMASKED: u32 = vfio_bindings::bindings::vfio::VFIO_IRQ_INFO_AUTOMASKED;
-/// IRQ info flag: the vector count cannot be resized (MSI-X without dynamic allocation).
-pub const IRQ_INFO_NORESIZE: u32 = vfio_bindings::bindings::vfio::VFIO_IRQ_INFO_NORESIZE;
-
-/// PCI region indices as VFIO numbers them.
-pub mod pci_region {
-    pub const BAR0: u32 = 0;
-    pub const BAR1: u32 = 1;
-    pub const BAR2: u32 = 2;
-    pub const BAR3: u32 = 3;
-    pub const BAR4: u32 = 4;
-    pub const BAR5: u32 = 5;
-    pub const ROM: u32 = 6;
-    pub const CONFIG: u32 = 7;
-    pub const VGA: u32 = 8;
-    /// Number of regions of a VFIO PCI device.
-    pub const COUNT: u32 = 9;
-}
-
-/// PCI IRQ indices as VFIO numbers them.
-pub mod pci_irq {
-    pub const INTX: u32 = 0;
-    pub const MSI: u32 = 1;
-    pub const MSIX: u32 = 2;
-    pub const ERR: u32 = 3;
-    pub const REQ: u32 = 4;
-    /// Number of IRQ indices of a VFIO PCI device.
-    pub const COUNT: u32 = 5;
-}
-
-/// What `DEVICE_GET_INFO` reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DeviceInfo {
-    /// `DEVICE_FLAG_*` bits.
-    pub flags: u32,
-    pub num_regions: u32,
-    pub num_irqs: u32,
-}
-
-/// The fd (and the parts of it) a client may mmap for a region.
-#[derive(Debug, Clone)]
-pub struct RegionMmap {
-    /// The file backing the region; sent with every `GET_REGION_INFO` reply for this region.
-    pub fd: Arc<OwnedFd>,
-    /// Offset of the region's byte 0 in `fd`.
-    pub file_offset: u64,
-    /// `(offset, size)` areas, relative to the region start, that the client may mmap.
-    /// Empty means the whole region.
-    pub sparse_areas: Vec<(u64, u64)>,
-}
-
-/// What `DEVICE_GET_REGION_INFO` reports for one region.
-#[derive(Debug, Clone)]
-pub struct RegionInfo {
-    pub size: u64,
-    /// `REGION_FLAG_READ | REGION_FLAG_WRITE | REGION_FLAG_MMAP` bits. The server sets
-    /// `REGION_FLAG_MMAP` itself when `mmap` is `Some` and `REGION_FLAG_CAPS` when it adds caps.
-    pub flags: u32,
-    pub mmap: Option<RegionMmap>,
-}
-
-impl RegionInfo {
-    /// A region only reachable through `REGION_READ`/`REGION_WRITE`.
-    pub fn io(size: u64, flags: u32) -> RegionInfo {
-        RegionInfo {
-            size,
-            flags,
-            mmap: None,
-        }
-    }
-}
-
-/// What `DEVICE_GET_IRQ_INFO` reports for one IRQ index.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IrqInfo {
-    /// Number of vectors (0: the index exists but is unused).
-    pub count: u32,
-    /// `IRQ_INFO_*` bits.
-    pub flags: u32,
-}
-
-/// One DMA mapping as the client described it (for notifications and tracing).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MappingInfo {
-    pub iova: u64,
-    pub size: u64,
-    pub readable: bool,
-    pub writable: bool,
-    /// `Some(offset)` when the client passed an fd (the map is mmap-ed, zero-copy);
-    /// `None` when the server reaches it with `DMA_READ`/`DMA_WRITE` messages.
-    pub fd_offset: Option<u64>,
-}
-
-/// Handles a device receives when a client connects; valid until `disconnected`.
+/// What a device receives when a client connects (at VERSION): handles on that client's DMA
+/// mappings and interrupt eventfds, valid until [`Device::disconnected`].
 #[derive(Clone)]
-pub struct Session {
+pub struct ClientHandles {
     /// The client's DMA mappings.
     pub dma: Arc<DmaSpace>,
     /// The client's interrupt eventfds.
@@ -133,7 +25,7 @@ pub struct Session {
 ///
 /// Calls come from the connection's request thread; `region_read`/`region_write` are
 /// only called with `index < num_regions` and `offset + len <= size` and the matching
-/// READ/WRITE flag set. Device DMA (through [`Session::dma`]) must be issued from the
+/// READ/WRITE flag set. Device DMA (through [`ClientHandles::dma`]) must be issued from the
 /// device's own threads, never from inside these callbacks when the mapping has no fd
 /// (the `DmaSpace` refuses that with `DmaError::RequestThread` instead of deadlocking).
 ///
@@ -141,14 +33,40 @@ pub struct Session {
 /// the server checks every region access against that copy without calling the device
 /// (a region's layout does not change while a client is connected; QEMU caches it too).
 pub trait Device: Send + Sync + 'static {
+    /// `DEVICE_GET_INFO`: the device flags and how many regions and IRQ indices it has.
+    /// Read once per client, at VERSION; a device declaring more regions or IRQ indices than
+    /// the server accepts is refused with `EINVAL`.
     fn info(&self) -> DeviceInfo;
+    /// `DEVICE_GET_REGION_INFO` for `index` (`< info().num_regions`): size, READ/WRITE flags
+    /// and the fd to mmap, if any. `None` answers `EINVAL` (the index exists but is unused).
+    /// Also read once per client at VERSION for the size and flags that bound region access.
     fn region_info(&self, index: u32) -> Option<RegionInfo>;
+    /// `REGION_READ`: fill `buf` with `buf.len()` bytes of region `index` from `offset`.
+    /// Called only within the region and when it is readable. An `Err` is the errno of the
+    /// error reply.
     fn region_read(&self, index: u32, offset: u64, buf: &mut [u8]) -> Result<(), Errno>;
+    /// `REGION_WRITE` (and each entry of `REGION_WRITE_MULTI`): store `data` into region
+    /// `index` at `offset`. Called only within the region and when it is writable. An `Err`
+    /// is the errno of the error reply (for a multi-write, the entries after it are not written).
     fn region_write(&self, index: u32, offset: u64, data: &[u8]) -> Result<(), Errno>;
+    /// `DEVICE_GET_IRQ_INFO` for `index` (`< info().num_irqs`): vector count and `IRQ_INFO_*`
+    /// flags. `None` reports the index with no vectors. Also read once at VERSION to size the
+    /// client's eventfd table.
     fn irq_info(&self, index: u32) -> Option<IrqInfo>;
+    /// `DEVICE_RESET`: return the device to its power-on state. The client's DMA mappings and
+    /// eventfds stay (they belong to the connection, not the device).
     fn reset(&self);
-    fn connected(&self, session: Session);
+    /// A client completed VERSION: keep `client` to do DMA and raise interrupts until
+    /// [`Device::disconnected`].
+    fn connected(&self, client: ClientHandles);
+    /// The client is gone (socket closed or a framing error). Its `DmaSpace` and `Irqs` are
+    /// already disconnected: DMA fails with `DmaError::Disconnected`, triggers with
+    /// `IrqError::Disconnected`. Drop the handles and stop DMA.
     fn disconnected(&self);
+    /// `DMA_MAP` added mapping `m` to the client's `DmaSpace` (already usable). For
+    /// bookkeeping such as trace target tables; the default does nothing.
     fn dma_mapped(&self, _m: &MappingInfo) {}
+    /// `DMA_UNMAP` (or an unmap-all) removed the mapping at `iova` of `size` bytes, after
+    /// every device access to it ended. The default does nothing.
     fn dma_unmapped(&self, _iova: u64, _size: u64) {}
 }

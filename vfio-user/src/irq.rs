@@ -7,8 +7,8 @@
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Mutex;
 
-use crate::device::IrqInfo;
 use crate::errno::Errno;
+use crate::info::IrqInfo;
 use crate::sys::fd::{eventfd_signal, prepare_irq_eventfd};
 use crate::wire::{IrqAction, IrqData, SetIrqs};
 

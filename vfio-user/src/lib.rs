@@ -1,18 +1,21 @@
 //! vfio-user protocol layer: wire types, framing over UNIX stream sockets with SCM_RIGHTS fd
 //! passing, a validating server loop, and a client for tests and benchmarks.
-//! It knows nothing of phyr's device: a device implements [`Device`] and gets a [`Session`].
+//! It knows nothing of phyr's device: a device implements [`Device`] and gets a [`ClientHandles`].
 //!
 //! Table of contents (private modules, public items re-exported below):
 //! - `errno`: [`Errno`], the positive errno every error reply carries.
-//! - `device`: the [`Device`] backend trait and the data it returns ([`DeviceInfo`],
-//!   [`RegionInfo`], [`IrqInfo`], [`MappingInfo`], [`Session`]).
+//! - `device`: the [`Device`] backend trait and the [`ClientHandles`] it gets on connect.
+//! - `info`: the plain data a device returns ([`DeviceInfo`], [`RegionInfo`], [`IrqInfo`],
+//!   [`MappingInfo`]) with the VFIO flags and indices.
 //! - `dma`: [`DmaSpace`], the client's DMA mappings with checked, chunked, zero-copy access
-//!   and the DMA_READ/DMA_WRITE message fallback.
+//!   and the DMA_READ/DMA_WRITE message fallback; `dma_error`: why an access, copy, map or
+//!   unmap failed ([`DmaError`], ...).
 //! - `irq`: [`Irqs`], the eventfd table from SET_IRQS with mask/pending bits.
 //! - `wire`: message layouts, one validator per command ([`wire`] is public for tests).
 //! - `channel`: whole-message framing with fds, reply routing by message id.
 //! - `remote`: server-to-client DMA messages.
-//! - `server`: [`Server`], the accept loop and the per-connection request handler.
+//! - `server`: [`Server`], the accept loop; [`ServerOptions`]; per connection its state, its
+//!   read-validate-dispatch loop and one handler per command.
 //! - `client`: [`Client`], drives a server the way QEMU does.
 //! - `sys`: the only `unsafe`: mmap ([`MmapRegion`], [`MemSlice`]), memfd/eventfd, SCM_RIGHTS.
 //!
@@ -31,7 +34,9 @@ mod channel;
 mod client;
 mod device;
 mod dma;
+mod dma_error;
 mod errno;
+mod info;
 mod irq;
 mod remote;
 mod server;
@@ -40,13 +45,15 @@ pub mod wire;
 
 pub use channel::{FrameError, Message};
 pub use client::{Client, ClientError, ClientOptions, LocalMemory};
-pub use device::{
-    pci_irq, pci_region, Device, DeviceInfo, IrqInfo, MappingInfo, RegionInfo, RegionMmap, Session, DEVICE_FLAG_PCI,
-    DEVICE_FLAG_RESET, IRQ_INFO_AUTOMASKED, IRQ_INFO_EVENTFD, IRQ_INFO_MASKABLE, IRQ_INFO_NORESIZE, REGION_FLAG_CAPS,
-    REGION_FLAG_MMAP, REGION_FLAG_READ, REGION_FLAG_WRITE,
-};
-pub use dma::{Access, CopyError, CopySide, DmaChunk, DmaError, DmaSpace, MapError, UnmapError, DEFAULT_DMA_TIMEOUT};
+pub use device::{ClientHandles, Device};
+pub use dma::{Access, DmaChunk, DmaSpace, DEFAULT_DMA_TIMEOUT};
+pub use dma_error::{CopyError, CopySide, DmaError, MapError, UnmapError};
 pub use errno::Errno;
+pub use info::{
+    pci_irq, pci_region, DeviceInfo, IrqInfo, MappingInfo, RegionInfo, RegionMmap, DEVICE_FLAG_PCI, DEVICE_FLAG_RESET,
+    IRQ_INFO_AUTOMASKED, IRQ_INFO_EVENTFD, IRQ_INFO_MASKABLE, IRQ_INFO_NORESIZE, REGION_FLAG_CAPS, REGION_FLAG_MMAP,
+    REGION_FLAG_READ, REGION_FLAG_WRITE,
+};
 pub use irq::{IrqError, IrqOutcome, Irqs};
 pub use server::{Server, ServerError, ServerHandle, ServerOptions};
 pub use sys::fd::{eventfd, eventfd_signal, eventfd_take, memfd};

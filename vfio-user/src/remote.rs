@@ -10,7 +10,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::channel::{Channel, Message};
-use crate::dma::DmaError;
+use crate::dma_error::DmaError;
 use crate::errno::Errno;
 use crate::sys::mem::{MemSlice, NotWritable};
 use crate::wire::{Command, DmaRwLayout, DmaRwReply, DmaRwRequest};

@@ -107,7 +107,7 @@ fn dma_unmap_with_a_reply_buffer_larger_than_the_entry_is_accepted() {
     p[0..4].copy_from_slice(&4096u32.to_le_bytes());
     let r = c.call(Command::DmaUnmap, &p, &[]).unwrap();
     assert_eq!(r.payload.len(), 24);
-    assert!(dev.session().dma.is_empty());
+    assert!(dev.client().dma.is_empty());
     p[0..4].copy_from_slice(&16u32.to_le_bytes());
     assert!(matches!(
         c.call(Command::DmaUnmap, &p, &[]),

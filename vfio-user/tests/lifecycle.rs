@@ -20,7 +20,7 @@ fn disconnect_notifies_device_and_next_client_is_served() {
     let c = Client::connect(srv.path()).unwrap();
     let ram = memfd("r", 0x1000).unwrap();
     c.dma_map(0x1000, 0x1000, ram.as_fd(), 0, true, true).unwrap();
-    let old = dev.session();
+    let old = dev.client();
     drop(c);
     assert!(wait_until(Duration::from_secs(5), || dev
         .events()
@@ -35,7 +35,7 @@ fn disconnect_notifies_device_and_next_client_is_served() {
     // The same server takes the next client, with a fresh session.
     let c2 = Client::connect(srv.path()).unwrap();
     c2.region_write(pci_region::BAR0, 0, &[1]).unwrap();
-    assert!(dev.session().dma.is_empty());
+    assert!(dev.client().dma.is_empty());
     assert_eq!(dev.events().iter().filter(|e| **e == Event::Connected).count(), 2);
 }
 
@@ -99,7 +99,7 @@ fn dma_unmap_waits_for_in_flight_access() {
     let c = Client::connect(srv.path()).unwrap();
     let ram = memfd("r", 0x1000).unwrap();
     c.dma_map(0x1000, 0x1000, ram.as_fd(), 0, true, true).unwrap();
-    let dma = dev.session().dma;
+    let dma = dev.client().dma;
     let finished = Arc::new(Mutex::new(None::<Instant>));
     let (started_tx, started_rx) = crossbeam_channel::bounded(1);
     let worker = {
@@ -127,7 +127,7 @@ fn dma_unmap_waits_for_in_flight_access() {
     );
     let mut b = [0u8; 1];
     assert_eq!(
-        dev.session().dma.read(0x1000, &mut b),
+        dev.client().dma.read(0x1000, &mut b),
         Err(DmaError::NotMapped { addr: 0x1000 })
     );
 }
@@ -207,7 +207,7 @@ fn dma_message_without_reply_times_out() {
     let mut b = [0u8; 4];
     let t = Instant::now();
     assert!(matches!(
-        dev.session().dma.read(0x1000, &mut b),
+        dev.client().dma.read(0x1000, &mut b),
         Err(DmaError::Timeout { addr: 0x1000, .. })
     ));
     assert!(t.elapsed() < Duration::from_secs(2));
@@ -217,7 +217,7 @@ fn dma_message_without_reply_times_out() {
 fn client_hangup_fails_a_waiting_dma_message_at_once() {
     let (dev, srv) = start();
     let s = silent_client(srv.path());
-    let dma = dev.session().dma;
+    let dma = dev.client().dma;
     let waiter = std::thread::spawn(move || {
         let mut b = [0u8; 4];
         let t = Instant::now();
@@ -237,7 +237,7 @@ fn region_read_is_answered_while_a_device_thread_waits_for_dma() {
     // the pending DMA_READ; the server must answer the register read meanwhile.
     let (dev, srv) = start();
     let mut s = silent_client(srv.path());
-    let dma = dev.session().dma;
+    let dma = dev.client().dma;
     let waiter = std::thread::spawn(move || {
         let mut b = [0u8; 4];
         dma.read(0x1000, &mut b).map(|_| b)

@@ -374,7 +374,7 @@ fn dma_map_overlapping_existing_map_gets_eexist() {
     assert_eq!(e.errno(), Some(Errno::EEXIST));
     let e = c.dma_map(0x1000, 0x2000, ram.as_fd(), 0, true, true).unwrap_err();
     assert_eq!(e.errno(), Some(Errno::EEXIST));
-    assert_eq!(dev.session().dma.len(), 1);
+    assert_eq!(dev.client().dma.len(), 1);
     still_works(&c);
 }
 
@@ -432,7 +432,7 @@ fn dma_map_past_end_of_fd_gets_einval() {
     assert_eq!(e.errno(), Some(Errno::EINVAL));
     let e = c.dma_map(0x10000, 0x1000, ram.as_fd(), 0x1000, true, true).unwrap_err();
     assert_eq!(e.errno(), Some(Errno::EINVAL));
-    assert!(dev.session().dma.is_empty());
+    assert!(dev.client().dma.is_empty());
     still_works(&c);
 }
 
@@ -466,7 +466,7 @@ fn dma_unmap_splitting_a_mapping_gets_einval() {
     c.dma_map(0x10000, 0x2000, ram.as_fd(), 0, true, true).unwrap();
     assert_eq!(c.dma_unmap(0x11000, 0x1000).unwrap_err().errno(), Some(Errno::EINVAL));
     assert_eq!(c.dma_unmap(0xf000, 0x2000).unwrap_err().errno(), Some(Errno::EINVAL));
-    assert_eq!(dev.session().dma.len(), 1);
+    assert_eq!(dev.client().dma.len(), 1);
     still_works(&c);
 }
 
@@ -817,7 +817,7 @@ fn dma_map_of_unsealed_memfd_is_accepted_but_never_mmapped() {
     let ram = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
     std::fs::File::from(ram.try_clone().unwrap()).set_len(0x1000).unwrap();
     c.dma_map(0x10000, 0x1000, ram.as_fd(), 0, true, true).unwrap();
-    let maps = dev.session().dma.mappings();
+    let maps = dev.client().dma.mappings();
     assert_eq!(
         (maps.len(), maps[0].fd_offset),
         (1, None),
@@ -850,7 +850,7 @@ fn set_irqs_with_a_pipe_instead_of_an_eventfd_is_refused() {
         ),
         Errno::EINVAL
     );
-    assert!(!dev.session().irqs.is_enabled(pci_irq::MSIX, 0).unwrap());
+    assert!(!dev.client().irqs.is_enabled(pci_irq::MSIX, 0).unwrap());
     drop(r);
     still_works(&c);
 }
@@ -867,7 +867,7 @@ fn set_irqs_with_a_blocking_eventfd_at_its_max_counter_does_not_hang_trigger() {
     // SAFETY: writes 8 bytes from a live stack buffer to an fd we own.
     assert_eq!(unsafe { libc::write(e.as_raw_fd(), max.as_ptr().cast(), 8) }, 8);
     c.set_irq_eventfds(pci_irq::MSIX, 0, &[e.as_fd()]).unwrap();
-    let irqs = dev.session().irqs;
+    let irqs = dev.client().irqs;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(irqs.trigger(pci_irq::MSIX, 0));

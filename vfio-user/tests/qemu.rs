@@ -1,6 +1,6 @@
 //! Against the real QEMU. QEMU runs with the qtest accelerator, so the test itself plays the
 //! guest: it reads config space, sizes and programs a BAR, enables bus mastering, peeks at
-//! guest RAM, while the device side does DMA through the session.
+//! guest RAM, while the device side does DMA through the client's mappings.
 //!
 //! Which QEMU: `PHYR_QEMU` (a `qemu-system-x86_64` run as it is), else the private prefix the
 //! harness provisions (`PHYR_QEMU_PREFIX`, else `qemu/prefix` under `$PHYR_CACHE_DIR` or
@@ -206,7 +206,7 @@ fn run(memfd_ram: bool) {
     assert_eq!(u32::from_le_bytes(w), 0xcafe_f00d);
 
     // Device DMA into guest RAM (DMA_WRITE messages, or the mmap-ed memfd) and back.
-    let dma = dev.session().dma;
+    let dma = dev.client().dma;
     let expect_fd = if memfd_ram { Some(0) } else { None };
     assert!(
         dma.mappings().iter().any(|m| m.iova == 0 && m.fd_offset == expect_fd),

@@ -88,7 +88,7 @@ fn set_irqs_eventfds_mask_unmask_and_deassign() {
     let fds: Vec<_> = (0..MSIX_VECTORS).map(|_| eventfd().unwrap()).collect();
     let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
     c.set_irq_eventfds(pci_irq::MSIX, 0, &borrowed).unwrap();
-    let irqs = dev.session().irqs;
+    let irqs = dev.client().irqs;
     assert_eq!(irqs.trigger(pci_irq::MSIX, 3).unwrap(), IrqOutcome::Fired);
     assert_eq!(eventfd_take(fds[3].as_fd()).unwrap(), 1);
     // Mask vector 3, trigger: pending, fires on unmask.
@@ -178,7 +178,7 @@ fn dma_map_with_memfd_gives_device_zero_copy_access() {
     c.dma_map(0x10000, 0x1000, ram.as_fd(), 0x0, true, true).unwrap();
     c.dma_map(0x11000, 0x1000, ram.as_fd(), 0x1000, true, true).unwrap();
     c.dma_map(0x20000, 0x1000, ram.as_fd(), 0x2000, true, false).unwrap();
-    let dma = dev.session().dma;
+    let dma = dev.client().dma;
     assert_eq!(dma.len(), 3);
     // A write spanning both adjacent maps lands in the memfd.
     let data: Vec<u8> = (0..64).collect();
@@ -212,7 +212,7 @@ fn dma_without_fd_goes_through_dma_read_and_dma_write_messages() {
     let c = Client::connect(srv.path()).unwrap();
     let local = c.dma_map_local(0x40000, 0x3000, true, true).unwrap();
     local.write(0x100, b"hello from the client").unwrap();
-    let dma = dev.session().dma;
+    let dma = dev.client().dma;
     let mut buf = vec![0u8; 21];
     dma.read(0x40100, &mut buf).unwrap();
     assert_eq!(&buf, b"hello from the client");
@@ -235,7 +235,7 @@ fn large_dma_read_through_messages_is_split_at_max_transfer() {
     let pattern: Vec<u8> = (0..size as usize).map(|i| (i * 7 % 251) as u8).collect();
     local.write(0, &pattern).unwrap();
     let mut out = vec![0u8; size as usize];
-    dev.session().dma.read(0x100000, &mut out).unwrap();
+    dev.client().dma.read(0x100000, &mut out).unwrap();
     assert!(out == pattern);
 }
 
@@ -252,10 +252,10 @@ fn packed_layout_for_dma_messages_also_works() {
     };
     let c = Client::connect_with(srv.path(), copts).unwrap();
     let local = c.dma_map_local(0x1000, 0x1000, true, true).unwrap();
-    dev.session().dma.write(0x1004, &[1, 2, 3]).unwrap();
+    dev.client().dma.write(0x1004, &[1, 2, 3]).unwrap();
     assert_eq!(local.read(4, 3).unwrap(), vec![1, 2, 3]);
     let mut b = [0u8; 3];
-    dev.session().dma.read(0x1004, &mut b).unwrap();
+    dev.client().dma.read(0x1004, &mut b).unwrap();
     assert_eq!(b, [1, 2, 3]);
 }
 
@@ -268,7 +268,7 @@ fn dma_unmap_and_unmap_all_remove_mappings() {
         c.dma_map(0x1000 * (i + 1), 0x1000, ram.as_fd(), 0x1000 * i, true, true)
             .unwrap();
     }
-    let dma = dev.session().dma;
+    let dma = dev.client().dma;
     // Unmapping a range that holds two maps removes both; an empty range is fine.
     c.dma_unmap(0x1000, 0x2000).unwrap();
     c.dma_unmap(0x100000, 0x1000).unwrap();
@@ -292,7 +292,7 @@ fn unmapped_fdless_range_reports_efault_from_client() {
     drop(local);
     c.forget_local(0x1000, 0x1000);
     let mut b = [0u8; 4];
-    let e = dev.session().dma.read(0x1000, &mut b).unwrap_err();
+    let e = dev.client().dma.read(0x1000, &mut b).unwrap_err();
     assert_eq!(
         e,
         vfio_user::DmaError::Remote {

@@ -5,9 +5,9 @@ use std::path::Path;
 
 use anyhow::Result;
 
+use crate::bench::Bench;
 use crate::endpoint;
 use crate::p2p;
-use crate::session::Session;
 use crate::sysfs;
 
 /// The provider side of P2PDMA: `p2pmem/` appears once a kernel driver (phyr.ko) registers
@@ -24,7 +24,7 @@ fn p2pmem(sys: &Path, bdf: &str) -> Option<String> {
     ))
 }
 
-pub fn run(sys: &Path, only: &[String], session: Option<&Session>) -> Result<()> {
+pub fn run(sys: &Path, only: &[String], bench: Option<&Bench>) -> Result<()> {
     let funcs = endpoint::find(sys, only)?;
     if funcs.is_empty() {
         println!(
@@ -59,7 +59,7 @@ pub fn run(sys: &Path, only: &[String], session: Option<&Session>) -> Result<()>
         if !acs.is_empty() {
             println!("    ACS redirect enabled on: {}", acs.join(", "));
         }
-        if let Some(ep) = session.and_then(|s| s.endpoints.iter().find(|e| e.pci.bdf == f.bdf)) {
+        if let Some(ep) = bench.and_then(|s| s.endpoints.iter().find(|e| e.pci.bdf == f.bdf)) {
             let id = &ep.id;
             println!(
                 "    regs: endpoint_id={} switch_id={} version={:#x} queues={} max_queue_entries={} bar2_size={:#x} max_list_entries={} max_chain={} status={:#x}",
@@ -76,7 +76,7 @@ pub fn run(sys: &Path, only: &[String], session: Option<&Session>) -> Result<()>
         }
     }
     // Decided from sysfs alone, so endpoints bound to the phyr kernel driver get a row too.
-    let use_acs = session.is_none_or(|s| s.policy == crate::session::P2pPolicy::Linux);
+    let use_acs = bench.is_none_or(|s| s.policy == crate::bench::P2pPolicy::Linux);
     let cpu = p2p::host_cpu_supports_p2pdma();
     println!("reachability of BAR2 as Linux's pci_p2pdma_map_type decides it (rows: executing endpoint, columns: BAR owner):");
     let mut reasons = Vec::new();
@@ -105,7 +105,7 @@ pub fn run(sys: &Path, only: &[String], session: Option<&Session>) -> Result<()>
     for why in reasons {
         println!("  root complex: {why}");
     }
-    if let Some(s) = session {
+    if let Some(s) = bench {
         println!("container: IOMMU {}", s.container.iommu_type_name());
     }
     Ok(())

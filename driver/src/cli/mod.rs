@@ -10,8 +10,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::bench::P2pPolicy;
 use crate::queue::QueueMode;
-use crate::session::P2pPolicy;
 
 #[derive(Debug, Parser)]
 #[command(

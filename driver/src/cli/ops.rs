@@ -5,12 +5,12 @@ use anyhow::{Context, Result};
 use dma_range::{Opcode, Status};
 use phyr_kernels::crc32c;
 
+use crate::bench::Bench;
 use crate::data;
 use crate::exec::Job;
 use crate::hostmem::HostMem;
 use crate::mapping::{self, ListAt, PhysRange};
 use crate::queue::QueueMode;
-use crate::session::Session;
 use crate::spec::{self, Piece, PieceLoc};
 use crate::vfio::DmaPerm;
 
@@ -65,7 +65,7 @@ fn to_phys<'a>(pieces: &[Piece], host: Option<&'a HostMem>) -> Vec<PhysRange<'a>
         .collect()
 }
 
-fn read_all(s: &Session, r: &[PhysRange]) -> Result<Vec<u8>> {
+fn read_all(s: &Bench, r: &[PhysRange]) -> Result<Vec<u8>> {
     let mut v = Vec::new();
     for p in r {
         v.extend(data::read(s, p.loc, p.len as usize)?);
@@ -73,7 +73,7 @@ fn read_all(s: &Session, r: &[PhysRange]) -> Result<Vec<u8>> {
     Ok(v)
 }
 
-fn write_all(s: &Session, r: &[PhysRange], bytes: &[u8]) -> Result<()> {
+fn write_all(s: &Bench, r: &[PhysRange], bytes: &[u8]) -> Result<()> {
     let mut off = 0;
     for p in r {
         data::write(s, p.loc, &bytes[off..off + p.len as usize])?;
@@ -87,14 +87,7 @@ fn total(r: &[PhysRange]) -> u64 {
 }
 
 /// Runs `op` with `src`/`dst` specs; returns Ok(true) if everything checked out.
-pub fn run(
-    s: &mut Session,
-    a: &OpArgs,
-    op: Opcode,
-    src: Option<&str>,
-    dst: Option<&str>,
-    pattern: u64,
-) -> Result<bool> {
+pub fn run(s: &mut Bench, a: &OpArgs, op: Opcode, src: Option<&str>, dst: Option<&str>, pattern: u64) -> Result<bool> {
     let sp = src.map(spec::parse_spec).transpose()?.unwrap_or_default();
     let dp = dst.map(spec::parse_spec).transpose()?.unwrap_or_default();
     let extent = spec::host_extent(&sp).max(spec::host_extent(&dp));

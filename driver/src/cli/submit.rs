@@ -34,10 +34,10 @@ use dma_range::{Command, Opcode, Status, RANGE_BUS_ADDR};
 use phyr_driver::submit_file::{Init, Place, Plan, Resolve};
 use phyr_kernels::crc32c;
 
+use crate::bench::Bench;
 use crate::exec::Job;
 use crate::hostmem::HostMem;
 use crate::queue::QueueMode;
-use crate::session::Session;
 use crate::vfio::DmaPerm;
 
 /// Where a list block was placed: its address, the BUS_ADDR flag it needs, its size.
@@ -49,7 +49,7 @@ struct Placed {
 
 /// The session answers where the file's names landed.
 struct Resolver<'a> {
-    s: &'a mut Session,
+    s: &'a mut Bench,
     bufs: &'a HashMap<String, HostMem>,
     lists: &'a HashMap<String, Placed>,
 }
@@ -69,7 +69,7 @@ impl Resolve for Resolver<'_> {
     }
 }
 
-pub fn run(s: &mut Session, path: &Path, mode: QueueMode) -> Result<bool> {
+pub fn run(s: &mut Bench, path: &Path, mode: QueueMode) -> Result<bool> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let plan = Plan::parse(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
     let mut bufs = HashMap::new();

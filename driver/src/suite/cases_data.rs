@@ -6,12 +6,13 @@ use anyhow::{ensure, Result};
 use dma_range::{Opcode, Status};
 use phyr_kernels::crc32c;
 
+use super::case::{Case, Outcome};
 use super::check::{self, copy_and_check, expect_status, peer, Opts};
-use super::{Case, Outcome, Tap};
+use super::tap::Tap;
+use crate::bench::{Bench, BAR_WINDOW};
 use crate::data;
 use crate::exec::Job;
 use crate::mapping::{ListAt, PhysRange, Route};
-use crate::session::{Session, BAR_WINDOW};
 use crate::vfio::DmaPerm;
 
 pub fn cases() -> Vec<Case> {
@@ -109,11 +110,11 @@ pub fn cases() -> Vec<Case> {
     ]
 }
 
-fn host(s: &mut Session, len: u64) -> Result<crate::hostmem::HostMem> {
+fn host(s: &mut Bench, len: u64) -> Result<crate::hostmem::HostMem> {
     Ok(s.alloc_host(len, DmaPerm::ReadWrite)?)
 }
 
-fn host_to_host(s: &mut Session) -> Result<Outcome> {
+fn host_to_host(s: &mut Bench) -> Result<Outcome> {
     let (a, b) = (host(s, 256 << 10)?, host(s, 256 << 10)?);
     copy_and_check(
         s,
@@ -129,7 +130,7 @@ fn host_to_host(s: &mut Session) -> Result<Outcome> {
 
 /// host A -> BAR2 of `ep` at `off` with `route` -> host B; both legs verified, the second leg
 /// reads what the device wrote in the first.
-fn round_trip(s: &mut Session, bar_ep: usize, off: u64, len: u64, route: Route, seed: u64) -> Result<()> {
+fn round_trip(s: &mut Bench, bar_ep: usize, off: u64, len: u64, route: Route, seed: u64) -> Result<()> {
     let (a, b) = (host(s, len)?, host(s, len)?);
     let bar = [PhysRange::bar(bar_ep, off, len, route)];
     copy_and_check(
@@ -156,19 +157,19 @@ fn round_trip(s: &mut Session, bar_ep: usize, off: u64, len: u64, route: Route, 
     p.verify(s, &c)
 }
 
-fn own_bar_bus(s: &mut Session) -> Result<Outcome> {
+fn own_bar_bus(s: &mut Bench) -> Result<Outcome> {
     let d = s.p2p_decision(0, 0)?;
     Tap::diag(&format!("own BAR: {} (distance {})", d.map_type.name(), d.distance));
     round_trip(s, 0, 0x1000, 128 << 10, Route::Bus, 21)?;
     Ok(Outcome::Pass)
 }
 
-fn own_bar_iommu(s: &mut Session) -> Result<Outcome> {
+fn own_bar_iommu(s: &mut Bench) -> Result<Outcome> {
     round_trip(s, 0, 0x4_0000, 128 << 10, Route::Iommu, 22)?;
     Ok(Outcome::Pass)
 }
 
-fn peer_bus(s: &mut Session) -> Result<Outcome> {
+fn peer_bus(s: &mut Bench) -> Result<Outcome> {
     let Some(p) = peer(s, 0, true) else {
         return Ok(Outcome::Skip("needs a second endpoint behind the same switch".into()));
     };
@@ -176,7 +177,7 @@ fn peer_bus(s: &mut Session) -> Result<Outcome> {
     Ok(Outcome::Pass)
 }
 
-fn peer_iommu(s: &mut Session) -> Result<Outcome> {
+fn peer_iommu(s: &mut Bench) -> Result<Outcome> {
     let Some(p) = peer(s, 0, true).or_else(|| peer(s, 0, false)) else {
         return Ok(Outcome::Skip("needs a second endpoint".into()));
     };
@@ -184,7 +185,7 @@ fn peer_iommu(s: &mut Session) -> Result<Outcome> {
     Ok(Outcome::Pass)
 }
 
-fn peer_auto(s: &mut Session) -> Result<Outcome> {
+fn peer_auto(s: &mut Bench) -> Result<Outcome> {
     let Some(p) = peer(s, 0, true).or_else(|| peer(s, 0, false)) else {
         return Ok(Outcome::Skip("needs a second endpoint".into()));
     };
@@ -201,7 +202,7 @@ fn peer_auto(s: &mut Session) -> Result<Outcome> {
     Ok(Outcome::Pass)
 }
 
-fn other_switch(s: &mut Session) -> Result<Outcome> {
+fn other_switch(s: &mut Bench) -> Result<Outcome> {
     let Some(p) = peer(s, 0, false) else {
         return Ok(Outcome::Skip("needs two switches".into()));
     };
@@ -221,11 +222,11 @@ fn other_switch(s: &mut Session) -> Result<Outcome> {
 
 /// A peer for mixed lists: same switch if there is one, else any, else the own endpoint.
 /// Its "bus" pieces use `Route::Auto`, so a peer behind another switch goes through the IOMMU.
-fn any_peer(s: &Session) -> usize {
+fn any_peer(s: &Bench) -> usize {
     peer(s, 0, true).or_else(|| peer(s, 0, false)).unwrap_or(0)
 }
 
-fn mixed(s: &mut Session) -> Result<Outcome> {
+fn mixed(s: &mut Bench) -> Result<Outcome> {
     let p = any_peer(s);
     let (a, b) = (host(s, 64 << 10)?, host(s, 64 << 10)?);
     let src = [
@@ -254,7 +255,7 @@ fn mixed(s: &mut Session) -> Result<Outcome> {
     Ok(Outcome::Pass)
 }
 
-fn unaligned(s: &mut Session) -> Result<Outcome> {
+fn unaligned(s: &mut Bench) -> Result<Outcome> {
     let p = any_peer(s);
     let (a, b) = (host(s, 64 << 10)?, host(s, 64 << 10)?);
     let lens = [1u64, 3, 5, 7, 13, 31, 127, 511, 1021, 4093];
@@ -294,7 +295,7 @@ fn unaligned(s: &mut Session) -> Result<Outcome> {
     Ok(Outcome::Pass)
 }
 
-fn page_crossing(s: &mut Session) -> Result<Outcome> {
+fn page_crossing(s: &mut Bench) -> Result<Outcome> {
     let p = any_peer(s);
     let (a, b) = (host(s, 64 << 10)?, host(s, 64 << 10)?);
     let mut src = Vec::new();
@@ -322,7 +323,7 @@ fn page_crossing(s: &mut Session) -> Result<Outcome> {
     Ok(Outcome::Pass)
 }
 
-fn chained(s: &mut Session) -> Result<Outcome> {
+fn chained(s: &mut Bench) -> Result<Outcome> {
     let (a, b) = (host(s, 128 << 10)?, host(s, 128 << 10)?);
     let o = Opts {
         seg_max: 512,
@@ -351,7 +352,7 @@ fn chained(s: &mut Session) -> Result<Outcome> {
     Ok(Outcome::Pass)
 }
 
-fn max_length(s: &mut Session) -> Result<Outcome> {
+fn max_length(s: &mut Bench) -> Result<Outcome> {
     let e = s.ep(0)?;
     let n = u64::from(e.id.max_list_entries);
     let max_chain = e.id.max_chain as usize;
@@ -385,7 +386,7 @@ fn max_length(s: &mut Session) -> Result<Outcome> {
     Ok(Outcome::Pass)
 }
 
-fn list_in_bar(s: &mut Session, list_ep: usize) -> Result<()> {
+fn list_in_bar(s: &mut Bench, list_ep: usize) -> Result<()> {
     let (a, b) = (host(s, 64 << 10)?, host(s, 64 << 10)?);
     let o = Opts {
         seg_max: 1024,
@@ -411,12 +412,12 @@ fn list_in_bar(s: &mut Session, list_ep: usize) -> Result<()> {
     p.verify(s, &c)
 }
 
-fn list_own_bar(s: &mut Session) -> Result<Outcome> {
+fn list_own_bar(s: &mut Bench) -> Result<Outcome> {
     list_in_bar(s, 0)?;
     Ok(Outcome::Pass)
 }
 
-fn list_peer_bar(s: &mut Session) -> Result<Outcome> {
+fn list_peer_bar(s: &mut Bench) -> Result<Outcome> {
     let Some(p) = peer(s, 0, true).or_else(|| peer(s, 0, false)) else {
         return Ok(Outcome::Skip("needs a second endpoint".into()));
     };
@@ -424,7 +425,7 @@ fn list_peer_bar(s: &mut Session) -> Result<Outcome> {
     Ok(Outcome::Pass)
 }
 
-fn fill(s: &mut Session) -> Result<Outcome> {
+fn fill(s: &mut Bench) -> Result<Outcome> {
     let p = any_peer(s);
     let b = host(s, 64 << 10)?;
     let dst = [
@@ -457,7 +458,7 @@ fn fill(s: &mut Session) -> Result<Outcome> {
 }
 
 /// Two mixed lists with the same content; `flip` changes one byte of the second at that offset.
-fn compare(s: &mut Session, flip: Option<usize>) -> Result<()> {
+fn compare(s: &mut Bench, flip: Option<usize>) -> Result<()> {
     let p = any_peer(s);
     let (a, b) = (host(s, 64 << 10)?, host(s, 64 << 10)?);
     let one = [
@@ -495,19 +496,19 @@ fn compare(s: &mut Session, flip: Option<usize>) -> Result<()> {
     }
 }
 
-fn compare_equal(s: &mut Session) -> Result<Outcome> {
+fn compare_equal(s: &mut Bench) -> Result<Outcome> {
     compare(s, None)?;
     Ok(Outcome::Pass)
 }
 
-fn compare_mismatch(s: &mut Session) -> Result<Outcome> {
+fn compare_mismatch(s: &mut Bench) -> Result<Outcome> {
     // Offset 12_346 is the first byte of the second segment of the second list.
     compare(s, Some(12_346))?;
     compare(s, Some(24_999))?;
     Ok(Outcome::Pass)
 }
 
-fn crc_check_value(s: &mut Session) -> Result<Outcome> {
+fn crc_check_value(s: &mut Bench) -> Result<Outcome> {
     let a = host(s, 4096)?;
     a.buf.write(100, b"123456789")?;
     let l = check::list_for(s, &[PhysRange::host(&a, 100, 9)], &Opts::default(), ListAt::Host)?;

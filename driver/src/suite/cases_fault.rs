@@ -8,12 +8,13 @@ use dma_range::{
 };
 use phyr_kernels::crc32c;
 
+use super::case::{Case, Outcome};
 use super::check::{self, expect_fault, expect_status, peer, Fault, Opts};
-use super::{Case, Outcome, Tap};
+use super::tap::Tap;
+use crate::bench::Bench;
 use crate::exec::Job;
 use crate::hostmem::HostMem;
 use crate::mapping::{self, BuiltList, ListAt, PhysRange, Segment, Via};
-use crate::session::Session;
 use crate::vfio::DmaPerm;
 
 pub fn cases() -> Vec<Case> {
@@ -81,17 +82,17 @@ pub fn cases() -> Vec<Case> {
     ]
 }
 
-fn host(s: &mut Session, len: u64) -> Result<HostMem> {
+fn host(s: &mut Bench, len: u64) -> Result<HostMem> {
     Ok(s.alloc_host(len, DmaPerm::ReadWrite)?)
 }
 
 /// A list of raw segments (exactly as given) in host memory.
-fn raw_list(s: &mut Session, segs: &[DmaRange], block_entries: usize) -> Result<BuiltList> {
+fn raw_list(s: &mut Bench, segs: &[DmaRange], block_entries: usize) -> Result<BuiltList> {
     let segs = segs.iter().map(|&range| Segment { range, via: Via::Raw }).collect();
     Ok(mapping::build_list(s, 0, segs, block_entries, ListAt::Host)?)
 }
 
-fn list_for(s: &mut Session, r: &[PhysRange]) -> Result<BuiltList> {
+fn list_for(s: &mut Bench, r: &[PhysRange]) -> Result<BuiltList> {
     check::list_for(s, r, &Opts::default(), ListAt::Host)
 }
 
@@ -99,7 +100,7 @@ fn seg(space: AddrSpace, addr: u64, len: u32) -> DmaRange {
     DmaRange::segment(space, addr, len)
 }
 
-fn unmapped(s: &mut Session) -> Result<Outcome> {
+fn unmapped(s: &mut Bench) -> Result<Outcome> {
     let (a, b) = (host(s, 8192)?, host(s, 12288)?);
     let x = s.unmapped_iova();
     let src = raw_list(
@@ -126,7 +127,7 @@ fn unmapped(s: &mut Session) -> Result<Outcome> {
     Ok(Outcome::Pass)
 }
 
-fn past_buffer_end(s: &mut Session) -> Result<Outcome> {
+fn past_buffer_end(s: &mut Bench) -> Result<Outcome> {
     let (a, b) = (host(s, 8192)?, host(s, 4096)?);
     // dst: 100 bytes fine, then 200 bytes starting 96 bytes before b's end (guard page after).
     let src = list_for(s, &[PhysRange::host(&a, 0, 300)])?;
@@ -153,7 +154,7 @@ fn past_buffer_end(s: &mut Session) -> Result<Outcome> {
     Ok(Outcome::Pass)
 }
 
-fn list_unmapped(s: &mut Session) -> Result<Outcome> {
+fn list_unmapped(s: &mut Bench) -> Result<Outcome> {
     let b = host(s, 4096)?;
     let x = s.unmapped_iova();
     let head = Command::list_head(AddrSpace::Iova, x, 4);
@@ -176,7 +177,7 @@ fn list_unmapped(s: &mut Session) -> Result<Outcome> {
 }
 
 /// A bus address no BAR of any PCI function in this guest decodes.
-fn undecoded_bus_addr(s: &Session) -> Result<u64> {
+fn undecoded_bus_addr(s: &Bench) -> Result<u64> {
     let all = crate::sysfs::scan(&s.sys)?;
     let top = all
         .iter()
@@ -193,7 +194,7 @@ fn undecoded_bus_addr(s: &Session) -> Result<u64> {
     Ok(x + 0x100)
 }
 
-fn bus_no_target(s: &mut Session) -> Result<Outcome> {
+fn bus_no_target(s: &mut Bench) -> Result<Outcome> {
     let (a, b) = (host(s, 8192)?, host(s, 4096)?);
     let x = undecoded_bus_addr(s)?;
     Tap::diag(&format!("undecoded bus address {x:#x}"));
@@ -217,7 +218,7 @@ fn bus_no_target(s: &mut Session) -> Result<Outcome> {
     Ok(Outcome::Pass)
 }
 
-fn bus_cross_switch(s: &mut Session) -> Result<Outcome> {
+fn bus_cross_switch(s: &mut Bench) -> Result<Outcome> {
     let Some(p) = peer(s, 0, false) else {
         return Ok(Outcome::Skip("needs two switches".into()));
     };
@@ -239,7 +240,7 @@ fn bus_cross_switch(s: &mut Session) -> Result<Outcome> {
     Ok(Outcome::Pass)
 }
 
-fn bus_bar0(s: &mut Session) -> Result<Outcome> {
+fn bus_bar0(s: &mut Bench) -> Result<Outcome> {
     let b = host(s, 4096)?;
     let x = s.ep(0)?.bar0_bus();
     let src = raw_list(s, &[seg(AddrSpace::Bus, x, 64)], 16)?;
@@ -258,7 +259,7 @@ fn bus_bar0(s: &mut Session) -> Result<Outcome> {
     Ok(Outcome::Pass)
 }
 
-fn past_bar_end(s: &mut Session) -> Result<Outcome> {
+fn past_bar_end(s: &mut Bench) -> Result<Outcome> {
     let a = host(s, 4096)?;
     let e = s.ep(0)?;
     let end = e.bar2_bus() + e.bar2_len();
@@ -285,7 +286,7 @@ fn past_bar_end(s: &mut Session) -> Result<Outcome> {
     Ok(Outcome::Pass)
 }
 
-fn write_read_only(s: &mut Session) -> Result<Outcome> {
+fn write_read_only(s: &mut Bench) -> Result<Outcome> {
     let ro = s.alloc_host(8192, DmaPerm::ReadOnly)?;
     let a = host(s, 16384)?;
     let bytes = crate::data::pattern(501, 8192);
@@ -345,7 +346,7 @@ fn predict(head: DmaRange, limits: ListLimits, mems: &[&HostMem]) -> Option<dma_
     dma_range::walk(head, limits, read).err()
 }
 
-fn limits(s: &Session) -> Result<ListLimits> {
+fn limits(s: &Bench) -> Result<ListLimits> {
     let e = s.ep(0)?;
     Ok(ListLimits {
         max_entries: e.id.max_list_entries,
@@ -353,7 +354,7 @@ fn limits(s: &Session) -> Result<ListLimits> {
     })
 }
 
-fn chain_cycle(s: &mut Session) -> Result<Outcome> {
+fn chain_cycle(s: &mut Bench) -> Result<Outcome> {
     let (a, b) = (host(s, 8192)?, host(s, 8192)?);
     let blocks = host(s, 4096)?;
     let (b0, b1) = (blocks.iova, blocks.iova + 1024);
@@ -390,7 +391,7 @@ fn chain_cycle(s: &mut Session) -> Result<Outcome> {
     Ok(Outcome::Pass)
 }
 
-fn too_many(s: &mut Session) -> Result<Outcome> {
+fn too_many(s: &mut Bench) -> Result<Outcome> {
     let e = s.ep(0)?;
     let n = e.id.max_list_entries as usize + 1;
     let per = n.div_ceil(e.id.max_chain.max(1) as usize) + 2;
@@ -419,7 +420,7 @@ fn too_many(s: &mut Session) -> Result<Outcome> {
     Ok(Outcome::Pass)
 }
 
-fn length_mismatch(s: &mut Session) -> Result<Outcome> {
+fn length_mismatch(s: &mut Bench) -> Result<Outcome> {
     let (a, b) = (host(s, 8192)?, host(s, 8192)?);
     let src = list_for(s, &[PhysRange::host(&a, 0, 4096)])?;
     let dst = list_for(s, &[PhysRange::host(&b, 0, 4095)])?;
@@ -430,7 +431,7 @@ fn length_mismatch(s: &mut Session) -> Result<Outcome> {
     Ok(Outcome::Pass)
 }
 
-fn invalid_command(s: &mut Session) -> Result<Outcome> {
+fn invalid_command(s: &mut Bench) -> Result<Outcome> {
     let mut job = Job::new(0, Opcode::Nop, None, None);
     job.cmd.opcode = 0x7F;
     let c = job.run(s)?;

@@ -6,13 +6,14 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Result};
 use dma_range::{regs, Opcode, Status};
 
+use super::case::{Case, Outcome};
 use super::check::{self, Opts};
-use super::{Case, Outcome, Tap};
+use super::tap::Tap;
+use crate::bench::Bench;
 use crate::data;
 use crate::exec::Job;
 use crate::mapping::{ListAt, Loc, PhysRange, Route};
 use crate::queue::QueueMode;
-use crate::session::Session;
 use crate::vfio::DmaPerm;
 
 /// Cases that check the plumbing every other case relies on; they run first.
@@ -71,7 +72,7 @@ pub fn cases() -> Vec<Case> {
     ]
 }
 
-fn irq_test(s: &mut Session) -> Result<Outcome> {
+fn irq_test(s: &mut Bench) -> Result<Outcome> {
     for e in &s.endpoints {
         e.drain_irqs();
         for (v, ev) in e.irqs.iter().enumerate() {
@@ -89,7 +90,7 @@ fn irq_test(s: &mut Session) -> Result<Outcome> {
     Ok(Outcome::Pass)
 }
 
-fn nop(s: &mut Session) -> Result<Outcome> {
+fn nop(s: &mut Bench) -> Result<Outcome> {
     for ep in 0..s.endpoints.len() {
         let c = Job::new(ep, Opcode::Nop, None, None).run(s)?;
         check::expect_success(&c, 0)?;
@@ -97,7 +98,7 @@ fn nop(s: &mut Session) -> Result<Outcome> {
     Ok(Outcome::Pass)
 }
 
-fn one_copy(s: &mut Session, q: u32, mode: QueueMode, seed: u64) -> Result<()> {
+fn one_copy(s: &mut Bench, q: u32, mode: QueueMode, seed: u64) -> Result<()> {
     let (a, b) = (
         s.alloc_host(64 << 10, DmaPerm::ReadWrite)?,
         s.alloc_host(64 << 10, DmaPerm::ReadWrite)?,
@@ -117,7 +118,7 @@ fn one_copy(s: &mut Session, q: u32, mode: QueueMode, seed: u64) -> Result<()> {
     )
 }
 
-fn irq_completion(s: &mut Session) -> Result<Outcome> {
+fn irq_completion(s: &mut Bench) -> Result<Outcome> {
     let q = 1.min(s.ep(0)?.id.num_queues - 1);
     let before = s.queue(0, q, QueueMode::Irq)?.irqs_seen;
     one_copy(s, q, QueueMode::Irq, 201)?;
@@ -130,7 +131,7 @@ fn irq_completion(s: &mut Session) -> Result<Outcome> {
     Ok(Outcome::Pass)
 }
 
-fn polled(s: &mut Session) -> Result<Outcome> {
+fn polled(s: &mut Bench) -> Result<Outcome> {
     let q = 2.min(s.ep(0)?.id.num_queues - 1);
     let vector = s.queue(0, q, QueueMode::Spin)?.vector as usize;
     s.ep(0)?.irqs[vector].take();
@@ -143,13 +144,13 @@ fn polled(s: &mut Session) -> Result<Outcome> {
     Ok(Outcome::Pass)
 }
 
-fn shadow(s: &mut Session) -> Result<Outcome> {
+fn shadow(s: &mut Bench) -> Result<Outcome> {
     let q = 3.min(s.ep(0)?.id.num_queues - 1);
     one_copy(s, q, QueueMode::Poll, 203)?;
     Ok(Outcome::Pass)
 }
 
-fn queue_wrap(s: &mut Session) -> Result<Outcome> {
+fn queue_wrap(s: &mut Bench) -> Result<Outcome> {
     // A fresh queue, so the ring indices start at 0.
     s.reset_endpoint(0)?;
     let q = 0;
@@ -179,7 +180,7 @@ fn queue_wrap(s: &mut Session) -> Result<Outcome> {
     Ok(Outcome::Pass)
 }
 
-fn several_queues(s: &mut Session) -> Result<Outcome> {
+fn several_queues(s: &mut Bench) -> Result<Outcome> {
     let mut bufs = Vec::new();
     let mut slots = Vec::new();
     for ep in 0..s.endpoints.len() {
@@ -221,11 +222,11 @@ fn several_queues(s: &mut Session) -> Result<Outcome> {
     Ok(Outcome::Pass)
 }
 
-fn abort_on_reset(s: &mut Session) -> Result<Outcome> {
+fn abort_on_reset(s: &mut Bench) -> Result<Outcome> {
     abort(s, false)
 }
 
-fn abort_on_vfio_reset(s: &mut Session) -> Result<Outcome> {
+fn abort_on_vfio_reset(s: &mut Bench) -> Result<Outcome> {
     abort(s, true)?;
     // The endpoint must be fully usable again (config space restored by the kernel).
     one_copy(s, 0, QueueMode::Irq, 402)?;
@@ -244,7 +245,7 @@ const WIN: usize = 4096;
 /// abort: ABORTED_RESET with a step-aligned byte count (CTRL.RESET; after VFIO_DEVICE_RESET,
 /// which Linux brackets by clearing Bus Master, the device may post nothing), no write to
 /// the destination afterwards, and a NOP on the re-created queue completes at once.
-fn abort(s: &mut Session, vfio_reset: bool) -> Result<Outcome> {
+fn abort(s: &mut Bench, vfio_reset: bool) -> Result<Outcome> {
     let ep = 0;
     let (n, half) = {
         let e = s.ep(ep)?;
@@ -281,7 +282,7 @@ fn abort(s: &mut Session, vfio_reset: bool) -> Result<Outcome> {
     let src_l = check::list_for(s, &src, &o, ListAt::Host)?;
     let dst_l = check::list_for(s, &dst, &o, ListAt::Host)?;
     let job = Job::new(ep, Opcode::Copy, Some(&src_l), Some(&dst_l)).on(o.q, o.mode);
-    let dst_windows = |s: &Session| -> Result<Vec<Vec<u8>>> {
+    let dst_windows = |s: &Bench| -> Result<Vec<Vec<u8>>> {
         windows
             .iter()
             .map(|&o| Ok(data::read(s, Loc::Bar { ep, offset: half + o }, WIN)?))

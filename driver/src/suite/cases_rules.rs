@@ -8,13 +8,14 @@ use anyhow::{ensure, Result};
 use dma_range::{AddrSpace, Command, DmaRange, Opcode, Status, FAULT_LIST_DST, FAULT_LIST_SRC, NO_SEGMENT};
 use phyr_kernels::crc32c;
 
+use super::case::{Case, Outcome};
 use super::check::{self, expect_fault, expect_success, Fault, Opts};
-use super::{Case, Outcome, Tap};
+use super::tap::Tap;
+use crate::bench::Bench;
 use crate::data;
 use crate::exec::Job;
 use crate::hostmem::HostMem;
 use crate::mapping::{self, BuiltList, ListAt, Loc, PhysRange, Segment, Via};
-use crate::session::Session;
 use crate::vfio::DmaPerm;
 
 pub fn cases() -> Vec<Case> {
@@ -42,21 +43,21 @@ pub fn cases() -> Vec<Case> {
     ]
 }
 
-fn host(s: &mut Session, len: u64) -> Result<HostMem> {
+fn host(s: &mut Bench, len: u64) -> Result<HostMem> {
     Ok(s.alloc_host(len, DmaPerm::ReadWrite)?)
 }
 
 /// A list of raw segments (exactly as given) in host memory.
-fn raw_list(s: &mut Session, segs: &[DmaRange]) -> Result<BuiltList> {
+fn raw_list(s: &mut Bench, segs: &[DmaRange]) -> Result<BuiltList> {
     let segs = segs.iter().map(|&range| Segment { range, via: Via::Raw }).collect();
     Ok(mapping::build_list(s, 0, segs, 16, ListAt::Host)?)
 }
 
-fn list_for(s: &mut Session, r: &[PhysRange]) -> Result<BuiltList> {
+fn list_for(s: &mut Bench, r: &[PhysRange]) -> Result<BuiltList> {
     check::list_for(s, r, &Opts::default(), ListAt::Host)
 }
 
-fn bus_segment_whole(s: &mut Session) -> Result<Outcome> {
+fn bus_segment_whole(s: &mut Bench) -> Result<Outcome> {
     // Endpoints endpoint 0 reaches by bus address: its own and those behind its switch.
     let sw = s.ep(0)?.id.switch_id;
     let reach: Vec<(usize, u64, u64)> = s
@@ -127,7 +128,7 @@ fn bus_segment_whole(s: &mut Session) -> Result<Outcome> {
     Ok(Outcome::Pass)
 }
 
-fn unused_head(s: &mut Session) -> Result<Outcome> {
+fn unused_head(s: &mut Bench) -> Result<Outcome> {
     let (a, b) = (host(s, 4096)?, host(s, 4096)?);
     data::write(s, Loc::Host { mem: &b, offset: 0 }, &[0x5A; 256])?;
     let src = list_for(s, &[PhysRange::host(&a, 0, 256)])?;
@@ -174,7 +175,7 @@ fn unused_head(s: &mut Session) -> Result<Outcome> {
     Ok(Outcome::Pass)
 }
 
-fn overlapping_copy(s: &mut Session) -> Result<Outcome> {
+fn overlapping_copy(s: &mut Bench) -> Result<Outcome> {
     let a = host(s, 8192)?;
     let before = data::pattern(42, 8192);
     data::write(s, Loc::Host { mem: &a, offset: 0 }, &before)?;
@@ -201,7 +202,7 @@ fn overlapping_copy(s: &mut Session) -> Result<Outcome> {
     Ok(Outcome::Pass)
 }
 
-fn block_part_way(s: &mut Session) -> Result<Outcome> {
+fn block_part_way(s: &mut Bench) -> Result<Outcome> {
     // One page with a guard after it: a 2-entry block in its last 16 bytes.
     let b = host(s, 4096)?;
     let at = b.iova + 4096 - 16;

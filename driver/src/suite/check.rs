@@ -5,11 +5,11 @@ use anyhow::{bail, ensure, Result};
 use dma_range::{Completion, Opcode, Status};
 use phyr_kernels::crc32c;
 
+use crate::bench::Bench;
 use crate::data;
 use crate::exec::Job;
 use crate::mapping::{self, BuiltList, ListAt, PhysRange};
 use crate::queue::QueueMode;
-use crate::session::Session;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Opts {
@@ -43,7 +43,7 @@ pub fn total(r: &[PhysRange]) -> u64 {
     r.iter().map(|p| p.len).sum()
 }
 
-pub fn write_ranges(s: &Session, r: &[PhysRange], bytes: &[u8]) -> Result<()> {
+pub fn write_ranges(s: &Bench, r: &[PhysRange], bytes: &[u8]) -> Result<()> {
     let mut off = 0;
     for p in r {
         data::write(s, p.loc, &bytes[off..off + p.len as usize])?;
@@ -52,7 +52,7 @@ pub fn write_ranges(s: &Session, r: &[PhysRange], bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-pub fn read_ranges(s: &Session, r: &[PhysRange]) -> Result<Vec<u8>> {
+pub fn read_ranges(s: &Bench, r: &[PhysRange]) -> Result<Vec<u8>> {
     let mut v = Vec::with_capacity(total(r) as usize);
     for p in r {
         v.extend(data::read(s, p.loc, p.len as usize)?);
@@ -70,12 +70,12 @@ pub struct Prepared<'a> {
 }
 
 /// Lists for `ranges` as the mapping layer makes them for `o.ep`.
-pub fn list_for(s: &mut Session, ranges: &[PhysRange], o: &Opts, at: ListAt) -> Result<BuiltList> {
+pub fn list_for(s: &mut Bench, ranges: &[PhysRange], o: &Opts, at: ListAt) -> Result<BuiltList> {
     let segs = mapping::map_ranges(s, o.ep, ranges, o.seg_max)?;
     Ok(mapping::build_list(s, o.ep, segs, o.block_entries, at)?)
 }
 
-pub fn prepare<'a>(s: &mut Session, src: &[PhysRange<'a>], dst: &[PhysRange<'a>], o: Opts) -> Result<Prepared<'a>> {
+pub fn prepare<'a>(s: &mut Bench, src: &[PhysRange<'a>], dst: &[PhysRange<'a>], o: Opts) -> Result<Prepared<'a>> {
     ensure!(
         total(src) == total(dst),
         "case bug: src {} bytes, dst {} bytes",
@@ -115,7 +115,7 @@ impl Prepared<'_> {
 
     /// Checks the completion of the COPY, the bytes, and the device's CRC32C of the
     /// destination list.
-    pub fn verify(&self, s: &mut Session, c: &Completion) -> Result<()> {
+    pub fn verify(&self, s: &mut Bench, c: &Completion) -> Result<()> {
         expect_success(c, self.expected.len() as u64)?;
         let got = read_ranges(s, &self.dst_ranges)?;
         if let Some(off) = data::first_diff(&got, &self.expected) {
@@ -147,7 +147,7 @@ impl Prepared<'_> {
 }
 
 /// COPY `src` to `dst` and verify.
-pub fn copy_and_check(s: &mut Session, src: &[PhysRange], dst: &[PhysRange], o: Opts) -> Result<()> {
+pub fn copy_and_check(s: &mut Bench, src: &[PhysRange], dst: &[PhysRange], o: Opts) -> Result<()> {
     let p = prepare(s, src, dst, o)?;
     let c = p.job().run(s)?;
     p.verify(s, &c)
@@ -218,7 +218,7 @@ pub fn expect_fault(c: &Completion, f: Fault) -> Result<()> {
 }
 
 /// Index of an endpoint other than `ep` on the same switch / another switch.
-pub fn peer(s: &Session, ep: usize, same_switch: bool) -> Option<usize> {
+pub fn peer(s: &Bench, ep: usize, same_switch: bool) -> Option<usize> {
     let sw = s.endpoints.get(ep)?.id.switch_id;
     s.endpoints
         .iter()

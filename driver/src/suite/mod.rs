@@ -3,6 +3,7 @@
 //! exact status, list, segment index and fault address. Output is TAP on stdout, with a
 //! `# phyr-...` line for every mapping, queue and command (docs/REPORT.md).
 
+mod case;
 mod cases_data;
 mod cases_fault;
 mod cases_queue;
@@ -13,22 +14,9 @@ mod tap;
 use anyhow::Result;
 use phyr_report::{EndpointLine, Window};
 
-use crate::session::Session;
+use crate::bench::Bench;
+pub use case::{Case, Outcome};
 pub use tap::Tap;
-
-/// What a case concluded when it did not fail.
-pub enum Outcome {
-    Pass,
-    Skip(String),
-}
-
-pub type CaseFn = fn(&mut Session) -> Result<Outcome>;
-
-pub struct Case {
-    pub name: &'static str,
-    pub about: &'static str,
-    pub run: CaseFn,
-}
 
 pub fn all_cases() -> Vec<Case> {
     let mut v = Vec::new();
@@ -47,7 +35,7 @@ pub fn list() {
 }
 
 /// Runs the selected cases (all if `only` is empty); returns whether all passed.
-pub fn run(s: &mut Session, only: &[String]) -> Result<bool> {
+pub fn run(s: &mut Bench, only: &[String]) -> Result<bool> {
     let cases = all_cases();
     for n in only {
         if !cases.iter().any(|c| c.name == n) {

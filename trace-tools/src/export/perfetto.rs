@@ -15,8 +15,8 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::listing::event_details;
+use crate::names::event_kind;
 use crate::names::{direction_name, list_name, opcode_name, space_name, status_name, target_text};
-use crate::summary::event_kind;
 use phyr_trace::{Event, Payload, Record};
 
 /// Thread id of each endpoint's protocol-event track.

@@ -5,9 +5,10 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
 use crate::channel::Message;
-use crate::device::{DeviceInfo, MappingInfo, Session, REGION_FLAG_MMAP, REGION_FLAG_READ, REGION_FLAG_WRITE};
+use crate::device::ClientHandles;
 use crate::dma::DmaSpace;
 use crate::errno::Errno;
+use crate::info::{DeviceInfo, IrqInfo, MappingInfo, REGION_FLAG_MMAP, REGION_FLAG_READ, REGION_FLAG_WRITE};
 use crate::irq::Irqs;
 use crate::remote::{ChannelDma, RemoteDma};
 use crate::wire::{
@@ -15,7 +16,7 @@ use crate::wire::{
     SparseArea, Version, WireError, WriteMulti, DEVICE_INFO_SIZE, IRQ_INFO_SIZE, MAX_DATA_XFER,
 };
 
-use super::connection::{Connection, Negotiated, Outcome};
+use super::state::{Connection, Negotiated, Outcome};
 
 /// Regions or IRQ indices a device may declare (QEMU refuses more than 100 / 50).
 const MAX_REGIONS: u32 = 100;
@@ -119,14 +120,10 @@ fn version(conn: &mut Connection, msg: &Message) -> Outcome {
     ));
     dma.set_request_thread(std::thread::current().id());
     let irq_infos: Vec<_> = (0..info.num_irqs)
-        .map(|i| {
-            conn.device
-                .irq_info(i)
-                .unwrap_or(crate::device::IrqInfo { count: 0, flags: 0 })
-        })
+        .map(|i| conn.device.irq_info(i).unwrap_or(IrqInfo { count: 0, flags: 0 }))
         .collect();
     let irqs = Arc::new(Irqs::new(&irq_infos));
-    conn.device.connected(Session {
+    conn.device.connected(ClientHandles {
         dma: Arc::clone(&dma),
         irqs: Arc::clone(&irqs),
     });
@@ -276,7 +273,7 @@ fn irq_info(conn: &Connection, s: &Negotiated, msg: &Message) -> Outcome {
     let info = conn
         .device
         .irq_info(req.index)
-        .unwrap_or(crate::device::IrqInfo { count: 0, flags: 0 });
+        .unwrap_or(IrqInfo { count: 0, flags: 0 });
     Outcome::payload(
         IrqInfoMsg {
             argsz: IRQ_INFO_SIZE as u32,

@@ -7,6 +7,8 @@
 
 mod connection;
 mod handlers;
+mod options;
+mod state;
 
 use std::io;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -14,30 +16,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use crate::channel::Channel;
 use crate::device::Device;
-use crate::dma::DEFAULT_DMA_TIMEOUT;
-use crate::wire::DmaRwLayout;
 
-/// Tunables of a server.
-#[derive(Debug, Clone, Copy)]
-pub struct ServerOptions {
-    /// Byte layout of DMA_READ/DMA_WRITE messages (see [`DmaRwLayout`]).
-    pub dma_layout: DmaRwLayout,
-    /// How long a device's DMA message waits for the client's reply.
-    pub dma_timeout: Duration,
-}
-
-impl Default for ServerOptions {
-    fn default() -> ServerOptions {
-        ServerOptions {
-            dma_layout: DmaRwLayout::default(),
-            dma_timeout: DEFAULT_DMA_TIMEOUT,
-        }
-    }
-}
+pub use options::ServerOptions;
+use state::Connection;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -152,7 +136,7 @@ impl Server {
         let chan = Arc::new(Channel::new(sock));
         *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&chan));
         tracing::info!(path = ?self.path, "client connected");
-        let reason = connection::Connection::new(Arc::clone(&chan), Arc::clone(&self.device), self.opts).run();
+        let reason = Connection::new(Arc::clone(&chan), Arc::clone(&self.device), self.opts).run();
         tracing::info!(path = ?self.path, "client gone: {reason}");
         *self.current.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }

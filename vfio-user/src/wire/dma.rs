@@ -82,12 +82,12 @@ impl DmaMap {
             });
         }
         for (what, value) in [("iova", m.iova), ("size", m.size)] {
-            if value % super::PAGE_SIZE != 0 {
+            if value % super::limits::PAGE_SIZE != 0 {
                 return Err(WireError::Misaligned {
                     command,
                     what,
                     value,
-                    align: super::PAGE_SIZE,
+                    align: super::limits::PAGE_SIZE,
                 });
             }
         }

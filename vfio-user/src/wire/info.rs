@@ -150,9 +150,9 @@ impl RegionInfoMsg {
         let needed = Self::needed_argsz(&self.sparse);
         let fits = client_argsz >= needed;
         let has_caps = !self.sparse.is_empty();
-        let mut flags = self.flags & !crate::device::REGION_FLAG_CAPS;
+        let mut flags = self.flags & !crate::info::REGION_FLAG_CAPS;
         if has_caps && fits {
-            flags |= crate::device::REGION_FLAG_CAPS;
+            flags |= crate::info::REGION_FLAG_CAPS;
         }
         let mut v = Vec::with_capacity(needed as usize);
         v.put_u32(needed);
@@ -299,7 +299,7 @@ mod tests {
         let r = RegionInfoMsg::parse_reply(&m.encode_reply(1024)).unwrap();
         assert_eq!(r.sparse, m.sparse);
         assert_eq!(r.argsz, RegionInfoMsg::needed_argsz(&m.sparse));
-        assert_ne!(r.flags & crate::device::REGION_FLAG_CAPS, 0);
+        assert_ne!(r.flags & crate::info::REGION_FLAG_CAPS, 0);
     }
 
     #[test]
@@ -314,7 +314,7 @@ mod tests {
         assert_eq!(r.argsz, 64);
         assert_eq!(r.cap_offset, 0);
         assert_eq!(
-            r.flags & crate::device::REGION_FLAG_CAPS,
+            r.flags & crate::info::REGION_FLAG_CAPS,
             0,
             "QEMU refuses CAPS without caps"
         );

@@ -35,10 +35,10 @@ impl Capabilities {
     /// What this crate advertises.
     pub fn ours() -> Capabilities {
         Capabilities {
-            max_msg_fds: super::MAX_MSG_FDS,
-            max_data_xfer_size: super::MAX_DATA_XFER,
-            pgsizes: super::PAGE_SIZE,
-            max_dma_maps: super::MAX_DMA_MAPS,
+            max_msg_fds: super::limits::MAX_MSG_FDS,
+            max_data_xfer_size: super::limits::MAX_DATA_XFER,
+            pgsizes: super::limits::PAGE_SIZE,
+            max_dma_maps: super::limits::MAX_DMA_MAPS,
             write_multiple: true,
         }
     }
@@ -147,7 +147,7 @@ impl Version {
             caps.max_data_xfer_size = v;
         }
         if let Some(v) = get_u64(inner, "pgsizes")? {
-            if v & super::PAGE_SIZE == 0 {
+            if v & super::limits::PAGE_SIZE == 0 {
                 return Err(bad(format!("pgsizes {v:#x} lacks 4 KiB pages")));
             }
             caps.pgsizes = v;

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use vfio_user::{
-    memfd, pci_irq, pci_region, Device, DeviceInfo, Errno, IrqInfo, MappingInfo, MmapRegion, RegionInfo, RegionMmap,
-    Server, ServerHandle, ServerOptions, Session, DEVICE_FLAG_PCI, DEVICE_FLAG_RESET, IRQ_INFO_EVENTFD,
+    memfd, pci_irq, pci_region, ClientHandles, Device, DeviceInfo, Errno, IrqInfo, MappingInfo, MmapRegion, RegionInfo,
+    RegionMmap, Server, ServerHandle, ServerOptions, DEVICE_FLAG_PCI, DEVICE_FLAG_RESET, IRQ_INFO_EVENTFD,
     IRQ_INFO_MASKABLE, IRQ_INFO_NORESIZE, REGION_FLAG_READ, REGION_FLAG_WRITE,
 };
 
@@ -37,7 +37,7 @@ pub struct TestDevice {
     pub bar2: MmapRegion,
     pub config: Mutex<Vec<u8>>,
     pub events: Mutex<Vec<Event>>,
-    pub session: Mutex<Option<Session>>,
+    pub client: Mutex<Option<ClientHandles>>,
     pub resets: AtomicUsize,
     /// Result of the last DMA attempted from the request thread.
     pub request_thread_dma: Mutex<Option<Result<(), vfio_user::DmaError>>>,
@@ -57,14 +57,14 @@ impl TestDevice {
             bar2,
             config: Mutex::new(config),
             events: Mutex::new(Vec::new()),
-            session: Mutex::new(None),
+            client: Mutex::new(None),
             resets: AtomicUsize::new(0),
             request_thread_dma: Mutex::new(None),
         })
     }
 
-    pub fn session(&self) -> Session {
-        self.session.lock().unwrap().clone().expect("a client is connected")
+    pub fn client(&self) -> ClientHandles {
+        self.client.lock().unwrap().clone().expect("a client is connected")
     }
 
     pub fn events(&self) -> Vec<Event> {
@@ -127,7 +127,7 @@ impl Device for TestDevice {
 
     fn region_write(&self, index: u32, offset: u64, data: &[u8]) -> Result<(), Errno> {
         if index == pci_region::BAR0 && offset == DMA_FROM_REQUEST_THREAD {
-            let s = self.session();
+            let s = self.client();
             let mut b = [0u8; 4];
             let iova = u64::from(u32::from_le_bytes(data[..4].try_into().unwrap_or([0; 4])));
             *self.request_thread_dma.lock().unwrap() = Some(s.dma.read(iova, &mut b));
@@ -165,13 +165,13 @@ impl Device for TestDevice {
         self.events.lock().unwrap().push(Event::Reset);
     }
 
-    fn connected(&self, session: Session) {
-        *self.session.lock().unwrap() = Some(session);
+    fn connected(&self, client: ClientHandles) {
+        *self.client.lock().unwrap() = Some(client);
         self.events.lock().unwrap().push(Event::Connected);
     }
 
     fn disconnected(&self) {
-        *self.session.lock().unwrap() = None;
+        *self.client.lock().unwrap() = None;
         self.events.lock().unwrap().push(Event::Disconnected);
     }
 
