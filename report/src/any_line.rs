@@ -4,7 +4,8 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::cmd::{CmdLine, RangesLine};
-use crate::lines::{EndpointLine, KmapLine, MapLine, QueueLine, ResetLine};
+use crate::kmap::KmapLine;
+use crate::lines::{EndpointLine, MapLine, QueueLine, ResetLine};
 use crate::syntax::{ParseError, MARKER};
 
 /// Any report line.

@@ -10,6 +10,7 @@ mod any_line;
 mod cmd;
 mod codes;
 mod fields;
+mod kmap;
 mod lines;
 mod log;
 mod range;
@@ -19,11 +20,9 @@ pub use any_line::{Line, KINDS};
 pub use cmd::{Cmd, CmdLine, CmdReport, RangesLine, MAX_CMD_LINE, MAX_RANGES_LINE};
 pub use codes::{CmdStatus, Fault, Op};
 pub use fields::num;
-pub use lines::{
-    EndpointLine, KernelSeg, KmapLine, MapLine, MapTarget, MapType, Perm, QueueLine, QueueMode, ResetKind, ResetLine,
-    Window,
-};
-pub use log::{parse_log, ConsoleLog, ReportedCmd};
+pub use kmap::{KernelCall, KernelPath, KernelSeg, KmapLine, MapState, MapType};
+pub use lines::{EndpointLine, MapLine, MapTarget, Perm, QueueLine, QueueMode, ResetKind, ResetLine, Window};
+pub use log::{parse_log, ConsoleLog, KernelList, ReportedCmd};
 pub use range::{merge, space_from_name, space_name, RangeList, Span};
 pub use syntax::{ParseError, MARKER};
 

@@ -1,12 +1,9 @@
-//! The setup lines (`# phyr-endpoint`, `# phyr-map`, `# phyr-queue`), `# phyr-reset`, and
-//! the kernel path's `# phyr-kmap`.
+//! The setup lines (`# phyr-endpoint`, `# phyr-map`, `# phyr-queue`) and `# phyr-reset`.
 
 use std::fmt;
 use std::str::FromStr;
 
-use dma_range::{AddrSpace, ListKind};
-
-use crate::fields::{bad, num, parse_bracketed, write_bracketed, Dash, Fields};
+use crate::fields::{bad, num, Dash, Fields};
 use crate::range::Span;
 use crate::syntax::{words_after, ParseError};
 
@@ -50,6 +47,10 @@ pub struct EndpointLine {
     pub bar0: Window,
     pub bar2: Window,
     pub iommu_group: Option<u32>,
+    /// BAR2's CPU physical address, when the driver knows it (a kernel driver does: what its
+    /// `# phyr-kmap` lines report as `phys` for peer memory is in this window). Printed only
+    /// when known.
+    pub bar2_phys: Option<u64>,
 }
 
 impl fmt::Display for EndpointLine {
@@ -64,7 +65,11 @@ impl fmt::Display for EndpointLine {
             self.bar0,
             self.bar2,
             Dash(self.iommu_group)
-        )
+        )?;
+        match self.bar2_phys {
+            Some(p) => write!(f, " bar2_phys={p:#x}"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -82,6 +87,7 @@ impl FromStr for EndpointLine {
             bar0: Window::parse("bar0", f.req("bar0")?)?,
             bar2: Window::parse("bar2", f.req("bar2")?)?,
             iommu_group: f.dash("iommu_group", "`-` or a number", num)?,
+            bar2_phys: f.get("bar2_phys").map(|_| f.num("bar2_phys")).transpose()?,
         })
     }
 }
@@ -277,125 +283,6 @@ impl FromStr for ResetLine {
             kind: f.with("kind", "`ctrl` or `vfio`", |k| {
                 [ResetKind::Ctrl, ResetKind::Vfio].into_iter().find(|x| x.name() == k)
             })?,
-        })
-    }
-}
-
-/// The kernel's decision for one segment: how `dma_map_*` reached the memory behind it
-/// (`enum pci_p2pdma_map_type` for peer memory).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum MapType {
-    /// `none`: not peer memory; an ordinary DMA mapping (through the IOMMU when there is one).
-    None,
-    /// `bus_addr`: peer BAR reached by its PCI bus address, through the switch (no IOMMU).
-    BusAddr,
-    /// `thru_host_bridge`: peer BAR mapped through the host bridge (and its IOMMU).
-    ThruHostBridge,
-}
-
-impl MapType {
-    pub const ALL: [MapType; 3] = [Self::None, Self::BusAddr, Self::ThruHostBridge];
-
-    /// The space the device must be told the segment's DMA address lives in: `bus` for a
-    /// bus address, `iova` otherwise.
-    pub fn space(self) -> AddrSpace {
-        match self {
-            Self::BusAddr => AddrSpace::Bus,
-            Self::None | Self::ThruHostBridge => AddrSpace::Iova,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::None => "none",
-            Self::BusAddr => "bus_addr",
-            Self::ThruHostBridge => "thru_host_bridge",
-        }
-    }
-}
-
-/// One segment of a `# phyr-kmap` line: `SPACE:DMA+LEN=TYPE:PHYS`, the range handed to the
-/// device, the kernel's [`MapType`] for it, and the CPU physical address it stands for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct KernelSeg {
-    /// What the device was given (`reps` is always 1).
-    pub dma: Span,
-    pub map: MapType,
-    pub phys: u64,
-}
-
-impl fmt::Display for KernelSeg {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}={}:{:#x}", self.dma, self.map.name(), self.phys)
-    }
-}
-
-impl FromStr for KernelSeg {
-    type Err = ParseError;
-
-    fn from_str(s: &str) -> Result<Self, ParseError> {
-        let what = "`SPACE:DMA+LEN=TYPE:PHYS`";
-        let (dma, rest) = s.split_once('=').ok_or_else(|| bad("segs", s, what))?;
-        let dma: Span = dma.parse()?;
-        let (map, phys) = rest.split_once(':').ok_or_else(|| bad("segs", s, what))?;
-        Ok(Self {
-            dma: Some(dma)
-                .filter(|d| d.reps == 1)
-                .ok_or_else(|| bad("segs", s, "no `*N` here"))?,
-            map: MapType::ALL
-                .into_iter()
-                .find(|m| m.name() == map)
-                .ok_or_else(|| bad("segs", s, "type is none, bus_addr or thru_host_bridge"))?,
-            phys: num(phys).ok_or_else(|| bad("segs", s, what))?,
-        })
-    }
-}
-
-/// `# phyr-kmap ep=E q=Q id=I list=src|dst|list first=F segs=[S,S,...]`: how the kernel mapped
-/// segments `first..` of a command's `list` (printed by a kernel driver before the command's
-/// phyr-cmd line, several lines for a long list).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KmapLine {
-    pub ep: u32,
-    pub q: u32,
-    pub id: u16,
-    pub list: ListKind,
-    /// Index in the list of the first segment of this line.
-    pub first: u32,
-    pub segs: Vec<KernelSeg>,
-}
-
-impl fmt::Display for KmapLine {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "# phyr-kmap ep={} q={} id={} list={} first={} segs=",
-            self.ep,
-            self.q,
-            self.id,
-            self.list.name(),
-            self.first
-        )?;
-        write_bracketed(f, &self.segs)
-    }
-}
-
-impl FromStr for KmapLine {
-    type Err = ParseError;
-
-    fn from_str(s: &str) -> Result<Self, ParseError> {
-        let f = Fields::parse(words_after(s, "kmap")?)?;
-        let segs = f.req("segs")?;
-        let segs = parse_bracketed(segs).ok_or_else(|| bad("segs", segs, "`[S,S,...]`"))??;
-        Ok(Self {
-            ep: f.num("ep")?,
-            q: f.num("q")?,
-            id: f.num("id")?,
-            list: f.with("list", "`src`, `dst` or `list`", |l| {
-                ListKind::from_name(l).filter(|k| *k != ListKind::Queue)
-            })?,
-            first: f.num("first")?,
-            segs,
         })
     }
 }

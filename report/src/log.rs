@@ -1,6 +1,7 @@
 //! A whole console log: every command the driver reported, with `@N/K` references resolved
 //! from the `# phyr-ranges` lines, the resets before it and the kernel's `# phyr-kmap`
-//! segments, and every problem found on the way (a line that does not parse, a lost line).
+//! pieces; the endpoints the driver announced; and every problem found on the way (a line that
+//! does not parse, a lost line).
 
 use std::collections::BTreeMap;
 
@@ -8,7 +9,8 @@ use dma_range::ListKind;
 
 use crate::any_line::Line;
 use crate::cmd::Cmd;
-use crate::lines::KernelSeg;
+use crate::kmap::{KernelPath, KernelSeg, MapState};
+use crate::lines::EndpointLine;
 use crate::range::{RangeList, Span};
 
 /// A command as the console reported it.
@@ -17,15 +19,33 @@ pub struct ReportedCmd {
     pub cmd: Cmd,
     /// `# phyr-reset` lines of this endpoint before the command.
     pub resets: u32,
-    /// The `# phyr-kmap` segments of this command, per list, in list order (empty unless a
+    /// The `# phyr-kmap` pieces of this command, per list, in list order (empty unless a
     /// kernel driver ran it).
-    pub kmap: BTreeMap<ListKind, Vec<KernelSeg>>,
+    pub kmap: BTreeMap<ListKind, KernelList>,
+}
+
+/// How the kernel mapped one list of a command: its `# phyr-kmap` lines put together.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KernelList {
+    pub path: Option<KernelPath>,
+    pub state: Option<MapState>,
+    /// Every piece, in list order.
+    pub segs: Vec<KernelSeg>,
+}
+
+impl KernelList {
+    /// Whether the mapping was torn down before the command ran.
+    pub fn unmapped(&self) -> bool {
+        self.state == Some(MapState::Unmapped)
+    }
 }
 
 /// What [`parse_log`] found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ConsoleLog {
     pub cmds: Vec<ReportedCmd>,
+    /// The `# phyr-endpoint` lines, by ENDPOINT_ID (the last one of each endpoint).
+    pub endpoints: BTreeMap<u32, EndpointLine>,
     /// Report lines that do not parse, lost `# phyr-ranges` or `# phyr-kmap` lines.
     pub problems: Vec<String>,
 }
@@ -97,7 +117,7 @@ pub fn parse_log(log: &str) -> ConsoleLog {
     let mut out = ConsoleLog::default();
     let mut pending: BTreeMap<u32, Pending> = BTreeMap::new();
     let mut resets: BTreeMap<u32, u32> = BTreeMap::new();
-    let mut kmaps: BTreeMap<(u32, u32, u16), BTreeMap<ListKind, Vec<KernelSeg>>> = BTreeMap::new();
+    let mut kmaps: BTreeMap<(u32, u32, u16), BTreeMap<ListKind, KernelList>> = BTreeMap::new();
     for (no, text) in unspliced(log) {
         let text = text.as_str();
         let line = match Line::find(text) {
@@ -159,13 +179,17 @@ pub fn parse_log(log: &str) -> ConsoleLog {
                 });
             }
             Line::Kmap(k) => {
-                let segs = kmaps.entry((k.ep, k.q, k.id)).or_default().entry(k.list).or_default();
-                // A line from segment 0 starts the command's mapping afresh (its id was reused).
+                let list = kmaps.entry((k.ep, k.q, k.id)).or_default().entry(k.list).or_default();
+                // A line from piece 0 starts the command's mapping afresh (its id was reused).
                 if k.first == 0 {
-                    segs.clear();
-                } else if k.first as usize != segs.len() {
+                    *list = KernelList {
+                        path: k.path,
+                        state: k.state,
+                        segs: Vec::new(),
+                    };
+                } else if k.first as usize != list.segs.len() {
                     out.problems.push(format!(
-                        "console line {}: phyr-kmap ep={} q={} id={} list={} starts at segment {}, after {} segments \
+                        "console line {}: phyr-kmap ep={} q={} id={} list={} starts at piece {}, after {} pieces \
                          (a console line was lost?)",
                         no + 1,
                         k.ep,
@@ -173,12 +197,30 @@ pub fn parse_log(log: &str) -> ConsoleLog {
                         k.id,
                         k.list.name(),
                         k.first,
-                        segs.len()
+                        list.segs.len()
+                    ));
+                } else if (k.path, k.state) != (list.path, list.state) {
+                    out.problems.push(format!(
+                        "console line {}: phyr-kmap ep={} q={} id={} list={} from piece {} says path={} state={}, its \
+                         first line path={} state={}",
+                        no + 1,
+                        k.ep,
+                        k.q,
+                        k.id,
+                        k.list.name(),
+                        k.first,
+                        k.path.map_or("-", KernelPath::name),
+                        k.state.map_or("-", MapState::name),
+                        list.path.map_or("-", KernelPath::name),
+                        list.state.map_or("-", MapState::name),
                     ));
                 }
-                segs.extend(k.segs);
+                list.segs.extend(k.segs);
             }
-            Line::Endpoint(_) | Line::Map(_) | Line::Queue(_) => {}
+            Line::Endpoint(e) => {
+                out.endpoints.insert(e.endpoint_id, e);
+            }
+            Line::Map(_) | Line::Queue(_) => {}
         }
     }
     settle(&mut pending, &mut out);

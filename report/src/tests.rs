@@ -233,16 +233,54 @@ fn kmap_lines_attach_to_the_next_phyr_cmd_of_their_command() {
 # phyr-kmap ep=0 q=1 id=18 list=dst first=2 segs=[iova:0x300000+0x2000=thru_host_bridge:0xf5002000]";
     let p = parse_log(log);
     assert_eq!(p.cmds.len(), 1);
-    assert_eq!(p.cmds[0].kmap[&ListKind::Src].len(), 2);
+    assert_eq!(p.cmds[0].kmap[&ListKind::Src].segs.len(), 2);
     assert!(
         !p.cmds[0].kmap.contains_key(&ListKind::Dst),
         "id 18's line is not id 17's"
     );
     assert!(
-        p.problems.len() == 1 && p.problems[0].contains("starts at segment 2, after 1"),
+        p.problems.len() == 1 && p.problems[0].contains("starts at piece 2, after 1"),
         "{:?}",
         p.problems
     );
+}
+
+#[test]
+fn a_kmap_list_whose_lines_disagree_on_path_or_state_is_a_problem() {
+    let log = "# phyr-kmap ep=0 q=1 id=17 list=src first=0 segs=[iova:0x1000+0x1000=none:0x5000@0] path=iova state=mapped
+# phyr-kmap ep=0 q=1 id=17 list=src first=1 segs=[iova:0x2000+0x1000=none:0x9000@0] path=iova state=unmapped
+# phyr-cmd ep=0 q=1 id=17 op=CRC32C status=SUCCESS result=0x1 bytes=8192 crc32c=- src=[iova:0x1000+0x2000] dst=[] lists=[] fault=-";
+    let p = parse_log(log);
+    assert!(
+        p.problems.len() == 1
+            && p.problems[0].contains("says path=iova state=unmapped, its first line path=iova state=mapped"),
+        "{:?}",
+        p.problems
+    );
+    assert!(!p.cmds[0].kmap[&ListKind::Src].unmapped(), "the first line decides");
+}
+
+#[test]
+fn endpoint_lines_are_kept_by_endpoint_id() {
+    let e = |id: u32, phys: &str| {
+        format!(
+            "# phyr-endpoint index={id} bdf=0000:0{}:00.0 endpoint_id={id} switch_id=0 bar0=0xfe800000+0x4000 bar2=0xf4000000+0x4000000 iommu_group=-{phys}",
+            id + 3
+        )
+    };
+    let p = parse_log(&format!(
+        "{}\n{}\n{}\n",
+        e(0, ""),
+        e(1, ""),
+        e(0, " bar2_phys=0xf4000000")
+    ));
+    assert_eq!(p.endpoints.len(), 2);
+    assert_eq!(
+        p.endpoints[&0].bar2_phys,
+        Some(0xf400_0000),
+        "the last line of an endpoint wins"
+    );
+    assert_eq!(p.endpoints[&1].bar2_phys, None);
 }
 
 #[test]
@@ -258,6 +296,9 @@ fn every_line_kind_prints_what_it_parses() {
         "# phyr-ranges 7 2/3 iova:0x100000+0x40 bus:0xfe010000+0x40*3",
         "# phyr-reset ep=3 kind=vfio",
         "# phyr-kmap ep=0 q=1 id=17 list=list first=4 segs=[]",
+        "# phyr-endpoint index=0 bdf=0000:03:00.0 endpoint_id=0 switch_id=0 bar0=0xfe800000+0x4000 bar2=0xf4000000+0x4000000 iommu_group=4 bar2_phys=0xf4000000",
+        "# phyr-kmap ep=0 q=1 id=17 list=src first=0 segs=[iova:0xfffec005+0xffb=none:0x29b4005/sgtable@0,bus:0xf4001000+0x1388=bus_addr:0xf4001000/bus_addr_map@1] path=iova state=mapped",
+        "# phyr-kmap ep=0 q=1 id=17 list=dst first=3 segs=[iova:0x1000+0x1000=thru_host_bridge:0xf4000000@7] state=unmapped",
     ] {
         let line: Line = text.parse().unwrap_or_else(|e| panic!("{text}: {e}"));
         assert_eq!(line.to_string(), text);
@@ -284,6 +325,12 @@ fn hostile_lines_are_errors_not_panics() {
         "# phyr-kmap ep=0 q=0 id=1 list=src first=0 segs=[iova:0x0+0x1=p2p:0x0]",
         "# phyr-kmap ep=0 q=0 id=1 list=src first=0 segs=[iova:0x0+0x1*2=none:0x0]",
         "# phyr-kmap ep=0 q=0 id=1 list=src first=0 segs=[iova:0x0+0x1]",
+        "# phyr-kmap ep=0 q=0 id=1 list=src first=0 segs=[iova:0x0+0x1=none:0x0/dma_map_sg]",
+        "# phyr-kmap ep=0 q=0 id=1 list=src first=0 segs=[iova:0x0+0x1=none:0x0@-1]",
+        "# phyr-kmap ep=0 q=0 id=1 list=src first=0 segs=[iova:0x0+0x1=none:0x0@0/sgtable]",
+        "# phyr-kmap ep=0 q=0 id=1 list=src first=0 segs=[] path=dma",
+        "# phyr-kmap ep=0 q=0 id=1 list=src first=0 segs=[] state=gone",
+        "# phyr-endpoint index=0 bdf=0000:03:00.0 endpoint_id=0 switch_id=0 bar0=0x0+0x0 bar2=0x0+0x0 iommu_group=- bar2_phys=-",
         "# phyr-nonsense",
         "phyr-cmd ep=0",
     ] {

@@ -75,6 +75,23 @@ fn map_type() -> impl Strategy<Value = MapType> {
     prop::sample::select(MapType::ALL.to_vec())
 }
 
+fn kernel_seg() -> impl Strategy<Value = KernelSeg> {
+    (
+        (space(), any::<u64>(), any::<u64>()).prop_map(|(s, a, l)| Span::new(s, a, l)),
+        map_type(),
+        any::<u64>(),
+        prop::option::of(prop::sample::select(KernelCall::ALL.to_vec())),
+        any::<Option<u32>>(),
+    )
+        .prop_map(|(dma, map, phys, call, entry)| KernelSeg {
+            dma,
+            map,
+            phys,
+            call,
+            entry,
+        })
+}
+
 fn line() -> impl Strategy<Value = Line> {
     let window = || (any::<u64>(), any::<u64>()).prop_map(|(addr, len)| Window { addr, len });
     let one = || (space(), any::<u64>(), any::<u64>()).prop_map(|(s, a, l)| Span::new(s, a, l));
@@ -85,17 +102,19 @@ fn line() -> impl Strategy<Value = Line> {
             any::<u32>(),
             window(),
             window(),
-            any::<Option<u32>>()
+            any::<Option<u32>>(),
+            any::<Option<u64>>()
         )
             .prop_map(
-                |(index, endpoint_id, switch_id, bar0, bar2, iommu_group)| Line::Endpoint(EndpointLine {
+                |(index, endpoint_id, switch_id, bar0, bar2, iommu_group, bar2_phys)| Line::Endpoint(EndpointLine {
                     index,
                     bdf: format!("0000:{:02x}:00.{}", index % 256, index % 8),
                     endpoint_id,
                     switch_id,
                     bar0,
                     bar2,
-                    iommu_group
+                    iommu_group,
+                    bar2_phys
                 })
             ),
         (
@@ -147,18 +166,19 @@ fn line() -> impl Strategy<Value = Line> {
             any::<u16>(),
             0..3u8,
             any::<u32>(),
-            prop::collection::vec((one(), map_type(), any::<u64>()), 0..20)
+            prop::collection::vec(kernel_seg(), 0..20),
+            prop::option::of(prop::sample::select(KernelPath::ALL.to_vec())),
+            prop::option::of(prop::sample::select(MapState::ALL.to_vec()))
         )
-            .prop_map(|(ep, q, id, list, first, segs)| Line::Kmap(KmapLine {
+            .prop_map(|(ep, q, id, list, first, segs, path, state)| Line::Kmap(KmapLine {
                 ep,
                 q,
                 id,
                 list: ListKind::from_u8(list).unwrap(),
                 first,
-                segs: segs
-                    .into_iter()
-                    .map(|(dma, map, phys)| KernelSeg { dma, map, phys })
-                    .collect(),
+                segs,
+                path,
+                state,
             })),
     ]
 }
@@ -185,6 +205,25 @@ proptest! {
         let mut lines = text.lines();
         prop_assert!(lines.next().is_some_and(|l| l.len() <= MAX_CMD_LINE));
         prop_assert!(lines.all(|l| l.len() < MAX_RANGES_LINE));
+    }
+
+    #[test]
+    fn kmap_lines_split_short_and_put_back_together(
+        segs in prop::collection::vec(kernel_seg(), 0..300),
+        path in prop::sample::select(KernelPath::ALL.to_vec()),
+        state in prop::sample::select(MapState::ALL.to_vec()),
+    ) {
+        let head = KmapLine { ep: 1, q: 2, id: 3, list: ListKind::Dst, first: 0, segs: Vec::new(), path: Some(path), state: Some(state) };
+        let lines = KmapLine::split(&head, &segs);
+        let mut log: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        for l in &lines {
+            prop_assert!(l.segs.len() <= 1 || l.to_string().len() <= MAX_RANGES_LINE, "{}", l);
+        }
+        log.push_str("# phyr-cmd ep=1 q=2 id=3 op=NOP status=SUCCESS result=0x0 bytes=0 crc32c=- src=[] dst=[] lists=[] fault=-\n");
+        let p = parse_log(&log);
+        prop_assert!(p.problems.is_empty(), "{:?}", p.problems);
+        let k = &p.cmds[0].kmap[&ListKind::Dst];
+        prop_assert_eq!((&k.segs, k.path, k.state), (&segs, Some(path), Some(state)));
     }
 
     #[test]

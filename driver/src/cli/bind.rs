@@ -256,6 +256,17 @@ pub fn open_by(proc: &Path, file: &str) -> Vec<Holder> {
     out
 }
 
+/// Unbinds `bdf` from whatever driver has it (nothing to do without one), leaving its
+/// driver_override as it is: to the driver, the endpoint is removed (`phyr ksuite`'s
+/// k-removal case unbinds a peer from phyr.ko while its maps and buffers are in use).
+pub fn unbind(sys: &Path, bdf: &str) -> Result<(), BindError> {
+    let dev = sys.join("bus/pci/devices").join(bdf);
+    if dev.join("driver").exists() {
+        write(&dev.join("driver/unbind"), bdf)?;
+    }
+    Ok(())
+}
+
 /// driver_override, unbind, drivers_probe, then checks where the endpoint landed.
 fn move_one(sys: &Path, f: &PciFunction, driver: &'static str) -> Result<(), BindError> {
     let dev = sys.join("bus/pci/devices").join(&f.bdf);
@@ -473,6 +484,17 @@ mod tests {
         assert_eq!(moved[0].to_string(), "ep0 0000:03:00.0: already bound to vfio-pci");
         assert_eq!(f.read("bus/pci/devices/0000:03:00.0/driver_override"), "(null)\n");
         assert_eq!(f.read("bus/pci/drivers_probe"), "");
+    }
+
+    #[test]
+    fn unbind_writes_the_current_drivers_unbind_file_only() {
+        let f = two_on_vfio("unbind");
+        unbind(&f.sys(), "0000:04:00.0").unwrap();
+        assert_eq!(f.read("bus/pci/drivers/vfio-pci/unbind"), "0000:04:00.0");
+        assert_eq!(f.read("bus/pci/devices/0000:04:00.0/driver_override"), "(null)\n");
+        let g = Fake::new("unbind-none");
+        g.endpoint("0000:03:00.0", None, 4);
+        unbind(&g.sys(), "0000:03:00.0").unwrap();
     }
 
     #[test]

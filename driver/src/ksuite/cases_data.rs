@@ -7,6 +7,8 @@ use dma_range::{Opcode, Status};
 use super::ctx::{expect_status, Cmd, Ctx};
 use super::uapi::{self, EpInfo, MapSeg, Path};
 use super::{Case, Outcome};
+use phyr_kernels::crc32c::crc32c;
+
 use crate::data::{fill_bytes, first_diff, pattern};
 use crate::suite::Tap;
 
@@ -133,7 +135,7 @@ fn caps(ctx: &Ctx) -> Result<Outcome> {
 pub fn copy_check(ctx: &Ctx, ep: &EpInfo, path: Path, src: &[MapSeg], dst: &[MapSeg], blocks: u32) -> Result<()> {
     let total: u64 = src.iter().map(|s| s.len).sum();
     let data = pattern(ctx.seed(), usize::try_from(total)?);
-    let crc = crc32c::crc32c(&data);
+    let crc = crc32c(&data);
     ctx.write_segs(src, &data)?;
     let queue = ctx.seed() as u32 % ep.nr_queues;
     let sm = ctx.map(ep, path, uapi::DIR_TO_DEVICE, src)?;
@@ -279,7 +281,7 @@ fn many_segments(ctx: &Ctx) -> Result<Outcome> {
     }
     let pat = 0x0102_0304_0506_0708 ^ ctx.seed();
     let want = fill_bytes(pat, usize::try_from(n * 4096)?);
-    let crc = crc32c::crc32c(&want);
+    let crc = crc32c(&want);
     let s = ctx.submit(
         &ep,
         &Cmd::new(Opcode::Fill, 0).dst(&m).pattern(pat),
@@ -356,7 +358,7 @@ fn fill_compare(ctx: &Ctx) -> Result<Outcome> {
     for p in ctx.paths() {
         let pat = 0x1122_3344_5566_7788 ^ ctx.seed();
         let want = fill_bytes(pat, usize::try_from(total)?);
-        let crc = crc32c::crc32c(&want);
+        let crc = crc32c(&want);
         let m = ctx.map(&ep, p, uapi::DIR_BIDIRECTIONAL, &list)?;
         let s = ctx.submit(&ep, &Cmd::new(Opcode::Fill, 1).dst(&m).pattern(pat), total, Some(crc))?;
         expect_status("FILL", &s, Status::SUCCESS)?;

@@ -8,6 +8,8 @@ use dma_range::{Opcode, Status, FAULT_LIST_DST, FAULT_LIST_SRC};
 use super::ctx::{expect_errno, expect_status, Cmd, Ctx};
 use super::uapi::{self, Map, MapSeg, Path};
 use super::{Case, Outcome};
+use phyr_kernels::crc32c::crc32c;
+
 use crate::data::{fill_bytes, first_diff, pattern};
 use crate::suite::Tap;
 
@@ -52,7 +54,7 @@ fn topology(ctx: &Ctx) -> Result<Outcome> {
             let q = ctx.dev.p2p_query(provider.ep, client.ep)?;
             let decided = q.map_type as u8;
             Tap::diag(&format!(
-                "phyr-ktopo client={} provider={} distance={} decision={} source={}",
+                "P2P client ep{} provider ep{}: distance {}, decision {} (from {})",
                 client.ep,
                 provider.ep,
                 q.distance,
@@ -95,7 +97,7 @@ fn topology(ctx: &Ctx) -> Result<Outcome> {
                 );
                 let pat = 0xa5a5_0000_0000_0000 | (u64::from(client.ep) << 8) | u64::from(provider.ep);
                 let bytes = fill_bytes(pat, 8000);
-                let crc = crc32c::crc32c(&bytes);
+                let crc = crc32c(&bytes);
                 let s = ctx.submit(client, &Cmd::new(Opcode::Fill, 0).dst(&m).pattern(pat), 8000, Some(crc))?;
                 expect_status(&format!("FILL via {}", p.name()), &s, Status::SUCCESS)?;
                 ensure!(
@@ -133,7 +135,7 @@ fn use_after_unmap(ctx: &Ctx) -> Result<Outcome> {
         ctx.write_segs(&seg, &before)?;
         let m = ctx.map(&ep, p, uapi::DIR_BIDIRECTIONAL, &seg)?;
         let first = m.m.ranges[0].addr;
-        ctx.dev.unmap(m.m.id, uapi::UNMAP_KEEP)?;
+        m.unmap_keep()?;
         expect_errno(
             "UNMAP KEEP twice",
             ctx.dev.unmap(m.m.id, uapi::UNMAP_KEEP),

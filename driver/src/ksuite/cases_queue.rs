@@ -7,13 +7,15 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use dma_range::{Opcode, Status};
 
-use super::bind;
 use super::ctx::{expect_errno, expect_status, Cmd, Ctx};
 use super::uapi::{self, EpInfo, Path};
 use super::{Case, Outcome};
+use phyr_kernels::crc32c::crc32c;
+
+use crate::cli::bind::{self as cli_bind, Target};
 use crate::data::{fill_bytes, first_diff};
-use crate::report::{reset_line, ResetKind};
 use crate::suite::Tap;
+use phyr_report::{ResetKind, ResetLine};
 
 pub fn cases() -> Vec<Case> {
     vec![
@@ -50,7 +52,7 @@ fn queue_worker(ctx: &Ctx, ep: &EpInfo, q: u32) -> Result<()> {
     for i in 0..ROUNDS {
         let pat = 0x0101_0101_0101_0101u64.wrapping_mul(u64::from(q) + 1) ^ (i << 40) ^ u64::from(ep.ep);
         let want = fill_bytes(pat, LEN as usize);
-        let crc = crc32c::crc32c(&want);
+        let crc = crc32c(&want);
         let s = ctx.submit(ep, &Cmd::new(Opcode::Fill, q).dst(&m).pattern(pat), LEN, Some(crc))?;
         expect_status("FILL", &s, Status::SUCCESS)?;
         ensure!(
@@ -86,6 +88,31 @@ fn queues(ctx: &Ctx) -> Result<Outcome> {
     })
 }
 
+/// Sets (`on`) or clears the Bus Master Enable bit of `bdf`'s COMMAND register through its
+/// sysfs config file (bit 2 of the 16-bit register at offset 4).
+fn set_bus_master(sysfs: &std::path::Path, bdf: &str, on: bool) -> Result<()> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let path = sysfs.join("bus/pci/devices").join(bdf).join("config");
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let mut cmd = [0u8; 2];
+    f.seek(SeekFrom::Start(4))?;
+    f.read_exact(&mut cmd)?;
+    let mut v = u16::from_le_bytes(cmd);
+    if on {
+        v |= 1 << 2;
+    } else {
+        v &= !(1 << 2);
+    }
+    f.seek(SeekFrom::Start(4))?;
+    f.write_all(&v.to_le_bytes())
+        .with_context(|| format!("writing COMMAND of {bdf}"))?;
+    Ok(())
+}
+
 /// Clears Bus Master Enable of an endpoint until dropped.
 struct BusMasterOff<'a> {
     ctx: &'a Ctx,
@@ -95,14 +122,14 @@ struct BusMasterOff<'a> {
 impl<'a> BusMasterOff<'a> {
     fn new(ctx: &'a Ctx, ep: &EpInfo) -> Result<Self> {
         let bdf = ep.bdf();
-        bind::set_bus_master(&ctx.sysfs, &bdf, false)?;
+        set_bus_master(&ctx.sysfs, &bdf, false)?;
         Ok(Self { ctx, bdf })
     }
 }
 
 impl Drop for BusMasterOff<'_> {
     fn drop(&mut self) {
-        if let Err(e) = bind::set_bus_master(&self.ctx.sysfs, &self.bdf, true) {
+        if let Err(e) = set_bus_master(&self.ctx.sysfs, &self.bdf, true) {
             Tap::diag(&format!("setting Bus Master of {} again: {e:#}", self.bdf));
         }
     }
@@ -146,7 +173,10 @@ fn reset(ctx: &Ctx) -> Result<Outcome> {
             });
             std::thread::sleep(Duration::from_millis(500));
             ctx.dev.reset(ep.ep)?;
-            println!("{}", reset_line(ep.ep, ResetKind::Ctrl));
+            Tap::report(&ResetLine {
+                ep: ep.ep,
+                kind: ResetKind::Ctrl,
+            });
             let r = waiter.join().map_err(|_| anyhow::anyhow!("waiter panicked"))?;
             expect_errno("NOP waiting at the reset", r, libc::ECANCELED)
         })?;
@@ -171,7 +201,7 @@ fn removal(ctx: &Ctx) -> Result<Outcome> {
     let for_peer = ctx.map(&peer, Path::SgTable, 0, &[ram.all()])?;
     let unrelated = ctx.map(&ep, Path::SgTable, 0, &[ram.all()])?;
 
-    bind::unbind(&ctx.sysfs, &bdf)?;
+    cli_bind::unbind(&ctx.sysfs, &bdf)?;
     Tap::diag(&format!("unbound {bdf} (ep{})", peer.ep));
     let crc = |m| Cmd::new(Opcode::Crc32c, 0).src(m);
     let checks = (|| -> Result<()> {
@@ -196,13 +226,20 @@ fn removal(ctx: &Ctx) -> Result<Outcome> {
         let s = ctx.submit(&ep, &crc(&unrelated), 8192, None)?;
         expect_status("a map not involving it", &s, Status::SUCCESS)
     })();
-    bind::bind(&ctx.sysfs, &bdf, bind::KERNEL_DRIVER).context("binding the peer again")?;
+    cli_bind::bind(
+        &ctx.sysfs,
+        std::path::Path::new("/proc"),
+        Target::Kernel,
+        std::slice::from_ref(&bdf),
+    )
+    .context("binding the peer again")?;
     // phyr.ko reset the device on removal and again on probe (CTRL.RESET each)
-    println!(
-        "{}\n{}",
-        reset_line(peer.ep, ResetKind::Ctrl),
-        reset_line(peer.ep, ResetKind::Ctrl)
-    );
+    for _ in 0..2 {
+        Tap::report(&ResetLine {
+            ep: peer.ep,
+            kind: ResetKind::Ctrl,
+        });
+    }
     checks?;
     let back = ctx.dev.ep_info(peer.ep)?;
     ensure!(back.bdf() == bdf, "ep{} came back as {}", peer.ep, back.bdf());

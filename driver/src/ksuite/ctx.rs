@@ -1,16 +1,18 @@
 //! What every kernel-suite case uses: the open device, its endpoints, buffers and maps that
-//! free themselves, commands that print their `# phyr-cmd` line (driver/src/report.rs), and
-//! the checks of a map's pieces against the endpoints' BARs.
+//! free themselves, commands that print their report lines (docs/REPORT.md: a `# phyr-kmap`
+//! line per list with every piece the kernel mapped, then `# phyr-cmd`), and the checks of a
+//! map's pieces against the endpoints' BARs.
 
+use std::cell::Cell;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{bail, ensure, Context, Result};
-use dma_range::{AddrSpace, Completion, DmaRange, Opcode, Status};
+use dma_range::{AddrSpace, Completion, DmaRange, ListKind, Opcode, Status};
+use phyr_report::{self as report, CmdStatus, EndpointLine, Fault, KernelSeg, KmapLine, MapState, Op, Span, Window};
 
 use super::kdev::{KDev, KErr, KResult, Mapped};
 use super::uapi::{self, EpInfo, Info, MapSeg, Path, Submit};
-use crate::report::{self, CmdLine};
 use crate::suite::Tap;
 
 pub struct Ctx {
@@ -48,6 +50,32 @@ impl Ctx {
             sysfs,
             seed: AtomicU64::new(0x5eed),
         })
+    }
+
+    /// Prints a `# phyr-endpoint` line per endpoint (BAR0 and the IOMMU group from sysfs).
+    pub fn print_endpoints(&self) {
+        let pci = crate::endpoint::find(&self.sysfs, &[]).unwrap_or_default();
+        for (index, e) in self.eps.iter().enumerate() {
+            let bdf = e.bdf();
+            let f = pci.iter().find(|f| f.bdf == bdf);
+            let bar0 = f.and_then(|f| f.bar(0));
+            Tap::report(&EndpointLine {
+                index: index as u32,
+                bdf,
+                endpoint_id: e.ep,
+                switch_id: e.switch_id,
+                bar0: Window {
+                    addr: bar0.map_or(0, |r| r.start),
+                    len: bar0.map_or(0, |r| r.size()),
+                },
+                bar2: Window {
+                    addr: e.bar2_bus,
+                    len: e.bar2_size,
+                },
+                iommu_group: f.and_then(|f| f.iommu_group),
+                bar2_phys: Some(e.bar2_phys),
+            });
+        }
     }
 
     pub fn has(&self, path: Path) -> bool {
@@ -125,22 +153,28 @@ impl Ctx {
         })
     }
 
-    /// Maps `segs` for `ep` and prints the map and its pieces.
+    /// Maps `segs` for `ep` and checks the pieces (every command over the map reports them).
     pub fn map(&self, ep: &EpInfo, path: Path, dir: u32, segs: &[MapSeg]) -> Result<KMap<'_>> {
         let m = self
             .dev
             .map(ep.ep, path, dir, segs)
             .with_context(|| format!("mapping {} segment(s) for ep{} via {}", segs.len(), ep.ep, path.name()))?;
-        print_map(ep.ep, path, &m);
-        check_pieces(self, segs, &m).with_context(|| format!("map {} via {}", m.id, path.name()))?;
-        Ok(KMap { dev: &self.dev, m })
+        let m = KMap {
+            dev: &self.dev,
+            m,
+            path,
+            unmapped: Cell::new(false),
+        };
+        check_pieces(self, segs, &m.m).with_context(|| format!("map {} via {}", m.m.id, path.name()))?;
+        Ok(m)
     }
 
-    /// Submits `c` and prints its phyr-cmd line; `bytes`/`crc` are what the command should
+    /// Submits `c` and prints its report lines; `bytes`/`crc` are what the command should
     /// move (for the trace cross-check). Fails only if the call fails.
     pub fn submit(&self, ep: &EpInfo, c: &Cmd<'_>, bytes: u64, crc: Option<u32>) -> Result<Submit> {
-        let mut s = self.submit_raw(ep, c)?;
-        print_cmd(ep.ep, c, &mut s, bytes, crc);
+        let s = self.submit_raw(ep, c)?;
+        // One write: other threads' lines never come between a command's kmap and cmd lines.
+        Tap::report(&report_lines(ep.ep, c, &s, bytes, crc));
         if s.out_flags & uapi::SUBMIT_TIMED_OUT != 0 {
             Tap::diag("the completion above came from stopping the queue after the timeout");
         }
@@ -220,9 +254,64 @@ impl Drop for KBuf<'_> {
 pub struct KMap<'a> {
     dev: &'a KDev,
     pub m: Mapped,
+    pub path: Path,
+    /// Unmapped with KEEP: commands over it are uses after unmap.
+    unmapped: Cell<bool>,
 }
 
 impl KMap<'_> {
+    /// UNMAP with KEEP: the DMA mapping goes, the id and its ranges stay (a stale map).
+    pub fn unmap_keep(&self) -> KResult<()> {
+        self.dev.unmap(self.m.id, uapi::UNMAP_KEEP)?;
+        self.unmapped.set(true);
+        Ok(())
+    }
+
+    /// Every piece as the report grammar has it: the part of the list the device was given
+    /// (in the space of its range), the kernel's decision, the physical address, the call,
+    /// and the index of the range holding it.
+    pub fn kernel_segs(&self) -> Vec<KernelSeg> {
+        self.m
+            .pieces
+            .iter()
+            .map(|p| {
+                let bus = self
+                    .m
+                    .ranges
+                    .get(p.range as usize)
+                    .is_some_and(|r| r.flags & uapi::RANGE_BUS_ADDR != 0);
+                let space = if bus { AddrSpace::Bus } else { AddrSpace::Iova };
+                KernelSeg {
+                    dma: Span::new(space, p.dma_addr, u64::from(p.len)),
+                    // check_pieces refused unknown map types when the map was made
+                    map: uapi::map_type(p.map_type).unwrap_or(report::MapType::None),
+                    phys: p.phys,
+                    call: uapi::call(p.how),
+                    entry: Some(p.range),
+                }
+            })
+            .collect()
+    }
+
+    /// The `# phyr-kmap` lines of this map as list `list` of command `(ep, q, id)`.
+    pub fn kmap_lines(&self, ep: u32, q: u32, id: u16, list: ListKind) -> Vec<KmapLine> {
+        let head = KmapLine {
+            ep,
+            q,
+            id,
+            list,
+            first: 0,
+            segs: Vec::new(),
+            path: Some(self.path.report()),
+            state: Some(if self.unmapped.get() {
+                MapState::Unmapped
+            } else {
+                MapState::Mapped
+            }),
+        };
+        KmapLine::split(&head, &self.kernel_segs())
+    }
+
     pub fn dma_ranges(&self) -> Vec<DmaRange> {
         self.m
             .ranges
@@ -302,72 +391,42 @@ pub fn completion(s: &Submit) -> Completion {
     }
 }
 
-fn print_cmd(ep: u32, c: &Cmd<'_>, s: &mut Submit, bytes: u64, crc: Option<u32>) {
-    let src = c.src.map(KMap::dma_ranges).unwrap_or_default();
-    let dst = c.dst.map(KMap::dma_ranges).unwrap_or_default();
-    let lists = if s.list_bytes > 0 {
-        vec![(AddrSpace::Iova, s.list_dma, s.list_bytes)]
-    } else {
-        Vec::new()
-    };
+/// The report lines of a finished command: `# phyr-kmap` for each list the kernel mapped,
+/// then `# phyr-cmd` (and its `# phyr-ranges`), one per line, without a final newline.
+fn report_lines(ep: u32, c: &Cmd<'_>, s: &Submit, bytes: u64, crc: Option<u32>) -> String {
     let comp = completion(s);
-    let line = CmdLine {
-        ep: ep as usize,
+    let mut out = String::new();
+    for (list, m) in [(ListKind::Src, c.src), (ListKind::Dst, c.dst)] {
+        for l in m
+            .into_iter()
+            .flat_map(|m| m.kmap_lines(ep, c.queue, comp.command_id, list))
+        {
+            out.push_str(&l.to_string());
+            out.push('\n');
+        }
+    }
+    let spans = |m: Option<&KMap<'_>>| m.map_or_else(Vec::new, |m| m.dma_ranges().iter().map(Span::from).collect());
+    let cmd = report::Cmd {
+        ep,
         q: c.queue,
-        opcode: c.op as u8,
-        completion: &comp,
+        id: comp.command_id,
+        op: Op::from_code(c.op as u8),
+        status: CmdStatus::from_code(comp.status),
+        result: comp.result,
         bytes,
+        // The expected CRC only describes what a successful command moved.
         crc32c: crc.filter(|_| comp.status == Status::SUCCESS as u16),
-        src: &src,
-        dst: &dst,
-        lists: &lists,
-    };
-    println!("{}", line.render());
-}
-
-fn print_map(ep: u32, path: Path, m: &Mapped) {
-    const SHOWN: usize = 16;
-    let mut line = format!(
-        "phyr-kmap ep={ep} id={} path={} bytes={} ranges={} pieces={}",
-        m.id,
-        path.name(),
-        m.total_len,
-        m.ranges.len(),
-        m.pieces.len()
-    );
-    for p in m.pieces.iter().take(SHOWN) {
-        let r = &m.ranges[p.range as usize];
-        let space = if r.flags & uapi::RANGE_BUS_ADDR != 0 {
-            "bus"
+        src: spans(c.src),
+        dst: spans(c.dst),
+        lists: if s.list_bytes > 0 {
+            vec![Span::new(AddrSpace::Iova, s.list_dma, u64::from(s.list_bytes))]
         } else {
-            "iova"
-        };
-        line.push_str(&format!(
-            "\nphyr-kpiece map={} seg={} off={:#x} phys={:#x}+{:#x} dma={space}:{:#x} range={} type={} how={}{}",
-            m.id,
-            p.seg,
-            p.buf_offset,
-            p.phys,
-            p.len,
-            p.dma_addr,
-            p.range,
-            uapi::map_type_name(p.map_type),
-            uapi::how_name(p.how),
-            if p.flags & uapi::PIECE_FALLBACK != 0 {
-                " fallback"
-            } else {
-                ""
-            }
-        ));
-    }
-    if m.pieces.len() > SHOWN {
-        line.push_str(&format!(
-            "\nphyr-kpiece map={} ... {} more",
-            m.id,
-            m.pieces.len() - SHOWN
-        ));
-    }
-    Tap::diag(&line);
+            Vec::new()
+        },
+        fault: Fault::of(&comp),
+    };
+    out.push_str(&cmd.render());
+    out
 }
 
 /// What a map must satisfy whatever the path: pieces in input order and contiguous within
@@ -408,6 +467,16 @@ pub fn check_pieces(ctx: &Ctx, segs: &[MapSeg], m: &Mapped) -> Result<()> {
             r.addr,
             r.len
         );
+        ensure!(
+            uapi::map_type(p.map_type).is_some() && uapi::call(p.how).is_some(),
+            "piece {i}: map type {} / call {} unknown",
+            p.map_type,
+            p.how
+        );
+        ensure!(
+            p.flags & uapi::PIECE_FALLBACK == 0 || uapi::call(p.how) == Some(report::KernelCall::MapPhys),
+            "piece {i}: a fallback piece not made by dma_map_phys()"
+        );
         let bus = r.flags & uapi::RANGE_BUS_ADDR != 0;
         ensure!(
             bus == (p.map_type == uapi::MAP_BUS_ADDR),
@@ -442,7 +511,7 @@ pub fn expect_status(what: &str, s: &Submit, status: Status) -> Result<()> {
     ensure!(
         s.cqe.status == status as u16,
         "{what}: {} (result {:#x}, segment {}, fault {:#x}), expected {}",
-        report::status_name(s.cqe.status),
+        CmdStatus::from_code(s.cqe.status),
         s.cqe.result,
         s.cqe.segment as i32,
         s.cqe.fault_addr,

@@ -2,10 +2,11 @@
 //! driver `phyr.ko` (kernel/, docs/KERNEL-UAPI.md) instead of VFIO: buffers are mapped by
 //! Linux's own DMA API (scatterlists, the IOVA API, dma_map_phys, dma_map_resource) and the
 //! kernel's P2PDMA decisions, and the device checks every segment. Output is TAP on stdout
-//! as in `phyr suite`, with a `# phyr-kmap`/`# phyr-kpiece` line per map (physical address
-//! and decision of every piece) and a `# phyr-cmd` line per command (driver/src/report.rs).
+//! as in `phyr suite`, with report lines (docs/REPORT.md) the harness cross-checks against the
+//! device's traces: a `# phyr-endpoint` line per endpoint, and per command a `# phyr-kmap` line
+//! per list (every piece's DMA address, the kernel's P2P decision, physical address, kernel
+//! call, list entry; whether the mapping was torn down) and its `# phyr-cmd` line.
 
-mod bind;
 mod cases_data;
 mod cases_fault;
 mod cases_queue;
@@ -28,7 +29,7 @@ pub struct Args {
     /// List the cases and exit.
     #[arg(long)]
     pub list: bool,
-    /// First give every phyr endpoint to phyr.ko (which must be loaded).
+    /// First give every phyr endpoint to phyr.ko (which must be loaded), as `phyr bind kernel` does.
     #[arg(long)]
     pub bind: bool,
     /// The driver's device node.
@@ -75,8 +76,9 @@ pub fn run(sysfs: &Path, args: &Args) -> Result<bool> {
     let mut tap = Tap::default();
     let opened = (|| -> Result<Ctx> {
         if args.bind {
-            let bdfs = bind::bind_all_to_kernel(sysfs)?;
-            Tap::diag(&format!("bound to phyr.ko: {}", bdfs.join(" ")));
+            for m in crate::cli::bind::bind(sysfs, Path::new("/proc"), crate::cli::bind::Target::Kernel, &[])? {
+                Tap::diag(&m.to_string());
+            }
         }
         Ctx::open(&args.dev, sysfs.to_path_buf())
     })();
@@ -91,6 +93,7 @@ pub fn run(sysfs: &Path, args: &Args) -> Result<bool> {
         }
     };
     tap.header(selected.len());
+    ctx.print_endpoints();
     for c in selected {
         Tap::diag(&format!("case {}: {}", c.name, c.about));
         let t0 = std::time::Instant::now();

@@ -2,6 +2,8 @@
 //! docs/KERNEL-UAPI.md), laid out exactly as the C header; sizes are pinned below and the
 //! request numbers checked against the C header's values in the tests.
 
+use phyr_report::{KernelCall, KernelPath, MapType};
+
 pub const UAPI_MAJOR: u32 = 1;
 pub const MAX_ENDPOINTS: usize = 32;
 pub const MAX_QUEUES: usize = 8;
@@ -45,34 +47,49 @@ impl Path {
     pub const ALL: [Path; 4] = [Path::SgTable, Path::Iova, Path::Phys, Path::Resource];
 
     pub fn name(self) -> &'static str {
+        self.report().name()
+    }
+
+    /// The path as the report grammar names it.
+    pub fn report(self) -> KernelPath {
         match self {
-            Path::SgTable => "sgtable",
-            Path::Iova => "iova",
-            Path::Phys => "phys",
-            Path::Resource => "resource",
+            Path::SgTable => KernelPath::SgTable,
+            Path::Iova => KernelPath::Iova,
+            Path::Phys => KernelPath::Phys,
+            Path::Resource => KernelPath::Resource,
         }
     }
 }
 
+/// A P2P decision (P2P_QUERY's `map_type`, a piece's `map_type`) as docs/REPORT.md spells it.
 pub fn map_type_name(t: u8) -> &'static str {
-    match t {
-        MAP_NONE => "none",
-        MAP_NOT_SUPPORTED => "not-supported",
-        MAP_BUS_ADDR => "bus-addr",
-        MAP_THRU_HOST_BRIDGE => "host-bridge",
-        _ => "?",
+    match map_type(t) {
+        Some(m) => m.name(),
+        None if t == MAP_NOT_SUPPORTED => "not_supported",
+        None => "?",
     }
 }
 
-pub fn how_name(h: u8) -> &'static str {
-    match h {
-        1 => "sgtable",
-        2 => "iova-link",
-        3 => "bus-addr-map",
-        4 => "map-phys",
-        5 => "map-page",
-        6 => "map-resource",
-        _ => "?",
+/// A piece's `map_type` in the report grammar (`None` for NOT_SUPPORTED or an unknown value).
+pub fn map_type(t: u8) -> Option<MapType> {
+    match t {
+        MAP_NONE => Some(MapType::None),
+        MAP_BUS_ADDR => Some(MapType::BusAddr),
+        MAP_THRU_HOST_BRIDGE => Some(MapType::ThruHostBridge),
+        _ => None,
+    }
+}
+
+/// A piece's `how` (PHYR_HOW_*): the kernel call that produced its DMA address.
+pub fn call(how: u8) -> Option<KernelCall> {
+    match how {
+        1 => Some(KernelCall::SgTable),
+        2 => Some(KernelCall::IovaLink),
+        3 => Some(KernelCall::BusAddrMap),
+        4 => Some(KernelCall::MapPhys),
+        5 => Some(KernelCall::MapPage),
+        6 => Some(KernelCall::MapResource),
+        _ => None,
     }
 }
 

@@ -64,6 +64,8 @@ pub fn run(s: &mut Bench, only: &[String]) -> Result<bool> {
                 len: e.bar2_len(),
             },
             iommu_group: e.pci.iommu_group,
+            // The CPU's view of BAR2, from sysfs.
+            bar2_phys: e.pci.bar(2).map(|r| r.start),
         };
         Tap::report(&line);
     }

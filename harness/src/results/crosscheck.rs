@@ -88,7 +88,7 @@ fn inside(rec: &DmaRecord, allowed: &[Span]) -> bool {
 /// range inside the command's ranges of its list, in the space its map type implies.
 fn check_kernel_map(d: &ReportedCmd, what: &str, report: &mut Report) {
     for (list, segs) in &d.kmap {
-        for (i, k) in segs.iter().enumerate() {
+        for (i, k) in segs.segs.iter().enumerate() {
             let dma = k.dma;
             if dma.space != k.map.space() {
                 report.problems.push(format!(
