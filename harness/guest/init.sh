@@ -3,8 +3,8 @@
 # It mounts the kernel filesystems, loads the modules (VFIO, 9p for --share, extra and
 # out-of-tree ones) in dependency order, mounts the host folder at /mnt/host (--share), hands
 # every device listed in PHYR_BIND to vfio-pci, then opens a shell (run), runs `phyr suite`
-# (test) or runs one command (run --guest-cmd), and powers the machine off. Settings come from
-# /etc/phyr.conf.
+# (test), moves the endpoints to phyr.ko and runs `phyr ksuite` (ktest) or runs one command
+# (run --guest-cmd), and powers the machine off. Settings come from /etc/phyr.conf.
 export PATH=/bin:/sbin:/usr/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -90,6 +90,12 @@ case "$PHYR_MODE" in
 test)
     echo "=== phyr suite begin ==="
     phyr suite
+    rc=$?
+    echo "=== phyr suite end: exit $rc ==="
+    ;;
+ktest)
+    echo "=== phyr suite begin ==="
+    phyr ksuite --bind
     rc=$?
     echo "=== phyr suite end: exit $rc ==="
     ;;

@@ -22,6 +22,9 @@ pub enum GuestMode {
     Shell,
     /// `phyr suite`, TAP on the console between markers, then power off.
     Suite,
+    /// `phyr ksuite --bind` (the endpoints moved to phyr.ko), TAP between the same markers,
+    /// then power off.
+    KernelSuite,
     /// One shell command between markers, then power off.
     Command(String),
 }
@@ -115,6 +118,7 @@ fn phyr_conf(spec: &InitramfsSpec<'_>, modules: &[String]) -> String {
     let (mode, cmd) = match &spec.mode {
         GuestMode::Shell => ("shell", ""),
         GuestMode::Suite => ("test", ""),
+        GuestMode::KernelSuite => ("ktest", ""),
         GuestMode::Command(c) => ("cmd", c.as_str()),
     };
     let check: Vec<&str> = spec
@@ -209,6 +213,7 @@ mod tests {
             "READY:",
             "=== phyr suite begin ===",
             "=== phyr suite end: exit",
+            "phyr ksuite --bind",
             "poweroff -f",
             "vermagic mismatch",
             "mount -t 9p",

@@ -21,6 +21,9 @@ use crate::provision::qemu::Qemu;
 pub const PHYR_PCI_ID: &str = "0x1234:0x7068";
 pub const EDU_PCI_ID: &str = "0x1234:0x11e8";
 
+/// The copy of the recipe in each run directory.
+pub const RECIPE_COPY: &str = "recipe.args";
+
 /// Provisioned, verified parts shared by every boot of one harness invocation.
 pub struct Parts {
     pub qemu: Qemu,
@@ -159,6 +162,9 @@ pub fn boot(parts: &Parts, run: &RunDir, o: &BootOptions<'_>) -> Result<Outcome>
     }
     let modules = parts.kernel.load_order(&extra, &parts.built)?;
     record_kernel(run, parts, &modules)?;
+    // The recipe as booted: `phyr-harness crosscheck DIR` reads the RAM layout from it.
+    std::fs::copy(&o.recipe.file, run.file(RECIPE_COPY))
+        .with_context(|| format!("copying {} into {}", o.recipe.file.display(), run.path.display()))?;
     let initrd = run.file("initramfs.cpio");
     let spec = InitramfsSpec {
         busybox: &parts.busybox,

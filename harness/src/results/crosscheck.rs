@@ -6,8 +6,10 @@
 //!   (dst for COPY/FILL, src for CRC32C/COMPARE) add up to `bytes` and their CRC32C matches;
 //! - every access that reached memory lies inside a segment the driver handed out for that
 //!   list (src, dst, or the list blocks), in the same address space;
-//! - with a kernel driver, every `# phyr-kmap` segment lies inside the command's ranges of its
-//!   list, in the space its map type implies (a bus address for `bus_addr`, an IOVA otherwise).
+//! - with a kernel driver (`# phyr-kmap` lines), what kernel_oracle.rs checks: every piece
+//!   inside the command's ranges in the space its map type implies, every access in the space
+//!   the kernel chose, at the guest-physical address or BAR offset it mapped, nothing after an
+//!   unmap.
 //!
 //! Commands are matched per (endpoint, queue, id) in order of completion, scoped to *reset
 //! epochs*: the driver prints `# phyr-reset ep=N kind=ctrl|vfio` when it resets an endpoint
@@ -27,7 +29,10 @@ use anyhow::{bail, Context, Result};
 use dma_range::{AddrSpace, ListKind, Status};
 use phyr_kernels::crc32c;
 use phyr_report::{CmdStatus, Op, ReportedCmd, Span};
-use phyr_trace::{DmaRecord, Event, Payload, Space, TraceReader};
+use phyr_trace::{DmaRecord, Event, Payload, Record, Space, TraceReader};
+
+use crate::results::guest_phys::{GuestPhys, RamLayout};
+use crate::results::kernel_oracle::{self, KernelStats, Oracle, TimedDma};
 
 /// What the device did for one command.
 #[derive(Debug, Default)]
@@ -37,7 +42,8 @@ struct DeviceCmd {
     opcode: u8,
     status: u16,
     result: u64,
-    dma: Vec<DmaRecord>,
+    /// Its DMA records with their time stamps.
+    dma: Vec<TimedDma>,
 }
 
 #[derive(Debug, Default)]
@@ -50,6 +56,8 @@ pub struct Report {
     pub unfinished: usize,
     /// Device completions no `# phyr-cmd` line reported (not checked, not an error).
     pub unreported: usize,
+    /// What the kernel path's oracle checked (commands with `# phyr-kmap` lines).
+    pub kernel: KernelStats,
     pub problems: Vec<String>,
 }
 
@@ -65,7 +73,31 @@ impl Report {
             self.problems.len(),
             self.unfinished,
             self.unreported
-        )
+        ) + &match self.kernel.summary() {
+            k if k.is_empty() => String::new(),
+            k => format!("; {k}"),
+        }
+    }
+
+    /// The progress line's words: how many commands matched (or the problems), and the kernel
+    /// path's counts.
+    pub fn summary(&self) -> String {
+        let head = if self.problems.is_empty() {
+            format!(
+                "{} commands match the device's DMA records ({} with their data CRC)",
+                self.commands_checked, self.crcs_compared
+            )
+        } else {
+            format!(
+                "{} problem(s) in {} commands",
+                self.problems.len(),
+                self.commands_checked
+            )
+        };
+        match self.kernel.summary() {
+            k if k.is_empty() => head,
+            k => format!("{head}; {k}"),
+        }
     }
 }
 
@@ -84,54 +116,30 @@ fn inside(rec: &DmaRecord, allowed: &[Span]) -> bool {
     allowed.iter().any(|s| s.covers(space, rec.addr, u64::from(rec.len)))
 }
 
-/// The kernel's `# phyr-kmap` segments must describe what the command handed out: each DMA
-/// range inside the command's ranges of its list, in the space its map type implies.
-fn check_kernel_map(d: &ReportedCmd, what: &str, report: &mut Report) {
-    for (list, segs) in &d.kmap {
-        for (i, k) in segs.segs.iter().enumerate() {
-            let dma = k.dma;
-            if dma.space != k.map.space() {
-                report.problems.push(format!(
-                    "{what}: kernel {} segment {i} is {dma} but mapped {} (its address belongs in {})",
-                    list.name(),
-                    k.map.name(),
-                    phyr_report::space_name(k.map.space())
-                ));
-            } else if !d
-                .cmd
-                .ranges(*list)
-                .iter()
-                .any(|s| s.covers(dma.space, dma.addr, dma.len))
-            {
-                report.problems.push(format!(
-                    "{what}: kernel {} segment {i} {dma} is not among the command's {} ranges",
-                    list.name(),
-                    list.name()
-                ));
-            }
-        }
-    }
-}
-
 /// Completed commands per (endpoint, queue, command id), in completion order.
 type DeviceCommands = BTreeMap<(u32, u32, u16), VecDeque<DeviceCmd>>;
 
-/// Reads every endpoint's trace in `trace_dir` into completed commands per (ep, q, id).
-/// Also counts, in `unfinished`, commands that did DMA but were ended by a reset without a completion.
-fn device_commands(trace_dir: &Path, unfinished: &mut usize) -> Result<DeviceCommands, String> {
+/// Reads every endpoint's trace in `trace_dir` into completed commands per (ep, q, id), and
+/// the event records (for the mapping history, `GuestPhys`). Also counts, in `unfinished`,
+/// commands that did DMA but were ended by a reset without a completion.
+fn device_commands(trace_dir: &Path, unfinished: &mut usize) -> Result<(DeviceCommands, Vec<Record>), String> {
     let files = phyr_trace_tools::trace_files(trace_dir).map_err(|e| e.to_string())?;
     let mut done = DeviceCommands::new();
+    let mut events = Vec::new();
     for f in files {
         let mut reader = TraceReader::open(&f.path).map_err(|e| e.to_string())?;
         let mut pending: BTreeMap<(u32, u32, u16), DeviceCmd> = BTreeMap::new();
         let mut epochs: BTreeMap<u16, u32> = BTreeMap::new();
         while let Some((_, rec)) = reader.next_record().map_err(|e| format!("{}: {e}", f.path.display()))? {
+            if matches!(rec.payload, Payload::Event { .. }) {
+                events.push(rec.clone());
+            }
             match rec.payload {
                 Payload::Dma(d) => pending
                     .entry((u32::from(d.endpoint), u32::from(d.queue), d.command_id))
                     .or_default()
                     .dma
-                    .push(d),
+                    .push((rec.t_ns, d)),
                 Payload::Event {
                     endpoint,
                     event:
@@ -164,11 +172,12 @@ fn device_commands(trace_dir: &Path, unfinished: &mut usize) -> Result<DeviceCom
             }
         }
     }
-    Ok(done)
+    Ok((done, events))
 }
 
-/// Cross-checks the console log of a suite run against the run's traces.
-pub fn check(serial_log: &str, trace_dir: &Path) -> Report {
+/// Cross-checks the console log of a suite run against the run's traces; `layout` is the
+/// recipe's guest RAM layout (or why there is none), for the kernel path's translations.
+pub fn check(serial_log: &str, trace_dir: &Path, layout: Result<RamLayout, String>) -> Report {
     let mut report = Report::default();
     let log = phyr_report::parse_log(serial_log);
     report.problems.extend(log.problems);
@@ -179,12 +188,17 @@ pub fn check(serial_log: &str, trace_dir: &Path) -> Report {
             .push("the console has no `# phyr-cmd` lines to check".into());
         return report;
     }
-    let mut device = match device_commands(trace_dir, &mut report.unfinished) {
+    let (mut device, events) = match device_commands(trace_dir, &mut report.unfinished) {
         Ok(d) => d,
         Err(e) => {
             report.problems.push(format!("cannot read the device traces: {e}"));
             return report;
         }
+    };
+    let guest_phys = layout.map(|l| GuestPhys::from_records(l, &events));
+    let oracle = Oracle {
+        guest_phys: &guest_phys,
+        endpoints: &log.endpoints,
     };
     let device_total: usize = device.values().map(VecDeque::len).sum();
     let mut matched = 0usize;
@@ -234,7 +248,7 @@ pub fn check(serial_log: &str, trace_dir: &Path) -> Report {
                 dev.result
             ));
         }
-        for rec in dev.dma.iter().filter(|r| r.status == 0) {
+        for (_, rec) in dev.dma.iter().filter(|(_, r)| r.status == 0) {
             let allowed = match ListKind::from_u8(rec.list) {
                 Some(list @ (ListKind::Src | ListKind::Dst | ListKind::Descriptor)) => c.ranges(list),
                 Some(ListKind::Queue) | None => continue,
@@ -246,7 +260,7 @@ pub fn check(serial_log: &str, trace_dir: &Path) -> Report {
                 ));
             }
         }
-        check_kernel_map(d, &what, &mut report);
+        kernel_oracle::check_command(&oracle, d, &dev.dma, &what, &mut report.kernel, &mut report.problems);
         if c.status == CmdStatus::Known(Status::SUCCESS) {
             check_data(d, &dev, &what, &mut report);
         }
@@ -272,7 +286,7 @@ impl Epochs {
 /// The opcode of a device command: the DMA records carry it too; the completion event's may
 /// be unset (0).
 fn dev_opcode(dev: &DeviceCmd) -> u8 {
-    dev.dma.first().map_or(dev.opcode, |r| r.opcode)
+    dev.dma.first().map_or(dev.opcode, |(_, r)| r.opcode)
 }
 
 fn same_cmd(d: &ReportedCmd, dev: &DeviceCmd) -> bool {
@@ -314,6 +328,7 @@ fn check_data(d: &ReportedCmd, dev: &DeviceCmd, what: &str, report: &mut Report)
     let recs: Vec<&DmaRecord> = dev
         .dma
         .iter()
+        .map(|(_, r)| r)
         .filter(|r| r.list == side as u8 && r.status == 0)
         .collect();
     let moved: u64 = recs.iter().map(|r| u64::from(r.len)).sum();
@@ -340,6 +355,15 @@ fn check_data(d: &ReportedCmd, dev: &DeviceCmd, what: &str, report: &mut Report)
 
 /// `crosscheck DIR`: one session directory (serial.log + trace/), or a `test` run holding one
 /// per recipe.
+/// The guest RAM layout of a session, from the recipe copy the harness left in it.
+fn layout_of_session(dir: &Path) -> Result<RamLayout, String> {
+    let file = dir.join(crate::launch::boot::RECIPE_COPY);
+    let text = std::fs::read_to_string(&file)
+        .map_err(|e| format!("{} ({e}): the recipe's RAM layout is unknown", file.display()))?;
+    let recipe = crate::launch::recipe::Recipe::parse("session", &file, &text).map_err(|e| e.to_string())?;
+    RamLayout::from_recipe(&recipe).map_err(|e| e.to_string())
+}
+
 pub fn command(dir: &Path) -> Result<i32> {
     let sessions: Vec<PathBuf> = if dir.join("serial.log").is_file() {
         vec![dir.to_owned()]
@@ -359,7 +383,7 @@ pub fn command(dir: &Path) -> Result<i32> {
     for s in &sessions {
         let serial = std::fs::read_to_string(s.join("serial.log"))
             .with_context(|| format!("reading {}", s.join("serial.log").display()))?;
-        let c = check(&serial, &s.join("trace"));
+        let c = check(&serial, &s.join("trace"), layout_of_session(s));
         for p in &c.problems {
             println!("{}: {p}", s.display());
         }
@@ -372,6 +396,11 @@ pub fn command(dir: &Path) -> Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// No RAM layout: these tests have no kernel commands.
+    fn no_layout() -> Result<RamLayout, String> {
+        Err("no layout in this test".into())
+    }
 
     /// The one command of a console log.
     fn parse_cmd_line(line: &str) -> ReportedCmd {
@@ -395,11 +424,12 @@ src=[iova:0x100000+0x1000,bus:0xfe000000+0x1000] dst=[iova:0x200000+0x2000] list
         assert_eq!(c.src[1], Span::new(AddrSpace::Bus, 0xfe000000, 0x1000));
         assert_eq!(c.lists, vec![Span::new(AddrSpace::Iova, 0x5000, 0x20)]);
         // A report line that does not parse is a problem of the check, not a skipped line.
-        let r = check("# phyr-cmd ep=x", Path::new("/nonexistent"));
+        let r = check("# phyr-cmd ep=x", Path::new("/nonexistent"), no_layout());
         assert!(r.problems[0].contains("field `ep=x`"), "{:?}", r.problems);
         let r = check(
             &LINE.replace("src=[iova:0x100000+0x1000,", "src=[iova:0x100000,"),
             Path::new("/nonexistent"),
+            no_layout(),
         );
         assert!(r.problems[0].contains("no `+len`"), "{:?}", r.problems);
     }
@@ -457,8 +487,8 @@ src=[iova:0x100000+0x1000,bus:0xfe000000+0x1000] dst=[iova:0x200000+0x2000] list
             status: 0,
             result: 0x2000,
             dma: vec![
-                rec(1, Space::Iova, 0x200000, 4096, &data[..4096]),
-                rec(1, Space::Iova, 0x201000, 4096, &data[4096..]),
+                (0, rec(1, Space::Iova, 0x200000, 4096, &data[..4096])),
+                (1, rec(1, Space::Iova, 0x201000, 4096, &data[4096..])),
             ],
         };
         let mut r = Report::default();
@@ -508,11 +538,11 @@ src=[iova:0x100000+0x1000,bus:0xfe000000+0x1000] dst=[iova:0x200000+0x2000] list
              src=[iova:0x100000+0x1000] dst=[iova:0x200000+0x1000] lists=[] fault=-",
             crc32c::crc32c(&data)
         );
-        let report = check(&format!("noise\n{line}\n"), &dir);
+        let report = check(&format!("noise\n{line}\n"), &dir, no_layout());
         assert_eq!((report.commands_checked, report.unfinished), (1, 1));
         assert!(report.problems.is_empty(), "{:?}", report.problems);
         // Without the trace the check says so rather than passing.
-        let missing = check(&line, &dir.join("nope"));
+        let missing = check(&line, &dir.join("nope"), no_layout());
         assert!(missing.problems[0].contains("cannot read the device traces"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -565,12 +595,12 @@ src=[iova:0x100000+0x1000,bus:0xfe000000+0x1000] dst=[iova:0x200000+0x2000] list
         let nop = cmd_line(1, "NOP", "SUCCESS", 0);
         let aborted = cmd_line(1, "COPY", "ABORTED_RESET", 0x800);
         let log = format!("{nop}\n# phyr-reset ep=0 kind=vfio\n{aborted}\n# phyr-reset ep=0 kind=ctrl\n{nop}\n");
-        let r = check(&log, &dir);
+        let r = check(&log, &dir, no_layout());
         assert!(r.problems.is_empty(), "{:?}", r.problems);
         assert_eq!((r.commands_checked, r.unreported), (3, 0));
         // Without the reset lines the driver claims all three in one epoch: the COPY has no
         // completion there.
-        let r = check(&format!("{nop}\n{aborted}\n{nop}\n"), &dir);
+        let r = check(&format!("{nop}\n{aborted}\n{nop}\n"), &dir, no_layout());
         assert!(
             r.problems
                 .iter()
@@ -600,7 +630,7 @@ src=[iova:0x100000+0x1000,bus:0xfe000000+0x1000] dst=[iova:0x200000+0x2000] list
             cmd_line(1, "COPY", "ABORTED_RESET", 0x800),
             cmd_line(2, "NOP", "SUCCESS", 0)
         );
-        let r = check(&log, &dir);
+        let r = check(&log, &dir, no_layout());
         assert!(r.problems.is_empty(), "{:?}", r.problems);
         assert_eq!((r.commands_checked, r.unreported), (2, 2));
         // Still strict: a reported result the device never produced is a mismatch.
@@ -608,7 +638,7 @@ src=[iova:0x100000+0x1000,bus:0xfe000000+0x1000] dst=[iova:0x200000+0x2000] list
             "# phyr-reset ep=0 kind=ctrl\n{}\n",
             cmd_line(1, "COPY", "ABORTED_RESET", 0x400)
         );
-        let r = check(&log, &dir);
+        let r = check(&log, &dir, no_layout());
         assert!(
             r.problems.len() == 1 && r.problems[0].contains("driver saw ABORTED_RESET result 0x400"),
             "{:?}",
@@ -630,7 +660,7 @@ src=[iova:0x100000+0x1000,bus:0xfe000000+0x1000] dst=[iova:0x200000+0x2000] list
             cmd_line(1, "COPY", "ABORTED_RESET", 0x400000),
             cmd_line(1, "NOP", "SUCCESS", 0)
         );
-        let r = check(&log, &dir);
+        let r = check(&log, &dir, no_layout());
         assert!(r.problems.is_empty(), "{:?}", r.problems);
         assert_eq!((r.commands_checked, r.unreported), (2, 0));
         // Only an aborted command gets that slack.
@@ -638,7 +668,7 @@ src=[iova:0x100000+0x1000,bus:0xfe000000+0x1000] dst=[iova:0x200000+0x2000] list
             "# phyr-reset ep=0 kind=ctrl\n{}\n",
             cmd_line(1, "COPY", "SUCCESS", 0x400000)
         );
-        assert!(!check(&log, &dir).problems.is_empty());
+        assert!(!check(&log, &dir, no_layout()).problems.is_empty());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -651,30 +681,5 @@ src=[iova:0x100000+0x1000,bus:0xfe000000+0x1000] dst=[iova:0x200000+0x2000] list
             !inside(&rec(1, Space::Bus, 0xe2000000, 0x1000, b""), &c.dst),
             "the count adds no coverage"
         );
-    }
-
-    #[test]
-    fn kernel_segments_must_lie_inside_the_command_in_the_space_of_their_map_type() {
-        let kmap = "# phyr-kmap ep=0 q=1 id=17 list=src first=0 \
-segs=[iova:0x100000+0x1000=none:0x7f3a0000,bus:0xfe000000+0x800=bus_addr:0xfe000000]";
-        let problems = |kmap: &str| {
-            let mut r = Report::default();
-            check_kernel_map(&parse_cmd_line(&format!("{kmap}\n{LINE}")), "t", &mut r);
-            r.problems
-        };
-        assert_eq!(problems(kmap), Vec::<String>::new());
-        for (changed, want) in [
-            (
-                kmap.replace("=bus_addr:", "=thru_host_bridge:"),
-                "mapped thru_host_bridge (its address belongs in iova)",
-            ),
-            (
-                kmap.replace("bus:0xfe000000+0x800", "bus:0xfe000800+0x1000"),
-                "is not among the command's src ranges",
-            ),
-        ] {
-            let p = problems(&changed);
-            assert!(p.len() == 1 && p[0].contains(want), "{changed}: {p:?}");
-        }
     }
 }

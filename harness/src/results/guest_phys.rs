@@ -21,13 +21,9 @@
 //! or two candidate mappings (an unmap and remap of the same IOVA while the access ran), and
 //! RAM offsets past the recipe's RAM.
 
-// Used by the kernel-path cross-check (issue 15); until it lands, by its tests only.
-#![cfg_attr(not(test), allow(dead_code))]
-
 use std::collections::BTreeMap;
-use std::path::Path;
 
-use phyr_trace::{DmaRecord, Event, Payload, Record, Space, Target, TraceReader};
+use phyr_trace::{DmaRecord, Event, Payload, Record, Space, Target};
 
 use crate::launch::recipe::{Opt, Recipe};
 
@@ -285,6 +281,7 @@ pub struct GuestPhysAccess {
 
 impl GuestPhysAccess {
     /// The guest-physical address of the first byte.
+    #[cfg(test)]
     pub fn gpa(&self) -> u64 {
         self.ranges[0].0
     }
@@ -387,12 +384,14 @@ impl GuestPhys {
         g
     }
 
-    /// Reads every endpoint's trace under `trace_dir` (a run directory or its `trace/`).
-    pub fn from_trace_dir(layout: RamLayout, trace_dir: &Path) -> Result<GuestPhys, String> {
+    /// Reads every endpoint's trace under `trace_dir` (a run directory or its `trace/`). (The
+    /// cross-check builds it from the records it read anyway.)
+    #[cfg(test)]
+    pub fn from_trace_dir(layout: RamLayout, trace_dir: &std::path::Path) -> Result<GuestPhys, String> {
         let files = phyr_trace_tools::trace_files(trace_dir).map_err(|e| e.to_string())?;
         let mut records = Vec::new();
         for f in files {
-            let mut reader = TraceReader::open(&f.path).map_err(|e| e.to_string())?;
+            let mut reader = phyr_trace::TraceReader::open(&f.path).map_err(|e| e.to_string())?;
             while let Some((_, rec)) = reader.next_record().map_err(|e| format!("{}: {e}", f.path.display()))? {
                 if matches!(rec.payload, Payload::Event { .. }) {
                     records.push(rec);
@@ -400,6 +399,11 @@ impl GuestPhys {
             }
         }
         Ok(GuestPhys::from_records(layout, &records))
+    }
+
+    /// The layout fd offsets are placed with.
+    pub fn layout(&self) -> RamLayout {
+        self.layout
     }
 
     /// The guest-physical address(es) the DMA record `d`, stamped `t_ns`, touched.

@@ -2,6 +2,7 @@
 
 use super::*;
 use phyr_trace::Direction;
+use std::path::Path;
 
 const MIB: u64 = 1 << 20;
 

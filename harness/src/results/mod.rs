@@ -4,13 +4,18 @@
 //!
 //! - `tap`: TAP out of a serial log; `cargo_test`: `cargo test` lines as results.
 //! - `crosscheck`: device traces against `# phyr-cmd` lines; the `crosscheck` command.
-//! - `guest_phys`: which guest-physical address an IOVA access touched (the kernel path's oracle).
+//! - `guest_phys`: which guest-physical address an IOVA access touched; `kernel_oracle`: the
+//!   kernel path's checks of every access against what the kernel mapped (both used by
+//!   `crosscheck`).
 //! - `junit`: JUnit XML for CI.
-//! - `test_cmd`: the `test` command.
+//! - `suite_session`: one session of the `test` command (a suite under one recipe on one
+//!   kernel, with the harness's own tests); `test_cmd`: the `test` command.
 
 pub mod cargo_test;
 pub mod crosscheck;
 pub mod guest_phys;
 pub mod junit;
+pub mod kernel_oracle;
+pub mod suite_session;
 pub mod tap;
 pub mod test_cmd;

@@ -1,31 +1,37 @@
-//! `phyr-harness test`: the guest suite on a matrix of kernels and recipes (every recipe on
-//! the first kernel, the first recipe on the others), TAP and JUnit in results/, and the final
-//! `N passed, N failed` line. Each boot also loads the harness's test module (built for that
-//! kernel) and round-trips a file through `--share`; both count as tests.
+//! `phyr-harness test`: the userspace suite (`phyr suite`) and the kernel-path suite
+//! (`phyr ksuite`) on a matrix of kernels and recipes (every recipe on the first kernel, the
+//! first recipe on the others), one session each (suite_session.rs), TAP and JUnit in
+//! results/, and the final `N passed, N failed` line.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{bail, Result};
 
-use crate::image::initramfs::GuestMode;
-use crate::image::share::Share;
 use crate::kernel::spec::KernelSpec;
-use crate::launch::boot::{self, BootOptions, Parts};
-use crate::launch::guest_run::Console;
 use crate::launch::options::GuestOpts;
 use crate::launch::recipe::Recipe;
 use crate::launch::rundir::RunDir;
 use crate::progress::say;
 use crate::provision::cache::Cache;
-use crate::results::{junit, tap};
+use crate::results::junit;
+use crate::results::suite_session::{self, SessionPlan, Suite};
 
 #[derive(clap::Args)]
 pub struct TestArgs {
-    /// Recipes to run the suite under, comma-separated (all on the first kernel, the first one
-    /// on the other kernels).
+    /// Recipes to run the userspace suite under, comma-separated (all on the first kernel, the
+    /// first one on the other kernels).
     #[arg(long, value_delimiter = ',', default_value = "default,anon-ram")]
     recipes: Vec<String>,
+    /// Recipes to run the kernel-path suite (`phyr ksuite`, through phyr.ko) under,
+    /// comma-separated (all on the first kernel, the first one on the other kernels); `none`
+    /// runs no kernel suite.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "default,two-switches,passthrough,root-ports-epyc,acs-redirect,bar2-8g"
+    )]
+    ksuite_recipes: Vec<String>,
     /// Kernels to run the suite on, comma-separated (names, versions, bzImages or build
     /// directories, as --kernel takes them) [default: backports,stable]
     #[arg(long, value_delimiter = ',', value_name = "KERNELS", conflicts_with = "kernel")]
@@ -51,9 +57,6 @@ pub struct TestArgs {
     #[command(flatten)]
     guest: GuestOpts,
 }
-
-/// Default per-recipe limit: a TCG boot plus the suite, with margin.
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The harness's own test module (harness/tests/kmod), built and loaded on every kernel.
 fn test_module_dir() -> PathBuf {
@@ -107,20 +110,41 @@ pub fn session_name(recipe: &str, kernel_label: &str, first_kernel: bool) -> Str
 
 pub fn run(cache: &Cache, a: TestArgs) -> Result<i32> {
     let dir = a.guest.recipes_dir();
-    let recipes: Vec<Recipe> = a
-        .recipes
-        .iter()
-        .map(|r| Recipe::load(r, &dir))
-        .collect::<Result<_, _>>()?;
-    if recipes.is_empty() {
-        bail!("--recipes names no recipe");
+    let load = |names: &[String]| -> Result<Vec<Recipe>> {
+        names
+            .iter()
+            .filter(|n| !n.is_empty() && n.as_str() != "none")
+            .map(|r| Recipe::load(r, &dir).map_err(Into::into))
+            .collect()
+    };
+    let recipes = load(&a.recipes)?;
+    let krecipes = load(&a.ksuite_recipes)?;
+    if recipes.is_empty() && krecipes.is_empty() {
+        bail!("--recipes and --ksuite-recipes name no recipe");
     }
     let specs = kernel_specs(&a)?;
-    for r in &recipes {
-        // Other kernels' sessions are `recipe@label`; 40 bytes covers a long release as label.
-        let longest = format!("{}@{}", r.name, "x".repeat(40));
-        let name = if specs.len() > 1 { &longest } else { &r.name };
-        crate::launch::rundir::check_future_socket_paths(&a.guest.runs_dir, Some(name), r.endpoints)?;
+    let sessions: Vec<(Suite, &Recipe)> = recipes
+        .iter()
+        .map(|r| (Suite::User, r))
+        .chain(krecipes.iter().map(|r| (Suite::Kernel, r)))
+        .collect();
+    // Other kernels' sessions are `name@label`: a channel's label is its name, 40 bytes cover
+    // a long release.
+    let label = specs
+        .iter()
+        .skip(1)
+        .map(|s| match s {
+            KernelSpec::Channel(c) => c.name().len(),
+            _ => 40,
+        })
+        .max();
+    for (suite, r) in &sessions {
+        let name = suite.dir_name(&r.name);
+        let name = match label {
+            Some(n) => format!("{name}@{}", "x".repeat(n)),
+            None => name,
+        };
+        crate::launch::rundir::check_future_socket_paths(&a.guest.runs_dir, Some(&name), r.endpoints)?;
     }
     let all_parts = crate::launch::prepare::prepare(cache, &a.guest, true, &specs, &[test_module_dir()], true)?;
     let top = RunDir::create(&a.guest.runs_dir)?;
@@ -131,134 +155,34 @@ pub fn run(cache: &Cache, a: TestArgs) -> Result<i32> {
     let (mut passed, mut failed, mut skipped) = (a.extra_passed, a.extra_failed, 0);
     let mut suites = Vec::new();
     if a.cargo {
-        let mut runs = vec![("cargo", "cargo test --workspace", "cargo-test.log")];
-        if !crate::results::cargo_test::picks_a_profile(&a.cargo_args) {
-            let what = "cargo test --release (the device's kernels as they ship)";
-            runs.push(("cargo-release", what, "cargo-test-release.log"));
-        }
-        for (suite, what, log) in runs {
-            say(format!("{what} ..."));
-            let t = Instant::now();
-            let log = results.join(log);
-            let report = if suite == "cargo" {
-                crate::results::cargo_test::run(&log, &a.cargo_args, &all_parts[0].qemu)?
-            } else {
-                crate::results::cargo_test::run_release_kernels(&log)?
-            };
-            say(format!(
-                "{what}: {} passed, {} failed, {} ignored ({:.0} s); log in {}",
-                report.passed(),
-                report.failed(),
-                report.skipped(),
-                t.elapsed().as_secs_f64(),
-                log.display()
-            ));
-            for p in &report.problems {
-                say(format!("  problem: {p}"));
-            }
-            for t in report.tests.iter().filter(|t| !t.ok) {
-                say(format!("  FAILED: {}", t.name));
-            }
-            passed += report.passed();
-            failed += report.failed();
-            skipped += report.skipped();
-            suites.push(junit::suite_xml(suite, &[], &report, t.elapsed().as_secs_f64()));
-        }
+        let (p, f, s) = run_cargo(&a, &all_parts[0].qemu, &results, &mut suites)?;
+        (passed, failed, skipped) = (passed + p, failed + f, skipped + s);
     }
-    for (ki, ri) in matrix(all_parts.len(), recipes.len()) {
-        let (parts, r) = (&all_parts[ki], &recipes[ri]);
-        let k = &parts.kernel;
-        let name = session_name(&r.name, &k.label, ki == 0);
-        let run = top.session(Some(&name))?;
-        let on = format!("{} on kernel {} ({})", r.name, k.release, k.label);
-        say(format!(
-            "suite under recipe {on}: {} in {}",
-            r.description,
-            run.path.display()
-        ));
-        let t = Instant::now();
-        let probe = share_probe(parts, &run)?;
-        let opts = BootOptions {
-            recipe: r,
-            mode: GuestMode::Suite,
-            console: if a.verbose { Console::Captured } else { Console::Summary },
-            no_device: a.guest.no_device,
-            append: a.guest.append.as_deref(),
-            bar2_size: a.guest.bar2_size,
-            trace_crc: !a.guest.no_trace_crc,
-            timeout: Some(a.guest.timeout.map(Duration::from_secs).unwrap_or(DEFAULT_TIMEOUT)),
-            modules: &a.guest.modules,
-            share: probe.as_ref().map(|p| &p.share),
-            share_probe: probe.as_ref().map(|_| PROBE),
-        };
-        let outcome = boot::boot(parts, &run, &opts);
-        let serial = std::fs::read_to_string(run.file("serial.log")).unwrap_or_default();
-        let mut report = tap::parse(&serial);
-        match &outcome {
-            Ok(o) => {
-                if crate::launch::guest_run::report_ending(&run, o) != 0
-                    && report.run_failure().is_none()
-                    && report.missing() == 0
-                {
-                    report.problems.push(format!(
-                        "the session ended badly: {:?}; see {}",
-                        o.ending,
-                        run.path.display()
-                    ));
-                }
+    let plan = |suite| SessionPlan {
+        suite,
+        guest: &a.guest,
+        verbose: a.verbose,
+        crosscheck: !a.no_crosscheck,
+        // The share is the same on every recipe: once per kernel, in the userspace sessions.
+        share_probe: suite == Suite::User,
+    };
+    let matrices = [
+        (Suite::User, &recipes, matrix(all_parts.len(), recipes.len())),
+        (Suite::Kernel, &krecipes, matrix(all_parts.len(), krecipes.len())),
+    ];
+    'all: for (suite, recipes, pairs) in matrices {
+        for (ki, ri) in pairs {
+            let (parts, r) = (&all_parts[ki], &recipes[ri]);
+            let name = session_name(&suite.dir_name(&r.name), &parts.kernel.label, ki == 0);
+            let run = top.session(Some(&name))?;
+            let s = suite_session::run(&plan(suite), parts, r, &run, &name, &results)?;
+            passed += s.report.passed();
+            skipped += s.report.skipped();
+            failed += s.report.failed();
+            suites.push(s.junit);
+            if crate::sys::pending_signal().is_some() {
+                break 'all;
             }
-            Err(e) => {
-                say(format!("recipe {on}: {e:#}"));
-                report.problems.insert(0, format!("could not boot: {e:#}"));
-            }
-        }
-        if !a.no_crosscheck && !a.guest.no_device && report.began {
-            crosscheck(&run, &mut report)?;
-        }
-        if !parts.build_problems.is_empty() {
-            // A module that did not build for this kernel: booted without it, counted here.
-            add_test(&mut report, "module-build", Some(parts.build_problems.join("; ")));
-        }
-        if report.began {
-            add_module_check(parts, &serial, &mut report);
-            if let Some(p) = &probe {
-                add_share_check(p, &k.release, &mut report);
-            }
-        }
-        std::fs::write(results.join(format!("{name}.tap")), report.tap.join("\n") + "\n")?;
-        std::fs::write(run.file("results/suite.tap"), report.tap.join("\n") + "\n")?;
-        let props = [
-            ("kernel", k.release.as_str()),
-            ("kernel-label", k.label.as_str()),
-            ("recipe", r.name.as_str()),
-        ];
-        suites.push(junit::suite_xml(
-            &format!("{}@{}", r.name, k.release),
-            &props,
-            &report,
-            t.elapsed().as_secs_f64(),
-        ));
-        say(format!(
-            "recipe {on}: {} passed, {} failed, {} skipped",
-            report.passed(),
-            report.failed(),
-            report.skipped()
-        ));
-        for p in &report.problems {
-            say(format!("  problem: {p}"));
-        }
-        for t in report
-            .tests
-            .iter()
-            .filter(|t| !t.ok && HARNESS_TESTS.contains(&t.name.as_str()))
-        {
-            say(format!("  FAILED: {}: {}", t.name, t.directive));
-        }
-        passed += report.passed();
-        skipped += report.skipped();
-        failed += report.failed();
-        if crate::sys::pending_signal().is_some() {
-            break;
         }
     }
     std::fs::write(results.join("junit.xml"), junit::document(&suites))?;
@@ -270,131 +194,49 @@ pub fn run(cache: &Cache, a: TestArgs) -> Result<i32> {
     Ok(if failed == 0 { 0 } else { 1 })
 }
 
-/// Tests the harness adds to a suite's results (the guest's own are printed as TAP).
-const HARNESS_TESTS: &[&str] = &["module-build", "module-load", "host-share"];
-
-/// The share probe's file stem in the session's `share/` directory.
-const PROBE: &str = "probe";
-
-/// A session's `--share` check: the directory and the token the guest must echo back.
-struct SharePlan {
-    share: Share,
-    token: String,
-}
-
-/// Shares `RUN/share` when QEMU and the kernel can (9p over virtio), with a fresh token in
-/// `probe.in` for the guest to copy into `probe.out`.
-fn share_probe(parts: &Parts, run: &RunDir) -> Result<Option<SharePlan>> {
-    let config_ok = parts
-        .kernel
-        .config
-        .as_ref()
-        .is_some_and(|(_, c)| crate::image::share::missing_config(c).is_empty());
-    if !parts.qemu.virtio_9p || !config_ok {
-        return Ok(None);
+/// `cargo test --workspace` (and the device's kernels once more on the release build), counted
+/// like a suite: returns (passed, failed, skipped) and pushes their JUnit suites.
+fn run_cargo(
+    a: &TestArgs,
+    qemu: &crate::provision::qemu::Qemu,
+    results: &Path,
+    suites: &mut Vec<String>,
+) -> Result<(usize, usize, usize)> {
+    let (mut passed, mut failed, mut skipped) = (0, 0, 0);
+    let mut runs = vec![("cargo", "cargo test --workspace", "cargo-test.log")];
+    if !crate::results::cargo_test::picks_a_profile(&a.cargo_args) {
+        let what = "cargo test --release (the device's kernels as they ship)";
+        runs.push(("cargo-release", what, "cargo-test-release.log"));
     }
-    let dir = run.file("share");
-    std::fs::create_dir_all(&dir)?;
-    let token = format!(
-        "token-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos())
-    );
-    std::fs::write(dir.join(format!("{PROBE}.in")), &token)?;
-    Ok(Some(SharePlan {
-        share: Share::new(&dir)?,
-        token,
-    }))
-}
-
-/// Appends a harness-side test to a suite's report (the plan grows with it, so a suite that
-/// stopped early still counts its own missing tests).
-fn add_test(report: &mut tap::SuiteReport, name: &str, problem: Option<String>) {
-    if let Some(p) = report.planned.as_mut() {
-        *p += 1;
-    }
-    let n = report.tests.len() + 1;
-    report.tap.push(match &problem {
-        None => format!("ok {n} {name}"),
-        Some(p) => format!("not ok {n} {name} # {p}"),
-    });
-    report.tests.push(tap::TestResult {
-        number: n as u32,
-        name: name.into(),
-        ok: problem.is_none(),
-        skipped: false,
-        directive: problem.clone().unwrap_or_default(),
-        diagnostics: problem.into_iter().collect(),
-    });
-}
-
-/// `module-load`: init reported every out-of-tree module loaded.
-fn add_module_check(parts: &Parts, serial: &str, report: &mut tap::SuiteReport) {
-    if parts.built.is_empty() {
-        return;
-    }
-    let missing: Vec<&str> = parts
-        .built
-        .iter()
-        .map(|m| m.name.as_str())
-        .filter(|n| !serial.contains(&format!("phyr-init: module {n} loaded")))
-        .collect();
-    let problem = (!missing.is_empty()).then(|| {
-        let why = serial
-            .lines()
-            .find(|l| l.contains("phyr-init: ERROR: insmod"))
-            .map(|l| format!(": {}", l.trim()))
-            .unwrap_or_default();
-        format!("not loaded: {}{why}", missing.join(", "))
-    });
-    add_test(report, "module-load", problem);
-}
-
-/// `host-share`: the guest wrote `<release> <token>` into the shared directory.
-fn add_share_check(p: &SharePlan, release: &str, report: &mut tap::SuiteReport) {
-    let out: &Path = &p.share.dir.join(format!("{PROBE}.out"));
-    let want = format!("{release} {}", p.token);
-    let problem = match std::fs::read_to_string(out) {
-        Ok(got) if got.trim() == want => None,
-        Ok(got) => Some(format!("{} holds {:?}, expected {want:?}", out.display(), got.trim())),
-        Err(e) => Some(format!("the guest did not write {} ({e})", out.display())),
-    };
-    add_test(report, "host-share", problem);
-}
-
-/// Adds the trace cross-check as one more test of the recipe's suite (see crosscheck.rs).
-fn crosscheck(run: &RunDir, report: &mut tap::SuiteReport) -> Result<()> {
-    let serial = std::fs::read_to_string(run.file("serial.log")).unwrap_or_default();
-    let c = crate::results::crosscheck::check(&serial, &run.file("trace"));
-    let mut text = format!("{}\n", c.counts());
-    for p in &c.problems {
-        text.push_str(p);
-        text.push('\n');
-    }
-    std::fs::write(run.file("results/crosscheck.txt"), &text)?;
-    if c.problems.is_empty() {
+    for (suite, what, log) in runs {
+        say(format!("{what} ..."));
+        let t = Instant::now();
+        let log = results.join(log);
+        let report = if suite == "cargo" {
+            crate::results::cargo_test::run(&log, &a.cargo_args, qemu)?
+        } else {
+            crate::results::cargo_test::run_release_kernels(&log)?
+        };
         say(format!(
-            "trace cross-check: {} commands match the device's DMA records ({} with their data CRC)",
-            c.commands_checked, c.crcs_compared
+            "{what}: {} passed, {} failed, {} ignored ({:.0} s); log in {}",
+            report.passed(),
+            report.failed(),
+            report.skipped(),
+            t.elapsed().as_secs_f64(),
+            log.display()
         ));
-    } else {
-        say(format!(
-            "trace cross-check: {} problem(s) in {} commands; see {}",
-            c.problems.len(),
-            c.commands_checked,
-            run.file("results/crosscheck.txt").display()
-        ));
-        for p in c.problems.iter().take(5) {
-            say(format!("  {p}"));
+        for p in &report.problems {
+            say(format!("  problem: {p}"));
         }
+        for t in report.tests.iter().filter(|t| !t.ok) {
+            say(format!("  FAILED: {}", t.name));
+        }
+        passed += report.passed();
+        failed += report.failed();
+        skipped += report.skipped();
+        suites.push(junit::suite_xml(suite, &[], &report, t.elapsed().as_secs_f64()));
     }
-    add_test(report, "trace-crosscheck", c.problems.first().cloned());
-    if let Some(t) = report.tests.last_mut() {
-        t.diagnostics = c.problems.iter().take(50).cloned().collect();
-    }
-    Ok(())
+    Ok((passed, failed, skipped))
 }
 
 #[cfg(test)]
@@ -413,17 +255,5 @@ mod tests {
     fn other_kernels_get_their_own_session_names() {
         assert_eq!(session_name("default", "backports", true), "default");
         assert_eq!(session_name("default", "stable", false), "default@stable");
-    }
-
-    #[test]
-    fn added_tests_are_numbered_after_the_suite() {
-        let mut r = tap::parse("=== phyr suite begin ===\n1..1\nok 1 a\n=== phyr suite end: exit 0 ===\n");
-        add_test(&mut r, "module-load", None);
-        add_test(&mut r, "host-share", Some("no file".into()));
-        assert_eq!(
-            r.tap[r.tap.len() - 2..],
-            ["ok 2 module-load", "not ok 3 host-share # no file"]
-        );
-        assert_eq!((r.passed(), r.failed()), (2, 1));
     }
 }
