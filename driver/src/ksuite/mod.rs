@@ -9,6 +9,7 @@
 
 mod cases_data;
 mod cases_fault;
+mod cases_paths;
 mod cases_queue;
 mod ctx;
 mod kdev;
@@ -50,6 +51,7 @@ pub struct Case {
 
 fn all_cases() -> Vec<Case> {
     let mut v = cases_data::cases();
+    v.extend(cases_paths::cases());
     v.extend(cases_fault::cases());
     v.extend(cases_queue::cases());
     v
