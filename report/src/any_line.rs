@@ -4,7 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::cmd::{CmdLine, RangesLine};
-use crate::kmap::KmapLine;
+use crate::kmap::{KmapLine, P2pLine};
 use crate::lines::{EndpointLine, MapLine, QueueLine, ResetLine};
 use crate::syntax::{ParseError, MARKER};
 
@@ -18,10 +18,11 @@ pub enum Line {
     Ranges(RangesLine),
     Reset(ResetLine),
     Kmap(KmapLine),
+    P2p(P2pLine),
 }
 
 /// Every line kind, as spelled after `# phyr-`.
-pub const KINDS: [&str; 7] = ["endpoint", "map", "queue", "cmd", "ranges", "reset", "kmap"];
+pub const KINDS: [&str; 8] = ["endpoint", "map", "queue", "cmd", "ranges", "reset", "kmap", "p2p"];
 
 impl Line {
     /// The report line in one console line, if it holds one: the marker `# phyr-<kind>` at the
@@ -52,6 +53,7 @@ impl Line {
             Self::Ranges(_) => "ranges",
             Self::Reset(_) => "reset",
             Self::Kmap(_) => "kmap",
+            Self::P2p(_) => "p2p",
         }
     }
 }
@@ -66,6 +68,7 @@ impl fmt::Display for Line {
             Self::Ranges(l) => l.fmt(f),
             Self::Reset(l) => l.fmt(f),
             Self::Kmap(l) => l.fmt(f),
+            Self::P2p(l) => l.fmt(f),
         }
     }
 }
@@ -87,6 +90,7 @@ impl FromStr for Line {
             "ranges" => Self::Ranges(t.parse()?),
             "reset" => Self::Reset(t.parse()?),
             "kmap" => Self::Kmap(t.parse()?),
+            "p2p" => Self::P2p(t.parse()?),
             k => return Err(ParseError::UnknownKind(k.to_string())),
         })
     }

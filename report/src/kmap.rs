@@ -1,6 +1,7 @@
-//! The kernel path's `# phyr-kmap` line: how a kernel driver's DMA API calls mapped the memory
-//! behind one list of a command, piece by piece (the kernel's P2P decision, the physical
-//! address, the call that produced the DMA address, the list entry holding it).
+//! The kernel path's lines: `# phyr-kmap`, how a kernel driver's DMA API calls mapped the
+//! memory behind one list of a command, piece by piece (the kernel's P2P decision, the
+//! physical address, the call that produced the DMA address, the list entry holding it); and
+//! `# phyr-p2p`, the kernel's P2P decision for a pair of endpoints.
 
 use std::fmt;
 use std::str::FromStr;
@@ -8,7 +9,7 @@ use std::str::FromStr;
 use dma_range::{AddrSpace, ListKind};
 
 use crate::cmd::MAX_RANGES_LINE;
-use crate::fields::{bad, num, parse_bracketed, write_bracketed, Fields};
+use crate::fields::{bad, num, parse_bracketed, write_bracketed, Dash, Fields};
 use crate::range::Span;
 use crate::syntax::{words_after, ParseError};
 
@@ -278,5 +279,60 @@ impl KmapLine {
             });
         }
         out
+    }
+}
+
+named! {
+    /// What the kernel decided for DMA by one endpoint into another's BAR
+    /// (`pci_p2pdma_map_type()`).
+    P2pDecision {
+        /// `bus_addr`: by PCI bus address through the switch.
+        BusAddr = "bus_addr",
+        /// `thru_host_bridge`: through the root complex (and the IOMMU).
+        ThruHostBridge = "thru_host_bridge",
+        /// `not_supported`: no route; mapping calls fail (`-EREMOTEIO`).
+        NotSupported = "not_supported",
+    }
+}
+
+/// `# phyr-p2p client=E provider=E distance=D|- decision=D`: the kernel's P2P decision for DMA
+/// by endpoint `client` into endpoint `provider`'s BAR2 (ENDPOINT_IDs), with
+/// `pci_p2pdma_distance()` (`-` where it returns -1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct P2pLine {
+    pub client: u32,
+    pub provider: u32,
+    pub distance: Option<u32>,
+    pub decision: P2pDecision,
+}
+
+impl fmt::Display for P2pLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "# phyr-p2p client={} provider={} distance={} decision={}",
+            self.client,
+            self.provider,
+            Dash(self.distance),
+            self.decision
+        )
+    }
+}
+
+impl FromStr for P2pLine {
+    type Err = ParseError;
+
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        let f = Fields::parse(words_after(s, "p2p")?)?;
+        Ok(Self {
+            client: f.num("client")?,
+            provider: f.num("provider")?,
+            distance: f.dash("distance", "`-` or a number", num)?,
+            decision: f.with(
+                "decision",
+                "`bus_addr`, `thru_host_bridge` or `not_supported`",
+                P2pDecision::from_name,
+            )?,
+        })
     }
 }

@@ -9,7 +9,7 @@ use dma_range::ListKind;
 
 use crate::any_line::Line;
 use crate::cmd::Cmd;
-use crate::kmap::{KernelPath, KernelSeg, MapState};
+use crate::kmap::{KernelPath, KernelSeg, MapState, P2pLine};
 use crate::lines::EndpointLine;
 use crate::range::{RangeList, Span};
 
@@ -46,6 +46,8 @@ pub struct ConsoleLog {
     pub cmds: Vec<ReportedCmd>,
     /// The `# phyr-endpoint` lines, by ENDPOINT_ID (the last one of each endpoint).
     pub endpoints: BTreeMap<u32, EndpointLine>,
+    /// The `# phyr-p2p` lines, in order.
+    pub p2p: Vec<P2pLine>,
     /// Report lines that do not parse, lost `# phyr-ranges` or `# phyr-kmap` lines.
     pub problems: Vec<String>,
 }
@@ -220,6 +222,7 @@ pub fn parse_log(log: &str) -> ConsoleLog {
             Line::Endpoint(e) => {
                 out.endpoints.insert(e.endpoint_id, e);
             }
+            Line::P2p(p) => out.p2p.push(p),
             Line::Map(_) | Line::Queue(_) => {}
         }
     }

@@ -299,6 +299,8 @@ fn every_line_kind_prints_what_it_parses() {
         "# phyr-endpoint index=0 bdf=0000:03:00.0 endpoint_id=0 switch_id=0 bar0=0xfe800000+0x4000 bar2=0xf4000000+0x4000000 iommu_group=4 bar2_phys=0xf4000000",
         "# phyr-kmap ep=0 q=1 id=17 list=src first=0 segs=[iova:0xfffec005+0xffb=none:0x29b4005/sgtable@0,bus:0xf4001000+0x1388=bus_addr:0xf4001000/bus_addr_map@1] path=iova state=mapped",
         "# phyr-kmap ep=0 q=1 id=17 list=dst first=3 segs=[iova:0x1000+0x1000=thru_host_bridge:0xf4000000@7] state=unmapped",
+        "# phyr-p2p client=0 provider=1 distance=4 decision=bus_addr",
+        "# phyr-p2p client=2 provider=0 distance=- decision=not_supported",
     ] {
         let line: Line = text.parse().unwrap_or_else(|e| panic!("{text}: {e}"));
         assert_eq!(line.to_string(), text);
@@ -331,6 +333,9 @@ fn hostile_lines_are_errors_not_panics() {
         "# phyr-kmap ep=0 q=0 id=1 list=src first=0 segs=[] path=dma",
         "# phyr-kmap ep=0 q=0 id=1 list=src first=0 segs=[] state=gone",
         "# phyr-endpoint index=0 bdf=0000:03:00.0 endpoint_id=0 switch_id=0 bar0=0x0+0x0 bar2=0x0+0x0 iommu_group=- bar2_phys=-",
+        "# phyr-p2p client=0 provider=1 distance=-1 decision=bus_addr",
+        "# phyr-p2p client=0 provider=1 distance=4 decision=none",
+        "# phyr-p2p client=0 provider=1 distance=4",
         "# phyr-nonsense",
         "phyr-cmd ep=0",
     ] {

@@ -180,6 +180,18 @@ fn line() -> impl Strategy<Value = Line> {
                 path,
                 state,
             })),
+        (
+            any::<u32>(),
+            any::<u32>(),
+            any::<Option<u32>>(),
+            prop::sample::select(P2pDecision::ALL.to_vec())
+        )
+            .prop_map(|(client, provider, distance, decision)| Line::P2p(P2pLine {
+                client,
+                provider,
+                distance,
+                decision
+            })),
     ]
 }
 
@@ -233,7 +245,7 @@ proptest! {
     }
 
     #[test]
-    fn no_console_line_makes_the_parser_panic(text in "(# phyr-(cmd|ranges|kmap|reset|map|queue|endpoint) )?[ -~]{0,200}") {
+    fn no_console_line_makes_the_parser_panic(text in "(# phyr-(cmd|ranges|kmap|reset|map|queue|endpoint|p2p) )?[ -~]{0,200}") {
         let _ = Line::find(&text);
         let _ = parse_log(&text);
     }

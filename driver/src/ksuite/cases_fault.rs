@@ -9,6 +9,7 @@ use super::ctx::{expect_errno, expect_status, Cmd, Ctx};
 use super::uapi::{self, Map, MapSeg, Path};
 use super::{Case, Outcome};
 use phyr_kernels::crc32c::crc32c;
+use phyr_report::{P2pDecision, P2pLine};
 
 use crate::data::{fill_bytes, first_diff, pattern};
 use crate::suite::Tap;
@@ -53,14 +54,18 @@ fn topology(ctx: &Ctx) -> Result<Outcome> {
         for provider in &ctx.eps {
             let q = ctx.dev.p2p_query(provider.ep, client.ep)?;
             let decided = q.map_type as u8;
-            Tap::diag(&format!(
-                "P2P client ep{} provider ep{}: distance {}, decision {} (from {})",
-                client.ep,
-                provider.ep,
-                q.distance,
-                uapi::map_type_name(decided),
-                if q.source == 1 { "pci_p2pdma_state" } else { "sg-probe" }
-            ));
+            let decision = match decided {
+                uapi::MAP_BUS_ADDR => P2pDecision::BusAddr,
+                uapi::MAP_THRU_HOST_BRIDGE => P2pDecision::ThruHostBridge,
+                uapi::MAP_NOT_SUPPORTED => P2pDecision::NotSupported,
+                other => anyhow::bail!("P2P_QUERY answered map type {other}"),
+            };
+            Tap::report(&P2pLine {
+                client: client.ep,
+                provider: provider.ep,
+                distance: u32::try_from(q.distance).ok(),
+                decision,
+            });
             if decided == uapi::MAP_BUS_ADDR {
                 ensure!(
                     client.switch_id == provider.switch_id,

@@ -14,6 +14,8 @@
 
 use std::path::{Path, PathBuf};
 
+use phyr_report::P2pDecision;
+
 /// Why a recipe was refused; always names the file and line.
 #[derive(Debug, thiserror::Error)]
 pub enum RecipeError {
@@ -60,7 +62,46 @@ pub struct Recipe {
     pub modules: Vec<String>,
     /// Guest kernel command-line parameters the machine needs (`# phyr: append=iommu=pt`).
     pub append: Option<String>,
+    /// The P2P outcome the machine forces per pair of endpoints (`# phyr: p2p=0-1:bus_addr`),
+    /// both directions: what the kernel must decide (the cross-check holds it to that).
+    pub p2p: Vec<P2pExpect>,
     pub opts: Vec<Opt>,
+}
+
+/// One pair of `# phyr: p2p=A-B:DECISION,...`: endpoints `a` and `b` (ENDPOINT_IDs, distinct),
+/// DMA by either into the other's BAR2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct P2pExpect {
+    pub a: u32,
+    pub b: u32,
+    pub decision: P2pDecision,
+}
+
+/// `A-B:DECISION,...`.
+fn parse_p2p(v: &str) -> Result<Vec<P2pExpect>, String> {
+    let mut out: Vec<P2pExpect> = Vec::new();
+    for item in v.split(',') {
+        let bad = || {
+            format!("p2p={v:?}: {item:?} is not A-B:DECISION (DECISION: bus_addr, thru_host_bridge or not_supported)")
+        };
+        let (pair, d) = item.split_once(':').ok_or_else(bad)?;
+        let (a, b) = pair.split_once('-').ok_or_else(bad)?;
+        let (a, b) = (
+            a.parse::<u32>().map_err(|_| bad())?,
+            b.parse::<u32>().map_err(|_| bad())?,
+        );
+        let decision = P2pDecision::from_name(d).ok_or_else(bad)?;
+        if a == b {
+            return Err(format!(
+                "p2p={v:?}: {item:?} names one endpoint twice (its own BAR is always bus_addr)"
+            ));
+        }
+        if out.iter().any(|e| (e.a, e.b) == (a, b) || (e.a, e.b) == (b, a)) {
+            return Err(format!("p2p={v:?}: the pair {a}-{b} is given twice"));
+        }
+        out.push(P2pExpect { a, b, decision });
+    }
+    Ok(out)
 }
 
 /// Options the harness sets itself; a recipe that sets them would fight it.
@@ -148,6 +189,7 @@ impl Recipe {
         let mut opts = Vec::new();
         let mut modules: Vec<String> = Vec::new();
         let mut append: Option<String> = None;
+        let mut p2p: Vec<P2pExpect> = Vec::new();
         for (i, raw) in text.lines().enumerate() {
             let n = i + 1;
             let line = raw.trim();
@@ -195,6 +237,7 @@ impl Recipe {
                                     .map_err(|_| err(n, format!("bar2-size={v:?} is not a byte count")))?,
                             )
                         }
+                        "p2p" => p2p = parse_p2p(v).map_err(|what| err(n, what))?,
                         "modules" => {
                             for m in v.split(',') {
                                 if !valid_module_name(m) {
@@ -210,7 +253,7 @@ impl Recipe {
                             return Err(err(
                                 n,
                                 format!(
-                                "unknown header key {k:?} (known: endpoints, topology, memory, bar2-size, modules, description, append)"
+                                "unknown header key {k:?} (known: endpoints, topology, memory, bar2-size, modules, p2p, description, append)"
                             ),
                             ))
                         }
@@ -256,6 +299,12 @@ impl Recipe {
             )));
         }
         let memory = memory.ok_or_else(|| whole("missing `memory=memfd|anon` in the `# phyr:` header".into()))?;
+        if let Some(e) = p2p.iter().find(|e| e.a.max(e.b) as usize >= endpoints) {
+            return Err(whole(format!(
+                "p2p names endpoint {} but endpoints={endpoints}",
+                e.a.max(e.b)
+            )));
+        }
         let r = Recipe {
             name: name.to_owned(),
             file: file.to_path_buf(),
@@ -266,6 +315,7 @@ impl Recipe {
             bar2_size,
             modules,
             append,
+            p2p,
             opts,
         };
         r.check_endpoints().map_err(whole)?;
@@ -468,6 +518,30 @@ mod tests {
     }
 
     #[test]
+    fn p2p_header_names_each_pairs_outcome() {
+        let r = parse(&GOOD.replace("memory=memfd", "memory=memfd p2p=0-1:thru_host_bridge")).unwrap();
+        assert_eq!(
+            r.p2p,
+            vec![P2pExpect {
+                a: 0,
+                b: 1,
+                decision: P2pDecision::ThruHostBridge
+            }]
+        );
+        for (bad, want) in [
+            ("p2p=0-1:maybe", "is not A-B:DECISION"),
+            ("p2p=0:bus_addr", "is not A-B:DECISION"),
+            ("p2p=0-x:bus_addr", "is not A-B:DECISION"),
+            ("p2p=1-1:bus_addr", "names one endpoint twice"),
+            ("p2p=0-1:bus_addr,1-0:bus_addr", "the pair 1-0 is given twice"),
+            ("p2p=0-2:bus_addr", "p2p names endpoint 2 but endpoints=2"),
+        ] {
+            let e = err_of(&GOOD.replace("memory=memfd", &format!("memory=memfd {bad}")));
+            assert!(e.contains(want), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn edu_replaces_endpoints_on_the_same_bus() {
         let args = parse(GOOD)
             .unwrap()
@@ -516,6 +590,7 @@ mod tests {
             let r = Recipe::load(want, &dir).unwrap();
             assert_eq!(r.endpoints, r.topology.len());
             assert!(!r.description.is_empty(), "{want} has no description");
+            assert!(!r.p2p.is_empty(), "{want} says no P2P outcome (`# phyr: p2p=`)");
         }
         assert!(matches!(Recipe::load("nope", &dir), Err(RecipeError::NotFound { .. })));
     }

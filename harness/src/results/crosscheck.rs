@@ -31,7 +31,9 @@ use phyr_kernels::crc32c;
 use phyr_report::{CmdStatus, Op, ReportedCmd, Span};
 use phyr_trace::{DmaRecord, Event, Payload, Record, Space, TraceReader};
 
-use crate::results::guest_phys::{GuestPhys, RamLayout};
+use crate::launch::recipe::Recipe;
+use crate::results::expected::Expected;
+use crate::results::guest_phys::GuestPhys;
 use crate::results::kernel_oracle::{self, KernelStats, Oracle, TimedDma};
 
 /// What the device did for one command.
@@ -175,12 +177,13 @@ fn device_commands(trace_dir: &Path, unfinished: &mut usize) -> Result<(DeviceCo
     Ok((done, events))
 }
 
-/// Cross-checks the console log of a suite run against the run's traces; `layout` is the
-/// recipe's guest RAM layout (or why there is none), for the kernel path's translations.
-pub fn check(serial_log: &str, trace_dir: &Path, layout: Result<RamLayout, String>) -> Report {
+/// Cross-checks the console log of a suite run against the run's traces and what its recipe
+/// says (`expected`).
+pub fn check(serial_log: &str, trace_dir: &Path, expected: &Expected) -> Report {
     let mut report = Report::default();
     let log = phyr_report::parse_log(serial_log);
     report.problems.extend(log.problems);
+    kernel_oracle::check_p2p(expected, &log.p2p, &mut report.kernel, &mut report.problems);
     let driver = log.cmds;
     if driver.is_empty() {
         report
@@ -195,7 +198,7 @@ pub fn check(serial_log: &str, trace_dir: &Path, layout: Result<RamLayout, Strin
             return report;
         }
     };
-    let guest_phys = layout.map(|l| GuestPhys::from_records(l, &events));
+    let guest_phys = expected.layout.clone().map(|l| GuestPhys::from_records(l, &events));
     let oracle = Oracle {
         guest_phys: &guest_phys,
         endpoints: &log.endpoints,
@@ -355,13 +358,16 @@ fn check_data(d: &ReportedCmd, dev: &DeviceCmd, what: &str, report: &mut Report)
 
 /// `crosscheck DIR`: one session directory (serial.log + trace/), or a `test` run holding one
 /// per recipe.
-/// The guest RAM layout of a session, from the recipe copy the harness left in it.
-fn layout_of_session(dir: &Path) -> Result<RamLayout, String> {
+/// What the recipe of a session expects, from the recipe copy the harness left in it.
+fn expected_of_session(dir: &Path) -> Expected {
     let file = dir.join(crate::launch::boot::RECIPE_COPY);
-    let text = std::fs::read_to_string(&file)
-        .map_err(|e| format!("{} ({e}): the recipe's RAM layout is unknown", file.display()))?;
-    let recipe = crate::launch::recipe::Recipe::parse("session", &file, &text).map_err(|e| e.to_string())?;
-    RamLayout::from_recipe(&recipe).map_err(|e| e.to_string())
+    let recipe = std::fs::read_to_string(&file)
+        .map_err(|e| format!("{} ({e}): the recipe is unknown", file.display()))
+        .and_then(|text| Recipe::parse("session", &file, &text).map_err(|e| e.to_string()));
+    match recipe {
+        Ok(r) => Expected::of(&r),
+        Err(e) => Expected::unknown(&e),
+    }
 }
 
 pub fn command(dir: &Path) -> Result<i32> {
@@ -383,7 +389,7 @@ pub fn command(dir: &Path) -> Result<i32> {
     for s in &sessions {
         let serial = std::fs::read_to_string(s.join("serial.log"))
             .with_context(|| format!("reading {}", s.join("serial.log").display()))?;
-        let c = check(&serial, &s.join("trace"), layout_of_session(s));
+        let c = check(&serial, &s.join("trace"), &expected_of_session(s));
         for p in &c.problems {
             println!("{}: {p}", s.display());
         }
@@ -397,9 +403,10 @@ pub fn command(dir: &Path) -> Result<i32> {
 mod tests {
     use super::*;
 
-    /// No RAM layout: these tests have no kernel commands.
-    fn no_layout() -> Result<RamLayout, String> {
-        Err("no layout in this test".into())
+    /// No recipe: these tests have no kernel commands.
+    fn no_layout() -> &'static Expected {
+        static E: std::sync::OnceLock<Expected> = std::sync::OnceLock::new();
+        E.get_or_init(|| Expected::unknown("no recipe in this test"))
     }
 
     /// The one command of a console log.

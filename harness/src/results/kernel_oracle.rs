@@ -22,9 +22,10 @@
 use std::collections::BTreeMap;
 
 use dma_range::{AddrSpace, ListKind, Status};
-use phyr_report::{CmdStatus, EndpointLine, KernelList, KernelSeg, MapType, ReportedCmd};
+use phyr_report::{CmdStatus, EndpointLine, KernelList, KernelSeg, MapType, P2pLine, ReportedCmd};
 use phyr_trace::{DmaRecord, Space, Target};
 
+use crate::results::expected::Expected;
 use crate::results::guest_phys::{GuestPhys, Unresolved};
 
 /// What the oracle checked, for the cross-check's summary.
@@ -40,6 +41,8 @@ pub struct KernelStats {
     pub bar_at_offset: usize,
     /// Commands over an unmapped list that faulted at its first entry and moved none of it.
     pub after_unmap: usize,
+    /// `# phyr-p2p` decisions that are what the recipe says its machine forces.
+    pub p2p_as_expected: usize,
     /// Access parts whose target could not be placed, by reason.
     pub unresolved: BTreeMap<String, usize>,
 }
@@ -47,13 +50,14 @@ pub struct KernelStats {
 impl KernelStats {
     /// One phrase for the summary line (empty without kernel commands).
     pub fn summary(&self) -> String {
-        if self.commands == 0 {
+        if self.commands == 0 && self.p2p_as_expected == 0 {
             return String::new();
         }
         let mut s = format!(
             "kernel path: {} commands, {} pieces; {} IOVA accesses at the guest-physical address the kernel \
-             mapped, {} BAR accesses at the offset it mapped, {} uses after unmap faulted without moving a byte",
-            self.commands, self.pieces, self.iova_at_phys, self.bar_at_offset, self.after_unmap
+             mapped, {} BAR accesses at the offset it mapped, {} uses after unmap faulted without moving a byte, \
+             {} P2P decisions as the recipe forces them",
+            self.commands, self.pieces, self.iova_at_phys, self.bar_at_offset, self.after_unmap, self.p2p_as_expected
         );
         let unresolved: usize = self.unresolved.values().sum();
         if unresolved > 0 {
@@ -87,6 +91,44 @@ fn record_space(s: Space) -> AddrSpace {
 
 fn space_name(s: AddrSpace) -> &'static str {
     phyr_report::space_name(s)
+}
+
+/// The kernel's `# phyr-p2p` decisions against the outcome the recipe's machine forces
+/// (`# phyr: p2p=A-B:DECISION`, both directions). Nothing to check without p2p lines (a
+/// kernel without P2PDMA, or the topology case not run).
+pub fn check_p2p(expected: &Expected, seen: &[P2pLine], stats: &mut KernelStats, problems: &mut Vec<String>) {
+    if seen.is_empty() {
+        return;
+    }
+    for e in &expected.p2p {
+        for (client, provider) in [(e.a, e.b), (e.b, e.a)] {
+            let said: Vec<&P2pLine> = seen
+                .iter()
+                .filter(|l| (l.client, l.provider) == (client, provider))
+                .collect();
+            if said.is_empty() {
+                problems.push(format!(
+                    "P2P: the kernel suite reported no decision for client ep{client} provider ep{provider}; recipe {} \
+                     forces {}",
+                    expected.recipe, e.decision
+                ));
+            }
+            for l in said {
+                if l.decision == e.decision {
+                    stats.p2p_as_expected += 1;
+                } else {
+                    problems.push(format!(
+                        "P2P: the kernel decided {} for client ep{client} provider ep{provider} (distance {}), recipe {} \
+                         forces {} (`# phyr: p2p=`; qemu-configs/README.md says why)",
+                        l.decision,
+                        l.distance.map_or_else(|| "-1".to_string(), |d| d.to_string()),
+                        expected.recipe,
+                        e.decision
+                    ));
+                }
+            }
+        }
+    }
 }
 
 /// Checks one command that has `# phyr-kmap` lines; `what` names it in problems.

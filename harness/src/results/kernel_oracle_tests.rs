@@ -8,7 +8,9 @@ use std::path::PathBuf;
 
 use phyr_trace::{Direction, DmaRecord, Event, Payload, Record, Recorder, Space, Target, TraceClock, TraceConfig};
 
+use crate::launch::recipe::P2pExpect;
 use crate::results::crosscheck::{check, Report};
+use crate::results::expected::Expected;
 use crate::results::guest_phys::RamLayout;
 
 const GIB: u64 = 1 << 30;
@@ -17,6 +19,14 @@ const LAYOUT: RamLayout = RamLayout {
     size: GIB,
     below_4g: GIB,
 };
+
+fn expected() -> Expected {
+    Expected {
+        recipe: "t.args".into(),
+        layout: Ok(LAYOUT),
+        p2p: Vec::new(),
+    }
+}
 
 const ENDPOINTS: &str = "# phyr-endpoint index=0 bdf=0000:03:00.0 endpoint_id=0 switch_id=0 bar0=0xfe800000+0x4000 \
 bar2=0xf8000000+0x4000000 iommu_group=4 bar2_phys=0xf8000000
@@ -134,7 +144,7 @@ fn run(tag: &str, log: &str, records: Vec<DmaRecord>, end: Event) -> Report {
     items.extend(records.into_iter().map(Payload::Dma));
     items.push(ev(end));
     let dir = trace(tag, items);
-    let r = check(&format!("{ENDPOINTS}\n{log}\n"), &dir, Ok(LAYOUT));
+    let r = check(&format!("{ENDPOINTS}\n{log}\n"), &dir, &expected());
     std::fs::remove_dir_all(&dir).unwrap();
     r
 }
@@ -359,7 +369,7 @@ fn a_host_bridge_iova_without_an_fd_is_counted_not_guessed() {
     items.extend([ram(0, 0x10000, 0), msg].map(Payload::Dma));
     items.push(ev(done(0, 0x1234)));
     let dir = trace("no-fd", items);
-    let r = check(&format!("{ENDPOINTS}\n{kmap}\n{cmd}\n"), &dir, Ok(LAYOUT));
+    let r = check(&format!("{ENDPOINTS}\n{kmap}\n{cmd}\n"), &dir, &expected());
     std::fs::remove_dir_all(&dir).unwrap();
     assert!(r.problems.is_empty(), "{:#?}", r.problems);
     assert_eq!(r.kernel.iova_at_phys, 1);
@@ -402,10 +412,49 @@ fn without_the_recipes_layout_iova_accesses_are_counted_not_checked() {
     let r = check(
         &format!("{ENDPOINTS}\n{KMAP}\n{CMD}\n"),
         &dir,
-        Err("recipe x: not q35".into()),
+        &Expected::unknown("recipe x: not q35"),
     );
     std::fs::remove_dir_all(&dir).unwrap();
     assert!(r.problems.is_empty(), "{:#?}", r.problems);
     assert_eq!((r.kernel.iova_at_phys, r.kernel.bar_at_offset), (0, 1));
     assert_eq!(r.kernel.unresolved.get("recipe x: not q35"), Some(&1));
+}
+
+#[test]
+fn p2p_decisions_are_held_to_the_recipes_outcome() {
+    let line = |c, p, d: &str| format!("# phyr-p2p client={c} provider={p} distance=4 decision={d}");
+    let log = [line(0, 1, "bus_addr"), line(1, 0, "bus_addr"), line(0, 0, "bus_addr")].join("\n");
+    let mut e = expected();
+    e.p2p = vec![P2pExpect {
+        a: 0,
+        b: 1,
+        decision: phyr_report::P2pDecision::ThruHostBridge,
+    }];
+    let nop = Event::CommandDone {
+        queue: 0,
+        command_id: 5,
+        opcode: 0,
+        status: 0,
+        result: 0,
+    };
+    let dir = trace("p2p", vec![ev(nop)]);
+    let r = check(&format!("{log}\n# phyr-cmd ep=0 q=0 id=5 op=NOP status=SUCCESS result=0x0 bytes=0 crc32c=- src=[] dst=[] lists=[] fault=-\n"), &dir, &e);
+    assert_eq!(r.problems.len(), 2, "{:#?}", r.problems);
+    assert!(
+        r.problems[0].contains("the kernel decided bus_addr for client ep0 provider ep1 (distance 4), recipe t.args forces thru_host_bridge"),
+        "{}",
+        r.problems[0]
+    );
+    // As forced, both directions count; a pair the suite never reported is a problem.
+    e.p2p[0].decision = phyr_report::P2pDecision::BusAddr;
+    e.p2p.push(P2pExpect {
+        a: 0,
+        b: 2,
+        decision: phyr_report::P2pDecision::NotSupported,
+    });
+    let r = check(&format!("{log}\n# phyr-cmd ep=0 q=0 id=5 op=NOP status=SUCCESS result=0x0 bytes=0 crc32c=- src=[] dst=[] lists=[] fault=-\n"), &dir, &e);
+    assert_eq!(r.kernel.p2p_as_expected, 2);
+    assert_eq!(r.problems.len(), 2, "{:#?}", r.problems);
+    assert!(r.problems[0].contains("reported no decision for client ep0 provider ep2"));
+    std::fs::remove_dir_all(&dir).unwrap();
 }

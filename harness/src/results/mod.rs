@@ -3,7 +3,8 @@
 //! and the `test` command, which runs the whole pipeline over kernels and recipes.
 //!
 //! - `tap`: TAP out of a serial log; `cargo_test`: `cargo test` lines as results.
-//! - `crosscheck`: device traces against `# phyr-cmd` lines; the `crosscheck` command.
+//! - `crosscheck`: device traces against `# phyr-cmd` lines; the `crosscheck` command;
+//!   `expected`: what the booted recipe says a run must show.
 //! - `guest_phys`: which guest-physical address an IOVA access touched; `kernel_oracle`: the
 //!   kernel path's checks of every access against what the kernel mapped (both used by
 //!   `crosscheck`).
@@ -13,6 +14,7 @@
 
 pub mod cargo_test;
 pub mod crosscheck;
+pub mod expected;
 pub mod guest_phys;
 pub mod junit;
 pub mod kernel_oracle;

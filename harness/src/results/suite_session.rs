@@ -17,7 +17,7 @@ use crate::launch::options::GuestOpts;
 use crate::launch::recipe::Recipe;
 use crate::launch::rundir::RunDir;
 use crate::progress::say;
-use crate::results::guest_phys::RamLayout;
+use crate::results::expected::Expected;
 use crate::results::{junit, tap};
 
 /// Which suite a session runs.
@@ -284,8 +284,7 @@ fn add_share_check(p: &SharePlan, release: &str, report: &mut tap::SuiteReport) 
 
 /// Adds the trace cross-check as one more test of the session (see crosscheck.rs).
 fn crosscheck(run: &RunDir, r: &Recipe, serial: &str, report: &mut tap::SuiteReport) -> Result<()> {
-    let layout = RamLayout::from_recipe(r).map_err(|e| e.to_string());
-    let c = crate::results::crosscheck::check(serial, &run.file("trace"), layout);
+    let c = crate::results::crosscheck::check(serial, &run.file("trace"), &Expected::of(r));
     let mut text = format!("{}\n", c.counts());
     for p in &c.problems {
         text.push_str(p);
