@@ -56,7 +56,7 @@ impl KernelStats {
         let mut s = format!(
             "kernel path: {} commands, {} pieces; {} IOVA accesses at the guest-physical address the kernel \
              mapped, {} BAR accesses at the offset it mapped, {} uses after unmap faulted without moving a byte, \
-             {} P2P decisions as the recipe forces them",
+             {} P2P decisions as the recipe forces",
             self.commands, self.pieces, self.iova_at_phys, self.bar_at_offset, self.after_unmap, self.p2p_as_expected
         );
         let unresolved: usize = self.unresolved.values().sum();
@@ -357,8 +357,7 @@ fn check_target(
 fn reason(e: &Unresolved) -> &'static str {
     match e {
         Unresolved::NoFd { .. } => {
-            "an IOVA mapping QEMU passed without an fd (a peer BAR through the host bridge, or anonymous guest RAM): \
-             QEMU does not tell the device its guest-physical address"
+            "IOVA mapped by QEMU without an fd: a peer BAR via the host bridge, or anonymous RAM"
         }
         Unresolved::FdOffsetNotRecorded { .. } => "a version 1 trace without fd offsets",
         Unresolved::Incomplete { .. } => "the trace dropped records",

@@ -292,6 +292,10 @@ fn crosscheck(run: &RunDir, r: &Recipe, serial: &str, report: &mut tap::SuiteRep
     }
     std::fs::write(run.file("results/crosscheck.txt"), &text)?;
     say(format!("trace cross-check: {}", c.summary()));
+    let k = c.kernel.summary();
+    if !k.is_empty() {
+        say(format!("  {k}"));
+    }
     if !c.problems.is_empty() {
         say(format!("  see {}", run.file("results/crosscheck.txt").display()));
         for p in c.problems.iter().take(5) {
