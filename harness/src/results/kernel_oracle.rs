@@ -12,7 +12,8 @@
 //!   kernel's physical address stands for (by the `bar2_phys` of the `# phyr-endpoint` lines);
 //! - **nothing after an unmap**: a list whose mapping was torn down (`state=unmapped`) moved no
 //!   byte, and through an IOMMU the command ended in `IOMMU_FAULT` at that list's first entry
-//!   and address, which the device's trace shows failing.
+//!   and address, which the device's trace shows failing; and the other way round, no IOMMU
+//!   fault on an address the kernel reports mapped.
 //!
 //! And every piece lies inside the command's ranges of its list, in the space its type implies.
 //! What cannot be placed is counted by reason, not guessed: an IOVA mapping QEMU passed without
@@ -175,6 +176,10 @@ pub fn check_command(
         }
         if rec.status == 0 {
             check_access(o, *t, rec, k, &at, stats, problems);
+        } else if rec.status == Status::IOMMU_FAULT as u16 && covered(k, rec) {
+            problems.push(format!(
+                "{at}: the IOMMU refused it (IOMMU_FAULT), yet the kernel reports that address mapped for this list"
+            ));
         }
     }
     check_unmapped(d, dma, what, stats, problems);
@@ -214,6 +219,12 @@ fn piece_at(k: &KernelList, space: AddrSpace, at: u64, entry: u32) -> Option<&Ke
         .filter(|s| s.dma.space == space && at >= s.dma.addr && at - s.dma.addr < s.dma.len);
     let first = holding.clone().next();
     holding.find(|s| s.entry.is_none_or(|e| e == entry)).or(first)
+}
+
+/// Whether a piece of the entry `rec` names covers its first address, in its space.
+fn covered(k: &KernelList, rec: &DmaRecord) -> bool {
+    piece_at(k, record_space(rec.space), rec.addr, rec.segment)
+        .is_some_and(|p| p.entry.is_none_or(|e| e == rec.segment))
 }
 
 /// One successful access of a live list: covered piece by piece, each part at its target.

@@ -460,3 +460,21 @@ fn p2p_decisions_are_held_to_the_recipes_outcome() {
     assert!(r.problems[0].contains("reported no decision for client ep0 provider ep2"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn an_iommu_fault_on_an_address_the_kernel_mapped_is_flagged() {
+    // The kernel says entry 0 is mapped; the device's IOMMU lookup failed there.
+    let faulted = dma(0, 0, Space::Iova, 0x10000, 0, Target::None, 0x10);
+    let cmd = CMD
+        .replace("status=SUCCESS result=0x1234", "status=IOMMU_FAULT result=0x0")
+        .replace("fault=-", "fault=list=src,seg=0,addr=0x10000");
+    let r = run("fault-mapped", &format!("{KMAP}\n{cmd}"), vec![faulted], done(0x10, 0));
+    one_problem(
+        &r,
+        &[
+            "ep0 q0 cmd 5 CRC32C",
+            "iova 0x10000+0x0 (src entry 0)",
+            "the IOMMU refused it (IOMMU_FAULT), yet the kernel reports that address mapped",
+        ],
+    );
+}
