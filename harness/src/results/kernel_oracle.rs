@@ -269,8 +269,9 @@ fn check_access(
                 rec.segment
             ));
         }
-        let part_end = end.min(p.dma.addr + p.dma.len);
-        let want = p.phys + (cur - p.dma.addr);
+        // Console values are not trusted: nothing here may overflow.
+        let part_end = end.min(p.dma.addr.saturating_add(p.dma.len));
+        let want = p.phys.wrapping_add(cur - p.dma.addr);
         check_target(o, t, rec, cur, part_end - cur, want, at, stats, problems);
         cur = part_end;
     }
@@ -310,7 +311,7 @@ fn check_target(
                     return;
                 }
             };
-            let placed = gp.layout().gpa_ranges(access.ram_offset + into, len);
+            let placed = gp.layout().gpa_ranges(access.ram_offset.saturating_add(into), len);
             match placed {
                 Ok(ranges) => {
                     let mut expect = want;
@@ -319,11 +320,11 @@ fn check_target(
                             problems.push(format!(
                                 "{at}: wrong translation: IOVA {:#x} reached guest-physical {gpa:#x}, the kernel mapped it \
                                  to {expect:#x}",
-                                cur + (expect - want)
+                                cur.wrapping_add(expect.wrapping_sub(want))
                             ));
                             return;
                         }
-                        expect += n;
+                        expect = expect.wrapping_add(n);
                     }
                     stats.iova_at_phys += 1;
                 }

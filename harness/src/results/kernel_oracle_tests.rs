@@ -478,3 +478,19 @@ fn an_iommu_fault_on_an_address_the_kernel_mapped_is_flagged() {
         ],
     );
 }
+
+#[test]
+fn hostile_kmap_numbers_are_problems_not_panics() {
+    // Pieces at the very top of the address space, physical addresses that wrap.
+    for kmap in [
+        KMAP.replace(
+            "iova:0x10000+0x1000=none:0x2345000",
+            "iova:0x10000+0xffffffffffffffff=none:0xffffffffffffffff",
+        ),
+        KMAP.replace("none:0x2345000", "none:0xfffffffffffff800"),
+        KMAP.replace("bus_addr:0xf4001000", "bus_addr:0xffffffffffffffff"),
+    ] {
+        let r = run("hostile", &format!("{kmap}\n{CMD}"), good_records(), done(0, 0x1234));
+        assert!(!r.problems.is_empty(), "{kmap}");
+    }
+}
