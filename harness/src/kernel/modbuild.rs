@@ -145,13 +145,24 @@ pub fn check_source_dir(src: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Builds the modules of `src` for `env` (or takes them from the cache); returns them stripped.
-pub fn build(cache_root: &Path, env: &BuildEnv, src: &Path) -> Result<Vec<Module>> {
+/// What one module directory built into.
+#[derive(Debug)]
+pub struct Built {
+    /// The stripped modules.
+    pub modules: Vec<Module>,
+    /// The compiler's and modpost's warnings, paths pointing at the user's sources.
+    pub warnings: Vec<String>,
+}
+
+/// Builds the modules of `src` for `env` (or takes them from the cache); returns them stripped,
+/// with the build's warnings. `extra_warn` builds with `W=1` (kbuild's extra warnings).
+pub fn build(cache_root: &Path, env: &BuildEnv, src: &Path, extra_warn: bool) -> Result<Built> {
     check_source_dir(src)?;
     let src = src.canonicalize()?;
     let files = source_files(&src)?;
     let mut h = DefaultHasher::new();
     (&env.release, &env.kbuild, &env.cc.path, env.cc.version, &env.make_vars).hash(&mut h);
+    extra_warn.hash(&mut h);
     for f in &files {
         f.hash(&mut h);
         std::fs::read(src.join(f))
@@ -164,6 +175,11 @@ pub fn build(cache_root: &Path, env: &BuildEnv, src: &Path) -> Result<Vec<Module
         .join(&env.release)
         .join(format!("{base}-{:016x}", h.finish()));
     let out = dir.join("out");
+    let log = dir.join("build.log");
+    let warnings_of = |work: &Path| {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        build_warnings(&text, work, &src)
+    };
     if let Ok(names) = std::fs::read_to_string(dir.join("READY")) {
         let mods: Vec<Module> = names.lines().map(|n| built_module(n, &out)).collect();
         if !mods.is_empty() && mods.iter().all(|m| m.path.is_file()) {
@@ -174,7 +190,10 @@ pub fn build(cache_root: &Path, env: &BuildEnv, src: &Path) -> Result<Vec<Module
                 names.lines().collect::<Vec<_>>().join(" "),
                 dir.display()
             ));
-            return Ok(mods);
+            return Ok(Built {
+                modules: mods,
+                warnings: warnings_of(&dir.join("src")),
+            });
         }
     }
     let t = Instant::now();
@@ -198,13 +217,13 @@ pub fn build(cache_root: &Path, env: &BuildEnv, src: &Path) -> Result<Vec<Module
             format!("; {}", env.notes.join("; "))
         }
     ));
-    let log = dir.join("build.log");
     let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut cmd = Command::new("make");
     cmd.arg("-C")
         .arg(&env.kbuild)
         .arg(format!("M={}", work.display()))
         .args(&env.make_vars)
+        .args(extra_warn.then_some("W=1"))
         .arg(format!("-j{jobs}"))
         .arg("modules");
     if let Err(e) = run_logged(&mut cmd, &log) {
@@ -250,7 +269,20 @@ pub fn build(cache_root: &Path, env: &BuildEnv, src: &Path) -> Result<Vec<Module
         t.elapsed().as_secs_f64(),
         log.display()
     ));
-    Ok(names.iter().map(|n| built_module(n, &out)).collect())
+    Ok(Built {
+        modules: names.iter().map(|n| built_module(n, &out)).collect(),
+        warnings: warnings_of(&work),
+    })
+}
+
+/// The warning lines of a kbuild log (`file:line:col: warning: ...` from the compiler,
+/// `WARNING: ...` from modpost), with the build copy's paths replaced by the sources'.
+pub fn build_warnings(log: &str, work: &Path, src: &Path) -> Vec<String> {
+    let (work, src) = (format!("{}/", work.display()), format!("{}/", src.display()));
+    log.lines()
+        .filter(|l| l.contains(": warning:") || l.trim_start().starts_with("WARNING:"))
+        .map(|l| l.trim().replace(&work, &src))
+        .collect()
 }
 
 fn built_module(name: &str, out: &Path) -> Module {
@@ -394,5 +426,23 @@ mod tests {
             no_headers("7.4.0", "a bare bzImage"),
             "no headers for kernel 7.4.0: a bare bzImage; modules cannot be built for it"
         );
+    }
+
+    #[test]
+    fn build_warnings_keeps_compiler_and_modpost_warnings_with_the_users_paths() {
+        let log = "make: Entering directory '/k'\n\
+                   /c/m/src/a.c:3:5: warning: no previous prototype for 'f' [-Wmissing-prototypes]\n\
+                   \x20   3 | int f(void)\n\
+                   WARNING: modpost: missing MODULE_DESCRIPTION() in /c/m/src/a.o\n\
+                   \x20 LD [M]  /c/m/src/a.ko\n";
+        let w = build_warnings(log, Path::new("/c/m/src"), Path::new("/home/u/mod"));
+        assert_eq!(
+            w,
+            vec![
+                "/home/u/mod/a.c:3:5: warning: no previous prototype for 'f' [-Wmissing-prototypes]",
+                "WARNING: modpost: missing MODULE_DESCRIPTION() in /home/u/mod/a.o",
+            ]
+        );
+        assert!(build_warnings("  CC [M]  a.o\n", Path::new("/w"), Path::new("/s")).is_empty());
     }
 }

@@ -37,6 +37,8 @@ pub struct Parts {
     pub built: Vec<Module>,
     /// Module sources that did not build for this kernel (`test` only; `run` stops instead).
     pub build_problems: Vec<String>,
+    /// phyr's kernel driver's `W=1` warnings for this kernel, when it was built.
+    pub driver_warnings: Option<Vec<String>>,
 }
 
 pub struct BootOptions<'a> {

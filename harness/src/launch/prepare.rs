@@ -116,14 +116,14 @@ pub fn prepare(
     let mut kernels_built = Vec::new();
     for spec in kernels {
         let kernel = resolve(&mut p, &g.sources, spec, false)?;
-        let (mut built, problems) = build_all(&mut p, &kernel, &srcs, optional_srcs, tolerate)?;
-        built.extend(check_prebuilt(&kernel, &prebuilt));
-        kernels_built.push((kernel, built, problems));
+        let mut b = build_all(&mut p, &kernel, &srcs, optional_srcs, tolerate)?;
+        b.built.extend(check_prebuilt(&kernel, &prebuilt));
+        kernels_built.push((kernel, b));
     }
     let busybox = p.busybox(g.sources.busybox.as_deref())?;
     let qemu = p.qemu(g.sources.qemu.as_deref())?;
     let mut out = Vec::new();
-    for (kernel, built, build_problems) in kernels_built {
+    for (kernel, b) in kernels_built {
         let accel = accel::choose(g.accel, cache, &qemu, &kernel.image, &busybox)?;
         out.push(Parts {
             qemu: qemu.clone(),
@@ -132,8 +132,9 @@ pub fn prepare(
             accel,
             phyr: phyr.clone(),
             device_bin: device_bin.clone(),
-            built,
-            build_problems,
+            built: b.built,
+            build_problems: b.problems,
+            driver_warnings: b.own_warnings,
         });
     }
     Ok(out)
@@ -192,15 +193,24 @@ fn resolve(p: &mut Provisioner<'_>, src: &SourceOpts, spec: &KernelSpec, refresh
     )
 }
 
-/// Builds `srcs` and (when `k` has headers) `optional` for `k`; returns the modules and, with
-/// `tolerate`, what failed to build.
+/// What [`build_all`] built for one kernel.
+struct ModuleBuilds {
+    built: Vec<Module>,
+    /// With `tolerate`, the sources that failed to build.
+    problems: Vec<String>,
+    /// phyr's own kernel driver's warnings under `W=1`, when it was built.
+    own_warnings: Option<Vec<String>>,
+}
+
+/// Builds `srcs` and (when `k` has headers) `optional` for `k`; phyr's own kernel driver
+/// (`./kernel`) with `W=1`.
 fn build_all(
     p: &mut Provisioner<'_>,
     k: &GuestKernel,
     srcs: &[PathBuf],
     optional: &[PathBuf],
     tolerate: bool,
-) -> Result<(Vec<Module>, Vec<String>)> {
+) -> Result<ModuleBuilds> {
     let optional = match &k.build {
         BuildSource::Unavailable(why) if !optional.is_empty() => {
             say(format!(
@@ -213,9 +223,13 @@ fn build_all(
         _ => optional,
     };
     let all: Vec<&PathBuf> = srcs.iter().chain(optional).collect();
-    let (mut built, mut problems) = (Vec::new(), Vec::new());
+    let (mut built, mut problems, mut own_warnings) = (Vec::new(), Vec::new(), None);
     if all.is_empty() {
-        return Ok((built, problems));
+        return Ok(ModuleBuilds {
+            built,
+            problems,
+            own_warnings,
+        });
     }
     let mut fail = |e: anyhow::Error| -> Result<()> {
         if !tolerate {
@@ -228,15 +242,32 @@ fn build_all(
     match p.build_env(k) {
         Ok(env) => {
             for s in all {
-                match modbuild::build(&p.cache.root, &env, s) {
-                    Ok(m) => built.extend(m),
+                let own = s.as_path() == Path::new(KERNEL_DRIVER_DIR);
+                match modbuild::build(&p.cache.root, &env, s, own) {
+                    Ok(b) => {
+                        if own {
+                            if let Some(first) = b.warnings.first() {
+                                say(format!(
+                                    "phyr's kernel driver has {} warning(s) under W=1 for kernel {}; the first: {first}",
+                                    b.warnings.len(),
+                                    k.release
+                                ));
+                            }
+                            own_warnings = Some(b.warnings);
+                        }
+                        built.extend(b.modules);
+                    }
                     Err(e) => fail(e)?,
                 }
             }
         }
         Err(e) => fail(e)?,
     }
-    Ok((built, problems))
+    Ok(ModuleBuilds {
+        built,
+        problems,
+        own_warnings,
+    })
 }
 
 /// `provision`: QEMU, busybox, and the kernels `just test` boots (or `--kernel`), each with

@@ -144,6 +144,13 @@ pub fn run(
         // A module that did not build for this kernel: booted without it, counted here.
         add_test(&mut report, "module-build", Some(parts.build_problems.join("; ")));
     }
+    if let Some(w) = &parts.driver_warnings {
+        // The kernel driver is kept `make W=1` clean on every kernel the harness builds it for.
+        let problem = w
+            .first()
+            .map(|first| format!("{} warning(s) under W=1, the first: {first}", w.len()));
+        add_test(&mut report, "kernel-driver-w1", problem);
+    }
     if report.began {
         add_module_check(parts, &serial, &mut report);
         if let Some(p) = &probe {
@@ -189,7 +196,7 @@ pub fn run(
 }
 
 /// Tests the harness adds to a suite's results (the guest's own are printed as TAP).
-const HARNESS_TESTS: &[&str] = &["module-build", "module-load", "host-share"];
+const HARNESS_TESTS: &[&str] = &["module-build", "kernel-driver-w1", "module-load", "host-share"];
 
 /// The share probe's file stem in the session's `share/` directory.
 const PROBE: &str = "probe";
