@@ -214,3 +214,47 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
     f()
 }
+
+// ---- helpers of the hostile-client tests (malformed.rs, malformed_commands.rs) ----
+
+/// Sends a raw request and returns the errno of the (error) reply.
+pub fn errno_of(
+    c: &vfio_user::Client,
+    command: u16,
+    payload: &[u8],
+    fds: &[std::os::fd::BorrowedFd<'_>],
+) -> vfio_user::Errno {
+    let r = c.call_raw(command, 0, payload, fds).expect("a reply");
+    assert!(r.header.is_error(), "command {command} unexpectedly succeeded");
+    assert!(r.payload.is_empty(), "error replies carry no payload");
+    vfio_user::Errno::new(r.header.error as i32)
+}
+
+/// The session still answers a plain register round trip.
+pub fn still_works(c: &vfio_user::Client) {
+    c.region_write(vfio_user::pci_region::BAR0, 0, &[0xab]).unwrap();
+    assert_eq!(c.region_read(vfio_user::pci_region::BAR0, 0, 1).unwrap(), vec![0xab]);
+}
+
+/// A test device, its server, and a client that has negotiated the version.
+pub fn connected() -> (std::sync::Arc<TestDevice>, vfio_user::ServerHandle, vfio_user::Client) {
+    let (dev, srv) = start();
+    let c = vfio_user::Client::connect(srv.path()).unwrap();
+    (dev, srv, c)
+}
+
+/// The VERSION payload a well-behaved client sends.
+pub fn version_payload() -> Vec<u8> {
+    vfio_user::wire::Version {
+        major: 0,
+        minor: 0,
+        caps: vfio_user::wire::Capabilities::ours(),
+    }
+    .encode()
+}
+
+/// A new client connects and works: the server survived what the last one did.
+pub fn server_accepts_next(srv: &vfio_user::ServerHandle) {
+    let c = vfio_user::Client::connect(srv.path()).unwrap();
+    still_works(&c);
+}
