@@ -1,12 +1,7 @@
 //! `Channel`: one vfio-user connection, shared by the server and the client.
 //!
-//! Framing: a message is read whole (header, then exactly `msg_size - 16` payload bytes,
-//! however the kernel splits them) with the fds that came along. A header whose size field
-//! cannot be trusted (below 16, above [`MAX_MESSAGE_SIZE`]) destroys framing: the caller
-//! closes the connection. So does a message carrying more than [`MAX_FDS_PER_MESSAGE`] fds
-//! (checked after every `recvmsg`, so a message split into many sendmsgs cannot pile up fds),
-//! and a message whose fds come after its first byte: the payload is read without a control
-//! buffer (less kernel work per message), so such fds are closed by the kernel (MSG_CTRUNC).
+//! Framing: a message is read whole with the fds that came along (framing.rs: buffered
+//! reads, which message fds belong to, the limits that close a connection).
 //! Sending takes a mutex so concurrent senders (the request thread replying, device threads
 //! issuing DMA messages) never interleave bytes.
 //! Requests we send register a waiter under their message id before they go out; the reader
@@ -22,15 +17,9 @@ use std::sync::{Mutex, MutexGuard};
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::errno::Errno;
-use crate::sys::scm::{recv_plain, recv_some, send_all};
-use crate::wire::{Header, FLAG_ERROR, HEADER_SIZE, MAX_MESSAGE_SIZE, MAX_MSG_FDS, TYPE_COMMAND, TYPE_REPLY};
-
-/// Most fds one message may carry, however many `recvmsg` calls it takes: the most either
-/// side ever offers in VERSION (the negotiated limit is the smaller of the two offers and is
-/// enforced per command with EINVAL). Beyond this the stream is hostile (a client splitting
-/// one message into many sendmsgs, each with fds, would otherwise fill our fd table), so the
-/// fds are closed and the connection is dropped.
-const MAX_FDS_PER_MESSAGE: usize = MAX_MSG_FDS as usize;
+use crate::framing::FrameReader;
+use crate::sys::scm::send_all;
+use crate::wire::{Header, FLAG_ERROR, HEADER_SIZE, TYPE_COMMAND, TYPE_REPLY};
 
 /// A whole message as read from the socket.
 #[derive(Debug)]
@@ -53,7 +42,7 @@ pub enum FrameError {
     SizeBelowHeader { msg_size: u32 },
     #[error("header msg_size {msg_size} exceeds the maximum {max}")]
     SizeTooLarge { msg_size: u32, max: usize },
-    #[error("peer sent more fds than fit in one message")]
+    #[error("peer sent more fds in one segment than a read takes")]
     FdsTruncated,
     #[error("peer attached more than {max} fds to one message")]
     TooManyFds { max: usize },
@@ -63,6 +52,7 @@ pub(crate) struct Channel {
     sock: UnixStream,
     write_lock: Mutex<()>,
     pending: Mutex<HashMap<u16, Sender<Message>>>,
+    reader: Mutex<FrameReader>,
     next_id: AtomicU16,
     closed: AtomicBool,
 }
@@ -77,6 +67,7 @@ impl Channel {
             sock,
             write_lock: Mutex::new(()),
             pending: Mutex::new(HashMap::new()),
+            reader: Mutex::new(FrameReader::new()),
             next_id: AtomicU16::new(0),
             closed: AtomicBool::new(false),
         }
@@ -216,58 +207,8 @@ impl Channel {
         lock(&self.pending).clear();
     }
 
-    /// Reads one whole message. Only the connection's reader thread calls this.
+    /// Reads one whole message (framing.rs). Only the connection's reader thread calls this.
     pub(crate) fn read_message(&self) -> Result<Message, FrameError> {
-        let mut fds = Vec::new();
-        let mut hdr = [0u8; HEADER_SIZE];
-        self.read_exact(&mut hdr, &mut fds, true)?;
-        let header = Header::parse(&hdr);
-        if (header.msg_size as usize) < HEADER_SIZE {
-            return Err(FrameError::SizeBelowHeader {
-                msg_size: header.msg_size,
-            });
-        }
-        if header.msg_size as usize > MAX_MESSAGE_SIZE {
-            return Err(FrameError::SizeTooLarge {
-                msg_size: header.msg_size,
-                max: MAX_MESSAGE_SIZE,
-            });
-        }
-        let mut payload = vec![0u8; header.msg_size as usize - HEADER_SIZE];
-        self.read_exact(&mut payload, &mut fds, false)?;
-        Ok(Message { header, payload, fds })
-    }
-
-    /// Reads all of `buf`. The header (`at_start`) is read with room for fds: a sender
-    /// attaches them to a message's first byte. The payload is read without: fds attached to
-    /// a later part of a message are closed by the kernel and end the connection.
-    fn read_exact(&self, buf: &mut [u8], fds: &mut Vec<OwnedFd>, at_start: bool) -> Result<(), FrameError> {
-        let mut got = 0;
-        while got < buf.len() {
-            let r = if at_start {
-                recv_some(self.sock.as_fd(), &mut buf[got..], fds)?
-            } else {
-                recv_plain(self.sock.as_fd(), &mut buf[got..])?
-            };
-            if r.fds_truncated {
-                fds.clear();
-                return Err(FrameError::FdsTruncated);
-            }
-            if fds.len() > MAX_FDS_PER_MESSAGE {
-                fds.clear();
-                return Err(FrameError::TooManyFds {
-                    max: MAX_FDS_PER_MESSAGE,
-                });
-            }
-            if r.bytes == 0 {
-                return Err(if got == 0 && at_start {
-                    FrameError::Closed
-                } else {
-                    FrameError::Truncated { got, want: buf.len() }
-                });
-            }
-            got += r.bytes;
-        }
-        Ok(())
+        lock(&self.reader).read_message(self.sock.as_fd())
     }
 }

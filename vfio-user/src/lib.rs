@@ -36,6 +36,7 @@ mod device;
 mod dma;
 mod dma_error;
 mod errno;
+mod framing;
 mod info;
 mod irq;
 mod remote;

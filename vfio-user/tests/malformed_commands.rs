@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use common::*;
 use vfio_bindings::bindings::vfio as v;
-use vfio_user::wire::{dma_flags, Capabilities, Command, DmaMap, DmaUnmap, Header, RegionAccess, SetIrqs, HEADER_SIZE};
+use vfio_user::wire::{
+    dma_flags, Capabilities, Command, DmaMap, DmaUnmap, Header, RegionAccess, SetIrqs, FLAG_NO_REPLY, HEADER_SIZE,
+};
 use vfio_user::{eventfd, memfd, pci_irq, pci_region, Client, ClientOptions, Errno};
 
 // ---- DMA_MAP / DMA_UNMAP ----
@@ -536,31 +538,95 @@ fn message_split_into_many_sendmsgs_each_with_fds_is_refused_before_fd_table_fil
     server_accepts_next(&srv);
 }
 
-#[test]
-fn fd_attached_to_a_later_part_of_a_message_than_its_first_byte_closes_the_connection() {
-    let (_dev, srv) = start();
-    let c = Client::connect(srv.path()).unwrap();
-    let ram = memfd("r", 0x1000).unwrap();
-    let p = DmaMap {
+/// One whole message as bytes: a header for `command` (id `id`, `flags`) and `payload`.
+fn message(id: u16, command: Command, flags: u32, payload: &[u8]) -> Vec<u8> {
+    let mut m = Header {
+        msg_id: id,
+        command: command as u16,
+        msg_size: (HEADER_SIZE + payload.len()) as u32,
+        flags,
+        ..Header::default()
+    }
+    .encode()
+    .to_vec();
+    m.extend_from_slice(payload);
+    m
+}
+
+fn dma_map_payload(iova: u64) -> Vec<u8> {
+    DmaMap {
         flags: 3,
         offset: 0,
-        iova: 0,
+        iova,
         size: 0x1000,
     }
-    .encode();
-    let h = Header {
-        msg_id: 7,
-        command: Command::DmaMap as u16,
-        msg_size: (HEADER_SIZE + p.len()) as u32,
-        ..Header::default()
-    };
-    // The header alone, then the payload carrying the fd: a sender attaches fds to a
-    // message's first byte (QEMU and libvfio-user do); later ones are closed by the kernel.
-    c.send_bytes(&h.encode(), &[]).unwrap();
-    let _ = c.send_bytes(&p, &[ram.as_fd()]);
+    .encode()
+}
+
+/// The mapping the device saw at `iova` (waits for it).
+fn mapped_at(dev: &TestDevice, iova: u64) -> vfio_user::MappingInfo {
+    let mut found = None;
     assert!(
-        c.wait_closed(Duration::from_secs(5)),
-        "the server took a message whose fd came after its first byte"
+        wait_until(Duration::from_secs(5), || {
+            found = dev.events().into_iter().find_map(|e| match e {
+                Event::Mapped(m) if m.iova == iova => Some(m),
+                _ => None,
+            });
+            found.is_some()
+        }),
+        "no DMA_MAP at {iova:#x} reached the device"
     );
-    server_accepts_next(&srv);
+    found.unwrap()
+}
+
+#[test]
+fn fd_attached_to_a_later_part_of_a_message_than_its_first_byte_belongs_to_that_message() {
+    let (dev, srv) = start();
+    let c = Client::connect(srv.path()).unwrap();
+    let ram = memfd("r", 0x1000).unwrap();
+    let m = message(7, Command::DmaMap, 0, &dma_map_payload(0x10000));
+    // The header alone, then the payload carrying the fd: the fd rode on this message's
+    // bytes, so it is this message's (framing.rs), however the reads fall.
+    c.send_bytes(&m[..HEADER_SIZE], &[]).unwrap();
+    c.send_bytes(&m[HEADER_SIZE..], &[ram.as_fd()]).unwrap();
+    assert_eq!(mapped_at(&dev, 0x10000).fd_offset, Some(0));
+    still_works(&c);
+}
+
+#[test]
+fn posted_write_then_dma_map_with_an_fd_back_to_back_gives_the_fd_to_the_dma_map() {
+    let (dev, srv) = start();
+    let c = Client::connect(srv.path()).unwrap();
+    let ram = memfd("r", 0x1000).unwrap();
+    // As QEMU sends them: a posted register write, then at once a DMA_MAP with its fd, each
+    // with its own sendmsg; the server may read both in one recvmsg.
+    let w = message(
+        8,
+        Command::RegionWrite,
+        FLAG_NO_REPLY,
+        &RegionAccess::encode(0, pci_region::BAR0, 1, &[0x5a]),
+    );
+    c.send_bytes(&w, &[]).unwrap();
+    c.send_bytes(
+        &message(9, Command::DmaMap, 0, &dma_map_payload(0x20000)),
+        &[ram.as_fd()],
+    )
+    .unwrap();
+    assert_eq!(mapped_at(&dev, 0x20000).fd_offset, Some(0));
+    assert_eq!(c.region_read(pci_region::BAR0, 0, 1).unwrap(), vec![0x5a]);
+}
+
+#[test]
+fn two_messages_in_one_sendmsg_with_an_fd_give_it_to_the_message_holding_the_last_byte_read() {
+    let (dev, srv) = start();
+    let c = Client::connect(srv.path()).unwrap();
+    let ram = memfd("r", 0x1000).unwrap();
+    // Two DMA_MAPs written with one sendmsg carrying one fd: both arrive in one read, so the
+    // fd goes to the second (documented in framing.rs); the first maps without an fd.
+    let mut both = message(10, Command::DmaMap, 0, &dma_map_payload(0x30000));
+    both.extend(message(11, Command::DmaMap, 0, &dma_map_payload(0x40000)));
+    c.send_bytes(&both, &[ram.as_fd()]).unwrap();
+    assert_eq!(mapped_at(&dev, 0x40000).fd_offset, Some(0));
+    assert_eq!(mapped_at(&dev, 0x30000).fd_offset, None);
+    still_works(&c);
 }

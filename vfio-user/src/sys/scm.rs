@@ -2,7 +2,8 @@
 //!
 //! `send_all` writes a whole message (header + payload slices) and attaches fds to its first
 //! byte. `recv_some` reads into a buffer and collects any fds that came along; the framing
-//! layer calls it until it has a whole message, so messages split by the kernel are fine.
+//! layer (framing.rs) calls it until it has a whole message, so messages split by the kernel
+//! are fine.
 
 use std::io::{self, IoSlice};
 use std::mem;
@@ -114,36 +115,6 @@ fn sendmsg(sock: BorrowedFd<'_>, iov: &[IoSlice<'_>], fds: &[RawFd]) -> io::Resu
             return Err(err);
         }
     }
-}
-
-/// One `recvmsg` into `buf` that takes no fds: any that come along are closed by the kernel
-/// and reported as `fds_truncated` (MSG_CTRUNC). For the parts of a message after its first
-/// byte, which a well-formed sender never attaches fds to; no control buffer, so the kernel
-/// does less per read.
-pub fn recv_plain(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Received> {
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    // SAFETY: msghdr is a plain C struct; all-zero is a valid empty value (no control buffer).
-    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    let n = loop {
-        // SAFETY: msg points at a live iovec over `buf`; there is no control buffer.
-        let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
-        if n >= 0 {
-            break n as usize;
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
-        }
-    };
-    Ok(Received {
-        bytes: n,
-        fds_truncated: msg.msg_flags & libc::MSG_CTRUNC != 0,
-    })
 }
 
 /// One `recvmsg` into `buf`; received fds are appended to `fds` (owned, close-on-exec).
