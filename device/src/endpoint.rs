@@ -119,7 +119,8 @@ impl Endpoint {
         Ok(())
     }
 
-    /// Stops and joins the workers (commands in flight are aborted as by a reset).
+    /// Stops and joins the workers (commands in flight are aborted as by a reset), then
+    /// closes the trace.
     pub fn shutdown(&self) {
         self.do_reset(false);
         self.shutdown.store(true, SeqCst);
@@ -127,7 +128,7 @@ impl Endpoint {
         for h in lock(&self.joins).drain(..) {
             let _ = h.join();
         }
-        self.hook.flush();
+        self.hook.close();
     }
 
     pub fn index(&self) -> u16 {

@@ -162,10 +162,11 @@ impl Hook {
         }
     }
 
-    /// Flushes the trace file (on shutdown).
-    pub fn flush(&self) {
-        if let Err(e) = self.rec.flush() {
-            tracing::warn!(endpoint = self.endpoint, "trace flush failed: {e}");
+    /// Closes the trace file (on shutdown): what is buffered, then the `Closed` record that
+    /// tells readers the device stopped in an orderly way (trace/FORMAT.md).
+    pub fn close(&self) {
+        if let Err(e) = self.rec.close() {
+            tracing::warn!(endpoint = self.endpoint, "closing the trace failed: {e}");
         }
     }
 }

@@ -104,6 +104,18 @@ fn serves_two_endpoints_records_traces_and_exits_cleanly_on_sigterm() {
     );
     // The trace of endpoint 0 holds the copy: a read from guest RAM, a write to ep1's BAR2.
     let t = phyr_trace::read_bytes(&std::fs::read(trace.join("ep0.phyrtrace")).unwrap()).unwrap();
+    // An orderly shutdown closes every trace: the last record is the close record.
+    for ep in 0..2 {
+        let c = phyr_trace::read_bytes(&std::fs::read(trace.join(format!("ep{ep}.phyrtrace"))).unwrap()).unwrap();
+        assert!(c.closure.is_closed(), "ep{ep}: {}", c.closure);
+        assert!(matches!(
+            c.records.last().unwrap().1.payload,
+            Payload::Event {
+                event: phyr_trace::Event::Closed,
+                ..
+            }
+        ));
+    }
     let dmas: Vec<_> = t
         .records
         .iter()

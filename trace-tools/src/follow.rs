@@ -179,7 +179,7 @@ mod tests {
         a.record(dma(1, 0, 1, 0, 8, 0));
         drop(a);
         let mut f = Follower::new(&dir);
-        assert_eq!(f.poll().unwrap().len(), 1);
+        assert_eq!(f.poll().unwrap().len(), 2, "the record and the Closed record");
         // A new run: a different file, longer than the old one.
         std::fs::remove_file(dir.join("ep0.phyrtrace")).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(2));
@@ -188,7 +188,7 @@ mod tests {
             b.record(dma(t, 0, 2, 0, 8, 0));
         }
         drop(b);
-        assert_eq!(f.poll().unwrap().len(), 3);
+        assert_eq!(f.poll().unwrap().len(), 4);
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

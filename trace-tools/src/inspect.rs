@@ -2,8 +2,9 @@
 //! summarise, export, or follow the traces of a run, with one [`Filter`].
 //!
 //! Damage never hides data: every readable record is shown, then the [`Outcome`] names the
-//! files that ended in a torn tail (warnings) or could not be read past a corrupt frame
-//! (errors, with the file offset); the CLI prints both and fails on the latter.
+//! files that ended in a torn tail or without the device's close record (warnings) or could
+//! not be read past a corrupt frame (errors, with the file offset); the CLI prints both and
+//! fails on the latter.
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -39,7 +40,8 @@ pub struct Outcome {
     pub records: u64,
     /// Records that passed the filter.
     pub shown: u64,
-    /// Files that ended early but were read up to their last complete record.
+    /// Files that ended early but were read up to their last complete record, and files the
+    /// device did not close (killed, or still running), with where their records end.
     pub warnings: Vec<String>,
     /// Files that could not be read (bad header) or not past a corrupt frame.
     pub errors: Vec<String>,
@@ -55,6 +57,9 @@ impl Outcome {
                     f.path.display(),
                     f.records
                 ));
+            }
+            if let Some(c) = f.closure.filter(|c| !c.is_closed()) {
+                self.warnings.push(format!("{}: {c}", f.path.display()));
             }
         }
         self.files = files.to_vec();
@@ -225,9 +230,14 @@ mod tests {
         )
         .unwrap();
         let text = String::from_utf8(out).unwrap();
-        assert_eq!(o.records as usize, sample_records().len());
+        assert_eq!(o.records as usize, sample_records().len() + 1, "and the Closed record");
         assert!(o.warnings.is_empty() && o.errors.is_empty());
         assert!(text.contains("endpoint 1") && text.contains("IOMMU_FAULT"), "{text}");
+        assert!(
+            text.contains(&format!("ep1.phyrtrace  {} records", sample_records().len() + 1))
+                && text.contains("complete, closed by the device"),
+            "{text}"
+        );
         std::fs::remove_dir_all(run).unwrap();
     }
 
@@ -254,9 +264,16 @@ mod tests {
             &mut out,
         )
         .unwrap();
-        assert_eq!(o.records as usize, sample_records().len() - 1);
-        assert_eq!(o.warnings.len(), 1);
+        // The cut took the Closed record: every sample record is there, the file reads as
+        // truncated and as not closed, with where its records end.
+        assert_eq!(o.records as usize, sample_records().len());
+        assert_eq!(o.warnings.len(), 2, "{:?}", o.warnings);
         assert!(o.warnings[0].contains("truncated"), "{:?}", o.warnings);
+        assert!(
+            o.warnings[1].contains("ends without a close record: the device was killed or is still running; last record at 0.000048 ms, offset "),
+            "{:?}",
+            o.warnings
+        );
         assert!(o.errors.is_empty());
         std::fs::remove_dir_all(run).unwrap();
     }

@@ -137,7 +137,7 @@ pub fn event_details(e: &Event) -> String {
                 format!("iova={iova:#x} size={size:#x}")
             }
         }
-        Event::Reset | Event::Connected | Event::Disconnected => String::new(),
+        Event::Reset | Event::Connected | Event::Disconnected | Event::Closed => String::new(),
         Event::Interrupt { vector } => format!("vector={vector}"),
         Event::CommandDone {
             queue,

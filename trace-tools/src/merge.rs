@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use crate::run_dir::TraceFile;
 use phyr_trace::format::Header;
 use phyr_trace::Record;
-use phyr_trace::{FileError, Tail, TraceReader};
+use phyr_trace::{Closure, FileError, Tail, TraceReader};
 
 /// One record with where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +34,8 @@ pub struct FileReport {
     pub records: u64,
     /// How the file ended, once read to its end.
     pub tail: Option<Tail>,
+    /// Whether the writer closed it (a `Closed` last record), once read to its end.
+    pub closure: Option<Closure>,
     /// The error that stopped reading it, if any.
     pub error: Option<String>,
 }
@@ -63,6 +65,7 @@ impl MergedReader {
                 header: None,
                 records: 0,
                 tail: None,
+                closure: None,
                 error: None,
             };
             let reader = match TraceReader::open(&f.path) {
@@ -123,6 +126,7 @@ impl MergedReader {
             }
             Ok(None) => {
                 self.reports[i].tail = reader.tail();
+                self.reports[i].closure = Some(reader.closure());
                 src.reader = None;
             }
             Err(source) => {
@@ -181,10 +185,11 @@ mod tests {
         let files = crate::run_dir::trace_files(&dir).unwrap();
         let mut m = MergedReader::open(&files);
         let mut ts = Vec::new();
-        let mut errors = 0;
+        let (mut errors, mut closed) = (0, 0);
         for item in m.by_ref() {
             match item {
-                Ok(it) => ts.push(it.record.t_ns),
+                Ok(it) if matches!(it.record.payload, phyr_trace::Payload::Dma(_)) => ts.push(it.record.t_ns),
+                Ok(_) => closed += 1,
                 Err(e) => {
                     errors += 1;
                     assert!(e.to_string().contains("ep7.phyrtrace"), "{e}");
@@ -192,9 +197,10 @@ mod tests {
             }
         }
         assert_eq!(ts, (0..10).map(|t| t * 10).collect::<Vec<_>>());
-        assert_eq!(errors, 1);
+        assert_eq!((errors, closed), (1, 2));
         assert_eq!(m.reports()[0].tail, Some(Tail::Clean));
-        assert_eq!(m.reports()[1].records, 5);
+        assert!(m.reports()[0].closure.is_some_and(|c| c.is_closed()));
+        assert_eq!(m.reports()[1].records, 6, "5 and the Closed record");
         assert!(m.reports()[2].error.is_some());
         std::fs::remove_dir_all(dir).unwrap();
     }

@@ -80,6 +80,7 @@ pub fn event_kind(e: &Event) -> &'static str {
         Event::Disconnected => "disconnected",
         Event::Error { .. } => "error",
         Event::Dropped { .. } => "dropped",
+        Event::Closed => "closed",
     }
 }
 

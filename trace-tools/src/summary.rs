@@ -113,9 +113,12 @@ impl Summary {
     pub fn write(&self, w: &mut impl Write, files: &[FileReport], style: Style) -> io::Result<()> {
         for f in files {
             let size = std::fs::metadata(&f.path).map_or(0, |m| m.len());
-            let state = match (&f.error, &f.tail) {
-                (Some(e), _) => style.red(&format!("ERROR: {e}")),
-                (None, Some(t)) if !t.is_clean() => style.yellow(&t.to_string()),
+            let state = match (&f.error, &f.tail, &f.closure) {
+                (Some(e), _, _) => style.red(&format!("ERROR: {e}")),
+                (None, Some(t), Some(c)) if !t.is_clean() => style.yellow(&format!("{t}; {c}")),
+                (None, Some(t), None) if !t.is_clean() => style.yellow(&t.to_string()),
+                (None, _, Some(c)) if !c.is_closed() => style.yellow(&c.to_string()),
+                (None, _, Some(_)) => "complete, closed by the device".to_owned(),
                 _ => "complete".to_owned(),
             };
             writeln!(

@@ -25,6 +25,10 @@ const KIND_DMA: u8 = 1;
 const KIND_EVENT: u8 = 2;
 /// Event tag of `CommandDone` (FORMAT.md).
 const TAG_COMMAND_DONE: u8 = 5;
+/// Event tag of `Closed` (FORMAT.md).
+const TAG_CLOSED: u8 = 10;
+/// Size of a `Closed` event's frame (header + 16-byte body): the room a writer keeps for it.
+pub const CLOSED_FRAME_LEN: usize = FRAME_HEADER_LEN + EVENT_PREFIX_LEN;
 const DMA_BODY_LEN: usize = 64;
 const EVENT_PREFIX_LEN: usize = 16;
 
@@ -319,6 +323,7 @@ fn encode_body(rec: &Record, out: &mut Vec<u8>) {
                     out.extend_from_slice(&records.to_le_bytes());
                     9
                 }
+                Event::Closed => TAG_CLOSED,
             };
             out[tag_at] = tag;
         }
@@ -532,6 +537,10 @@ fn decode_event(b: &[u8], offset: u64) -> Result<Record, FormatError> {
             Event::Dropped {
                 records: get64(tail, 0),
             }
+        }
+        TAG_CLOSED => {
+            need("Closed event", 0)?;
+            Event::Closed
         }
         tag => return Err(FormatError::UnknownEvent { offset, tag }),
     };

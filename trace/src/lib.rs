@@ -5,7 +5,8 @@
 //!   device's recording hook).
 //! - [`Recorder`]: the hook's sink, one bounded `<dir>/ep<N>.phyrtrace` per endpoint.
 //! - [`format`]: encoding and decoding of the header and frames.
-//! - [`TraceReader`]: reads every complete record and reports a torn tail.
+//! - [`TraceReader`]: reads every complete record, reports a torn tail, and says whether the
+//!   writer closed the file ([`Closure`]) or was killed.
 //!
 //! The inspection tools (listing, filters, summaries, exporters, following a live run, finding
 //! a run's traces) are the `phyr-trace-tools` crate (`trace-tools/`).
@@ -20,6 +21,6 @@ mod writer;
 
 pub use clock::TraceClock;
 pub use format::{FormatError, Header};
-pub use reader::{read_bytes, FileError, ReadError, Tail, TraceContents, TraceReader};
+pub use reader::{read_bytes, Closure, FileError, ReadError, Tail, TraceContents, TraceReader};
 pub use record::{Direction, DmaRecord, Event, Payload, Record, Space, Target};
 pub use writer::{trace_file_name, Recorder, TraceConfig, WriteError};

@@ -10,7 +10,7 @@ use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use crate::format::{decode_body, get32, FormatError, Header, FRAME_HEADER_LEN, HEADER_LEN, MAX_BODY};
-use crate::record::Record;
+use crate::record::{Event, Payload, Record};
 
 /// How a file ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +52,41 @@ impl std::fmt::Display for Tail {
     }
 }
 
+/// Whether the writer closed the file (its last record is `Event::Closed`, FORMAT.md), and
+/// where the records end when it did not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closure {
+    /// The writer shut down in an orderly way: the last record is `Closed`.
+    Closed { t_ns: u64, offset: u64 },
+    /// No `Closed` record: the writer was killed (SIGKILL, a crash, power loss) or is still
+    /// recording. `last` is the last complete record's `t_ns` and frame offset, if any.
+    Open { last: Option<(u64, u64)> },
+}
+
+impl Closure {
+    pub fn is_closed(&self) -> bool {
+        matches!(self, Closure::Closed { .. })
+    }
+}
+
+impl std::fmt::Display for Closure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let open = "ends without a close record: the device was killed or is still running";
+        match self {
+            Closure::Closed { .. } => write!(f, "closed by the device"),
+            Closure::Open { last: None } => write!(f, "{open}; no records"),
+            Closure::Open {
+                last: Some((t_ns, offset)),
+            } => write!(
+                f,
+                "{open}; last record at {}.{:06} ms, offset {offset}",
+                t_ns / 1_000_000,
+                t_ns % 1_000_000
+            ),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
     #[error("I/O error at offset {offset}")]
@@ -81,6 +116,8 @@ pub struct TraceReader<R> {
     tail: Option<Tail>,
     failed: bool,
     body: Vec<u8>,
+    /// The last complete record's `t_ns` and frame offset, and whether it is `Closed`.
+    last: Option<(u64, u64, bool)>,
 }
 
 impl TraceReader<BufReader<File>> {
@@ -114,6 +151,7 @@ impl<R: Read> TraceReader<R> {
             tail: None,
             failed: false,
             body: Vec::with_capacity(128),
+            last: None,
         }
     }
 
@@ -129,6 +167,18 @@ impl<R: Read> TraceReader<R> {
     /// How the stream ended; `None` until iteration has reached the end.
     pub fn tail(&self) -> Option<Tail> {
         self.tail
+    }
+
+    /// Whether the records read so far end with the writer's `Closed` record (meaningful once
+    /// iteration has reached the end).
+    pub fn closure(&self) -> Closure {
+        match self.last {
+            Some((t_ns, offset, true)) => Closure::Closed { t_ns, offset },
+            Some((t_ns, offset, false)) => Closure::Open {
+                last: Some((t_ns, offset)),
+            },
+            None => Closure::Open { last: None },
+        }
     }
 
     /// The next record and its frame offset; `Ok(None)` at the end (see [`Self::tail`]).
@@ -191,6 +241,14 @@ impl<R: Read> TraceReader<R> {
         }
         let rec = decode_body(&self.body, at)?;
         self.offset = at + FRAME_HEADER_LEN as u64 + u64::from(len);
+        let closed = matches!(
+            rec.payload,
+            Payload::Event {
+                event: Event::Closed,
+                ..
+            }
+        );
+        self.last = Some((rec.t_ns, at, closed));
         Ok(Some((at, rec)))
     }
 
@@ -259,6 +317,7 @@ pub struct TraceContents {
     pub header: Header,
     pub records: Vec<(u64, Record)>,
     pub tail: Tail,
+    pub closure: Closure,
 }
 
 /// Reads a whole in-memory trace (tests, small files).
@@ -269,10 +328,12 @@ pub fn read_bytes(bytes: &[u8]) -> Result<TraceContents, ReadError> {
         records.push(rec);
     }
     let tail = r.tail().unwrap_or(Tail::Clean);
+    let closure = r.closure();
     Ok(TraceContents {
         header: r.header,
         records,
         tail,
+        closure,
     })
 }
 
@@ -397,6 +458,57 @@ mod tests {
             read_bytes(&b),
             Err(ReadError::Format(FormatError::BadFrameLength { len: 0, .. }))
         ));
+    }
+
+    #[test]
+    fn a_file_without_a_closed_record_says_where_its_records_end() {
+        let (b, ends) = file(true);
+        let c = read_bytes(&b).unwrap();
+        let last = *ends.iter().rev().nth(1).unwrap();
+        let t_ns = sample_records().last().unwrap().t_ns;
+        assert_eq!(
+            c.closure,
+            Closure::Open {
+                last: Some((t_ns, last))
+            }
+        );
+        assert_eq!(t_ns, 48);
+        assert_eq!(
+            c.closure.to_string(),
+            format!(
+                "ends without a close record: the device was killed or is still running; last record at 0.000048 ms, offset {last}"
+            )
+        );
+        let empty = read_bytes(&b[..HEADER_LEN]).unwrap();
+        assert_eq!(empty.closure, Closure::Open { last: None });
+        // The same file with the writer's Closed record appended.
+        let mut closed = b.clone();
+        let rec = Record {
+            t_ns: 1_234_567_890,
+            payload: Payload::Event {
+                endpoint: 1,
+                event: Event::Closed,
+            },
+        };
+        encode_frame(&rec, true, &mut closed);
+        let c = read_bytes(&closed).unwrap();
+        assert_eq!(
+            c.closure,
+            Closure::Closed {
+                t_ns: 1_234_567_890,
+                offset: b.len() as u64
+            }
+        );
+        assert_eq!(c.closure.to_string(), "closed by the device");
+        // A Closed record cut short at the end is no close: the records end before it.
+        let c = read_bytes(&closed[..closed.len() - 3]).unwrap();
+        assert_eq!(
+            c.closure,
+            Closure::Open {
+                last: Some((t_ns, last))
+            }
+        );
+        assert!(!c.tail.is_clean());
     }
 
     #[test]

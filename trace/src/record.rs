@@ -104,6 +104,10 @@ pub enum Event {
     Dropped {
         records: u64,
     },
+    /// The recorder closed the file in an orderly way (the device shut down, or the last
+    /// handle was dropped): always the last record. A file without one was not closed: its
+    /// writer was killed, or is still recording.
+    Closed,
 }
 
 /// What a record says.

@@ -22,11 +22,15 @@ use std::time::Duration;
 use std::time::Instant;
 
 use crate::clock::TraceClock;
-use crate::format::{command_done_frame, dma_frame, encode_frame, Header, FRAME_HEADER_LEN, HEADER_LEN};
+use crate::format::{
+    command_done_frame, dma_frame, encode_frame, Header, CLOSED_FRAME_LEN, FRAME_HEADER_LEN, HEADER_LEN,
+};
 use crate::record::{Event, Payload, Record};
 
 /// Size of the `Event::Dropped` marker frame (8-byte frame header + 24-byte body).
 const MARKER_LEN: u64 = 32;
+/// Room kept at the end of a file: a `Dropped` marker, then the `Closed` record.
+const RESERVE: u64 = MARKER_LEN + CLOSED_FRAME_LEN as u64;
 
 /// How a recorder writes.
 #[derive(Debug, Clone)]
@@ -134,6 +138,8 @@ struct State {
     marker: Option<MarkerPos>,
     flush_wanted: bool,
     closing: bool,
+    /// The `Closed` record is buffered or written: nothing more goes into the file.
+    closed: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -159,7 +165,7 @@ impl Recorder {
     /// Creates (truncating) `<dir>/ep<endpoint>.phyrtrace`, writes its header and starts the
     /// writer thread.
     pub fn create(dir: &Path, endpoint: u16, cfg: &TraceConfig, clock: &TraceClock) -> Result<Self, WriteError> {
-        let min = HEADER_LEN as u64 + MARKER_LEN;
+        let min = HEADER_LEN as u64 + RESERVE;
         if cfg.max_bytes < min {
             return Err(WriteError::CapTooSmall {
                 max_bytes: cfg.max_bytes,
@@ -201,6 +207,7 @@ impl Recorder {
                 marker: None,
                 flush_wanted: false,
                 closing: false,
+                closed: false,
             }),
             wake: Condvar::new(),
             sink: Mutex::new(Sink {
@@ -274,6 +281,17 @@ impl Recorder {
         }
     }
 
+    /// Ends the file in an orderly way: writes what is buffered, then the `Closed` record
+    /// (FORMAT.md), so readers can tell this file from one whose writer was killed. Records
+    /// after it are counted in [`Recorder::dropped`], not written. Dropping the last clone
+    /// closes too; closing twice is harmless. Returns the first write error, as `flush`.
+    pub fn close(&self) -> Result<(), WriteError> {
+        match &self.inner {
+            Some(h) => h.shared.close(),
+            None => Ok(()),
+        }
+    }
+
     /// Records not written because the file reached its cap or the writer fell behind.
     pub fn dropped(&self) -> u64 {
         self.inner
@@ -289,6 +307,8 @@ impl Recorder {
 
 impl Drop for Handle {
     fn drop(&mut self) {
+        // A failure is already kept in the sink; nobody is left to report it to.
+        let _ = self.shared.close();
         {
             let mut st = self.shared.lock_state();
             st.closing = true;
@@ -382,7 +402,7 @@ impl Shared {
             return;
         }
         let n = frame.len() as u64;
-        if st.committed + n + MARKER_LEN > self.cfg.max_bytes {
+        if st.committed + n + RESERVE > self.cfg.max_bytes {
             self.stopped.store(true, Relaxed);
             self.dropped.fetch_add(1, Relaxed);
             let marker = MarkerPos {
@@ -436,7 +456,7 @@ impl Shared {
             st.flush_wanted = false;
             let lost = self.lost.swap(0, Relaxed);
             if lost > 0 {
-                if !self.stopped.load(Relaxed) && st.committed + 2 * MARKER_LEN <= self.cfg.max_bytes {
+                if !self.stopped.load(Relaxed) && st.committed + MARKER_LEN + RESERVE <= self.cfg.max_bytes {
                     let m = MarkerPos {
                         offset: st.committed,
                         t_ns: self.clock.now_ns(),
@@ -476,6 +496,29 @@ impl Shared {
             }
         }
         Ok(())
+    }
+
+    /// Flushes, appends the `Closed` record (room for it is always kept), flushes again.
+    fn close(&self) -> Result<(), WriteError> {
+        // First what is pending, with a marker for records the writer could not keep up with.
+        self.flush()?;
+        {
+            let mut st = self.lock_state();
+            if st.closed {
+                return Ok(());
+            }
+            st.closed = true;
+            self.stopped.store(true, Relaxed);
+            let rec = Record {
+                t_ns: self.clock.now_ns(),
+                payload: Payload::Event {
+                    endpoint: self.endpoint,
+                    event: Event::Closed,
+                },
+            };
+            st.committed += encode_frame(&rec, false, &mut st.buf) as u64;
+        }
+        self.flush()
     }
 
     fn fail(&self, sink: &mut Sink, offset: u64, e: io::Error) -> Result<(), WriteError> {
@@ -527,10 +570,44 @@ mod tests {
         let c = read(&path);
         assert_eq!(c.tail, Tail::Clean);
         assert_eq!(c.header.endpoint, 1);
-        assert_eq!(
-            c.records.into_iter().map(|(_, r)| r).collect::<Vec<_>>(),
-            sample_records()
+        let mut got: Vec<Record> = c.records.into_iter().map(|(_, r)| r).collect();
+        let last = got.pop().expect("a Closed record");
+        assert!(
+            matches!(
+                last.payload,
+                Payload::Event {
+                    endpoint: 1,
+                    event: Event::Closed
+                }
+            ),
+            "{last:?}"
         );
+        assert_eq!(got, sample_records());
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn close_ends_the_file_with_a_closed_record_and_drops_later_records() {
+        let dir = temp_dir("writer-close");
+        let rec = Recorder::create(&dir, 4, &TraceConfig::default(), &TraceClock::new()).unwrap();
+        rec.record(dma(1, 4, 1, 0x1000, 8, 0));
+        let path = rec.path().unwrap().to_owned();
+        assert!(!read(&path).closure.is_closed(), "open until closed");
+        rec.close().unwrap();
+        rec.record(dma(2, 4, 2, 0x2000, 8, 0));
+        rec.close().unwrap();
+        drop(rec);
+        let c = read(&path);
+        assert_eq!(c.tail, Tail::Clean);
+        assert_eq!(c.records.len(), 2, "the record, then Closed; nothing after it");
+        assert!(matches!(
+            c.records[1].1.payload,
+            Payload::Event {
+                event: Event::Closed,
+                ..
+            }
+        ));
+        assert_eq!(c.closure.to_string(), "closed by the device");
         fs::remove_dir_all(dir).unwrap();
     }
 
@@ -590,16 +667,18 @@ mod tests {
         }
         rec.flush().unwrap();
         let path = rec.path().unwrap().to_owned();
-        // frames are 72 bytes: (1000 - 64 - 32) / 72 = 12 fit.
+        // frames are 72 bytes; 32 + 24 bytes are kept for the marker and the Closed record:
+        // (1000 - 64 - 56) / 72 = 12 fit.
         let fits = 12;
         assert_eq!(rec.dropped(), 100 - fits);
         assert!(!rec.wants_crc(), "a full recorder no longer asks for CRCs");
-        let check = |expect_dropped: u64| {
+        let check = |expect_dropped: u64, closed: bool| {
             let c = read(&path);
             assert_eq!(c.tail, Tail::Clean);
             assert!(fs::metadata(&path).unwrap().len() <= 1000);
-            assert_eq!(c.records.len() as u64, fits + 1);
-            match &c.records.last().unwrap().1.payload {
+            assert_eq!(c.records.len() as u64, fits + 1 + u64::from(closed));
+            assert_eq!(c.closure.is_closed(), closed);
+            match &c.records[fits as usize].1.payload {
                 Payload::Event {
                     event: Event::Dropped { records },
                     endpoint: 2,
@@ -609,12 +688,13 @@ mod tests {
                 other => panic!("expected a Dropped marker, got {other:?}"),
             }
         };
-        check(100 - fits);
+        check(100 - fits, false);
         for i in 0..50 {
             rec.record(dma(i, 2, 0, 0, 8, 0));
         }
         drop(rec);
-        check(150 - fits);
+        // The marker keeps its place and count; the Closed record fits behind it.
+        check(150 - fits, true);
         fs::remove_dir_all(dir).unwrap();
     }
 
@@ -626,7 +706,13 @@ mod tests {
             ..TraceConfig::default()
         };
         let err = Recorder::create(&dir, 0, &cfg, &TraceClock::new()).unwrap_err();
-        assert!(matches!(err, WriteError::CapTooSmall { max_bytes: 10, min: 96 }));
+        assert!(matches!(
+            err,
+            WriteError::CapTooSmall {
+                max_bytes: 10,
+                min: 120
+            }
+        ));
         fs::remove_dir_all(dir).unwrap();
     }
 
@@ -683,7 +769,8 @@ mod tests {
         });
         drop(rec);
         let c = read(&path);
-        assert_eq!(c.records.len(), 20_000);
+        assert_eq!(c.records.len(), 20_001, "every record, then Closed");
+        assert!(c.closure.is_closed());
         for q in 0..4u16 {
             let ids: Vec<u16> = c
                 .records

@@ -98,6 +98,7 @@ fn event() -> impl Strategy<Value = Event> {
         Just(Event::Disconnected),
         "\\PC{0,200}".prop_map(|message| Event::Error { message }),
         any::<u64>().prop_map(|records| Event::Dropped { records }),
+        Just(Event::Closed),
     ]
 }
 

@@ -79,6 +79,15 @@ fn sigkill_leaves_a_readable_file() {
         n += 1;
     }
     assert!(n > 2000, "only {n} records survived");
-    eprintln!("{n} records survived SIGKILL; tail: {}", reader.tail().unwrap());
+    // No Closed record: the reader says the file was not closed, and where its records end.
+    let closure = reader.closure();
+    assert!(
+        matches!(closure, phyr_trace::Closure::Open { last: Some((t, _)) } if t == n - 1),
+        "{closure:?}"
+    );
+    eprintln!(
+        "{n} records survived SIGKILL; tail: {}; {closure}",
+        reader.tail().unwrap()
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -162,6 +162,7 @@ fn trace_payloads() -> Vec<Payload> {
         event(Event::Error { message: "seed".into() }),
         event(Event::Dropped { records: 3 }),
         event(Event::Disconnected),
+        event(Event::Closed),
     ]
 }
 
