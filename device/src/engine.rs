@@ -185,9 +185,11 @@ impl Exec<'_> {
     pub fn run(&self, cmd: &Command, lists: &mut Lists) -> Completion {
         let mut done = 0u64;
         let mut outcome = self.dispatch(cmd, &mut done, lists);
-        if let (Err(_), Some(s)) = (&outcome, (self.abort)()) {
-            // A fault while a reset or disable is under way is its consequence (the VMM
-            // refusing DMA of a device being reset, say): report the abort.
+        if let Some(s) = (self.abort)() {
+            // A command that ends while a reset or disable is under way reports the abort: a
+            // fault then is its consequence (the VMM refusing DMA of a device being reset, say),
+            // and a command whose last DMA message was still in flight when the stop returned
+            // must not complete with SUCCESS after it (ABI §3; `phyr soak` saw one do so).
             outcome = Err(Failure::plain(s));
         }
         match outcome {

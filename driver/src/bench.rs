@@ -205,6 +205,12 @@ impl Bench {
         self.queues.retain(|k, _| k.0 != ep);
     }
 
+    /// Takes queue `q` of endpoint `ep` out of the bench (to disable it and collect what it
+    /// posted); the next use creates a fresh one.
+    pub fn take_queue(&mut self, ep: usize, q: u32) -> Option<Queue> {
+        self.queues.remove(&(ep, q))
+    }
+
     /// Resets endpoint `ep` (CTRL.RESET) and enables it again; its queues are gone.
     pub fn reset_endpoint(&mut self, ep: usize) -> Result<()> {
         self.drop_queues(ep);

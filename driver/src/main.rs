@@ -13,6 +13,7 @@ mod ksuite;
 mod mapping;
 mod p2p;
 mod queue;
+mod soak;
 mod spec;
 mod suite;
 mod sysfs;
@@ -77,6 +78,11 @@ fn run(cli: Cli) -> Result<bool> {
             };
             s.trace_lines = true;
             suite::run(&mut s, cases)
+        }
+        Cmd::Soak(args) => {
+            let mut s = open(&cli)?;
+            s.trace_lines = true;
+            soak::run(s, args)
         }
         Cmd::EduCheck { bdf } => cli::edu::run(&cli.sysfs, bdf.as_deref()),
         Cmd::Bind { target, endpoints } => cli::bind::run(&cli.sysfs, *target, endpoints),

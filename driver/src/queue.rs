@@ -161,6 +161,12 @@ impl Queue {
         Ok(())
     }
 
+    /// The id the next submitted command gets (0 is skipped): a driver that re-creates a queue
+    /// can keep ids unique across the queue's lives, so a trace never shows one id twice.
+    pub fn set_next_id(&mut self, id: u16) {
+        self.next_id = id.max(1);
+    }
+
     /// Writes `cmd` (its command_id replaced by a fresh one) into the SQ and rings the
     /// doorbell. Returns the command id.
     pub fn submit(&mut self, e: &Endpoint, mut cmd: Command) -> Result<u16> {
@@ -217,6 +223,22 @@ impl Queue {
             _ => e.w32(regs::doorbell(self.q, regs::DB_CQ_HEAD), self.cq_head)?,
         }
         Ok(())
+    }
+
+    /// What a driver collects after it reset or disabled the queue: every completion the
+    /// device posted that no `wait` took yet (kept ones first, then the CQ by phase), at once,
+    /// without waiting for interrupts and without writing the CQ head (the queue may be gone).
+    pub fn drain_posted(&mut self) -> Result<Vec<Completion>> {
+        let mut v: Vec<Completion> = self.stash.drain(..).collect();
+        while let Some(c) = self.peek()? {
+            self.cq_head = (self.cq_head + 1) % self.size;
+            if self.cq_head == 0 {
+                self.phase = !self.phase;
+            }
+            self.outstanding = self.outstanding.saturating_sub(1);
+            v.push(c);
+        }
+        Ok(v)
     }
 
     /// Waits for the completion of command `cid` (completions of other commands that come

@@ -277,6 +277,30 @@ fn reset_while_worker_waits_on_a_dma_message_returns_at_once_and_moves_no_data_a
     assert_eq!(r.wait_completion(0, 0, true).command_id, 5);
 }
 
+/// Found by `phyr soak`: a command whose last piece is a DMA message still in flight when a
+/// reset returns used to finish with SUCCESS after the reset (its completion then followed the
+/// device's reset in the trace); ABI §3 says it completes with the abort status.
+#[test]
+fn a_command_whose_last_dma_message_is_in_flight_at_a_reset_completes_aborted_reset() {
+    let r = rig();
+    r.mem.report_in_flight.store(true, Ordering::SeqCst);
+    r.setup(0, 4, 0);
+    let src = r.list(DATA + 0x1000, &[iova(MSG, 4096)]);
+    r.mem.set_hold(true);
+    r.submit(0, 0, &Command::new(Opcode::Crc32c, 43, src, DmaRange::default()));
+    r.w32(doorbell(0, DB_SQ_TAIL), 1);
+    let t = Instant::now();
+    while !r.mem.entered.load(Ordering::SeqCst) {
+        assert!(t.elapsed() < Duration::from_secs(5));
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    r.w32(REG_CTRL, CTRL_RESET);
+    r.mem.set_hold(false);
+    let c = r.wait_completion(0, 0, true);
+    assert_eq!((c.command_id, c.status()), (43, Some(Status::ABORTED_RESET)), "{c:?}");
+    assert_eq!(c.result, 4096, "the piece in flight was read: its bytes count as moved");
+}
+
 #[test]
 fn without_bus_master_enable_no_command_is_fetched() {
     let r = rig();

@@ -96,6 +96,9 @@ pub enum Cmd {
         #[arg(long)]
         list: bool,
     },
+    /// Randomized commands with faults injected while they run, every one checked; ends with
+    /// `N commands, N faults injected, N corrupted bytes (seed S)` (`just soak` runs it).
+    Soak(crate::soak::SoakArgs),
     /// Move endpoints between vfio-pci and the phyr kernel driver (driver_override, unbind, drivers_probe).
     Bind {
         /// Where to: `kernel` (phyr.ko, PCI driver "phyr") or `vfio` (vfio-pci).
