@@ -130,6 +130,12 @@ pub fn device_args(recipe: &Recipe, run: &RunDir, bar2_size: Option<u64>, trace_
 
 /// Boots one guest in `run` (a session directory) and returns how it ended.
 pub fn boot(parts: &Parts, run: &RunDir, o: &BootOptions<'_>) -> Result<Outcome> {
+    guest_run::run(launch(parts, run, o)?)
+}
+
+/// Everything one boot needs, assembled (initramfs built, kernel recorded), ready for
+/// `guest_run::run` or, with a device that outlives the guest, `guest_run::run_with_device`.
+pub fn launch<'a>(parts: &'a Parts, run: &'a RunDir, o: &BootOptions<'_>) -> Result<Launch<'a>> {
     check_socket_paths(&run.socket_dir(), o.recipe.endpoints)?;
     for bad in ['"', '\\', ','] {
         if run.path.display().to_string().contains(bad) {
@@ -199,13 +205,14 @@ pub fn boot(parts: &Parts, run: &RunDir, o: &BootOptions<'_>) -> Result<Outcome>
             .map(|i| run.socket_dir().join(format!("ep{i}.sock")))
             .collect(),
     });
-    guest_run::run(Launch {
+    Ok(Launch {
         run,
         qemu: &parts.qemu,
         qemu_args,
         device,
         console: o.console,
         timeout: o.timeout,
+        kill_after_ready: None,
     })
 }
 

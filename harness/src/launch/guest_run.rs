@@ -2,6 +2,11 @@
 //! tear everything down on poweroff, Ctrl-C/SIGTERM, a crashed device or a crashed QEMU.
 //! Each child runs in its own process group (except an interactive QEMU, which must own the
 //! terminal) and dies with the harness (PR_SET_PDEATHSIG), so nothing is left behind.
+//!
+//! One device for several guests: [`DeviceProc::start`] it, run each guest with
+//! [`run_with_device`] (the device keeps serving when a guest ends, even by a QEMU SIGKILLed
+//! on purpose: [`Launch::kill_after_ready`]), then [`DeviceProc::stop`] it. [`run`] is that
+//! for one guest.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::FileTypeExt;
@@ -44,6 +49,9 @@ pub struct Launch<'a> {
     pub device: Option<DeviceLaunch>,
     pub console: Console,
     pub timeout: Option<Duration>,
+    /// SIGKILL QEMU this long after the guest printed its READY marker (a VMM crash on
+    /// purpose; captured consoles only): the session ends with [`Ending::QemuKilled`].
+    pub kill_after_ready: Option<Duration>,
 }
 
 /// How the guest run ended.
@@ -55,6 +63,8 @@ pub enum Ending {
     DeviceCrashed(String),
     Interrupted(&'static str),
     TimedOut(Duration),
+    /// QEMU was SIGKILLed as [`Launch::kill_after_ready`] asked, this long after READY.
+    QemuKilled(Duration),
 }
 
 pub struct Outcome {
@@ -64,30 +74,65 @@ pub struct Outcome {
     pub ready_after: Option<Duration>,
 }
 
-/// Runs the guest to its end. Errors are for things that stop it from starting at all.
+/// A running phyr-device, serving the sockets of one run directory while guests come and go.
+pub struct DeviceProc {
+    child: Child,
+}
+
+impl DeviceProc {
+    /// Starts phyr-device and waits until every socket listens.
+    pub fn start(d: &DeviceLaunch, run: &RunDir) -> Result<Self> {
+        let mut child = start_device(d, run)?;
+        if let Err(e) = wait_for_sockets(&mut child, &d.sockets, run) {
+            stop_group(&mut child, "phyr-device", Duration::from_secs(3));
+            cleanup_sockets(run);
+            return Err(e);
+        }
+        Ok(Self { child })
+    }
+
+    /// The process id (its process group too).
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM (SIGKILL after 3 s), reaped; the sockets are removed. Returns how it exited
+    /// (`None` if it had to be killed).
+    pub fn stop(mut self, run: &RunDir) -> Option<ExitStatus> {
+        stop_group(&mut self.child, "phyr-device", Duration::from_secs(3));
+        cleanup_sockets(run);
+        self.child.try_wait().ok().flatten()
+    }
+}
+
+/// Runs the session to its end: the device of `l.device` (if any) is started before QEMU and
+/// stopped after it. Errors are for things that stop it from starting at all.
 pub fn run(l: Launch<'_>) -> Result<Outcome> {
-    let start = Instant::now();
     let mut device = match &l.device {
-        Some(d) => Some(start_device(d, l.run)?),
+        Some(d) => Some(DeviceProc::start(d, l.run)?),
         None => None,
     };
-    if let (Some(d), Some(child)) = (&l.device, device.as_mut()) {
-        if let Err(e) = wait_for_sockets(child, &d.sockets, l.run) {
-            stop_group(child, "phyr-device", Duration::from_secs(3));
-            cleanup_sockets(l.run);
-            return Err(e);
+    let outcome = guest(&l, device.as_mut());
+    match device {
+        Some(d) => {
+            d.stop(l.run);
         }
+        None => cleanup_sockets(l.run),
     }
-    let mut qemu = match start_qemu(&l) {
-        Ok(q) => q,
-        Err(e) => {
-            if let Some(d) = device.as_mut() {
-                stop_group(d, "phyr-device", Duration::from_secs(3));
-            }
-            cleanup_sockets(l.run);
-            return Err(e);
-        }
-    };
+    outcome
+}
+
+/// Runs one guest against a device that was started before it and keeps running after it
+/// (`l.device` is not used). A device that dies ends the session with
+/// [`Ending::DeviceCrashed`], as in [`run`].
+pub fn run_with_device(l: Launch<'_>, device: &mut DeviceProc) -> Result<Outcome> {
+    guest(&l, Some(device))
+}
+
+/// QEMU from start to end, watching `device` too.
+fn guest(l: &Launch<'_>, mut device: Option<&mut DeviceProc>) -> Result<Outcome> {
+    let start = Instant::now();
+    let mut qemu = start_qemu(l)?;
     let ready_at = std::sync::Arc::new(std::sync::Mutex::new(None::<Duration>));
     let echo = qemu.stdout.take().map(|out| {
         let ready_at = ready_at.clone();
@@ -105,19 +150,28 @@ pub fn run(l: Launch<'_>) -> Result<Outcome> {
             }
             // A device that died first usually takes QEMU down with it: blame the device.
             std::thread::sleep(POLL);
-            if let Some(dst) = device.as_mut().and_then(|d| d.try_wait().ok().flatten()) {
+            if let Some(dst) = device.as_mut().and_then(|d| d.child.try_wait().ok().flatten()) {
                 break Ending::DeviceCrashed(format!("{}; QEMU then exited too ({})", describe(dst), describe(st)));
             }
             break Ending::QemuFailed(describe(st));
         }
         if let Some(d) = device.as_mut() {
-            if let Some(st) = d.try_wait()? {
+            if let Some(st) = d.child.try_wait()? {
                 break Ending::DeviceCrashed(describe(st));
             }
         }
         if let Some(t) = l.timeout {
             if start.elapsed() > t {
                 break Ending::TimedOut(t);
+            }
+        }
+        let ready = *ready_at.lock().unwrap_or_else(|e| e.into_inner());
+        if let (Some(after), Some(ready)) = (l.kill_after_ready, ready) {
+            if start.elapsed() >= ready + after {
+                // SIGKILL, as a crashing VMM dies: no chance to tell the device anything.
+                let _ = qemu.kill();
+                let _ = qemu.wait();
+                break Ending::QemuKilled(start.elapsed().saturating_sub(ready));
             }
         }
         std::thread::sleep(POLL);
@@ -128,13 +182,9 @@ pub fn run(l: Launch<'_>) -> Result<Outcome> {
         Console::Captured | Console::Summary => stop_group(&mut qemu, "QEMU", qemu_grace),
         Console::Interactive => stop_pid(&mut qemu, qemu_grace),
     }
-    if let Some(d) = device.as_mut() {
-        stop_group(d, "phyr-device", Duration::from_secs(3));
-    }
     if let Some(h) = echo {
         let _ = h.join();
     }
-    cleanup_sockets(l.run);
     let ready_after = *ready_at.lock().unwrap_or_else(|e| e.into_inner());
     Ok(Outcome {
         ending,
@@ -267,9 +317,18 @@ fn echo_console(
 pub fn worth_echoing(line: &[u8]) -> bool {
     let text = String::from_utf8_lossy(line);
     let t = text.trim_start();
-    ["phyr-init:", "=== ", "ok ", "not ok ", "TAP version", "1..", "# totals"]
-        .iter()
-        .any(|p| t.starts_with(p))
+    [
+        "phyr-init:",
+        "=== ",
+        "ok ",
+        "not ok ",
+        "TAP version",
+        "1..",
+        "# totals",
+        "# soak ",
+    ]
+    .iter()
+    .any(|p| t.starts_with(p))
         || ["Kernel panic", "BUG:", "Oops", "WARNING:", "DMAR:"]
             .iter()
             .any(|k| t.contains(k) && !t.contains("DMAR: IOMMU enabled"))
@@ -358,11 +417,25 @@ pub fn report_ending(run: &RunDir, o: &Outcome) -> i32 {
         }
         Ending::DeviceCrashed(st) => {
             say(format!(
-                "phyr-device died ({st}) after {secs:.1} s; QEMU was stopped. See {}{}",
-                run.file("device.log").display(),
+                "phyr-device died ({st}) after {secs:.1} s; QEMU was stopped. The logs stay in {}: \
+                 device.log (last lines below), serial.log, qemu.log. What the device did up to its \
+                 end: `just trace {}` (a trace that ends without a close record was cut by the death). \
+                 Unless you killed it, this is a phyr-device bug: report it with device.log and \
+                 device.cmdline (the command line that reruns the device alone){}",
+                run.path.display(),
+                run.path.display(),
                 log_tail(&run.file("device.log"), 5)
             ));
             1
+        }
+        Ending::QemuKilled(after) => {
+            say(format!(
+                "QEMU killed with SIGKILL on purpose {:.1} s after the guest was ready; phyr-device \
+                 kept serving; logs in {}",
+                after.as_secs_f64(),
+                run.path.display()
+            ));
+            0
         }
         Ending::Interrupted(sig) => {
             say(format!(
