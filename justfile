@@ -14,6 +14,12 @@ run *args: build
 test *args: build
     ./target/release/phyr-harness test --cargo "$@"
 
+# Randomized lists and injected faults over two guests and one device (QEMU killed mid-run),
+# every byte checked; ends "N commands, N faults injected, N corrupted bytes (seed S)".
+# Try: just soak --minutes 2 [--seed S]
+soak *args: build
+    ./target/release/phyr-harness soak "$@"
+
 # Inspect device-side DMA traces of the last run (or a given run directory). Try: just trace --help
 trace *args:
     cargo build --release -p phyr-harness

@@ -430,6 +430,7 @@ fn trace_rigs(shared: &OwnedFd, seen: &mut Vec<i32>) -> Vec<TraceRig> {
                 trace: trace.then(|| TraceSettings {
                     dir: dir.clone(),
                     data_crc: crc,
+                    max_bytes: phyr_trace::TraceConfig::default().max_bytes,
                 }),
                 ..Default::default()
             };

@@ -22,6 +22,8 @@ pub struct TraceSettings {
     pub dir: PathBuf,
     /// Record a CRC32C of the bytes every transaction moved.
     pub data_crc: bool,
+    /// Size cap of each endpoint's trace file, in bytes (TraceConfig::max_bytes).
+    pub max_bytes: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -119,6 +121,7 @@ impl Fleet {
                 Some(t) => {
                     let tc = TraceConfig {
                         data_crc: t.data_crc,
+                        max_bytes: t.max_bytes,
                         ..TraceConfig::default()
                     };
                     Recorder::create(&t.dir, i, &tc, &clock)

@@ -38,6 +38,10 @@ struct Args {
     /// Record a CRC32C of the bytes each transaction moved (with --trace-dir).
     #[arg(long, default_value = "on")]
     trace_crc: String,
+    /// Size cap of each endpoint's trace file (K/M/G suffixes allowed); at the cap the device
+    /// stops recording and leaves a `Dropped` marker with the count of records not written.
+    #[arg(long, default_value = "256M")]
+    trace_max: String,
 }
 
 fn config(a: &Args) -> Result<FleetConfig> {
@@ -53,7 +57,19 @@ fn config(a: &Args) -> Result<FleetConfig> {
         "off" => false,
         other => bail!("--trace-crc must be on or off, got {other:?}"),
     };
-    let trace = a.trace_dir.clone().map(|dir| TraceSettings { dir, data_crc });
+    let max_bytes = parse_size(&a.trace_max)
+        .with_context(|| format!("--trace-max {:?} is not a size (examples: 256M, 4G)", a.trace_max))?;
+    if max_bytes < 1 << 20 {
+        bail!(
+            "--trace-max {:?} is below 1M: too small to hold a useful trace",
+            a.trace_max
+        );
+    }
+    let trace = a.trace_dir.clone().map(|dir| TraceSettings {
+        dir,
+        data_crc,
+        max_bytes,
+    });
     Ok(FleetConfig {
         endpoints: a.endpoints,
         topology,

@@ -259,6 +259,7 @@ fn command_done_is_recorded_as_each_command_of_a_batch_ends() {
         trace: Some(TraceSettings {
             dir: trace.clone(),
             data_crc: true,
+            max_bytes: phyr_trace::TraceConfig::default().max_bytes,
         }),
         ..Default::default()
     };

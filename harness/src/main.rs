@@ -26,7 +26,7 @@ use clap::{Parser, Subcommand};
 use crate::launch::prepare::{self, ProvisionArgs};
 use crate::launch::run_cmd::{self, RunArgs};
 use crate::provision::cache::Cache;
-use crate::results::{crosscheck, test_cmd};
+use crate::results::{crosscheck, soak_cmd, test_cmd};
 use crate::trace::trace_cmd;
 
 #[derive(Parser)]
@@ -52,6 +52,9 @@ enum Cmd {
     Run(RunArgs),
     /// Run the guest suite under several recipes; print `N passed, N failed`.
     Test(test_cmd::TestArgs),
+    /// Randomized workload with faults injected, a QEMU killed mid-run and a second guest
+    /// against the same device; ends `N commands, N faults injected, N corrupted bytes (seed S)`.
+    Soak(soak_cmd::SoakArgs),
     /// Inspect device-side DMA traces of the last run (or a given run directory).
     Trace(trace_cmd::TraceArgs),
     /// Re-check a suite run's device traces against the driver's `# phyr-cmd` lines.
@@ -84,6 +87,7 @@ fn real_main(cli: Cli) -> Result<i32> {
         Cmd::Provision(ref a) => prepare::provision_all(&cache()?, &a.sources, a.refresh),
         Cmd::Run(a) => run_cmd::run(&cache()?, a),
         Cmd::Test(a) => test_cmd::run(&cache()?, a),
+        Cmd::Soak(a) => soak_cmd::run(&cache()?, a),
         Cmd::Trace(args) => trace_cmd::run(args, Path::new("runs")).map(|()| 0),
         Cmd::Crosscheck { dir } => crosscheck::command(&dir),
     }

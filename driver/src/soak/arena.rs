@@ -14,9 +14,9 @@ use std::collections::BTreeMap;
 use anyhow::{Context, Result};
 
 use super::rng::{mix, Rng};
+use crate::bench::{Bench, BAR_WINDOW};
 use crate::hostmem::HostMem;
 use crate::mapping::Place;
-use crate::bench::{Bench, BAR_WINDOW};
 use crate::vfio::DmaPerm;
 
 /// Bytes of a host arena handed out, and of the guard at each of its ends.

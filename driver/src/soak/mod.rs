@@ -40,8 +40,8 @@ use anyhow::{Context, Result};
 use dma_range::{regs, Completion};
 use phyr_report::{ResetKind, ResetLine};
 
-use crate::queue::QueueMode;
 use crate::bench::Bench;
+use crate::queue::QueueMode;
 use arena::{Arenas, Occupancy};
 use plan::{Limits, Plan};
 use rng::Rng;
@@ -70,7 +70,8 @@ pub struct SoakArgs {
 const MAX_HOST_ARENAS: usize = 16;
 /// A light sweep (arenas, guards, BAR2 bands) at least this often.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
-const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+/// A progress line at least this often (the harness counts a killed guest from its last one).
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Default)]
 pub struct Stats {

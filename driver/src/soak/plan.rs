@@ -6,10 +6,10 @@
 use anyhow::{bail, Result};
 use dma_range::{AddrSpace, DmaRange, Opcode, Status, FAULT_LIST_DST, FAULT_LIST_SRC};
 
+use crate::bench::Bench;
 use crate::exec::Job;
 use crate::mapping::{BuiltList, Fabric};
 use crate::queue::QueueMode;
-use crate::bench::Bench;
 
 /// A segment the device must fail on, on purpose.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

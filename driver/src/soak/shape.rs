@@ -9,9 +9,9 @@ use super::arena::{Arenas, Home, Occupancy};
 use super::expect;
 use super::plan::{det_fault_with_bars, starts, Allow, Bad, Limits, Plan, Seg};
 use super::rng::Rng;
+use crate::bench::Bench;
 use crate::mapping::{self, BuiltList, Place, Route, Segment, Via};
 use crate::queue::QueueMode;
-use crate::bench::Bench;
 
 /// What planning the commands of one step needs.
 pub struct Planner<'a> {

@@ -91,11 +91,6 @@ impl DeviceProc {
         Ok(Self { child })
     }
 
-    /// The process id (its process group too).
-    pub fn id(&self) -> u32 {
-        self.child.id()
-    }
-
     /// SIGTERM (SIGKILL after 3 s), reaped; the sockets are removed. Returns how it exited
     /// (`None` if it had to be killed).
     pub fn stop(mut self, run: &RunDir) -> Option<ExitStatus> {

@@ -9,6 +9,7 @@
 //!   kernel path's checks of every access against what the kernel mapped (both used by
 //!   `crosscheck`).
 //! - `junit`: JUnit XML for CI.
+//! - `soak_cmd`: the `soak` command (two guests, one device, faults, the cross-check).
 //! - `suite_session`: one session of the `test` command (a suite under one recipe on one
 //!   kernel, with the harness's own tests); `test_cmd`: the `test` command.
 
@@ -18,6 +19,7 @@ pub mod expected;
 pub mod guest_phys;
 pub mod junit;
 pub mod kernel_oracle;
+pub mod soak_cmd;
 pub mod suite_session;
 pub mod tap;
 pub mod test_cmd;

@@ -1,0 +1,330 @@
+//! `phyr-harness soak` (`just soak`): the endpoints under `phyr soak` (driver/src/soak/) for a
+//! while, across two guests and one device. Guest 1 runs the randomized workload with its
+//! injected faults until the harness SIGKILLs its QEMU mid-run, as a crashing VMM dies; the
+//! same phyr-device process keeps serving, guest 2 boots against it, first checks that BAR2
+//! outside the soak's arenas still holds what guest 1 wrote there, and soaks for the rest of the
+//! time. At the end every command both guests reported is cross-checked against the device's
+//! traces (one trace for both: guest 2's VFIO open resets every endpoint, which the check is
+//! told between the two logs).
+//!
+//! The last line: `N commands, N faults injected, N corrupted bytes (seed S)`; the same seed
+//! replays the same choices (`just soak --seed S`).
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use crate::image::initramfs::GuestMode;
+use crate::launch::boot::{self, BootOptions};
+use crate::launch::guest_run::{self, Console, DeviceProc, Ending, Outcome};
+use crate::launch::options::GuestOpts;
+use crate::launch::prepare;
+use crate::launch::recipe::Recipe;
+use crate::launch::rundir::{self, RunDir};
+use crate::progress::say;
+use crate::provision::cache::Cache;
+use crate::results::crosscheck;
+use crate::results::expected::Expected;
+
+#[derive(Args)]
+pub struct SoakArgs {
+    /// How long to soak, in minutes, both guests together (at least 1).
+    #[arg(long, default_value_t = 2)]
+    pub minutes: u64,
+    /// Seed of every random choice (decimal or 0x-hex); default: from the clock. Printed at
+    /// the end, so a failing soak can be replayed.
+    #[arg(long, value_parser = parse_seed)]
+    pub seed: Option<u64>,
+    /// Recipe name in qemu-configs/ (or a path to an .args file); it needs two endpoints.
+    #[arg(long, short, default_value = "default")]
+    pub recipe: String,
+    #[command(flatten)]
+    pub guest: GuestOpts,
+}
+
+fn parse_seed(s: &str) -> Result<u64, String> {
+    let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(h) => u64::from_str_radix(h, 16),
+        None => s.parse(),
+    };
+    r.map_err(|_| format!("{s:?} is not a seed: a decimal or 0x-hex 64-bit number"))
+}
+
+/// What one guest's `# soak` lines add up to.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct GuestTally {
+    pub commands: u64,
+    pub faults: u64,
+    pub corrupted: u64,
+    pub wrong: u64,
+    /// The guest printed `# soak end` (it ran to its end).
+    pub ended: bool,
+}
+
+/// `key=value` out of a `# soak ...` line.
+fn field(line: &str, key: &str) -> Option<u64> {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+        .and_then(|v| v.parse().ok())
+}
+
+/// Reads a guest's serial log: the counts of its `# soak end` line, or, for a guest whose QEMU
+/// was killed, of its last `# soak progress` line; corrupted bytes also from every
+/// `# soak corrupt bytes=N` line (printed at once, so a killed guest's count is whole).
+pub fn tally(serial: &str) -> GuestTally {
+    let mut t = GuestTally::default();
+    let mut corrupt_lines = 0;
+    for l in serial.lines().map(str::trim) {
+        let last = l.starts_with("# soak end ") || l.starts_with("# soak progress ");
+        if last {
+            t.commands = field(l, "commands").unwrap_or(t.commands);
+            t.faults = field(l, "faults").unwrap_or(t.faults);
+            t.corrupted = field(l, "corrupted").unwrap_or(t.corrupted);
+            t.wrong = field(l, "wrong").unwrap_or(t.wrong);
+            t.ended |= l.starts_with("# soak end ");
+        } else if l.starts_with("# soak corrupt bytes=") {
+            corrupt_lines += field(l, "bytes").unwrap_or(0);
+        }
+    }
+    t.corrupted = t.corrupted.max(corrupt_lines);
+    t
+}
+
+/// Both guests' console logs as one, with a `# phyr-reset` of every endpoint between them:
+/// guest 2's VFIO open resets each endpoint, and its command ids start again.
+pub fn joined_log(first: &str, second: &str, endpoints: usize) -> String {
+    let mut s = String::with_capacity(first.len() + second.len() + 64 * endpoints);
+    s.push_str(first);
+    if !s.ends_with('\n') {
+        s.push('\n');
+    }
+    for ep in 0..endpoints {
+        s.push_str(&format!("# phyr-reset ep={ep} kind=vfio\n"));
+    }
+    s.push_str(second);
+    s
+}
+
+/// `soak`: returns the exit code (0: nothing corrupted, every outcome allowed, the cross-check
+/// clean, both guests and the device ended as planned).
+pub fn run(cache: &Cache, a: SoakArgs) -> Result<i32> {
+    if a.minutes == 0 {
+        anyhow::bail!("--minutes 0: a soak needs at least a minute");
+    }
+    let recipe = Recipe::load(&a.recipe, &a.guest.recipes_dir())?;
+    if recipe.endpoints < 2 {
+        anyhow::bail!(
+            "recipe {} has {} endpoint(s); the soak mixes peer-to-peer lists and needs two (try --recipe default)",
+            recipe.name,
+            recipe.endpoints
+        );
+    }
+    rundir::check_future_socket_paths(&a.guest.runs_dir, Some("soak"), recipe.endpoints)?;
+    let seed = a.seed.unwrap_or_else(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+    });
+    let spec = prepare::kernel_spec(&a.guest.sources)?;
+    let parts = prepare::prepare(cache, &a.guest, true, &[spec], &[], false)?
+        .pop()
+        .context("no kernel prepared")?;
+    let run = RunDir::create(&a.guest.runs_dir)?.session(Some("soak"))?;
+    let total = a.minutes * 60;
+    // Guest 1 soaks for about half the time, then its QEMU dies; guest 2 takes the rest.
+    let first = (total * 9 / 20).max(20);
+    let second = total.saturating_sub(first).max(20);
+    say(format!(
+        "soak: seed {seed}, recipe {} ({}), {}, {} min: guest 1 for {first} s then its QEMU killed with \
+         SIGKILL, guest 2 against the same phyr-device for {second} s; run directory {}",
+        recipe.name,
+        recipe.description,
+        parts.kernel.description,
+        a.minutes,
+        run.path.display()
+    ));
+
+    // Guest 1 asks for the whole time; its QEMU is killed before it ends.
+    let cmd1 = format!("phyr soak --seed {seed} --seconds {total} --guest 1");
+    let mut l1 = boot::launch(&parts, &run, &boot_options(&a, &recipe, cmd1, total))?;
+    let mut dl = l1
+        .device
+        .take()
+        .context("the soak needs phyr-device (not --no-device)")?;
+    // About 0.4 GiB of records per endpoint and minute: room for all of it, so the cross-check
+    // sees every command.
+    dl.args
+        .extend(["--trace-max".into(), format!("{}M", 1024 * a.minutes.max(1))]);
+    let mut device = DeviceProc::start(&dl, &run)?;
+    l1.kill_after_ready = Some(Duration::from_secs(first));
+    let o1 = guest_run::run_with_device(l1, &mut device)?;
+    let killed = matches!(o1.ending, Ending::QemuKilled(_));
+    if !killed && o1.ending != Ending::PoweredOff {
+        device.stop(&run);
+        return Ok(guest_run::report_ending(&run, &o1));
+    }
+    say_guest(1, &o1);
+    keep_as(&run, "guest1");
+
+    let cmd2 = format!("phyr soak --seed {seed} --seconds {second} --guest 2");
+    let l2 = boot::launch(&parts, &run, &boot_options(&a, &recipe, cmd2, second))?;
+    let o2 = guest_run::run_with_device(l2, &mut device)?;
+    let device_end = device.stop(&run);
+    if o2.ending != Ending::PoweredOff {
+        return Ok(guest_run::report_ending(&run, &o2));
+    }
+    say_guest(2, &o2);
+    match device_end {
+        Some(st) if st.success() => {}
+        Some(st) => say(format!(
+            "phyr-device exited with {st} when stopped; see {}",
+            run.file("device.log").display()
+        )),
+        None => say("phyr-device did not stop on SIGTERM within 3 s and was killed"),
+    }
+
+    let s1 = std::fs::read_to_string(run.file("serial.guest1.log")).unwrap_or_default();
+    let s2 = std::fs::read_to_string(run.file("serial.log")).unwrap_or_default();
+    let (t1, t2) = (tally(&s1), tally(&s2));
+    let checked_bar2 = s2.lines().any(|l| l.starts_with("# soak checked "));
+    let c = crosscheck::check(
+        &joined_log(&s1, &s2, recipe.endpoints),
+        &run.file("trace"),
+        &Expected::of(&recipe),
+    );
+    std::fs::write(run.file("crosscheck.txt"), c.problems.join("\n") + "\n")?;
+    say(format!("trace cross-check: {}", c.counts()));
+    for p in c.problems.iter().take(10) {
+        say(format!("  {p}"));
+    }
+    let commands = t1.commands + t2.commands;
+    let faults = t1.faults + t2.faults + u64::from(killed);
+    let corrupted = t1.corrupted + t2.corrupted;
+    let wrong = t1.wrong + t2.wrong;
+    let mut bad = Vec::new();
+    if wrong > 0 {
+        bad.push(format!(
+            "{wrong} command(s) ended in a way the soak does not allow (`# soak wrong` lines)"
+        ));
+    }
+    if !c.problems.is_empty() {
+        bad.push(format!(
+            "{} cross-check problem(s) (in {})",
+            c.problems.len(),
+            run.file("crosscheck.txt").display()
+        ));
+    }
+    if !t2.ended {
+        bad.push("guest 2 did not print `# soak end`".into());
+    }
+    if !checked_bar2 {
+        bad.push("guest 2 did not check BAR2 as guest 1 left it".into());
+    }
+    if corrupted > 0 {
+        bad.push(format!("{corrupted} corrupted byte(s) (`# soak corrupt` lines)"));
+    }
+    for b in &bad {
+        say(format!("FAILED: {b}; logs in {}", run.path.display()));
+    }
+    say(format!(
+        "soak: 2 guests, {} QEMU kill; rerun with `just soak --minutes {} --seed {seed}`",
+        u64::from(killed),
+        a.minutes
+    ));
+    println!("{commands} commands, {faults} faults injected, {corrupted} corrupted bytes (seed {seed})");
+    Ok(i32::from(!bad.is_empty()))
+}
+
+fn boot_options<'a>(a: &'a SoakArgs, recipe: &'a Recipe, cmd: String, seconds: u64) -> BootOptions<'a> {
+    BootOptions {
+        recipe,
+        mode: GuestMode::Command(cmd),
+        console: Console::Captured,
+        no_device: false,
+        append: a.guest.append.as_deref(),
+        bar2_size: a.guest.bar2_size,
+        trace_crc: !a.guest.no_trace_crc,
+        // Boot, the soak, its last sweep, and slack for TCG on a busy machine.
+        timeout: Some(Duration::from_secs(a.guest.timeout.unwrap_or(seconds + 300))),
+        modules: &a.guest.modules,
+        share: None,
+        share_probe: None,
+    }
+}
+
+fn say_guest(n: u32, o: &Outcome) {
+    let how = match o.ending {
+        Ending::QemuKilled(after) => format!("its QEMU killed with SIGKILL {:.1} s after READY", after.as_secs_f64()),
+        _ => format!("powered off after {:.1} s", o.elapsed.as_secs_f64()),
+    };
+    say(format!("soak: guest {n} {how}; the device kept serving"));
+}
+
+/// Renames guest 1's console and QEMU logs so guest 2's do not overwrite them.
+fn keep_as(run: &RunDir, tag: &str) {
+    for f in ["serial.log", "qemu.log", "qemu.cmdline"] {
+        let from = run.file(f);
+        let (stem, ext) = f.split_once('.').unwrap_or((f, "log"));
+        let to = run.file(&format!("{stem}.{tag}.{ext}"));
+        if Path::new(&from).exists() {
+            let _ = std::fs::rename(&from, &to);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_finished_guest_counts_from_its_end_line() {
+        let log = "# soak begin seed=7\n# soak progress t=10s commands=5 faults=1 corrupted=0 wrong=0\n\
+                   # soak end commands=9 faults=2 corrupted=0 wrong=0 lost=1 checked=4096 faults-by-kind=unmap:2\n";
+        let t = tally(log);
+        assert_eq!(
+            (t.commands, t.faults, t.corrupted, t.wrong, t.ended),
+            (9, 2, 0, 0, true)
+        );
+    }
+
+    #[test]
+    fn a_killed_guest_counts_from_its_last_progress_line_and_every_corrupt_line() {
+        let log = "# soak progress t=2s commands=5 faults=1 corrupted=0 wrong=0\n\
+                   # soak corrupt bytes=3: first at host0+0x10\n\
+                   # soak progress t=4s commands=8 faults=2 corrupted=3 wrong=1\n\
+                   # soak corrupt bytes=4: first at host1+0x0\n";
+        let t = tally(log);
+        assert_eq!(
+            (t.commands, t.faults, t.corrupted, t.wrong, t.ended),
+            (8, 2, 7, 1, false)
+        );
+    }
+
+    #[test]
+    fn a_log_without_soak_lines_counts_nothing() {
+        assert_eq!(tally("phyr-init: READY\ngarbage commands=9\n"), GuestTally::default());
+    }
+
+    #[test]
+    fn malformed_numbers_in_soak_lines_are_ignored() {
+        let t = tally("# soak progress commands=x faults=-1 corrupted=99999999999999999999999\n");
+        assert_eq!(t, GuestTally::default());
+    }
+
+    #[test]
+    fn the_joined_log_resets_every_endpoint_between_the_guests() {
+        let j = joined_log("a", "b\n", 2);
+        assert_eq!(j, "a\n# phyr-reset ep=0 kind=vfio\n# phyr-reset ep=1 kind=vfio\nb\n");
+    }
+
+    #[test]
+    fn seeds_parse_as_decimal_or_hex_and_nothing_else() {
+        assert_eq!(parse_seed("42"), Ok(42));
+        assert_eq!(parse_seed("0x2a"), Ok(42));
+        assert!(parse_seed("-1").is_err());
+        assert!(parse_seed("0xzz").is_err());
+        assert!(parse_seed("").is_err());
+    }
+}
