@@ -91,25 +91,24 @@ fn unspliced(log: &str) -> Vec<(usize, String)> {
     let mut out = Vec::with_capacity(lines.len());
     let mut i = 0;
     while i < lines.len() {
-        let text = lines[i];
-        let cut = printk_inside(text).filter(|&at| text[..at].contains(crate::MARKER));
-        let Some(at) = cut else {
-            out.push((i, text.to_string()));
+        let start = i;
+        let mut text = lines[i].to_string();
+        i += 1;
+        let mut kernel = Vec::new();
+        // A line can be cut more than once: each cut's continuation may be cut again.
+        while let Some(at) = printk_inside(&text).filter(|&at| text[..at].contains(crate::MARKER)) {
+            // The kernel's line is a line of its own too.
+            kernel.push((start, text[at..].to_string()));
+            while i < lines.len() && printk_inside(&format!(" {}", lines[i])) == Some(1) {
+                kernel.push((i, lines[i].to_string()));
+                i += 1;
+            }
+            let rest = lines.get(i).copied().unwrap_or("");
             i += 1;
-            continue;
-        };
-        // The kernel's line is a line of its own too.
-        out.push((i, text[at..].to_string()));
-        let mut j = i + 1;
-        while j < lines.len() && printk_inside(&format!(" {}", lines[j])) == Some(1) {
-            j += 1;
+            text = format!("{}{rest}", &text[..at]);
         }
-        let rest = lines.get(j).copied().unwrap_or("");
-        out.push((i, format!("{}{rest}", &text[..at])));
-        for (k, l) in lines.iter().enumerate().take(j).skip(i + 1) {
-            out.push((k, (*l).to_string()));
-        }
-        i = j + 1;
+        out.push((start, text));
+        out.extend(kernel);
     }
     out
 }

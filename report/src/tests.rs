@@ -366,6 +366,25 @@ fn report_line_cut_mid_field_by_two_kernel_lines_is_put_back_together() {
 }
 
 #[test]
+fn report_line_cut_twice_by_kernel_messages_is_put_back_together() {
+    // Seen on the serial console of `just soak` (two DMAR messages during one phyr-cmd line):
+    // the continuation of the first cut was itself cut at its end.
+    let whole = "# phyr-cmd ep=0 q=0 id=245 op=COPY status=IOMMU_FAULT result=0x90000 bytes=4096 crc32c=- \
+                 src=[iova:0x128a10c+0x1000] dst=[bus:0xfac44175+0x1000] lists=[iova:0x1d25b0+0x20] \
+                 fault=list=src,seg=0,addr=0x131a10c";
+    let (a, b) = whole.split_at(15);
+    let log = format!(
+        "{a}[   72.643285] DMAR: DRHD: handling fault status reg 2\r\n{b}[   72.643379] DMAR: [DMA Read NO_PASID] \
+         Request device [0000:04:00.0] fault addr 0x1369000 [fault reason 0x06] PTE Read access is not set\r\n\r\n\
+         # phyr-reset ep=0 kind=ctrl\n"
+    );
+    let p = parse_log(&log);
+    assert!(p.problems.is_empty(), "{:?}", p.problems);
+    assert_eq!(p.cmds.len(), 1);
+    assert_eq!(p.cmds[0].cmd.id, 245);
+}
+
+#[test]
 fn kernel_report_lines_with_a_timestamp_at_the_start_are_not_cut() {
     let log = "[   12.345678] phyr 0000:03:00.0: # phyr-reset ep=0 kind=ctrl\n";
     assert!(parse_log(log).problems.is_empty());

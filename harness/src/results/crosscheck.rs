@@ -365,6 +365,40 @@ fn expected_of_session(dir: &Path) -> Expected {
     }
 }
 
+/// Guest 1's console in a session whose device served two guests one after the other
+/// (`just soak`: guest 1's QEMU is killed, guest 2 boots against the same phyr-device); the
+/// session's serial.log is guest 2's.
+pub const GUEST1_CONSOLE: &str = "serial.guest1.log";
+
+/// Two guests' console logs as one, with a `# phyr-reset` of every endpoint between them: the
+/// second guest's VFIO open resets each endpoint, and its command ids start again.
+pub fn joined_log(first: &str, second: &str, endpoints: usize) -> String {
+    let mut s = String::with_capacity(first.len() + second.len() + 64 * endpoints);
+    s.push_str(first);
+    if !s.ends_with('\n') {
+        s.push('\n');
+    }
+    for ep in 0..endpoints {
+        s.push_str(&format!("# phyr-reset ep={ep} kind=vfio\n"));
+    }
+    s.push_str(second);
+    s
+}
+
+/// A session's console as the check reads it: serial.log, after [`GUEST1_CONSOLE`] when the
+/// session has one (joined as [`joined_log`] says, for every endpoint with a trace).
+pub fn session_console(dir: &Path) -> Result<String> {
+    let serial = std::fs::read_to_string(dir.join("serial.log"))
+        .with_context(|| format!("reading {}", dir.join("serial.log").display()))?;
+    let first = dir.join(GUEST1_CONSOLE);
+    if !first.is_file() {
+        return Ok(serial);
+    }
+    let earlier = std::fs::read_to_string(&first).with_context(|| format!("reading {}", first.display()))?;
+    let endpoints = phyr_trace_tools::trace_files(&dir.join("trace")).map_or(0, |f| f.len());
+    Ok(joined_log(&earlier, &serial, endpoints))
+}
+
 pub fn command(dir: &Path) -> Result<i32> {
     let sessions: Vec<PathBuf> = if dir.join("serial.log").is_file() {
         vec![dir.to_owned()]
@@ -382,8 +416,7 @@ pub fn command(dir: &Path) -> Result<i32> {
     }
     let mut failed = false;
     for s in &sessions {
-        let serial = std::fs::read_to_string(s.join("serial.log"))
-            .with_context(|| format!("reading {}", s.join("serial.log").display()))?;
+        let serial = session_console(s)?;
         let c = check(&serial, &s.join("trace"), &expected_of_session(s));
         for p in &c.problems {
             println!("{}: {p}", s.display());

@@ -92,21 +92,6 @@ pub fn tally(serial: &str) -> GuestTally {
     t
 }
 
-/// Both guests' console logs as one, with a `# phyr-reset` of every endpoint between them:
-/// guest 2's VFIO open resets each endpoint, and its command ids start again.
-pub fn joined_log(first: &str, second: &str, endpoints: usize) -> String {
-    let mut s = String::with_capacity(first.len() + second.len() + 64 * endpoints);
-    s.push_str(first);
-    if !s.ends_with('\n') {
-        s.push('\n');
-    }
-    for ep in 0..endpoints {
-        s.push_str(&format!("# phyr-reset ep={ep} kind=vfio\n"));
-    }
-    s.push_str(second);
-    s
-}
-
 /// `soak`: returns the exit code (0: nothing corrupted, every outcome allowed, the cross-check
 /// clean, both guests and the device ended as planned).
 pub fn run(cache: &Cache, a: SoakArgs) -> Result<i32> {
@@ -185,12 +170,12 @@ pub fn run(cache: &Cache, a: SoakArgs) -> Result<i32> {
         None => say("phyr-device did not stop on SIGTERM within 3 s and was killed"),
     }
 
-    let s1 = std::fs::read_to_string(run.file("serial.guest1.log")).unwrap_or_default();
+    let s1 = std::fs::read_to_string(run.file(crosscheck::GUEST1_CONSOLE)).unwrap_or_default();
     let s2 = std::fs::read_to_string(run.file("serial.log")).unwrap_or_default();
     let (t1, t2) = (tally(&s1), tally(&s2));
     let checked_bar2 = s2.lines().any(|l| l.starts_with("# soak checked "));
     let c = crosscheck::check(
-        &joined_log(&s1, &s2, recipe.endpoints),
+        &crosscheck::joined_log(&s1, &s2, recipe.endpoints),
         &run.file("trace"),
         &Expected::of(&recipe),
     );
@@ -315,7 +300,7 @@ mod tests {
 
     #[test]
     fn the_joined_log_resets_every_endpoint_between_the_guests() {
-        let j = joined_log("a", "b\n", 2);
+        let j = crosscheck::joined_log("a", "b\n", 2);
         assert_eq!(j, "a\n# phyr-reset ep=0 kind=vfio\n# phyr-reset ep=1 kind=vfio\nb\n");
     }
 
