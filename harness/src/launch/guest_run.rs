@@ -320,7 +320,12 @@ pub fn worth_echoing(line: &[u8]) -> bool {
         "TAP version",
         "1..",
         "# totals",
-        "# soak ",
+        "# soak begin",
+        "# soak checked",
+        "# soak progress",
+        "# soak wrong",
+        "# soak corrupt",
+        "# soak end",
     ]
     .iter()
     .any(|p| t.starts_with(p))

@@ -67,7 +67,7 @@ pub struct GuestTally {
 fn field(line: &str, key: &str) -> Option<u64> {
     line.split_whitespace()
         .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
-        .and_then(|v| v.parse().ok())
+        .and_then(|v| v.trim_end_matches(':').parse().ok())
 }
 
 /// Reads a guest's serial log: the counts of its `# soak end` line, or, for a guest whose QEMU
@@ -226,7 +226,8 @@ fn boot_options<'a>(a: &'a SoakArgs, recipe: &'a Recipe, cmd: String, seconds: u
     BootOptions {
         recipe,
         mode: GuestMode::Command(cmd),
-        console: Console::Captured,
+        // The soak prints every command; the terminal gets its own lines (worth_echoing).
+        console: Console::Summary,
         no_device: false,
         append: a.guest.append.as_deref(),
         bar2_size: a.guest.bar2_size,
