@@ -6,6 +6,7 @@ use std::str::FromStr;
 use crate::cmd::{CmdLine, RangesLine};
 use crate::kmap::{KmapLine, P2pLine};
 use crate::lines::{EndpointLine, MapLine, QueueLine, ResetLine};
+use crate::soak::SoakLine;
 use crate::syntax::{ParseError, MARKER};
 
 /// Any report line.
@@ -19,10 +20,13 @@ pub enum Line {
     Reset(ResetLine),
     Kmap(KmapLine),
     P2p(P2pLine),
+    Soak(SoakLine),
 }
 
 /// Every line kind, as spelled after `# phyr-`.
-pub const KINDS: [&str; 8] = ["endpoint", "map", "queue", "cmd", "ranges", "reset", "kmap", "p2p"];
+pub const KINDS: [&str; 9] = [
+    "endpoint", "map", "queue", "cmd", "ranges", "reset", "kmap", "p2p", "soak",
+];
 
 impl Line {
     /// The report line in one console line, if it holds one: the marker `# phyr-<kind>` at the
@@ -54,6 +58,7 @@ impl Line {
             Self::Reset(_) => "reset",
             Self::Kmap(_) => "kmap",
             Self::P2p(_) => "p2p",
+            Self::Soak(_) => "soak",
         }
     }
 }
@@ -69,6 +74,7 @@ impl fmt::Display for Line {
             Self::Reset(l) => l.fmt(f),
             Self::Kmap(l) => l.fmt(f),
             Self::P2p(l) => l.fmt(f),
+            Self::Soak(l) => l.fmt(f),
         }
     }
 }
@@ -91,6 +97,7 @@ impl FromStr for Line {
             "reset" => Self::Reset(t.parse()?),
             "kmap" => Self::Kmap(t.parse()?),
             "p2p" => Self::P2p(t.parse()?),
+            "soak" => Self::Soak(t.parse()?),
             k => return Err(ParseError::UnknownKind(k.to_string())),
         })
     }

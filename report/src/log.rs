@@ -12,6 +12,7 @@ use crate::cmd::Cmd;
 use crate::kmap::{KernelPath, KernelSeg, MapState, P2pLine};
 use crate::lines::EndpointLine;
 use crate::range::{RangeList, Span};
+use crate::soak::SoakLine;
 
 /// A command as the console reported it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,6 +49,8 @@ pub struct ConsoleLog {
     pub endpoints: BTreeMap<u32, EndpointLine>,
     /// The `# phyr-p2p` lines, in order.
     pub p2p: Vec<P2pLine>,
+    /// The `# phyr-soak` lines, in order.
+    pub soak: Vec<SoakLine>,
     /// Report lines that do not parse, lost `# phyr-ranges` or `# phyr-kmap` lines.
     pub problems: Vec<String>,
 }
@@ -222,6 +225,7 @@ pub fn parse_log(log: &str) -> ConsoleLog {
                 out.endpoints.insert(e.endpoint_id, e);
             }
             Line::P2p(p) => out.p2p.push(p),
+            Line::Soak(l) => out.soak.push(l),
             Line::Map(_) | Line::Queue(_) => {}
         }
     }

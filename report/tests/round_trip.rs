@@ -192,6 +192,31 @@ fn line() -> impl Strategy<Value = Line> {
                 distance,
                 decision
             })),
+        (
+            (any::<u32>(), any::<u64>(), any::<bool>(), any::<u64>()),
+            (
+                any::<u64>(),
+                any::<u64>(),
+                any::<u64>(),
+                any::<u64>(),
+                any::<u64>(),
+                any::<u64>()
+            )
+        )
+            .prop_map(
+                |((guest, seed, end, t), (commands, faults, corrupted, wrong, lost, inherited))| Line::Soak(SoakLine {
+                    guest,
+                    seed,
+                    state: if end { SoakState::End } else { SoakState::Running },
+                    t,
+                    commands,
+                    faults,
+                    corrupted,
+                    wrong,
+                    lost,
+                    inherited
+                })
+            ),
     ]
 }
 
@@ -245,7 +270,7 @@ proptest! {
     }
 
     #[test]
-    fn no_console_line_makes_the_parser_panic(text in "(# phyr-(cmd|ranges|kmap|reset|map|queue|endpoint|p2p) )?[ -~]{0,200}") {
+    fn no_console_line_makes_the_parser_panic(text in "(# phyr-(cmd|ranges|kmap|reset|map|queue|endpoint|p2p|soak) )?[ -~]{0,200}") {
         let _ = Line::find(&text);
         let _ = parse_log(&text);
     }

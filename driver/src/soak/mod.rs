@@ -21,9 +21,11 @@
 //! # soak lost ep=E q=Q id=I moved=0x..      (no completion; its bytes checked as a prefix)
 //! # soak wrong ep=E q=Q id=I: WHY           (a completion none of the allowed outcomes)
 //! # soak corrupt bytes=N: WHERE             (bytes that differ from what they must hold)
-//! # soak progress t=Ss commands=N faults=N corrupted=N wrong=N
 //! # soak end commands=N faults=N corrupted=N wrong=N checked=BYTES faults-by-kind=K:N,...
 //! ```
+//!
+//! and, for the harness to add up, a `# phyr-soak` report line (docs/REPORT.md) every two
+//! seconds, whenever the corrupted or wrong count changes, and at the end.
 
 mod arena;
 mod expect;
@@ -38,7 +40,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use dma_range::{regs, Completion};
-use phyr_report::{ResetKind, ResetLine};
+use phyr_report::{ResetKind, ResetLine, SoakLine, SoakState};
 
 use crate::bench::Bench;
 use crate::queue::QueueMode;
@@ -102,6 +104,12 @@ pub struct Soak {
     /// their reset epoch alone.
     next_id: BTreeMap<(usize, u32), u16>,
     stats: Stats,
+    /// What the `# phyr-soak` lines carry besides the counts.
+    seed: u64,
+    guest: u32,
+    started: Instant,
+    /// BAR2 bytes checked as the guest before left them.
+    inherited: u64,
 }
 
 /// Runs the soak; returns whether nothing was corrupted and every outcome was allowed.
@@ -130,11 +138,16 @@ pub fn run(mut s: Bench, args: &SoakArgs) -> Result<bool> {
         modes: BTreeMap::new(),
         next_id: BTreeMap::new(),
         stats: Stats::default(),
+        seed,
+        guest: args.guest,
+        started: Instant::now(),
+        inherited: 0,
     };
     if args.guest > 1 {
         // What the guest before left in BAR2, its QEMU killed mid-command, must be intact.
         let (d, n) = soak.a.background(&soak.s, true)?;
         soak.stats.checked += n;
+        soak.inherited = n;
         soak.report_damage(d);
         println!(
             "# soak checked {n} bytes of BAR2 outside the arenas, as guest {} left them",
@@ -146,7 +159,9 @@ pub fn run(mut s: Bench, args: &SoakArgs) -> Result<bool> {
     soak.a.randomize(&soak.s, &mut rng)?;
     soak.rng = rng;
     let t0 = Instant::now();
+    soak.started = t0;
     let deadline = Duration::from_secs(args.seconds);
+    let mut shown = (0, 0);
     let (mut last_sweep, mut last_progress) = (Instant::now(), Instant::now());
     while t0.elapsed() < deadline {
         if soak.rng.chance(25) {
@@ -159,20 +174,14 @@ pub fn run(mut s: Bench, args: &SoakArgs) -> Result<bool> {
             soak.sweep(false)?;
             last_sweep = Instant::now();
         }
-        if last_progress.elapsed() >= PROGRESS_EVERY {
-            let st = &soak.stats;
-            println!(
-                "# soak progress t={}s commands={} faults={} corrupted={} wrong={}",
-                t0.elapsed().as_secs(),
-                st.commands,
-                st.faults,
-                st.corrupted,
-                st.wrong
-            );
-            last_progress = Instant::now();
+        let now = (soak.stats.corrupted, soak.stats.wrong);
+        if last_progress.elapsed() >= PROGRESS_EVERY || now != shown {
+            soak.status(SoakState::Running);
+            (last_progress, shown) = (Instant::now(), now);
         }
     }
     soak.sweep(true)?;
+    soak.status(SoakState::End);
     let st = &soak.stats;
     let kinds: Vec<String> = st.by_kind.iter().map(|(k, n)| format!("{k}:{n}")).collect();
     println!(
@@ -193,6 +202,26 @@ pub fn run(mut s: Bench, args: &SoakArgs) -> Result<bool> {
 }
 
 impl Soak {
+    /// Prints the `# phyr-soak` line: where the soak stands.
+    fn status(&self, state: SoakState) {
+        let st = &self.stats;
+        println!(
+            "{}",
+            SoakLine {
+                guest: self.guest,
+                seed: self.seed,
+                state,
+                t: self.started.elapsed().as_secs(),
+                commands: st.commands,
+                faults: st.faults,
+                corrupted: st.corrupted,
+                wrong: st.wrong,
+                lost: st.lost,
+                inherited: self.inherited,
+            }
+        );
+    }
+
     /// The completion mode of (ep, q): chosen once, again after the queue was re-created.
     fn mode(&mut self, ep: usize, q: u32) -> QueueMode {
         let r = self.rng.weighted(&[50, 25, 25]);

@@ -322,7 +322,7 @@ pub fn worth_echoing(line: &[u8]) -> bool {
         "# totals",
         "# soak begin",
         "# soak checked",
-        "# soak progress",
+        "# phyr-soak",
         "# soak wrong",
         "# soak corrupt",
         "# soak end",

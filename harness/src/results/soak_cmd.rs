@@ -27,6 +27,7 @@ use crate::progress::say;
 use crate::provision::cache::Cache;
 use crate::results::crosscheck;
 use crate::results::expected::Expected;
+use phyr_report::{SoakLine, SoakState};
 
 #[derive(Args)]
 pub struct SoakArgs {
@@ -52,44 +53,11 @@ fn parse_seed(s: &str) -> Result<u64, String> {
     r.map_err(|_| format!("{s:?} is not a seed: a decimal or 0x-hex 64-bit number"))
 }
 
-/// What one guest's `# soak` lines add up to.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct GuestTally {
-    pub commands: u64,
-    pub faults: u64,
-    pub corrupted: u64,
-    pub wrong: u64,
-    /// The guest printed `# soak end` (it ran to its end).
-    pub ended: bool,
-}
-
-/// `key=value` out of a `# soak ...` line.
-fn field(line: &str, key: &str) -> Option<u64> {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
-        .and_then(|v| v.trim_end_matches(':').parse().ok())
-}
-
-/// Reads a guest's serial log: the counts of its `# soak end` line, or, for a guest whose QEMU
-/// was killed, of its last `# soak progress` line; corrupted bytes also from every
-/// `# soak corrupt bytes=N` line (printed at once, so a killed guest's count is whole).
-pub fn tally(serial: &str) -> GuestTally {
-    let mut t = GuestTally::default();
-    let mut corrupt_lines = 0;
-    for l in serial.lines().map(str::trim) {
-        let last = l.starts_with("# soak end ") || l.starts_with("# soak progress ");
-        if last {
-            t.commands = field(l, "commands").unwrap_or(t.commands);
-            t.faults = field(l, "faults").unwrap_or(t.faults);
-            t.corrupted = field(l, "corrupted").unwrap_or(t.corrupted);
-            t.wrong = field(l, "wrong").unwrap_or(t.wrong);
-            t.ended |= l.starts_with("# soak end ");
-        } else if l.starts_with("# soak corrupt bytes=") {
-            corrupt_lines += field(l, "bytes").unwrap_or(0);
-        }
-    }
-    t.corrupted = t.corrupted.max(corrupt_lines);
-    t
+/// What one guest's soak adds up to: its last `# phyr-soak` line (docs/REPORT.md), printed at
+/// the end, every two seconds and whenever a byte was found corrupted or an outcome wrong, so
+/// a guest whose QEMU was killed still reports every corruption it saw.
+pub fn tally(serial: &str) -> Option<SoakLine> {
+    phyr_report::parse_log(serial).soak.last().copied()
 }
 
 /// `soak`: returns the exit code (0: nothing corrupted, every outcome allowed, the cross-check
@@ -172,8 +140,19 @@ pub fn run(cache: &Cache, a: SoakArgs) -> Result<i32> {
 
     let s1 = std::fs::read_to_string(run.file(crosscheck::GUEST1_CONSOLE)).unwrap_or_default();
     let s2 = std::fs::read_to_string(run.file("serial.log")).unwrap_or_default();
-    let (t1, t2) = (tally(&s1), tally(&s2));
-    let checked_bar2 = s2.lines().any(|l| l.starts_with("# soak checked "));
+    let none = |g: u32| SoakLine {
+        guest: g,
+        seed,
+        state: SoakState::Running,
+        t: 0,
+        commands: 0,
+        faults: 0,
+        corrupted: 0,
+        wrong: 0,
+        lost: 0,
+        inherited: 0,
+    };
+    let (t1, t2) = (tally(&s1).unwrap_or(none(1)), tally(&s2).unwrap_or(none(2)));
     let c = crosscheck::check(
         &crosscheck::joined_log(&s1, &s2, recipe.endpoints),
         &run.file("trace"),
@@ -201,10 +180,10 @@ pub fn run(cache: &Cache, a: SoakArgs) -> Result<i32> {
             run.file("crosscheck.txt").display()
         ));
     }
-    if !t2.ended {
-        bad.push("guest 2 did not print `# soak end`".into());
+    if t2.state != SoakState::End {
+        bad.push("guest 2 did not reach the end of its soak (no `# phyr-soak ... state=end` line)".into());
     }
-    if !checked_bar2 {
+    if t2.inherited == 0 {
         bad.push("guest 2 did not check BAR2 as guest 1 left it".into());
     }
     if corrupted > 0 {
@@ -264,39 +243,52 @@ fn keep_as(run: &RunDir, tag: &str) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_finished_guest_counts_from_its_end_line() {
-        let log = "# soak begin seed=7\n# soak progress t=10s commands=5 faults=1 corrupted=0 wrong=0\n\
-                   # soak end commands=9 faults=2 corrupted=0 wrong=0 lost=1 checked=4096 faults-by-kind=unmap:2\n";
-        let t = tally(log);
-        assert_eq!(
-            (t.commands, t.faults, t.corrupted, t.wrong, t.ended),
-            (9, 2, 0, 0, true)
-        );
+    fn line(state: SoakState, commands: u64, corrupted: u64) -> String {
+        SoakLine {
+            guest: 1,
+            seed: 7,
+            state,
+            t: 3,
+            commands,
+            faults: 1,
+            corrupted,
+            wrong: 0,
+            lost: 0,
+            inherited: 0,
+        }
+        .to_string()
     }
 
     #[test]
-    fn a_killed_guest_counts_from_its_last_progress_line_and_every_corrupt_line() {
-        let log = "# soak progress t=2s commands=5 faults=1 corrupted=0 wrong=0\n\
-                   # soak corrupt bytes=3: first at host0+0x10\n\
-                   # soak progress t=4s commands=8 faults=2 corrupted=3 wrong=1\n\
-                   # soak corrupt bytes=4: first at host1+0x0\n";
-        let t = tally(log);
-        assert_eq!(
-            (t.commands, t.faults, t.corrupted, t.wrong, t.ended),
-            (8, 2, 7, 1, false)
+    fn a_guest_counts_from_its_last_soak_line() {
+        let log = format!(
+            "{}\n# soak corrupt bytes=3: first at host0+0x10\n{}\nphyr-init: powering off\n",
+            line(SoakState::Running, 5, 0),
+            line(SoakState::End, 9, 3)
         );
+        let t = tally(&log).unwrap();
+        assert_eq!((t.commands, t.corrupted, t.state), (9, 3, SoakState::End));
+    }
+
+    #[test]
+    fn a_killed_guest_counts_from_its_last_running_line() {
+        let log = format!(
+            "{}\n{}\n",
+            line(SoakState::Running, 5, 0),
+            line(SoakState::Running, 8, 4)
+        );
+        let t = tally(&log).unwrap();
+        assert_eq!((t.commands, t.corrupted, t.state), (8, 4, SoakState::Running));
     }
 
     #[test]
     fn a_log_without_soak_lines_counts_nothing() {
-        assert_eq!(tally("phyr-init: READY\ngarbage commands=9\n"), GuestTally::default());
+        assert_eq!(tally("phyr-init: READY\n# soak progress commands=9\n"), None);
     }
 
     #[test]
-    fn malformed_numbers_in_soak_lines_are_ignored() {
-        let t = tally("# soak progress commands=x faults=-1 corrupted=99999999999999999999999\n");
-        assert_eq!(t, GuestTally::default());
+    fn a_malformed_soak_line_is_not_counted() {
+        assert_eq!(tally("# phyr-soak guest=1 seed=0x7 state=end commands=x\n"), None);
     }
 
     #[test]
