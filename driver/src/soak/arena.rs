@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 use super::rng::{mix, Rng};
 use crate::bench::{Bench, BAR_WINDOW};
@@ -158,6 +158,12 @@ fn bar_key(ep: usize) -> u64 {
 }
 
 impl Arenas {
+    /// Arenas without a bench (BAR homes only, shadows as given), for the pure logic's tests.
+    #[cfg(test)]
+    pub fn detached(list: Vec<Arena>) -> Self {
+        Self { list, seed: 0 }
+    }
+
     /// Allocates and maps the host arenas (`rw` read-write, one read-only), lays out the BAR2
     /// arenas of every endpoint from the seed, and writes the guards. The first guest
     /// (`fresh`) fills all of BAR2 with its background; a later one checks what is there
@@ -180,7 +186,15 @@ impl Arenas {
             });
         }
         for ep in 0..s.endpoints.len() {
-            for offset in bar_layout(seed, ep, s.ep(ep)?.bar2_len()) {
+            let bar2_len = s.ep(ep)?.bar2_len();
+            let layout = bar_layout(seed, ep, bar2_len);
+            if layout.is_empty() {
+                bail!(
+                    "ep{ep}'s BAR2 is {bar2_len:#x} bytes; the soak needs at least {BAR_WINDOW:#x} (one IOMMU window \
+                     for an arena and its bands): run phyr-device with a larger --bar2-size"
+                );
+            }
+            for offset in layout {
                 list.push(Arena {
                     home: Home::Bar { ep, offset },
                     len: BAR_ARENA,
@@ -343,7 +357,8 @@ impl Arenas {
 /// of a run agree on it).
 pub fn bar_layout(seed: u64, ep: usize, bar2_len: u64) -> Vec<u64> {
     let mut rng = Rng::fork(seed, 0xBA5E_0000 + ep as u64);
-    let windows = (bar2_len / BAR_WINDOW).max(1);
+    // Only whole windows: a BAR2 smaller than one gets no arena (the soak refuses it).
+    let windows = bar2_len / BAR_WINDOW;
     let mut chosen = BTreeMap::new();
     let want = BAR_ARENAS_PER_EP.min(windows as usize);
     while chosen.len() < want {
@@ -429,6 +444,18 @@ mod tests {
     }
 
     #[test]
+    fn bar_layout_fits_any_bar2_or_gives_none() {
+        for len in [0u64, 4096, BAR_WINDOW - 1] {
+            assert!(bar_layout(7, 0, len).is_empty(), "{len:#x}");
+        }
+        for len in [BAR_WINDOW, 2 * BAR_WINDOW, 3 * BAR_WINDOW + 4096, 8 << 30] {
+            let v = bar_layout(7, 0, len);
+            assert_eq!(v.len(), BAR_ARENAS_PER_EP.min((len / BAR_WINDOW) as usize));
+            assert!(v.iter().all(|&o| o + BAR_ARENA + BAR_BAND <= len), "{len:#x}: {v:x?}");
+        }
+    }
+
+    #[test]
     fn gaps_are_the_complement() {
         assert_eq!(gaps(&[(10, 5), (20, 5)], 30), vec![(0, 10), (15, 5), (25, 5)]);
         assert_eq!(gaps(&[(0, 30)], 30), vec![]);
@@ -449,5 +476,8 @@ mod tests {
             assert!(w[0] + 37 <= w[1]);
         }
         assert!(o.take(0, 10, 11, &mut rng).is_none());
+        assert!(o.take(1, 10, 0, &mut rng).is_none());
+        assert_eq!(o.take(2, 10, 10, &mut rng), Some(0));
+        assert!(o.take(2, 10, 1, &mut rng).is_none());
     }
 }

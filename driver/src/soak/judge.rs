@@ -358,3 +358,7 @@ pub fn judge(s: &Bench, a: &mut Arenas, p: &Plan, c: Option<&Completion>) -> Res
     }
     Ok(v)
 }
+
+#[cfg(test)]
+#[path = "judge_tests.rs"]
+mod tests;

@@ -392,4 +392,13 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn split_of_nothing_or_into_no_parts_stays_sane() {
+        let mut rng = Rng::new(1);
+        assert!(split(0, 5, &mut rng).is_empty());
+        assert_eq!(split(7, 0, &mut rng), vec![7]);
+        let v = split(3, usize::MAX, &mut rng);
+        assert!(v.iter().sum::<u64>() == 3 && v.len() <= 3 && !v.contains(&0));
+    }
 }
