@@ -140,19 +140,6 @@ pub fn run(cache: &Cache, a: SoakArgs) -> Result<i32> {
 
     let s1 = std::fs::read_to_string(run.file(crosscheck::GUEST1_CONSOLE)).unwrap_or_default();
     let s2 = std::fs::read_to_string(run.file("serial.log")).unwrap_or_default();
-    let none = |g: u32| SoakLine {
-        guest: g,
-        seed,
-        state: SoakState::Running,
-        t: 0,
-        commands: 0,
-        faults: 0,
-        corrupted: 0,
-        wrong: 0,
-        lost: 0,
-        inherited: 0,
-    };
-    let (t1, t2) = (tally(&s1).unwrap_or(none(1)), tally(&s2).unwrap_or(none(2)));
     let c = crosscheck::check(
         &crosscheck::joined_log(&s1, &s2, recipe.endpoints),
         &run.file("trace"),
@@ -163,31 +150,26 @@ pub fn run(cache: &Cache, a: SoakArgs) -> Result<i32> {
     for p in c.problems.iter().take(10) {
         say(format!("  {p}"));
     }
+    let (t1, t2) = (tally(&s1).unwrap_or(none(1, seed)), tally(&s2).unwrap_or(none(2, seed)));
     let commands = t1.commands + t2.commands;
     let faults = t1.faults + t2.faults + u64::from(killed);
     let corrupted = t1.corrupted + t2.corrupted;
-    let wrong = t1.wrong + t2.wrong;
-    let mut bad = Vec::new();
-    if wrong > 0 {
-        bad.push(format!(
-            "{wrong} command(s) ended in a way the soak does not allow (`# soak wrong` lines)"
-        ));
-    }
+    let mut bad = verdict(
+        &Guests {
+            killed,
+            first,
+            s1: &s1,
+            s2: &s2,
+        },
+        &t1,
+        &t2,
+    );
     if !c.problems.is_empty() {
         bad.push(format!(
             "{} cross-check problem(s) (in {})",
             c.problems.len(),
             run.file("crosscheck.txt").display()
         ));
-    }
-    if t2.state != SoakState::End {
-        bad.push("guest 2 did not reach the end of its soak (no `# phyr-soak ... state=end` line)".into());
-    }
-    if t2.inherited == 0 {
-        bad.push("guest 2 did not check BAR2 as guest 1 left it".into());
-    }
-    if corrupted > 0 {
-        bad.push(format!("{corrupted} corrupted byte(s) (`# soak corrupt` lines)"));
     }
     for b in &bad {
         say(format!("FAILED: {b}; logs in {}", run.path.display()));
@@ -199,6 +181,87 @@ pub fn run(cache: &Cache, a: SoakArgs) -> Result<i32> {
     ));
     println!("{commands} commands, {faults} faults injected, {corrupted} corrupted bytes (seed {seed})");
     Ok(i32::from(!bad.is_empty()))
+}
+
+/// A guest that printed no `# phyr-soak` line: nothing to add up.
+fn none(guest: u32, seed: u64) -> SoakLine {
+    SoakLine {
+        guest,
+        seed,
+        state: SoakState::Running,
+        t: 0,
+        commands: 0,
+        faults: 0,
+        corrupted: 0,
+        wrong: 0,
+        lost: 0,
+        inherited: 0,
+    }
+}
+
+/// How the two guests ended, for [`verdict`].
+struct Guests<'a> {
+    /// Guest 1's QEMU was SIGKILLed as planned (rather than the guest powering off first).
+    killed: bool,
+    /// Seconds after READY it was to be killed.
+    first: u64,
+    s1: &'a str,
+    s2: &'a str,
+}
+
+/// The exit status `phyr soak` printed (`=== phyr guest-cmd end: exit N ===`), if it ended.
+fn guest_cmd_exit(serial: &str) -> Option<i32> {
+    serial.lines().find_map(|l| {
+        l.trim_end()
+            .strip_prefix("=== phyr guest-cmd end: exit ")?
+            .strip_suffix(" ===")?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// Everything that makes the soak fail besides the cross-check, from the guests' consoles
+/// and their last `# phyr-soak` lines (`t1`, `t2`).
+fn verdict(g: &Guests, t1: &SoakLine, t2: &SoakLine) -> Vec<String> {
+    let mut bad = Vec::new();
+    if !g.killed {
+        bad.push(format!(
+            "guest 1's soak ended before its QEMU was to be killed ({} s after READY){}; see serial.guest1.log",
+            g.first,
+            guest_cmd_exit(g.s1).map_or(String::new(), |st| format!(": `phyr soak` exited with status {st}"))
+        ));
+    }
+    if t1.commands == 0 {
+        bad.push("guest 1 ran no soak command (no `# phyr-soak` line with commands in serial.guest1.log)".into());
+    }
+    match (t2.state, guest_cmd_exit(g.s2)) {
+        // A marker cut by a kernel message is no failure; corruption and wrong outcomes
+        // (exit status 1) are counted below.
+        (SoakState::End, None | Some(0)) => {}
+        (SoakState::End, Some(_)) if t1.corrupted + t2.corrupted + t1.wrong + t2.wrong > 0 => {}
+        (SoakState::End, Some(st)) => bad.push(format!(
+            "guest 2's `phyr soak` reached its end but exited with status {st}; see serial.log"
+        )),
+        (_, st) => bad.push(format!(
+            "guest 2 did not reach the end of its soak (no `# phyr-soak ... state=end` line{}); see serial.log",
+            st.map_or(String::new(), |s| format!("; `phyr soak` exited with status {s}"))
+        )),
+    }
+    if t2.inherited == 0 {
+        bad.push("guest 2 did not check BAR2 as guest 1 left it".into());
+    }
+    let wrong = t1.wrong + t2.wrong;
+    if wrong > 0 {
+        bad.push(format!(
+            "{wrong} command(s) ended in a way the soak does not allow (`# soak wrong` lines)"
+        ));
+    }
+    let corrupted = t1.corrupted + t2.corrupted;
+    if corrupted > 0 {
+        bad.push(format!("{corrupted} corrupted byte(s) (`# soak corrupt` lines)"));
+    }
+    bad
 }
 
 fn boot_options<'a>(a: &'a SoakArgs, recipe: &'a Recipe, cmd: String, seconds: u64) -> BootOptions<'a> {
@@ -295,6 +358,92 @@ mod tests {
     fn the_joined_log_resets_every_endpoint_between_the_guests() {
         let j = crosscheck::joined_log("a", "b\n", 2);
         assert_eq!(j, "a\n# phyr-reset ep=0 kind=vfio\n# phyr-reset ep=1 kind=vfio\nb\n");
+    }
+
+    /// Consoles of a soak that went as planned: guest 1 killed mid-run, guest 2 to its end.
+    fn planned() -> (String, String, SoakLine, SoakLine) {
+        let t1 = tally(&line(SoakState::Running, 50, 0)).unwrap();
+        let mut t2 = tally(&line(SoakState::End, 60, 0)).unwrap();
+        t2.inherited = 1 << 20;
+        let s2 = format!("{t2}\n=== phyr guest-cmd end: exit 0 ===\n");
+        (line(SoakState::Running, 50, 0), s2, t1, t2)
+    }
+
+    fn guests<'a>(killed: bool, s1: &'a str, s2: &'a str) -> Guests<'a> {
+        Guests {
+            killed,
+            first: 54,
+            s1,
+            s2,
+        }
+    }
+
+    #[test]
+    fn a_soak_as_planned_passes() {
+        let (s1, s2, t1, t2) = planned();
+        assert_eq!(verdict(&guests(true, &s1, &s2), &t1, &t2), Vec::<String>::new());
+        // guest 2's end marker cut by a kernel message: its state=end line is what counts.
+        assert!(verdict(&guests(true, &s1, &t2.to_string()), &t1, &t2).is_empty());
+    }
+
+    #[test]
+    fn guest_1_ending_before_its_kill_fails_with_its_exit_status() {
+        let (_, s2, t1, t2) = planned();
+        let s1 = format!(
+            "{}\n=== phyr guest-cmd end: exit 2 ===\n",
+            line(SoakState::Running, 50, 0)
+        );
+        let bad = verdict(&guests(false, &s1, &s2), &t1, &t2);
+        assert_eq!(bad.len(), 1, "{bad:?}");
+        assert!(bad[0].contains("before its QEMU was to be killed (54 s") && bad[0].contains("status 2"));
+    }
+
+    #[test]
+    fn guest_1_without_soak_lines_fails() {
+        let (_, s2, _, t2) = planned();
+        let bad = verdict(&guests(true, "", &s2), &none(1, 7), &t2);
+        assert!(bad.iter().any(|b| b.contains("guest 1 ran no soak command")), "{bad:?}");
+    }
+
+    #[test]
+    fn guest_2_stopping_early_or_exiting_non_zero_fails() {
+        let (s1, _, t1, mut t2) = planned();
+        let s2 = "=== phyr guest-cmd end: exit 1 ===\n";
+        t2.state = SoakState::Running;
+        let bad = verdict(&guests(true, &s1, s2), &t1, &t2);
+        assert!(
+            bad.iter()
+                .any(|b| b.contains("did not reach the end") && b.contains("status 1")),
+            "{bad:?}"
+        );
+        t2.state = SoakState::End;
+        let bad = verdict(&guests(true, &s1, s2), &t1, &t2);
+        assert!(bad.iter().any(|b| b.contains("exited with status 1")), "{bad:?}");
+    }
+
+    #[test]
+    fn corruption_wrong_outcomes_and_an_unchecked_bar2_fail() {
+        let (s1, s2, mut t1, mut t2) = planned();
+        t1.corrupted = 3;
+        t2.wrong = 1;
+        t2.inherited = 0;
+        let bad = verdict(&guests(true, &s1, &s2), &t1, &t2);
+        assert_eq!(bad.len(), 3, "{bad:?}");
+        assert!(bad.iter().any(|b| b.contains("3 corrupted byte(s)")));
+        assert!(bad.iter().any(|b| b.contains("1 command(s) ended")));
+        assert!(bad.iter().any(|b| b.contains("did not check BAR2")));
+    }
+
+    #[test]
+    fn exit_markers_parse_or_are_ignored() {
+        assert_eq!(guest_cmd_exit("x\n=== phyr guest-cmd end: exit 0 ===\n"), Some(0));
+        assert_eq!(guest_cmd_exit("=== phyr guest-cmd end: exit 137 ===\r\n"), Some(137));
+        assert_eq!(
+            guest_cmd_exit("=== phyr guest-cmd end: exit [   54.3] DMAR ===\n"),
+            None
+        );
+        assert_eq!(guest_cmd_exit("=== phyr guest-cmd end: exit 0"), None);
+        assert_eq!(guest_cmd_exit(""), None);
     }
 
     #[test]
