@@ -113,10 +113,16 @@ pub fn run(cache: &Cache, a: SoakArgs) -> Result<i32> {
     let mut device = DeviceProc::start(&dl, &run)?;
     l1.kill_after_ready = Some(Duration::from_secs(first));
     let o1 = guest_run::run_with_device(l1, &mut device)?;
-    let killed = matches!(o1.ending, Ending::QemuKilled(_));
-    if !killed && o1.ending != Ending::PoweredOff {
+    if !matches!(o1.ending, Ending::QemuKilled(_)) {
+        // Guest 1 ended on its own: a side died, the guest panicked, or `phyr soak` stopped.
         device.stop(&run);
-        return Ok(guest_run::report_ending(&run, &o1));
+        guest_run::report_ending(&run, &o1);
+        let serial = std::fs::read_to_string(run.file("serial.log")).unwrap_or_default();
+        say(format!(
+            "FAILED: guest 1 ended before its QEMU was to be killed ({first} s after READY){}",
+            guest_cmd_exit(&serial).map_or(String::new(), |st| format!("; `phyr soak` exited with status {st}"))
+        ));
+        return Ok(stopped(&run, 1, seed, a.minutes));
     }
     say_guest(1, &o1);
     keep_as(&run, "guest1");
@@ -125,18 +131,21 @@ pub fn run(cache: &Cache, a: SoakArgs) -> Result<i32> {
     let l2 = boot::launch(&parts, &run, &boot_options(&a, &recipe, cmd2, second))?;
     let o2 = guest_run::run_with_device(l2, &mut device)?;
     let device_end = device.stop(&run);
-    if o2.ending != Ending::PoweredOff {
-        return Ok(guest_run::report_ending(&run, &o2));
+    let panicked = std::fs::read_to_string(run.file("serial.log")).is_ok_and(|s| s.contains("Kernel panic"));
+    if o2.ending != Ending::PoweredOff || panicked {
+        guest_run::report_ending(&run, &o2);
+        return Ok(stopped(&run, 2, seed, a.minutes));
     }
     say_guest(2, &o2);
-    match device_end {
-        Some(st) if st.success() => {}
-        Some(st) => say(format!(
+    // The device served both guests; asked to stop, it must end cleanly (closing its traces).
+    let device_bad = match device_end {
+        Some(st) if st.success() => None,
+        Some(st) => Some(format!(
             "phyr-device exited with {st} when stopped; see {}",
             run.file("device.log").display()
         )),
-        None => say("phyr-device did not stop on SIGTERM within 3 s and was killed"),
-    }
+        None => Some("phyr-device did not stop on SIGTERM within 3 s and was killed".to_owned()),
+    };
 
     let s1 = std::fs::read_to_string(run.file(crosscheck::GUEST1_CONSOLE)).unwrap_or_default();
     let s2 = std::fs::read_to_string(run.file("serial.log")).unwrap_or_default();
@@ -152,18 +161,10 @@ pub fn run(cache: &Cache, a: SoakArgs) -> Result<i32> {
     }
     let (t1, t2) = (tally(&s1).unwrap_or(none(1, seed)), tally(&s2).unwrap_or(none(2, seed)));
     let commands = t1.commands + t2.commands;
-    let faults = t1.faults + t2.faults + u64::from(killed);
+    let faults = t1.faults + t2.faults + 1;
     let corrupted = t1.corrupted + t2.corrupted;
-    let mut bad = verdict(
-        &Guests {
-            killed,
-            first,
-            s1: &s1,
-            s2: &s2,
-        },
-        &t1,
-        &t2,
-    );
+    let mut bad = verdict(&s2, &t1, &t2);
+    bad.extend(device_bad);
     if !c.problems.is_empty() {
         bad.push(format!(
             "{} cross-check problem(s) (in {})",
@@ -175,8 +176,7 @@ pub fn run(cache: &Cache, a: SoakArgs) -> Result<i32> {
         say(format!("FAILED: {b}; logs in {}", run.path.display()));
     }
     say(format!(
-        "soak: 2 guests, {} QEMU kill; rerun with `just soak --minutes {} --seed {seed}`",
-        u64::from(killed),
+        "soak: 2 guests, 1 QEMU kill; rerun with `just soak --minutes {} --seed {seed}`",
         a.minutes
     ));
     println!("{commands} commands, {faults} faults injected, {corrupted} corrupted bytes (seed {seed})");
@@ -199,14 +199,28 @@ fn none(guest: u32, seed: u64) -> SoakLine {
     }
 }
 
-/// How the two guests ended, for [`verdict`].
-struct Guests<'a> {
-    /// Guest 1's QEMU was SIGKILLed as planned (rather than the guest powering off first).
-    killed: bool,
-    /// Seconds after READY it was to be killed.
-    first: u64,
-    s1: &'a str,
-    s2: &'a str,
+/// The soak stopped during guest `guest` (a side died, a guest panicked or hung, `phyr soak`
+/// failed; what happened was said): what the guests had counted, the seed to replay it, and
+/// exit code 1. The logs stay in the run directory.
+fn stopped(run: &RunDir, guest: u32, seed: u64, minutes: u64) -> i32 {
+    let read = |f: &str| std::fs::read_to_string(run.file(f)).unwrap_or_default();
+    let consoles = match guest {
+        1 => vec![read("serial.log")],
+        _ => vec![read(crosscheck::GUEST1_CONSOLE), read("serial.log")],
+    };
+    let t: Vec<SoakLine> = consoles.iter().filter_map(|c| tally(c)).collect();
+    let sum = |f: fn(&SoakLine) -> u64| t.iter().map(f).sum::<u64>();
+    say(format!(
+        "soak: stopped during guest {guest}; logs in {}; rerun with `just soak --minutes {minutes} --seed {seed}`",
+        run.path.display()
+    ));
+    println!(
+        "{} commands, {} faults injected, {} corrupted bytes (seed {seed})",
+        sum(|l| l.commands),
+        sum(|l| l.faults) + u64::from(guest > 1),
+        sum(|l| l.corrupted)
+    );
+    1
 }
 
 /// The exit status `phyr soak` printed (`=== phyr guest-cmd end: exit N ===`), if it ended.
@@ -221,21 +235,14 @@ fn guest_cmd_exit(serial: &str) -> Option<i32> {
     })
 }
 
-/// Everything that makes the soak fail besides the cross-check, from the guests' consoles
-/// and their last `# phyr-soak` lines (`t1`, `t2`).
-fn verdict(g: &Guests, t1: &SoakLine, t2: &SoakLine) -> Vec<String> {
+/// Everything that makes a soak whose guests ended as planned fail, besides the cross-check:
+/// from guest 2's console `s2` and both guests' last `# phyr-soak` lines (`t1`, `t2`).
+fn verdict(s2: &str, t1: &SoakLine, t2: &SoakLine) -> Vec<String> {
     let mut bad = Vec::new();
-    if !g.killed {
-        bad.push(format!(
-            "guest 1's soak ended before its QEMU was to be killed ({} s after READY){}; see serial.guest1.log",
-            g.first,
-            guest_cmd_exit(g.s1).map_or(String::new(), |st| format!(": `phyr soak` exited with status {st}"))
-        ));
-    }
     if t1.commands == 0 {
         bad.push("guest 1 ran no soak command (no `# phyr-soak` line with commands in serial.guest1.log)".into());
     }
-    match (t2.state, guest_cmd_exit(g.s2)) {
+    match (t2.state, guest_cmd_exit(s2)) {
         // A marker cut by a kernel message is no failure; corruption and wrong outcomes
         // (exit status 1) are counted below.
         (SoakState::End, None | Some(0)) => {}
@@ -360,74 +367,54 @@ mod tests {
         assert_eq!(j, "a\n# phyr-reset ep=0 kind=vfio\n# phyr-reset ep=1 kind=vfio\nb\n");
     }
 
-    /// Consoles of a soak that went as planned: guest 1 killed mid-run, guest 2 to its end.
-    fn planned() -> (String, String, SoakLine, SoakLine) {
+    /// A soak that went as planned: guest 1 killed mid-run, guest 2 to its end (its console,
+    /// both guests' last lines).
+    fn planned() -> (String, SoakLine, SoakLine) {
         let t1 = tally(&line(SoakState::Running, 50, 0)).unwrap();
         let mut t2 = tally(&line(SoakState::End, 60, 0)).unwrap();
         t2.inherited = 1 << 20;
         let s2 = format!("{t2}\n=== phyr guest-cmd end: exit 0 ===\n");
-        (line(SoakState::Running, 50, 0), s2, t1, t2)
-    }
-
-    fn guests<'a>(killed: bool, s1: &'a str, s2: &'a str) -> Guests<'a> {
-        Guests {
-            killed,
-            first: 54,
-            s1,
-            s2,
-        }
+        (s2, t1, t2)
     }
 
     #[test]
     fn a_soak_as_planned_passes() {
-        let (s1, s2, t1, t2) = planned();
-        assert_eq!(verdict(&guests(true, &s1, &s2), &t1, &t2), Vec::<String>::new());
+        let (s2, t1, t2) = planned();
+        assert_eq!(verdict(&s2, &t1, &t2), Vec::<String>::new());
         // guest 2's end marker cut by a kernel message: its state=end line is what counts.
-        assert!(verdict(&guests(true, &s1, &t2.to_string()), &t1, &t2).is_empty());
-    }
-
-    #[test]
-    fn guest_1_ending_before_its_kill_fails_with_its_exit_status() {
-        let (_, s2, t1, t2) = planned();
-        let s1 = format!(
-            "{}\n=== phyr guest-cmd end: exit 2 ===\n",
-            line(SoakState::Running, 50, 0)
-        );
-        let bad = verdict(&guests(false, &s1, &s2), &t1, &t2);
-        assert_eq!(bad.len(), 1, "{bad:?}");
-        assert!(bad[0].contains("before its QEMU was to be killed (54 s") && bad[0].contains("status 2"));
+        assert!(verdict(&t2.to_string(), &t1, &t2).is_empty());
     }
 
     #[test]
     fn guest_1_without_soak_lines_fails() {
-        let (_, s2, _, t2) = planned();
-        let bad = verdict(&guests(true, "", &s2), &none(1, 7), &t2);
+        let (s2, _, t2) = planned();
+        let bad = verdict(&s2, &none(1, 7), &t2);
         assert!(bad.iter().any(|b| b.contains("guest 1 ran no soak command")), "{bad:?}");
     }
 
     #[test]
     fn guest_2_stopping_early_or_exiting_non_zero_fails() {
-        let (s1, _, t1, mut t2) = planned();
+        let (_, t1, mut t2) = planned();
         let s2 = "=== phyr guest-cmd end: exit 1 ===\n";
         t2.state = SoakState::Running;
-        let bad = verdict(&guests(true, &s1, s2), &t1, &t2);
+        let bad = verdict(s2, &t1, &t2);
         assert!(
             bad.iter()
                 .any(|b| b.contains("did not reach the end") && b.contains("status 1")),
             "{bad:?}"
         );
         t2.state = SoakState::End;
-        let bad = verdict(&guests(true, &s1, s2), &t1, &t2);
+        let bad = verdict(s2, &t1, &t2);
         assert!(bad.iter().any(|b| b.contains("exited with status 1")), "{bad:?}");
     }
 
     #[test]
     fn corruption_wrong_outcomes_and_an_unchecked_bar2_fail() {
-        let (s1, s2, mut t1, mut t2) = planned();
+        let (s2, mut t1, mut t2) = planned();
         t1.corrupted = 3;
         t2.wrong = 1;
         t2.inherited = 0;
-        let bad = verdict(&guests(true, &s1, &s2), &t1, &t2);
+        let bad = verdict(&s2, &t1, &t2);
         assert_eq!(bad.len(), 3, "{bad:?}");
         assert!(bad.iter().any(|b| b.contains("3 corrupted byte(s)")));
         assert!(bad.iter().any(|b| b.contains("1 command(s) ended")));
