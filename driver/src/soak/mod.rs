@@ -53,7 +53,7 @@ use shape::Planner;
 #[derive(Debug, Clone, clap::Args)]
 pub struct SoakArgs {
     /// Seed of every random choice (decimal or 0x-hex); default: from the clock, printed.
-    #[arg(long, value_parser = crate::cli::ops::parse_size_arg)]
+    #[arg(long, value_parser = parse_seed)]
     pub seed: Option<u64>,
     /// How long to run, in seconds.
     #[arg(long, default_value_t = 120)]
@@ -65,6 +65,15 @@ pub struct SoakArgs {
     /// Host arenas of 1 MiB (besides the read-only one).
     #[arg(long, default_value_t = 4)]
     pub host_arenas: usize,
+}
+
+/// A seed: decimal or 0x-hex, 64 bits (not a size: `1K` is no seed).
+fn parse_seed(s: &str) -> std::result::Result<u64, String> {
+    let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(h) => u64::from_str_radix(h, 16),
+        None => s.parse(),
+    };
+    r.map_err(|_| format!("{s:?} is not a seed: a decimal or 0x-hex 64-bit number"))
 }
 
 /// Host read-write arenas at most (IOVA space and guest memory are plenty; this bounds the
@@ -434,5 +443,27 @@ impl Soak {
         self.stats.checked += n;
         self.report_damage(d);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_seed;
+
+    #[test]
+    fn seeds_are_decimal_or_hex_64_bit_numbers_and_nothing_else() {
+        assert_eq!(parse_seed("1796394553058652240"), Ok(1_796_394_553_058_652_240));
+        assert_eq!(parse_seed("0x18EE13540b81f050"), Ok(0x18ee_1354_0b81_f050));
+        for bad in [
+            "",
+            "1K",
+            "-1",
+            "0x",
+            "0xzz",
+            "18446744073709551616",
+            "0x1_0000_0000_0000_0000",
+        ] {
+            assert!(parse_seed(bad).is_err(), "{bad:?}");
+        }
     }
 }
