@@ -3,10 +3,10 @@
 //!
 //! Steps follow each other until the time is up. A normal step runs one to six commands at
 //! once on random endpoints and queues (interrupt, polled or shadow-doorbell), each with
-//! lists of random shape: one to 300 pieces of 1 byte to 512 KiB at random offsets of the
-//! arenas (arena.rs), host memory by IOVA and BAR2 by bus address or through the IOMMU,
-//! split at random segment sizes, chained in blocks of 2 to 4096 entries stored in host
-//! memory or a BAR; one command in twelve has a bad segment on purpose. A fault step (one in
+//! lists of random shape: one to 300 pieces of 1 byte to 64 KiB (at most 1 MiB a command) at
+//! random offsets of the arenas (arena.rs), host memory by IOVA and BAR2 by bus address or
+//! through the IOMMU, split at random segment sizes, chained in blocks of 2 to 4096 entries
+//! stored in host memory or a BAR; one command in twelve has a bad segment on purpose. A fault step (one in
 //! four) injects an unmap, a reset or a queue disable into a running command (faults.rs).
 //! After every command its completion and its destination bytes are checked (judge.rs);
 //! every few seconds, and after every fault, every arena and guard is compared with what it
