@@ -363,7 +363,7 @@ mod tests {
 
     #[test]
     fn the_joined_log_resets_every_endpoint_between_the_guests() {
-        let j = crosscheck::joined_log("a", "b\n", 2);
+        let j = crosscheck::joined_log("a\n", "b\n", 2);
         assert_eq!(j, "a\n# phyr-reset ep=0 kind=vfio\n# phyr-reset ep=1 kind=vfio\nb\n");
     }
 
@@ -431,6 +431,19 @@ mod tests {
         );
         assert_eq!(guest_cmd_exit("=== phyr guest-cmd end: exit 0"), None);
         assert_eq!(guest_cmd_exit(""), None);
+    }
+
+    #[test]
+    fn a_killed_guests_console_is_read_up_to_its_last_soak_line() {
+        let soak = line(SoakState::Running, 5, 0);
+        // Killed while printing a command's range lines, in the middle of a line.
+        let first = format!(
+            "x\n{soak}\n# phyr-cmd ep=0 q=0 id=9 op=COPY ... src=@3/9\n# phyr-ranges 3 1/2 iova:0x1000+0x10 bu"
+        );
+        let j = crosscheck::joined_log(&first, "b\n", 1);
+        assert_eq!(j, format!("x\n{soak}\n# phyr-reset ep=0 kind=vfio\nb\n"));
+        // Without a soak line: up to the last whole line.
+        assert_eq!(crosscheck::joined_log("a\nhalf", "b\n", 0), "a\nb\n");
     }
 
     #[test]
