@@ -287,4 +287,75 @@ mod tests {
         );
         assert!(det_fault(&[seg(5, None)], &[]).is_none());
     }
+
+    #[test]
+    fn the_earlier_bad_segment_decides_and_a_tie_goes_to_the_source() {
+        let src = [seg(10, None), seg(5, Some(Bad::Unmapped))];
+        let dst = [seg(10, Some(Bad::ReadOnly)), seg(5, None)];
+        let d = det_fault(&src, &dst).unwrap();
+        assert_eq!((d.status, d.list, d.pos), (Status::WRITE_READ_ONLY, FAULT_LIST_DST, 0));
+        let dst = [seg(10, None), seg(5, Some(Bad::ReadOnly))];
+        let d = det_fault(&src, &dst).unwrap();
+        assert_eq!((d.status, d.list, d.pos), (Status::IOMMU_FAULT, FAULT_LIST_SRC, 10));
+    }
+
+    #[test]
+    fn past_bar_end_faults_at_the_end_of_the_executing_endpoints_bar2() {
+        let limits = Limits {
+            undecoded: 0,
+            bars: vec![(0, 0, 0xf800_0000, 0x400_0000), (0, 0, 0xf400_0000, 0x400_0000)],
+            max_entries: 4096,
+            max_chain: 64,
+            queues: 4,
+            bus_ok: vec![vec![true; 2]; 2],
+        };
+        let over = [seg(3, None), seg(300, Some(Bad::PastBarEnd))];
+        let d = det_fault_with_bars(&over, &[], &limits, 1).unwrap();
+        assert_eq!((d.status, d.addr, d.pos), (Status::BUS_PAST_BAR_END, 0xf800_0000, 3));
+        // Other kinds keep the segment's own address.
+        let d = det_fault_with_bars(&[seg(3, Some(Bad::NoTarget))], &[], &limits, 1).unwrap();
+        assert_eq!(d.addr, 0x1000);
+    }
+
+    fn plan(op: Opcode, src: Vec<Seg>, dst: Vec<Seg>) -> Plan {
+        Plan {
+            ep: 0,
+            q: 0,
+            mode: QueueMode::Spin,
+            op,
+            pattern: 0,
+            src,
+            dst,
+            src_list: None,
+            dst_list: None,
+            det: None,
+            long: false,
+            allow: Allow::default(),
+            crc: None,
+            cid: None,
+        }
+    }
+
+    #[test]
+    fn a_fault_list_code_names_only_a_list_the_opcode_has() {
+        let (s, d) = (vec![seg(8, None)], vec![seg(8, None)]);
+        let has = |op: Opcode| {
+            let p = plan(op, s.clone(), d.clone());
+            [FAULT_LIST_SRC, FAULT_LIST_DST, dma_range::FAULT_LIST_NONE, 2, 0x80].map(|code| p.list(code).is_some())
+        };
+        assert_eq!(has(Opcode::Copy), [true, true, false, false, false]);
+        assert_eq!(has(Opcode::Compare), [true, true, false, false, false]);
+        assert_eq!(has(Opcode::Fill), [false, true, false, false, false]);
+        assert_eq!(has(Opcode::Crc32c), [true, false, false, false, false]);
+    }
+
+    #[test]
+    fn total_counts_the_list_the_opcode_moves() {
+        let p = plan(Opcode::Fill, vec![seg(1, None)], vec![seg(7, None), seg(9, None)]);
+        assert_eq!(p.total(), 16);
+        let p = plan(Opcode::Crc32c, vec![seg(7, None), seg(9, None)], vec![]);
+        assert_eq!((p.total(), p.writes()), (16, false));
+        assert_eq!(starts(&[seg(7, None), seg(9, None), seg(1, None)]), vec![0, 7, 16]);
+        assert!(starts(&[]).is_empty());
+    }
 }
