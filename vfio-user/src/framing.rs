@@ -150,8 +150,8 @@ impl FrameReader {
             return Err(FrameError::FdsTruncated);
         }
         self.end += r.bytes;
-        if !fds.is_empty() {
-            // r.bytes > 0: the kernel passes fds only with data.
+        if !fds.is_empty() && r.bytes > 0 {
+            // The kernel passes fds only with data (without any, they are closed here).
             let pos = self.offset + (self.end - self.start) as u64 - 1;
             self.fds.push(ArrivedFds { pos, fds });
         }

@@ -357,6 +357,7 @@ impl Soak {
                     let p = &plans[i];
                     println!("# soak wrong ep={} q={} id={cid}: {e}", p.ep, p.q);
                     self.stats.wrong += 1;
+                    self.status(SoakState::Running);
                     broken.push(ep);
                     self.reset_endpoint(ep)?;
                     for p in plans.iter_mut().filter(|p| p.ep == ep) {
@@ -411,6 +412,7 @@ impl Soak {
         if let Some(why) = &v.wrong {
             self.stats.wrong += 1;
             println!("# soak wrong ep={} q={} id={id} {}: {why}", p.ep, p.q, p.op.name());
+            self.status(SoakState::Running);
         }
         if v.damage.bytes > 0 {
             println!(
@@ -433,6 +435,8 @@ impl Soak {
                 d.bytes,
                 d.first.unwrap_or_default()
             );
+            // At once: a guest whose QEMU is killed next still counts it.
+            self.status(SoakState::Running);
         }
     }
 

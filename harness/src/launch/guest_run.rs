@@ -165,8 +165,14 @@ fn guest(l: &Launch<'_>, mut device: Option<&mut DeviceProc>) -> Result<Outcome>
             if start.elapsed() >= ready + after {
                 // SIGKILL, as a crashing VMM dies: no chance to tell the device anything.
                 let _ = qemu.kill();
-                let _ = qemu.wait();
-                break Ending::QemuKilled(start.elapsed().saturating_sub(ready));
+                let st = qemu.wait()?;
+                // QEMU may have ended on its own just before: only SIGKILL is the planned end.
+                use std::os::unix::process::ExitStatusExt;
+                break match st.signal() {
+                    Some(libc::SIGKILL) => Ending::QemuKilled(start.elapsed().saturating_sub(ready)),
+                    _ if st.success() => Ending::PoweredOff,
+                    _ => Ending::QemuFailed(describe(st)),
+                };
             }
         }
         std::thread::sleep(POLL);

@@ -211,7 +211,7 @@ pub fn check(serial_log: &str, trace_dir: &Path, expected: &Expected) -> Report 
         let mut epochs = match last.get(&c.ep) {
             Some(&(resets, epoch, sure)) if resets == d.resets => Epochs {
                 lo: epoch,
-                hi: sure.then_some(epoch),
+                hi: Some(if sure { epoch } else { epoch + 1 }),
             },
             Some(&(resets, epoch, _)) => Epochs {
                 lo: epoch + d.resets.saturating_sub(resets),
@@ -380,11 +380,19 @@ pub const GUEST1_CONSOLE: &str = "serial.guest1.log";
 /// commands after it count as unreported.
 pub fn joined_log(first: &str, second: &str, endpoints: usize) -> String {
     let whole = first.rfind('\n').map_or("", |i| &first[..=i]);
-    let cut = whole
-        .match_indices("# phyr-soak ")
-        .last()
-        .and_then(|(i, _)| whole[i..].find('\n').map(|n| &whole[..=i + n]))
-        .unwrap_or(whole);
+    // The last physical line that is a whole `# phyr-soak` line (one a kernel message cut
+    // does not parse, and is not a place to cut).
+    let mut end = 0;
+    let mut cut = whole;
+    for l in whole.split_inclusive('\n') {
+        end += l.len();
+        if matches!(
+            phyr_report::Line::find(l.trim_end()),
+            Some(Ok(phyr_report::Line::Soak(_)))
+        ) {
+            cut = &whole[..end];
+        }
+    }
     let mut s = String::with_capacity(cut.len() + second.len() + 64 * endpoints);
     s.push_str(cut);
     for ep in 0..endpoints {

@@ -160,9 +160,9 @@ pub fn run(cache: &Cache, a: SoakArgs) -> Result<i32> {
         say(format!("  {p}"));
     }
     let (t1, t2) = (tally(&s1).unwrap_or(none(1, seed)), tally(&s2).unwrap_or(none(2, seed)));
-    let commands = t1.commands + t2.commands;
-    let faults = t1.faults + t2.faults + 1;
-    let corrupted = t1.corrupted + t2.corrupted;
+    let commands = t1.commands.saturating_add(t2.commands);
+    let faults = t1.faults.saturating_add(t2.faults).saturating_add(1);
+    let corrupted = t1.corrupted.saturating_add(t2.corrupted);
     let mut bad = verdict(&s2, &t1, &t2);
     bad.extend(device_bad);
     if !c.problems.is_empty() {
@@ -246,7 +246,7 @@ fn verdict(s2: &str, t1: &SoakLine, t2: &SoakLine) -> Vec<String> {
         // A marker cut by a kernel message is no failure; corruption and wrong outcomes
         // (exit status 1) are counted below.
         (SoakState::End, None | Some(0)) => {}
-        (SoakState::End, Some(_)) if t1.corrupted + t2.corrupted + t1.wrong + t2.wrong > 0 => {}
+        (SoakState::End, Some(_)) if (t1.corrupted | t2.corrupted | t1.wrong | t2.wrong) > 0 => {}
         (SoakState::End, Some(st)) => bad.push(format!(
             "guest 2's `phyr soak` reached its end but exited with status {st}; see serial.log"
         )),
@@ -258,13 +258,13 @@ fn verdict(s2: &str, t1: &SoakLine, t2: &SoakLine) -> Vec<String> {
     if t2.inherited == 0 {
         bad.push("guest 2 did not check BAR2 as guest 1 left it".into());
     }
-    let wrong = t1.wrong + t2.wrong;
+    let wrong = t1.wrong.saturating_add(t2.wrong);
     if wrong > 0 {
         bad.push(format!(
             "{wrong} command(s) ended in a way the soak does not allow (`# soak wrong` lines)"
         ));
     }
-    let corrupted = t1.corrupted + t2.corrupted;
+    let corrupted = t1.corrupted.saturating_add(t2.corrupted);
     if corrupted > 0 {
         bad.push(format!("{corrupted} corrupted byte(s) (`# soak corrupt` lines)"));
     }
@@ -442,6 +442,10 @@ mod tests {
         );
         let j = crosscheck::joined_log(&first, "b\n", 1);
         assert_eq!(j, format!("x\n{soak}\n# phyr-reset ep=0 kind=vfio\nb\n"));
+        // A soak line a kernel message cut is no place to cut: the whole one before it is.
+        let cut = format!("{soak}\n{}[   72.643285] DMAR: x\n", &soak[..20]);
+        let j = crosscheck::joined_log(&format!("{cut}rest of it\n"), "b\n", 1);
+        assert_eq!(j, format!("{soak}\n# phyr-reset ep=0 kind=vfio\nb\n"));
         // Without a soak line: up to the last whole line.
         assert_eq!(crosscheck::joined_log("a\nhalf", "b\n", 0), "a\nb\n");
     }
