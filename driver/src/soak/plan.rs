@@ -121,6 +121,26 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// A plan before its lists are placed.
+    pub fn new(ep: usize, q: u32, mode: QueueMode, op: Opcode, pattern: u64, src: Vec<Seg>, dst: Vec<Seg>) -> Plan {
+        Plan {
+            ep,
+            q,
+            mode,
+            op,
+            pattern,
+            src,
+            dst,
+            src_list: None,
+            dst_list: None,
+            det: None,
+            long: false,
+            allow: Allow::default(),
+            crc: None,
+            cid: None,
+        }
+    }
+
     /// Bytes the command moves: the destination list for COPY and FILL, the source list
     /// otherwise (ABI §4: COPY and COMPARE have equal totals).
     pub fn total(&self) -> u64 {
@@ -318,22 +338,7 @@ mod tests {
     }
 
     fn plan(op: Opcode, src: Vec<Seg>, dst: Vec<Seg>) -> Plan {
-        Plan {
-            ep: 0,
-            q: 0,
-            mode: QueueMode::Spin,
-            op,
-            pattern: 0,
-            src,
-            dst,
-            src_list: None,
-            dst_list: None,
-            det: None,
-            long: false,
-            allow: Allow::default(),
-            crc: None,
-            cid: None,
-        }
+        Plan::new(0, 0, QueueMode::Spin, op, 0, src, dst)
     }
 
     #[test]

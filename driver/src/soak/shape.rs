@@ -7,7 +7,7 @@ use dma_range::{AddrSpace, DmaRange, Opcode};
 
 use super::arena::{Arenas, Home, Occupancy};
 use super::expect;
-use super::plan::{det_fault_with_bars, starts, Allow, Bad, Limits, Plan, Seg};
+use super::plan::{det_fault_with_bars, starts, Bad, Limits, Plan, Seg};
 use super::rng::Rng;
 use crate::bench::Bench;
 use crate::mapping::{self, BuiltList, Place, Route, Segment, Via};
@@ -38,26 +38,6 @@ fn split(total: u64, parts: usize, rng: &mut Rng) -> Vec<u64> {
         }
     }
     v
-}
-
-/// A plan before its lists are placed.
-fn plan(ep: usize, q: u32, mode: QueueMode, op: Opcode, pattern: u64, src: Vec<Seg>, dst: Vec<Seg>) -> Plan {
-    Plan {
-        ep,
-        q,
-        mode,
-        op,
-        pattern,
-        src,
-        dst,
-        src_list: None,
-        dst_list: None,
-        det: None,
-        long: false,
-        allow: Allow::default(),
-        crc: None,
-        cid: None,
-    }
 }
 
 impl Planner<'_> {
@@ -234,7 +214,7 @@ impl Planner<'_> {
         if op == Opcode::Compare && self.rng.chance(75) {
             self.mirror(&src, &dst)?;
         }
-        let mut p = plan(ep, q, mode, op, self.rng.next(), src, dst);
+        let mut p = Plan::new(ep, q, mode, op, self.rng.next(), src, dst);
         p.det = det_fault_with_bars(&p.src, &p.dst, self.limits, ep);
         Ok(Some(p))
     }
@@ -327,7 +307,7 @@ impl Planner<'_> {
         }
         let src = src_seg.map_or_else(Vec::new, |x| vec![x; n]);
         let op = if fill { Opcode::Fill } else { Opcode::Copy };
-        let mut p = plan(ep, q, mode, op, self.rng.next(), src, vec![dst_seg; n]);
+        let mut p = Plan::new(ep, q, mode, op, self.rng.next(), src, vec![dst_seg; n]);
         p.long = true;
         Ok(Some(p))
     }
