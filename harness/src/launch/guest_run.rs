@@ -77,6 +77,9 @@ pub struct Outcome {
 /// A running phyr-device, serving the sockets of one run directory while guests come and go.
 pub struct DeviceProc {
     child: Child,
+    /// Its sockets' directory, removed when it stops.
+    socket_dir: PathBuf,
+    stopped: bool,
 }
 
 impl DeviceProc {
@@ -88,15 +91,31 @@ impl DeviceProc {
             cleanup_sockets(run);
             return Err(e);
         }
-        Ok(Self { child })
+        Ok(Self {
+            child,
+            socket_dir: run.socket_dir(),
+            stopped: false,
+        })
     }
 
-    /// SIGTERM (SIGKILL after 3 s), reaped; the sockets are removed. Returns how it exited
-    /// (`None` if it had to be killed).
-    pub fn stop(mut self, run: &RunDir) -> Option<ExitStatus> {
-        stop_group(&mut self.child, "phyr-device", Duration::from_secs(3));
-        cleanup_sockets(run);
+    /// SIGTERM (SIGKILL after 3 s), reaped; the sockets are removed. Returns how it exited.
+    pub fn stop(mut self, _run: &RunDir) -> Option<ExitStatus> {
+        self.halt();
         self.child.try_wait().ok().flatten()
+    }
+
+    fn halt(&mut self) {
+        if !std::mem::replace(&mut self.stopped, true) {
+            stop_group(&mut self.child, "phyr-device", Duration::from_secs(3));
+            remove_socket_dir(&self.socket_dir);
+        }
+    }
+}
+
+impl Drop for DeviceProc {
+    /// A harness error between start and stop still stops the device and removes its sockets.
+    fn drop(&mut self) {
+        self.halt();
     }
 }
 
@@ -385,13 +404,16 @@ fn wait_exit(child: &mut Child, grace: Duration) -> bool {
 }
 
 fn cleanup_sockets(run: &RunDir) {
-    let dir = run.socket_dir();
-    if let Ok(rd) = std::fs::read_dir(&dir) {
+    remove_socket_dir(&run.socket_dir());
+}
+
+fn remove_socket_dir(dir: &Path) {
+    if let Ok(rd) = std::fs::read_dir(dir) {
         for e in rd.flatten() {
             let _ = std::fs::remove_file(e.path());
         }
     }
-    let _ = std::fs::remove_dir(&dir);
+    let _ = std::fs::remove_dir(dir);
 }
 
 /// Prints how a guest run ended (which side failed and where its log is); returns an exit code.
