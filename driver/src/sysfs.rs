@@ -38,6 +38,7 @@ impl Resource {
         }
     }
 
+    #[cfg(test)]
     pub fn contains(&self, addr: u64) -> bool {
         self.size() != 0 && addr >= self.start && addr <= self.end
     }
@@ -157,6 +158,24 @@ pub fn read_function(sys: &Path, bdf: &str) -> Result<PciFunction> {
         iommu_group: link_name("iommu_group").and_then(|g| g.parse().ok()),
         driver: link_name("driver"),
     })
+}
+
+/// A 1 MiB-aligned bus address above every BAR of every PCI function: nothing decodes it, nor
+/// the window above it.
+pub fn undecoded_bus_addr(sys: &Path) -> Result<u64> {
+    let top = scan(sys)?
+        .iter()
+        .flat_map(|f| f.resources.iter())
+        .filter(|r| r.size() != 0)
+        .map(|r| r.end)
+        .max()
+        .unwrap_or(0);
+    top.checked_add(1 + 0xF_FFFF)
+        .map(|a| a & !0xF_FFFF)
+        .ok_or_else(|| SysfsError::Parse {
+            path: sys.join("bus/pci/devices"),
+            why: format!("a BAR ends at {top:#x}: no bus address above every BAR"),
+        })
 }
 
 /// Every PCI function, sorted by BDF.

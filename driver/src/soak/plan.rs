@@ -3,7 +3,7 @@
 //! segment on purpose), and which racing faults the step allows it. Shapes are drawn in
 //! shape.rs.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use dma_range::{AddrSpace, DmaRange, Opcode, Status, FAULT_LIST_DST, FAULT_LIST_SRC};
 
 use crate::bench::Bench;
@@ -207,18 +207,7 @@ pub struct Limits {
 
 impl Limits {
     pub fn read(s: &Bench) -> Result<Self> {
-        let all = crate::sysfs::scan(&s.sys)?;
-        let top = all
-            .iter()
-            .flat_map(|f| f.resources.iter())
-            .filter(|r| r.size() != 0)
-            .map(|r| r.end)
-            .max()
-            .unwrap_or(0);
-        let undecoded = ((top + 1 + 0xF_FFFF) & !0xF_FFFF) + 0x1000;
-        if all.iter().any(|f| f.resources.iter().any(|r| r.contains(undecoded))) {
-            bail!("{undecoded:#x} should be decoded by nobody, yet a BAR holds it");
-        }
+        let undecoded = crate::sysfs::undecoded_bus_addr(&s.sys)? + 0x1000;
         let bars = s
             .endpoints
             .iter()

@@ -176,27 +176,9 @@ fn list_unmapped(s: &mut Bench) -> Result<Outcome> {
     Ok(Outcome::Pass)
 }
 
-/// A bus address no BAR of any PCI function in this guest decodes.
-fn undecoded_bus_addr(s: &Bench) -> Result<u64> {
-    let all = crate::sysfs::scan(&s.sys)?;
-    let top = all
-        .iter()
-        .flat_map(|f| f.resources.iter())
-        .filter(|r| r.size() != 0)
-        .map(|r| r.end)
-        .max()
-        .unwrap_or(0);
-    let x = (top + 1 + 0xF_FFFF) & !0xF_FFFF;
-    ensure!(
-        !all.iter().any(|f| f.resources.iter().any(|r| r.contains(x))),
-        "case bug: {x:#x} is decoded"
-    );
-    Ok(x + 0x100)
-}
-
 fn bus_no_target(s: &mut Bench) -> Result<Outcome> {
     let (a, b) = (host(s, 8192)?, host(s, 4096)?);
-    let x = undecoded_bus_addr(s)?;
+    let x = crate::sysfs::undecoded_bus_addr(&s.sys)? + 0x100;
     Tap::diag(&format!("undecoded bus address {x:#x}"));
     let src = list_for(s, &[PhysRange::host(&a, 0, 4096 + 512)])?;
     let dst = raw_list(
